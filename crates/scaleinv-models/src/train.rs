@@ -1,0 +1,136 @@
+//! A hand-written training loop for [`DigitsCnn`](crate::DigitsCnn): forward, backward,
+//! [`GradientsParams`], [`ModuleOptimizer::step`]. The optimizer is the only thing the caller
+//! chooses.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::cnn::{DigitsCnn, DigitsCnnConfig};
+use crate::digits::Digits;
+
+/// Settings of [`train_digits`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainSettings {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate; it decays to 0 on a cosine over the run.
+    pub lr: f64,
+    /// Seed of the weight initialisation and of the batch order.
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        Self { epochs: 12, batch_size: 64, lr: 3e-3, seed: 0 }
+    }
+}
+
+/// What one epoch produced, passed to the progress callback.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochReport {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Accuracy on the test set at the end of the epoch.
+    pub test_accuracy: f64,
+    /// Wall time of the epoch in seconds (training and evaluation).
+    pub seconds: f64,
+}
+
+/// Trains a [`DigitsCnn`] on `train` on `device` (an autodiff device is made from it) with the
+/// optimizer that `make_optim` builds for the fresh model, calling `on_epoch` after each epoch.
+/// Returns the trained model (inference mode) and the last report.
+pub fn train_digits(
+    device: &Device,
+    make_optim: impl FnOnce(&DigitsCnn) -> ModuleOptimizer,
+    train: &Digits,
+    test: &Digits,
+    settings: TrainSettings,
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> (DigitsCnn, EpochReport) {
+    let device = device.clone().autodiff();
+    device.seed(settings.seed);
+    let mut model = DigitsCnnConfig::default().init(&device);
+    let mut optim = make_optim(&model);
+    let (test_images, test_labels) = test.to_tensors(&device);
+    let steps_per_epoch = train.len().div_ceil(settings.batch_size);
+    let total_steps = (settings.epochs * steps_per_epoch).max(1);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut rng = SplitMix64(settings.seed);
+    let mut step = 0;
+    let mut report = EpochReport { epoch: 0, train_loss: f64::NAN, test_accuracy: 0.0, seconds: 0.0 };
+
+    for epoch in 1..=settings.epochs {
+        let start = Instant::now();
+        rng.shuffle(&mut order);
+        let mut losses = Vec::with_capacity(steps_per_epoch);
+        for batch in order.chunks(settings.batch_size) {
+            let (images, labels) = train.select(batch).to_tensors(&device);
+            let loss = model.loss(images, labels);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let lr = cosine_lr(settings.lr, step, total_steps);
+            model = optim.step(lr, model, grads);
+            losses.push(loss.detach());
+            step += 1;
+        }
+        let train_loss = mean_of(losses);
+        let test_accuracy = accuracy(&model.valid(), test_images.clone().inner(), test_labels.clone().inner());
+        report = EpochReport { epoch, train_loss, test_accuracy, seconds: start.elapsed().as_secs_f64() };
+        on_epoch(&report);
+    }
+    (model.valid(), report)
+}
+
+/// `lr · ½(1 + cos(π·step/total))`.
+pub fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
+    let progress = step as f64 / total.max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Mean of the per-step losses, read back once per epoch.
+fn mean_of(losses: Vec<Tensor<1>>) -> f64 {
+    if losses.is_empty() {
+        return f64::NAN;
+    }
+    let data: TensorData = Tensor::cat(losses, 0).mean().into_data();
+    data.try_to_vec::<f32>().map(|v| v[0] as f64).unwrap_or(f64::NAN)
+}
+
+/// Fraction of `images` whose arg-max logit equals the label, in inference mode.
+pub fn accuracy(model: &DigitsCnn, images: Tensor<4>, labels: Tensor<1, Int>) -> f64 {
+    let n = labels.dims()[0];
+    if n == 0 {
+        return 0.0;
+    }
+    let predicted = model.forward(images).argmax(1).squeeze_dim::<1>(1);
+    let correct = predicted.equal(labels).int().sum().into_data();
+    let correct = correct.convert::<i64>().try_to_vec::<i64>().map(|v| v[0]).unwrap_or(0);
+    correct as f64 / n as f64
+}
+
+/// A small deterministic generator for the batch order (SplitMix64).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn shuffle(&mut self, items: &mut [usize]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+

@@ -1,0 +1,180 @@
+//! AdamP: Adam with the radial component of each scale-invariant weight's update removed.
+//!
+//! Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
+//! Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 2;
+//! reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
+//!
+//! ```text
+//! t ← t + 1
+//! m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
+//! denom = √v / √(1 − β2^t) + ε
+//! u = m / denom                       (Nesterov: u = (β1·m + (1 − β1)·g) / denom)
+//! (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
+//! p ← p · (1 − η·λ·r)                 (decoupled decay)
+//! p ← p − η / (1 − β1^t) · u
+//! ```
+//!
+//! With `delta = 0` the projection never fires and AdamP is AdamW with PyTorch-style decay.
+
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::channel_axes::ChannelAxes;
+use crate::decay::decoupled_decay;
+use crate::error::{ConfigError, Range, check};
+use crate::moments::{AdamMoments, MomentState};
+use crate::radial::ScaleInvariance;
+
+/// Configuration of [`AdamP`], with the reference's defaults.
+///
+/// The learning rate is not part of the config: Burn passes it to every step (reference
+/// default 1e-3).
+#[derive(Config, Debug)]
+pub struct AdamPConfig {
+    /// β1 of the first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// β2 of the second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// ε of Adam's denominator, of the cosine norms and of the projection norm (the
+    /// reference's 1e-8, not Burn's 1e-5).
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Decoupled weight decay λ, multiplied by the learning rate.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Threshold δ of the scale-invariance test `max cos < δ / √K`.
+    #[config(default = 0.1)]
+    pub delta: f64,
+    /// Factor on the weight decay of tensors whose update was projected.
+    #[config(default = 0.1)]
+    pub wd_ratio: f64,
+    /// Nesterov momentum in AdamP's form (bias correction stays `1 / (1 − β1^t)`).
+    #[config(default = false)]
+    pub nesterov: bool,
+    /// Channel axis used by [`build`](Self::build) and [`init`](Self::init); `init_for`
+    /// sets it per parameter instead.
+    #[config(default = 0)]
+    pub channel_axis: usize,
+    /// Gradient clipping applied before each step.
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+/// The AdamP optimizer for one parameter tensor; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct AdamP {
+    moments: AdamMoments,
+    projection: ScaleInvariance,
+    weight_decay: f64,
+    nesterov: bool,
+}
+
+impl AdamPConfig {
+    /// Checks every hyperparameter against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "AdamPConfig";
+        check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
+        check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
+        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        check(C, "delta", self.delta, Range::NonNegative)?;
+        check(C, "wd_ratio", self.wd_ratio, Range::UnitClosed)
+    }
+
+    /// The bare per-tensor optimizer with [`channel_axis`](Self::channel_axis), for
+    /// [`ModuleOptimizer::with_group`].
+    pub fn try_build(&self) -> Result<AdamP, ConfigError> {
+        self.validate()?;
+        Ok(self.build_with_axis(self.channel_axis))
+    }
+
+    /// Like [`try_build`](Self::try_build); panics with the validation error.
+    pub fn build(&self) -> AdamP {
+        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn build_with_axis(&self, channel_axis: usize) -> AdamP {
+        AdamP {
+            moments: AdamMoments { beta_1: self.beta_1, beta_2: self.beta_2, epsilon: self.epsilon },
+            projection: ScaleInvariance {
+                delta: self.delta,
+                wd_ratio: self.wd_ratio,
+                epsilon: self.epsilon,
+                channel_axis,
+            },
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        }
+    }
+
+    /// A [`ModuleOptimizer`] that uses [`channel_axis`](Self::channel_axis) for every
+    /// parameter. Prefer [`init_for`](Self::init_for) for models with `Linear` layers.
+    pub fn init(&self) -> ModuleOptimizer {
+        let adamp = self.build();
+        let mut optim = ModuleOptimizer::from(adamp);
+        if let Some(clipping) = &self.grad_clipping {
+            optim = optim.with_grad_clipping(clipping.init());
+        }
+        optim
+    }
+
+    /// A [`ModuleOptimizer`] for `model` that gives every weight its output-channel axis by
+    /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
+    /// [`try_init_with`](Self::try_init_with).
+    pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
+        self.try_init_with(&ChannelAxes::infer(model)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A [`ModuleOptimizer`] with the channel axes given per parameter.
+    pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
+        self.validate()?;
+        let clipping = self.grad_clipping.as_ref().map(GradientClippingConfig::init);
+        Ok(axes.module_optimizer(|axis| self.build_with_axis(axis), clipping))
+    }
+}
+
+impl AdamP {
+    /// The scale-invariance test and projection this optimizer applies.
+    pub fn scale_invariance(&self) -> &ScaleInvariance {
+        &self.projection
+    }
+}
+
+/// AdamP's state for one parameter: Adam's moments and step count.
+pub type AdamPState<const D: usize> = MomentState<D>;
+
+impl Optimizer for AdamP {
+    type State<const D: usize> = AdamPState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let state = self.moments.update(&grad, state);
+        let (bc1, _) = self.moments.bias_corrections(state.time);
+        let denom = self.moments.denominator(&state);
+
+        let update = if self.nesterov {
+            let b1 = self.moments.beta_1;
+            (state.moment_1.clone() * b1 + grad.clone() * (1.0 - b1)) / denom
+        } else {
+            state.moment_1.clone() / denom
+        };
+
+        let projected = self.projection.project(&param, &grad, update);
+        let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
+        let param = param - projected.update * (lr / bc1);
+        (param, Some(state))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}

@@ -1,0 +1,103 @@
+//! Errors reported when an optimizer is configured, before any step runs.
+
+use core::fmt;
+
+/// An invalid optimizer configuration or parameter-to-axis assignment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigError {
+    /// A hyperparameter lies outside its accepted range.
+    OutOfRange {
+        /// The configuration type, e.g. `"AdamPConfig"`.
+        config: &'static str,
+        /// The field name, e.g. `"beta_1"`.
+        field: &'static str,
+        /// The value that was given.
+        value: f64,
+        /// The accepted range, e.g. `"[0, 1)"`.
+        expected: &'static str,
+    },
+    /// Two hyperparameters that cannot be combined.
+    Conflict {
+        /// The configuration type.
+        config: &'static str,
+        /// What is wrong, naming the fields.
+        reason: &'static str,
+    },
+    /// A channel-axis override names a parameter path the module does not have.
+    UnknownParameter {
+        /// The path that was given.
+        path: String,
+    },
+    /// A channel axis is not an axis of the parameter.
+    ChannelAxisOutOfRange {
+        /// The parameter's path in the module.
+        path: String,
+        /// The axis that was given.
+        axis: usize,
+        /// The parameter's rank.
+        rank: usize,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfRange { config, field, value, expected } => {
+                write!(f, "{config}.{field} = {value} is invalid: expected a value in {expected}")
+            }
+            Self::Conflict { config, reason } => write!(f, "{config}: {reason}"),
+            Self::UnknownParameter { path } => {
+                write!(f, "no parameter at path `{path}` in the module")
+            }
+            Self::ChannelAxisOutOfRange { path, axis, rank } => write!(
+                f,
+                "channel axis {axis} is out of range for `{path}`, a parameter of rank {rank}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The ranges the configs check, each a predicate and its text for the error.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Range {
+    /// `[0, 1)`
+    UnitHalfOpen,
+    /// `[0, 1]`
+    UnitClosed,
+    /// `(0, ∞)`
+    Positive,
+    /// `[0, ∞)`
+    NonNegative,
+}
+
+impl Range {
+    fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Self::UnitHalfOpen => (0.0..1.0).contains(&v),
+                Self::UnitClosed => (0.0..=1.0).contains(&v),
+                Self::Positive => v > 0.0,
+                Self::NonNegative => v >= 0.0,
+            }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            Self::UnitHalfOpen => "[0, 1)",
+            Self::UnitClosed => "[0, 1]",
+            Self::Positive => "(0, inf), finite",
+            Self::NonNegative => "[0, inf), finite",
+        }
+    }
+}
+
+/// Checks `value` against `range`, naming `config.field` in the error.
+pub(crate) fn check(config: &'static str, field: &'static str, value: f64, range: Range) -> Result<(), ConfigError> {
+    if range.contains(value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange { config, field, value, expected: range.text() })
+    }
+}

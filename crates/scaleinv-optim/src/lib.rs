@@ -1,0 +1,52 @@
+//! Optimizers for Burn that understand scale invariance.
+//!
+//! Normalization layers make the weights that feed them scale-invariant: the loss does not
+//! change when such a weight is multiplied by a constant. The gradient is then orthogonal to
+//! the weight, momentum optimizers grow the weight's norm, and the effective step size
+//! `η / ‖w‖²` shrinks. The optimizers here are per-tensor [`burn::optim::Optimizer`]s that
+//! plug into [`burn::optim::ModuleOptimizer`] (and so into Burn's `Learner`):
+//!
+//! - [`AdamP`] / [`Sgdp`] (Heo et al., ICLR 2021): detect scale-invariant weights at each step
+//!   and remove the radial component of their update.
+//!
+//! ```
+//! use burn::prelude::*;
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::optim::GradientsParams;
+//! use scaleinv_optim::AdamPConfig;
+//!
+//! # #[cfg(feature = "flex")] {
+//! let device = Device::flex().autodiff();
+//! let model: Linear = LinearConfig::new(4, 3).init(&device);
+//! // One line differs from Adam: `init_for` gives each weight its output-channel axis.
+//! let mut optim = AdamPConfig::new().with_weight_decay(1e-2).init_for(&model);
+//!
+//! let x = Tensor::<2>::ones([8, 4], &device);
+//! let loss = model.forward(x).square().mean();
+//! let grads = GradientsParams::from_grads(loss.backward(), &model);
+//! let model = optim.step(1e-3, model, grads);
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+mod adamp;
+mod channel_axes;
+mod decay;
+mod error;
+mod moments;
+pub mod radial;
+mod sgdp;
+
+pub use adamp::{AdamP, AdamPConfig, AdamPState};
+pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
+pub use error::ConfigError;
+pub use moments::MomentState;
+pub use radial::{ProjectionBranch, Projected, ScaleInvariance};
+pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
+
+// Names that `#[derive(RecordState)]` expands to; not part of the API.
+#[doc(hidden)]
+pub use burn::optim::{RecordState, StateSink, StateSource, join_index, join_path};

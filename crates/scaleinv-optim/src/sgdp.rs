@@ -1,0 +1,202 @@
+//! SGDP: SGD with momentum and the radial component of each scale-invariant weight's update
+//! removed.
+//!
+//! Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
+//! Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 1;
+//! reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
+//!
+//! ```text
+//! b ← μ·b + (1 − τ)·g                 (b starts at zero, not at g)
+//! u = b                               (Nesterov: u = g + μ·b)
+//! (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
+//! b ← u                               (not Nesterov, `project_momentum_buffer`: the reference
+//!                                      projects the buffer in place)
+//! p ← p · (1 − η·λ·r / (1 − μ))       (decoupled decay, divided by 1 − μ as in the reference)
+//! p ← p − η·u
+//! ```
+
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::RecordState;
+use crate::channel_axes::ChannelAxes;
+use crate::decay::decoupled_decay;
+use crate::error::{ConfigError, Range, check};
+use crate::radial::ScaleInvariance;
+
+/// Configuration of [`Sgdp`], with the reference's defaults.
+///
+/// The learning rate is not part of the config: Burn passes it to every step (the reference
+/// has no default; its README uses 0.1).
+#[derive(Config, Debug)]
+pub struct SgdpConfig {
+    /// Heavy-ball momentum μ.
+    #[config(default = 0.0)]
+    pub momentum: f64,
+    /// Dampening τ of the gradient added to the buffer.
+    #[config(default = 0.0)]
+    pub dampening: f64,
+    /// Nesterov momentum, `u = g + μ·b`.
+    #[config(default = false)]
+    pub nesterov: bool,
+    /// Decoupled weight decay λ, multiplied by the learning rate and divided by `1 − μ`.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// ε of the cosine norms and of the projection norm.
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Threshold δ of the scale-invariance test `max cos < δ / √K`.
+    #[config(default = 0.1)]
+    pub delta: f64,
+    /// Factor on the weight decay of tensors whose update was projected.
+    #[config(default = 0.1)]
+    pub wd_ratio: f64,
+    /// Write the projected update back into the momentum buffer when Nesterov is off, as the
+    /// reference does (`true`). `false` keeps the buffer unprojected, as timm ≥ 2026 and
+    /// pytorch_optimizer do.
+    #[config(default = true)]
+    pub project_momentum_buffer: bool,
+    /// Channel axis used by [`build`](Self::build) and [`init`](Self::init); `init_for`
+    /// sets it per parameter instead.
+    #[config(default = 0)]
+    pub channel_axis: usize,
+    /// Gradient clipping applied before each step.
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+/// The SGDP optimizer for one parameter tensor; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Sgdp {
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    project_momentum_buffer: bool,
+    projection: ScaleInvariance,
+}
+
+/// SGDP's state for one parameter: the momentum buffer (absent when μ = 0, where the buffer
+/// would only ever hold the current gradient).
+#[derive(RecordState, Clone, Debug)]
+pub struct SgdpState<const D: usize> {
+    /// Momentum buffer `b`.
+    pub momentum: Tensor<D>,
+}
+
+impl SgdpConfig {
+    /// Checks every hyperparameter against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "SgdpConfig";
+        check(C, "momentum", self.momentum, Range::UnitHalfOpen)?;
+        check(C, "dampening", self.dampening, Range::UnitClosed)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "delta", self.delta, Range::NonNegative)?;
+        check(C, "wd_ratio", self.wd_ratio, Range::UnitClosed)?;
+        if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
+            return Err(ConfigError::Conflict {
+                config: C,
+                reason: "nesterov needs momentum > 0 and dampening = 0",
+            });
+        }
+        Ok(())
+    }
+
+    /// The bare per-tensor optimizer with [`channel_axis`](Self::channel_axis), for
+    /// [`ModuleOptimizer::with_group`].
+    pub fn try_build(&self) -> Result<Sgdp, ConfigError> {
+        self.validate()?;
+        Ok(self.build_with_axis(self.channel_axis))
+    }
+
+    /// Like [`try_build`](Self::try_build); panics with the validation error.
+    pub fn build(&self) -> Sgdp {
+        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn build_with_axis(&self, channel_axis: usize) -> Sgdp {
+        Sgdp {
+            momentum: self.momentum,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            project_momentum_buffer: self.project_momentum_buffer,
+            projection: ScaleInvariance {
+                delta: self.delta,
+                wd_ratio: self.wd_ratio,
+                epsilon: self.epsilon,
+                channel_axis,
+            },
+        }
+    }
+
+    /// A [`ModuleOptimizer`] that uses [`channel_axis`](Self::channel_axis) for every
+    /// parameter. Prefer [`init_for`](Self::init_for) for models with `Linear` layers.
+    pub fn init(&self) -> ModuleOptimizer {
+        let mut optim = ModuleOptimizer::from(self.build());
+        if let Some(clipping) = &self.grad_clipping {
+            optim = optim.with_grad_clipping(clipping.init());
+        }
+        optim
+    }
+
+    /// A [`ModuleOptimizer`] for `model` that gives every weight its output-channel axis by
+    /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
+    /// [`try_init_with`](Self::try_init_with).
+    pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
+        self.try_init_with(&ChannelAxes::infer(model)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A [`ModuleOptimizer`] with the channel axes given per parameter.
+    pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
+        self.validate()?;
+        let clipping = self.grad_clipping.as_ref().map(GradientClippingConfig::init);
+        Ok(axes.module_optimizer(|axis| self.build_with_axis(axis), clipping))
+    }
+}
+
+impl Sgdp {
+    /// The scale-invariance test and projection this optimizer applies.
+    pub fn scale_invariance(&self) -> &ScaleInvariance {
+        &self.projection
+    }
+}
+
+impl Optimizer for Sgdp {
+    type State<const D: usize> = SgdpState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let mu = self.momentum;
+        let damped = grad.clone() * (1.0 - self.dampening);
+        let buffer = match state {
+            Some(s) if mu != 0.0 => s.momentum * mu + damped,
+            _ => damped,
+        };
+        let update = if self.nesterov { grad.clone() + buffer.clone() * mu } else { buffer.clone() };
+
+        let projected = self.projection.project(&param, &grad, update);
+        let buffer = if !self.nesterov && self.project_momentum_buffer {
+            projected.update.clone()
+        } else {
+            buffer
+        };
+
+        let param = decoupled_decay(param, lr * self.weight_decay / (1.0 - mu), projected.decay_ratio);
+        let param = param - projected.update * lr;
+        let state = (mu != 0.0).then_some(SgdpState { momentum: buffer });
+        (param, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        SgdpState { momentum: state.momentum.to_device(device) }
+    }
+}

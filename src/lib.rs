@@ -1,0 +1,35 @@
+//! # scaleinv
+//!
+//! Optimizers for [Burn](https://burn.dev) that understand scale invariance.
+//!
+//! Normalization layers (BatchNorm, LayerNorm, RMSNorm) make the weights that feed them
+//! scale-invariant: the loss does not change when such a weight is multiplied by a constant.
+//! The gradient is then orthogonal to the weight, momentum grows the weight's norm, and the
+//! effective step size `η / ‖w‖²` shrinks. The optimizers of this crate handle that, each
+//! matching its authors' reference implementation.
+//!
+//! This facade re-exports [`scaleinv_optim`] (the optimizers) at its root and
+//! [`scaleinv_models`] (example models and bundled data) as [`models`].
+//!
+//! ```
+//! # #[cfg(feature = "flex")] {
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::prelude::*;
+//! use scaleinv::{AdamPConfig, SgdpConfig};
+//!
+//! let device = Device::flex().autodiff();
+//! let model: Linear = LinearConfig::new(8, 4).init(&device);
+//! // In place of `AdamConfig::new().init()`:
+//! let adamp = AdamPConfig::new().with_weight_decay(1e-2).init_for(&model);
+//! // In place of `SgdConfig::new().init()`:
+//! let sgdp = SgdpConfig::new().with_momentum(0.9).with_nesterov(true).init_for(&model);
+//! # let _ = (adamp, sgdp);
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub use scaleinv_optim::*;
+
+/// Example models and bundled data.
+pub use scaleinv_models as models;

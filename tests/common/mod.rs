@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests: the devices to run on.
+#![allow(dead_code)]
+
+use burn::tensor::{Device, Tensor};
+
+/// Every backend compiled into this test build, by name. `wgpu` is listed only when an
+/// adapter answers (Mesa's software Vulkan on machines without a GPU); when
+/// `SCALEINV_REQUIRE_WGPU=1`, a missing adapter is a failure rather than a printed notice.
+pub fn devices() -> Vec<(&'static str, Device)> {
+    let mut out = Vec::new();
+    #[cfg(feature = "flex")]
+    out.push(("flex", Device::flex()));
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    out.push(("ndarray", Device::ndarray()));
+    #[cfg(feature = "wgpu")]
+    match wgpu_device() {
+        Some(device) => out.push(("wgpu", device)),
+        None if std::env::var("SCALEINV_REQUIRE_WGPU").as_deref() == Ok("1") => {
+            panic!("SCALEINV_REQUIRE_WGPU=1 but wgpu found no adapter")
+        }
+        None => eprintln!("wgpu: no adapter on this machine; the wgpu runs are not made"),
+    }
+    assert!(!out.is_empty(), "no backend compiled in: enable flex, ndarray or wgpu");
+    out
+}
+
+/// The first CPU device compiled in (flex, else ndarray).
+pub fn cpu_device() -> Device {
+    #[cfg(feature = "flex")]
+    return Device::flex();
+    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    #[allow(deprecated)]
+    return Device::ndarray();
+    #[cfg(not(any(feature = "flex", feature = "ndarray")))]
+    panic!("the tests need the flex or ndarray feature")
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Option<Device> {
+    use std::sync::OnceLock;
+    static PROBE: OnceLock<Option<Device>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            std::panic::catch_unwind(|| {
+                let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+                let _ = Tensor::<1>::zeros([1], &device).into_data();
+                device
+            })
+            .ok()
+        })
+        .clone()
+}
+
+/// Flat `f32` values of a tensor.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+}

@@ -1,0 +1,96 @@
+//! Saving and reloading the optimizer state: a run saved at step k, reloaded and continued
+//! equals the uninterrupted run, bit for bit on the CPU backends.
+
+mod common;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
+use scaleinv::{AdamPConfig, SgdpConfig};
+
+const BATCH: usize = 32;
+
+fn batch(data: &Digits, step: usize, device: &Device) -> (burn::tensor::Tensor<4>, burn::tensor::Tensor<1, burn::tensor::Int>) {
+    let indices: Vec<usize> = (0..BATCH).map(|i| (step * BATCH + i) % data.len()).collect();
+    data.select(&indices).to_tensors(device)
+}
+
+fn train(model: DigitsCnn, optim: &mut ModuleOptimizer, steps: std::ops::Range<usize>, data: &Digits, device: &Device) -> DigitsCnn {
+    let mut model = model;
+    for step in steps {
+        let (x, y) = batch(data, step, device);
+        let grads = GradientsParams::from_grads(model.loss(x, y).backward(), &model);
+        model = optim.step(5e-3, model, grads);
+    }
+    model
+}
+
+fn weights(model: &DigitsCnn) -> Vec<Vec<f32>> {
+    let record = model.clone().valid();
+    vec![
+        common::values(record.block1.conv.weight.val()),
+        common::values(record.block2.conv.weight.val()),
+        common::values(record.block3.conv.weight.val()),
+        common::values(record.head.weight.val()),
+        common::values(record.head.bias.as_ref().expect("head has a bias").val()),
+        common::values(record.block1.norm.gamma.val()),
+    ]
+}
+
+fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file: bool) {
+    let device = common::cpu_device().autodiff();
+    let data = Digits::load().unwrap();
+    device.seed(7);
+    let init = DigitsCnnConfig { width: 4, classes: 10 }.init(&device);
+
+    let mut straight = make(&init);
+    let uninterrupted = train(init.clone(), &mut straight, 0..6, &data, &device);
+
+    let mut first = make(&init);
+    let halfway = train(init.clone(), &mut first, 0..3, &data, &device);
+    assert!(!first.to_record().is_empty(), "the optimizer saved no state");
+    let mut resumed = if via_file {
+        let dir = std::env::temp_dir().join(format!("scaleinv-resume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("optim.bpk");
+        first.save(&path).unwrap();
+        let loaded = make(&halfway).load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        loaded
+    } else {
+        make(&halfway).from_bytes(first.into_bytes().unwrap()).unwrap()
+    };
+    let resumed_model = train(halfway, &mut resumed, 3..6, &data, &device);
+
+    assert_eq!(weights(&uninterrupted), weights(&resumed_model), "resumed run differs");
+}
+
+#[test]
+fn adamp_resumes_exactly() {
+    assert_resume_is_exact(|m| AdamPConfig::new().with_weight_decay(1e-2).init_for(m), false);
+}
+
+#[test]
+fn adamp_resumes_exactly_from_a_file() {
+    assert_resume_is_exact(|m| AdamPConfig::new().with_nesterov(true).init_for(m), true);
+}
+
+#[test]
+fn sgdp_resumes_exactly() {
+    assert_resume_is_exact(|m| SgdpConfig::new().with_momentum(0.9).with_weight_decay(1e-4).init_for(m), false);
+}
+
+/// A fresh optimizer (no reload) diverges from the uninterrupted run, so the test above can fail.
+#[test]
+fn dropping_the_state_changes_the_run() {
+    let device = common::cpu_device().autodiff();
+    let data = Digits::load().unwrap();
+    device.seed(7);
+    let init = DigitsCnnConfig { width: 4, classes: 10 }.init(&device);
+    let make = |m: &DigitsCnn| AdamPConfig::new().init_for(m);
+    let uninterrupted = train(init.clone(), &mut make(&init), 0..6, &data, &device);
+    let halfway = train(init.clone(), &mut make(&init), 0..3, &data, &device);
+    let restarted = train(halfway.clone(), &mut make(&halfway), 3..6, &data, &device);
+    assert_ne!(weights(&uninterrupted), weights(&restarted));
+}
