@@ -19,7 +19,10 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { device: "flex".into(), epochs: TrainSettings::default().epochs };
+    let mut args = Args {
+        device: "flex".into(),
+        epochs: TrainSettings::default().epochs,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -27,7 +30,9 @@ fn parse_args() -> Result<Args, String> {
             "--device" => args.device = value()?,
             "--epochs" => {
                 let v = value()?;
-                args.epochs = v.parse().map_err(|_| format!("--epochs: `{v}` is not a count"))?;
+                args.epochs = v
+                    .parse()
+                    .map_err(|_| format!("--epochs: `{v}` is not a count"))?;
             }
             "-h" | "--help" => {
                 println!("usage: quickstart [--device flex|ndarray|wgpu] [--epochs N]");
@@ -51,15 +56,26 @@ fn main() {
 
     let digits = Digits::load().expect("the embedded digits data decodes");
     let (train, test) = digits.split(0.2);
-    println!("digits: {} train / {} test images, device {}", train.len(), test.len(), args.device);
+    println!(
+        "digits: {} train / {} test images, device {}",
+        train.len(),
+        test.len(),
+        args.device
+    );
 
     // The channel axis AdamP uses for each weight (Burn's Linear stores [d_input, d_output]).
     let axes = ChannelAxes::infer(&DigitsCnnConfig::default().init(&device));
     for p in axes.iter() {
-        println!("  {:<20} {:<8} rank {}  channel axis {}", p.path, p.module_type, p.rank, p.axis);
+        println!(
+            "  {:<20} {:<8} rank {}  channel axis {}",
+            p.path, p.module_type, p.rank, p.axis
+        );
     }
 
-    let settings = TrainSettings { epochs: args.epochs, ..TrainSettings::default() };
+    let settings = TrainSettings {
+        epochs: args.epochs,
+        ..TrainSettings::default()
+    };
     let config = AdamPConfig::new().with_weight_decay(1e-2);
     let start = Instant::now();
     let (_, last) = train_digits(

@@ -48,17 +48,26 @@ struct Step {
 
 /// An optimizer the replay can drive, with its projection decision when it has one.
 trait Replayable: Optimizer {
-    fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> Option<Tensor<1, Int>>;
+    fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>)
+    -> Option<Tensor<1, Int>>;
 }
 
 impl Replayable for scaleinv::AdamP {
-    fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> Option<Tensor<1, Int>> {
+    fn branch<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+    ) -> Option<Tensor<1, Int>> {
         Some(self.scale_invariance().branch(param, grad))
     }
 }
 
 impl Replayable for scaleinv::Sgdp {
-    fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> Option<Tensor<1, Int>> {
+    fn branch<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+    ) -> Option<Tensor<1, Int>> {
         Some(self.scale_invariance().branch(param, grad))
     }
 }
@@ -74,7 +83,10 @@ impl<'a> Keys<'a> {
         if let Some(unknown) = config.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(format!("unknown config key `{unknown}`"));
         }
-        Ok(Self { config, known: known.to_vec() })
+        Ok(Self {
+            config,
+            known: known.to_vec(),
+        })
     }
 
     fn f64(&self, key: &str) -> Option<f64> {
@@ -93,7 +105,18 @@ impl<'a> Keys<'a> {
 }
 
 fn adamp_config(config: &BTreeMap<String, Value>) -> Result<AdamPConfig, String> {
-    let k = Keys::new(config, &["lr", "betas", "eps", "weight_decay", "delta", "wd_ratio", "nesterov"])?;
+    let k = Keys::new(
+        config,
+        &[
+            "lr",
+            "betas",
+            "eps",
+            "weight_decay",
+            "delta",
+            "wd_ratio",
+            "nesterov",
+        ],
+    )?;
     let mut c = AdamPConfig::new();
     if let Some((b1, b2)) = k.pair("betas") {
         c = c.with_beta_1(b1).with_beta_2(b2);
@@ -120,7 +143,16 @@ fn adamp_config(config: &BTreeMap<String, Value>) -> Result<AdamPConfig, String>
 fn sgdp_config(config: &BTreeMap<String, Value>) -> Result<SgdpConfig, String> {
     let k = Keys::new(
         config,
-        &["lr", "momentum", "dampening", "weight_decay", "nesterov", "eps", "delta", "wd_ratio"],
+        &[
+            "lr",
+            "momentum",
+            "dampening",
+            "weight_decay",
+            "nesterov",
+            "eps",
+            "delta",
+            "wd_ratio",
+        ],
     )?;
     let mut c = SgdpConfig::new();
     if let Some(v) = k.f64("momentum") {
@@ -150,7 +182,9 @@ fn sgdp_config(config: &BTreeMap<String, Value>) -> Result<SgdpConfig, String> {
 
 /// The outcome of one case on one device.
 enum Outcome {
-    Ok { max_abs_err: f64 },
+    Ok {
+        max_abs_err: f64,
+    },
     Failed(String),
     /// A bundled case whose optimizer the crate does not have yet.
     Pending(String),
@@ -163,25 +197,41 @@ fn tensor<const D: usize>(values: &[f32], shape: &[usize], device: &Device) -> T
     Tensor::from_data(TensorData::new(values.to_vec(), shape.to_vec()), device)
 }
 
-fn replay_param<O: Replayable, const D: usize>(opt: &O, case: &Case, spec: &ParamSpec, device: &Device) -> ParamResult {
+fn replay_param<O: Replayable, const D: usize>(
+    opt: &O,
+    case: &Case,
+    spec: &ParamSpec,
+    device: &Device,
+) -> ParamResult {
     let numel: usize = spec.shape.iter().product();
     if spec.init.len() != numel {
-        return Err(format!("{}: init has {} values for shape {:?}", spec.name, spec.init.len(), spec.shape));
+        return Err(format!(
+            "{}: init has {} values for shape {:?}",
+            spec.name,
+            spec.init.len(),
+            spec.shape
+        ));
     }
     let mut param = tensor::<D>(&spec.init, &spec.shape, device);
     let mut state = None;
     let mut max_err = 0.0f64;
     for (k, step) in case.steps.iter().enumerate() {
-        let (Some(g), Some(want)) = (step.grads.get(&spec.name), step.expect.get(&spec.name)) else {
+        let (Some(g), Some(want)) = (step.grads.get(&spec.name), step.expect.get(&spec.name))
+        else {
             return Err(format!("step {k}: no grads/expect for {}", spec.name));
         };
         let grad = tensor::<D>(g, &spec.shape, device);
         if let Some(recorded) = step.projection.as_ref().and_then(|p| p.get(&spec.name)) {
-            let code = opt.branch(&param, &grad).ok_or("the optimizer has no projection to compare")?;
+            let code = opt
+                .branch(&param, &grad)
+                .ok_or("the optimizer has no projection to compare")?;
             let code = common::values(code.float())[0] as i64;
             let got = ProjectionBranch::from_code(code).map_or("?", ProjectionBranch::name);
             if got != recorded {
-                return Err(format!("step {k}: {} took projection `{got}`, reference `{recorded}`", spec.name));
+                return Err(format!(
+                    "step {k}: {} took projection `{got}`, reference `{recorded}`",
+                    spec.name
+                ));
             }
         }
         let (next, next_state) = opt.step(step.lr, param, grad, state);
@@ -189,7 +239,10 @@ fn replay_param<O: Replayable, const D: usize>(opt: &O, case: &Case, spec: &Para
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let err = (g as f64 - w as f64).abs();
             if err.is_nan() || err > ABS_TOL + REL_TOL * (w as f64).abs() {
-                return Err(format!("step {k}: {}[{i}] = {g}, reference {w} (|err| = {err:.3e})", spec.name));
+                return Err(format!(
+                    "step {k}: {}[{i}] = {g}, reference {w} (|err| = {err:.3e})",
+                    spec.name
+                ));
             }
             max_err = max_err.max(err);
         }
@@ -199,7 +252,11 @@ fn replay_param<O: Replayable, const D: usize>(opt: &O, case: &Case, spec: &Para
     Ok(max_err)
 }
 
-fn replay_with<O: Replayable>(make: impl Fn(&ParamSpec) -> O, case: &Case, device: &Device) -> Outcome {
+fn replay_with<O: Replayable>(
+    make: impl Fn(&ParamSpec) -> O,
+    case: &Case,
+    device: &Device,
+) -> Outcome {
     let mut max_abs_err = 0.0f64;
     for spec in &case.params {
         let opt = make(spec);
@@ -221,16 +278,27 @@ fn replay_with<O: Replayable>(make: impl Fn(&ParamSpec) -> O, case: &Case, devic
 
 fn replay(case: &Case, device: &Device) -> Outcome {
     if case.schema != 1 {
-        return Outcome::Failed(format!("schema {} is not supported (expected 1)", case.schema));
+        return Outcome::Failed(format!(
+            "schema {} is not supported (expected 1)",
+            case.schema
+        ));
     }
     let axis = |spec: &ParamSpec| spec.channel_axis.unwrap_or(0);
     match case.optimizer.as_str() {
         "adamp" => match adamp_config(&case.config) {
-            Ok(c) => replay_with(|s| c.clone().with_channel_axis(axis(s)).build(), case, device),
+            Ok(c) => replay_with(
+                |s| c.clone().with_channel_axis(axis(s)).build(),
+                case,
+                device,
+            ),
             Err(e) => Outcome::Failed(e),
         },
         "sgdp" => match sgdp_config(&case.config) {
-            Ok(c) => replay_with(|s| c.clone().with_channel_axis(axis(s)).build(), case, device),
+            Ok(c) => replay_with(
+                |s| c.clone().with_channel_axis(axis(s)).build(),
+                case,
+                device,
+            ),
             Err(e) => Outcome::Failed(e),
         },
         other => Outcome::Pending(format!("optimizer `{other}` is not implemented")),
@@ -249,7 +317,9 @@ fn load_cases(dir: &Path) -> Vec<(PathBuf, Result<Case, String>)> {
         .map(|path| {
             let case = std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
-                .and_then(|text| serde_json::from_str::<Case>(&text).map_err(|e| format!("bad case file: {e}")));
+                .and_then(|text| {
+                    serde_json::from_str::<Case>(&text).map_err(|e| format!("bad case file: {e}"))
+                });
             (path, case)
         })
         .collect()
@@ -297,7 +367,12 @@ fn golden_cases_match_the_references() {
         }
     }
     assert!(passed > 0, "no golden case was replayed");
-    assert!(failures.is_empty(), "{} golden failure(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Writes a result line straight to stdout, past the test harness's capture, so every run

@@ -11,7 +11,9 @@ use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor};
-use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep};
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
+};
 use scaleinv::AdamPConfig;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
 
@@ -82,11 +84,17 @@ fn adamp_trains_in_burn_learner_with_scheduler_and_clipping() {
     let device = common::cpu_device().autodiff();
     device.seed(3);
     let (train, valid) = Digits::load().unwrap().split(0.25);
-    let model = Classifier { net: DigitsCnnConfig { width: 8, classes: 10 }.init(&device) };
+    let model = Classifier {
+        net: DigitsCnnConfig {
+            width: 8,
+            classes: 10,
+        }
+        .init(&device),
+    };
     let before = mean_loss(&model, &train, &device.clone().inner());
 
     let batch_size = 64;
-    let epochs = 2;
+    let epochs = 4;
     let loader = |data: &Digits, shuffle: bool| {
         let items = (0..data.len()).map(|index| DigitItem { index }).collect();
         let builder = DataLoaderBuilder::new(DigitBatcher { data: data.clone() })
@@ -96,7 +104,9 @@ fn adamp_trains_in_burn_learner_with_scheduler_and_clipping() {
         builder.build(InMemDataset::new(items))
     };
     let steps = epochs * train.len().div_ceil(batch_size);
-    let scheduler = CosineAnnealingLrSchedulerConfig::new(1e-2, steps).init().unwrap();
+    let scheduler = CosineAnnealingLrSchedulerConfig::new(1e-2, steps)
+        .init()
+        .unwrap();
     let optim = AdamPConfig::new()
         .with_weight_decay(1e-2)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
@@ -108,9 +118,16 @@ fn adamp_trains_in_burn_learner_with_scheduler_and_clipping() {
         .num_epochs(epochs)
         .launch(learner);
     std::fs::remove_dir_all(&dir).ok();
-    assert!(result.error.is_none(), "training failed: {:?}", result.error);
+    assert!(
+        result.error.is_none(),
+        "training failed: {:?}",
+        result.error
+    );
 
     let after = mean_loss(&result.model, &train, &device.clone().inner());
     println!("learner: training loss {before:.4} -> {after:.4}");
-    assert!(after < 0.5 * before, "loss did not fall enough: {before} -> {after}");
+    assert!(
+        after < 0.5 * before,
+        "loss did not fall enough: {before} -> {after}"
+    );
 }

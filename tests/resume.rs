@@ -11,12 +11,27 @@ use scaleinv::{AdamPConfig, SgdpConfig};
 
 const BATCH: usize = 32;
 
-fn batch(data: &Digits, step: usize, device: &Device) -> (burn::tensor::Tensor<4>, burn::tensor::Tensor<1, burn::tensor::Int>) {
-    let indices: Vec<usize> = (0..BATCH).map(|i| (step * BATCH + i) % data.len()).collect();
+fn batch(
+    data: &Digits,
+    step: usize,
+    device: &Device,
+) -> (
+    burn::tensor::Tensor<4>,
+    burn::tensor::Tensor<1, burn::tensor::Int>,
+) {
+    let indices: Vec<usize> = (0..BATCH)
+        .map(|i| (step * BATCH + i) % data.len())
+        .collect();
     data.select(&indices).to_tensors(device)
 }
 
-fn train(model: DigitsCnn, optim: &mut ModuleOptimizer, steps: std::ops::Range<usize>, data: &Digits, device: &Device) -> DigitsCnn {
+fn train(
+    model: DigitsCnn,
+    optim: &mut ModuleOptimizer,
+    steps: std::ops::Range<usize>,
+    data: &Digits,
+    device: &Device,
+) -> DigitsCnn {
     let mut model = model;
     for step in steps {
         let (x, y) = batch(data, step, device);
@@ -42,33 +57,49 @@ fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file
     let device = common::cpu_device().autodiff();
     let data = Digits::load().unwrap();
     device.seed(7);
-    let init = DigitsCnnConfig { width: 4, classes: 10 }.init(&device);
+    let init = DigitsCnnConfig {
+        width: 4,
+        classes: 10,
+    }
+    .init(&device);
 
     let mut straight = make(&init);
     let uninterrupted = train(init.clone(), &mut straight, 0..6, &data, &device);
 
     let mut first = make(&init);
     let halfway = train(init.clone(), &mut first, 0..3, &data, &device);
-    assert!(!first.to_record().is_empty(), "the optimizer saved no state");
+    assert!(
+        !first.to_record().is_empty(),
+        "the optimizer saved no state"
+    );
+    // Burn reads a loaded record's tensors lazily: the file must outlive the next step.
+    let dir = std::env::temp_dir().join(format!("scaleinv-resume-{}", std::process::id()));
     let mut resumed = if via_file {
-        let dir = std::env::temp_dir().join(format!("scaleinv-resume-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("optim.bpk");
         first.save(&path).unwrap();
-        let loaded = make(&halfway).load(&path).unwrap();
-        std::fs::remove_dir_all(&dir).ok();
-        loaded
+        make(&halfway).load(&path).unwrap()
     } else {
-        make(&halfway).from_bytes(first.into_bytes().unwrap()).unwrap()
+        make(&halfway)
+            .from_bytes(first.into_bytes().unwrap())
+            .unwrap()
     };
     let resumed_model = train(halfway, &mut resumed, 3..6, &data, &device);
+    std::fs::remove_dir_all(&dir).ok();
 
-    assert_eq!(weights(&uninterrupted), weights(&resumed_model), "resumed run differs");
+    assert_eq!(
+        weights(&uninterrupted),
+        weights(&resumed_model),
+        "resumed run differs"
+    );
 }
 
 #[test]
 fn adamp_resumes_exactly() {
-    assert_resume_is_exact(|m| AdamPConfig::new().with_weight_decay(1e-2).init_for(m), false);
+    assert_resume_is_exact(
+        |m| AdamPConfig::new().with_weight_decay(1e-2).init_for(m),
+        false,
+    );
 }
 
 #[test]
@@ -78,7 +109,15 @@ fn adamp_resumes_exactly_from_a_file() {
 
 #[test]
 fn sgdp_resumes_exactly() {
-    assert_resume_is_exact(|m| SgdpConfig::new().with_momentum(0.9).with_weight_decay(1e-4).init_for(m), false);
+    assert_resume_is_exact(
+        |m| {
+            SgdpConfig::new()
+                .with_momentum(0.9)
+                .with_weight_decay(1e-4)
+                .init_for(m)
+        },
+        false,
+    );
 }
 
 /// A fresh optimizer (no reload) diverges from the uninterrupted run, so the test above can fail.
@@ -87,7 +126,11 @@ fn dropping_the_state_changes_the_run() {
     let device = common::cpu_device().autodiff();
     let data = Digits::load().unwrap();
     device.seed(7);
-    let init = DigitsCnnConfig { width: 4, classes: 10 }.init(&device);
+    let init = DigitsCnnConfig {
+        width: 4,
+        classes: 10,
+    }
+    .init(&device);
     let make = |m: &DigitsCnn| AdamPConfig::new().init_for(m);
     let uninterrupted = train(init.clone(), &mut make(&init), 0..6, &data, &device);
     let halfway = train(init.clone(), &mut make(&init), 0..3, &data, &device);

@@ -21,7 +21,10 @@ pub fn devices() -> Vec<(&'static str, Device)> {
         }
         None => eprintln!("wgpu: no adapter on this machine; the wgpu runs are not made"),
     }
-    assert!(!out.is_empty(), "no backend compiled in: enable flex, ndarray or wgpu");
+    assert!(
+        !out.is_empty(),
+        "no backend compiled in: enable flex, ndarray or wgpu"
+    );
     out
 }
 
@@ -54,5 +57,8 @@ fn wgpu_device() -> Option<Device> {
 
 /// Flat `f32` values of a tensor.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
 }

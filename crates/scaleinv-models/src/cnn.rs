@@ -35,7 +35,8 @@ impl ConvBlock {
 
     /// `relu(bn(conv(x)))`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.activation.forward(self.norm.forward(self.conv.forward(x)))
+        self.activation
+            .forward(self.norm.forward(self.conv.forward(x)))
     }
 }
 
@@ -50,7 +51,10 @@ pub struct DigitsCnnConfig {
 
 impl Default for DigitsCnnConfig {
     fn default() -> Self {
-        Self { width: 16, classes: crate::digits::CLASSES }
+        Self {
+            width: 16,
+            classes: crate::digits::CLASSES,
+        }
     }
 }
 
@@ -96,6 +100,8 @@ impl DigitsCnn {
     /// Mean cross-entropy of the logits against `labels`.
     pub fn loss(&self, images: Tensor<4>, labels: Tensor<1, Int>) -> Tensor<1> {
         let logits = self.forward(images);
-        CrossEntropyLossConfig::new().init(&logits.device()).forward(logits, labels)
+        CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits, labels)
     }
 }

@@ -50,10 +50,16 @@ impl Digits {
                 .collect::<Result<_, _>>()
                 .map_err(|e| DataError(format!("row {row}: {e}")))?;
             let (label, image) = match values.split_last() {
-                Some((label, image)) if image.len() == SIDE * SIDE && (*label as usize) < CLASSES => {
+                Some((label, image))
+                    if image.len() == SIDE * SIDE && (*label as usize) < CLASSES =>
+                {
                     (*label, image)
                 }
-                _ => return Err(DataError(format!("row {row}: expected 64 pixels and a label 0-9"))),
+                _ => {
+                    return Err(DataError(format!(
+                        "row {row}: expected 64 pixels and a label 0-9"
+                    )));
+                }
             };
             pixels.extend(image.iter().map(|&p| p as f32 / 16.0));
             labels.push(label);
@@ -77,7 +83,11 @@ impl Digits {
         let every = (1.0 / test_fraction.clamp(1e-3, 1.0)).round().max(1.0) as usize;
         let (mut train, mut test) = (Self::empty(), Self::empty());
         for i in 0..self.len() {
-            let part = if i % every == every - 1 { &mut test } else { &mut train };
+            let part = if i % every == every - 1 {
+                &mut test
+            } else {
+                &mut train
+            };
             part.push(self, i);
         }
         (train, test)
@@ -95,19 +105,26 @@ impl Digits {
     /// The images as a `[n, 1, 8, 8]` tensor and the labels as a `[n]` tensor.
     pub fn to_tensors(&self, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
         let n = self.len();
-        let images = Tensor::<4>::from_data(TensorData::new(self.pixels.clone(), [n, 1, SIDE, SIDE]), device);
+        let images = Tensor::<4>::from_data(
+            TensorData::new(self.pixels.clone(), [n, 1, SIDE, SIDE]),
+            device,
+        );
         let labels: Vec<i64> = self.labels.iter().map(|&l| l as i64).collect();
         let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
         (images, labels)
     }
 
     fn empty() -> Self {
-        Self { pixels: Vec::new(), labels: Vec::new() }
+        Self {
+            pixels: Vec::new(),
+            labels: Vec::new(),
+        }
     }
 
     fn push(&mut self, from: &Self, i: usize) {
         let px = SIDE * SIDE;
-        self.pixels.extend_from_slice(&from.pixels[i * px..(i + 1) * px]);
+        self.pixels
+            .extend_from_slice(&from.pixels[i * px..(i + 1) * px]);
         self.labels.push(from.labels[i]);
     }
 }

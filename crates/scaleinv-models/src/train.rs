@@ -26,7 +26,12 @@ pub struct TrainSettings {
 
 impl Default for TrainSettings {
     fn default() -> Self {
-        Self { epochs: 12, batch_size: 64, lr: 3e-3, seed: 0 }
+        Self {
+            epochs: 12,
+            batch_size: 64,
+            lr: 3e-3,
+            seed: 0,
+        }
     }
 }
 
@@ -64,7 +69,12 @@ pub fn train_digits(
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut rng = SplitMix64(settings.seed);
     let mut step = 0;
-    let mut report = EpochReport { epoch: 0, train_loss: f64::NAN, test_accuracy: 0.0, seconds: 0.0 };
+    let mut report = EpochReport {
+        epoch: 0,
+        train_loss: f64::NAN,
+        test_accuracy: 0.0,
+        seconds: 0.0,
+    };
 
     for epoch in 1..=settings.epochs {
         let start = Instant::now();
@@ -80,8 +90,17 @@ pub fn train_digits(
             step += 1;
         }
         let train_loss = mean_of(losses);
-        let test_accuracy = accuracy(&model.valid(), test_images.clone().inner(), test_labels.clone().inner());
-        report = EpochReport { epoch, train_loss, test_accuracy, seconds: start.elapsed().as_secs_f64() };
+        let test_accuracy = accuracy(
+            &model.valid(),
+            test_images.clone().inner(),
+            test_labels.clone().inner(),
+        );
+        report = EpochReport {
+            epoch,
+            train_loss,
+            test_accuracy,
+            seconds: start.elapsed().as_secs_f64(),
+        };
         on_epoch(&report);
     }
     (model.valid(), report)
@@ -99,7 +118,9 @@ fn mean_of(losses: Vec<Tensor<1>>) -> f64 {
         return f64::NAN;
     }
     let data: TensorData = Tensor::cat(losses, 0).mean().into_data();
-    data.try_to_vec::<f32>().map(|v| v[0] as f64).unwrap_or(f64::NAN)
+    data.try_to_vec::<f32>()
+        .map(|v| v[0] as f64)
+        .unwrap_or(f64::NAN)
 }
 
 /// Fraction of `images` whose arg-max logit equals the label, in inference mode.
@@ -110,7 +131,11 @@ pub fn accuracy(model: &DigitsCnn, images: Tensor<4>, labels: Tensor<1, Int>) ->
     }
     let predicted = model.forward(images).argmax(1).squeeze_dim::<1>(1);
     let correct = predicted.equal(labels).int().sum().into_data();
-    let correct = correct.convert::<i64>().try_to_vec::<i64>().map(|v| v[0]).unwrap_or(0);
+    let correct = correct
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map(|v| v[0])
+        .unwrap_or(0);
     correct as f64 / n as f64
 }
 
@@ -133,4 +158,3 @@ impl SplitMix64 {
         }
     }
 }
-

@@ -99,7 +99,11 @@ impl AdamPConfig {
 
     fn build_with_axis(&self, channel_axis: usize) -> AdamP {
         AdamP {
-            moments: AdamMoments { beta_1: self.beta_1, beta_2: self.beta_2, epsilon: self.epsilon },
+            moments: AdamMoments {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
             projection: ScaleInvariance {
                 delta: self.delta,
                 wd_ratio: self.wd_ratio,
@@ -126,13 +130,17 @@ impl AdamPConfig {
     /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
     /// [`try_init_with`](Self::try_init_with).
     pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
-        self.try_init_with(&ChannelAxes::infer(model)).unwrap_or_else(|e| panic!("{e}"))
+        self.try_init_with(&ChannelAxes::infer(model))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A [`ModuleOptimizer`] with the channel axes given per parameter.
     pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
         self.validate()?;
-        let clipping = self.grad_clipping.as_ref().map(GradientClippingConfig::init);
+        let clipping = self
+            .grad_clipping
+            .as_ref()
+            .map(GradientClippingConfig::init);
         Ok(axes.module_optimizer(|axis| self.build_with_axis(axis), clipping))
     }
 }

@@ -52,7 +52,12 @@ impl ChannelAxisRules {
     /// For a grouped transposed convolution, axis 1 indexes the output channel *within* a
     /// group, so each row of the channel view gathers that channel across all groups.
     pub fn burn_nn() -> Self {
-        let axis_1 = ["Linear", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"];
+        let axis_1 = [
+            "Linear",
+            "ConvTranspose1d",
+            "ConvTranspose2d",
+            "ConvTranspose3d",
+        ];
         Self {
             by_type: axis_1.iter().map(|t| (t.to_string(), 1)).collect(),
             default_axis: 0,
@@ -84,12 +89,19 @@ impl ChannelAxisRules {
     ///
     /// Fails when a rule gives an axis beyond a parameter's rank.
     pub fn infer<M: Module>(&self, module: &M) -> Result<ChannelAxes, ConfigError> {
-        let mut walker = Walker { rules: self, path: Vec::new(), types: Vec::new(), out: Vec::new() };
+        let mut walker = Walker {
+            rules: self,
+            path: Vec::new(),
+            types: Vec::new(),
+            out: Vec::new(),
+        };
         module.visit(&mut walker);
         for entry in &walker.out {
             check_axis(entry)?;
         }
-        Ok(ChannelAxes { entries: walker.out })
+        Ok(ChannelAxes {
+            entries: walker.out,
+        })
     }
 }
 
@@ -97,7 +109,11 @@ fn check_axis(entry: &ParamAxis) -> Result<(), ConfigError> {
     if entry.axis < entry.rank {
         Ok(())
     } else {
-        Err(ConfigError::ChannelAxisOutOfRange { path: entry.path.clone(), axis: entry.axis, rank: entry.rank })
+        Err(ConfigError::ChannelAxisOutOfRange {
+            path: entry.path.clone(),
+            axis: entry.axis,
+            rank: entry.rank,
+        })
     }
 }
 
@@ -155,8 +171,13 @@ impl ChannelAxes {
             .entries
             .iter_mut()
             .find(|e| e.path == path)
-            .ok_or_else(|| ConfigError::UnknownParameter { path: path.to_string() })?;
-        let candidate = ParamAxis { axis, ..entry.clone() };
+            .ok_or_else(|| ConfigError::UnknownParameter {
+                path: path.to_string(),
+            })?;
+        let candidate = ParamAxis {
+            axis,
+            ..entry.clone()
+        };
         check_axis(&candidate)?;
         *entry = candidate;
         Ok(self)
@@ -195,7 +216,11 @@ impl ChannelAxes {
         }
         for (axis, ids) in self.ids_by_axis() {
             if axis != 0 {
-                optim = optim.with_group(ParamGroup::from_ids(ids), build(axis), grad_clipping.clone());
+                optim = optim.with_group(
+                    ParamGroup::from_ids(ids),
+                    build(axis),
+                    grad_clipping.clone(),
+                );
             }
         }
         optim

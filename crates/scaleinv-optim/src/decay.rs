@@ -4,7 +4,11 @@
 use burn::tensor::Tensor;
 
 /// Multiplies `param` by `1 − rate · ratio`; a zero `rate` leaves it untouched.
-pub(crate) fn decoupled_decay<const D: usize>(param: Tensor<D>, rate: f64, ratio: Tensor<1>) -> Tensor<D> {
+pub(crate) fn decoupled_decay<const D: usize>(
+    param: Tensor<D>,
+    rate: f64,
+    ratio: Tensor<1>,
+) -> Tensor<D> {
     if rate == 0.0 {
         return param;
     }

@@ -42,8 +42,16 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::OutOfRange { config, field, value, expected } => {
-                write!(f, "{config}.{field} = {value} is invalid: expected a value in {expected}")
+            Self::OutOfRange {
+                config,
+                field,
+                value,
+                expected,
+            } => {
+                write!(
+                    f,
+                    "{config}.{field} = {value} is invalid: expected a value in {expected}"
+                )
             }
             Self::Conflict { config, reason } => write!(f, "{config}: {reason}"),
             Self::UnknownParameter { path } => {
@@ -94,10 +102,20 @@ impl Range {
 }
 
 /// Checks `value` against `range`, naming `config.field` in the error.
-pub(crate) fn check(config: &'static str, field: &'static str, value: f64, range: Range) -> Result<(), ConfigError> {
+pub(crate) fn check(
+    config: &'static str,
+    field: &'static str,
+    value: f64,
+    range: Range,
+) -> Result<(), ConfigError> {
     if range.contains(value) {
         Ok(())
     } else {
-        Err(ConfigError::OutOfRange { config, field, value, expected: range.text() })
+        Err(ConfigError::OutOfRange {
+            config,
+            field,
+            value,
+            expected: range.text(),
+        })
     }
 }

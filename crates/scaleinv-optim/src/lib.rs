@@ -44,7 +44,7 @@ pub use adamp::{AdamP, AdamPConfig, AdamPState};
 pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
 pub use error::ConfigError;
 pub use moments::MomentState;
-pub use radial::{ProjectionBranch, Projected, ScaleInvariance};
+pub use radial::{Projected, ProjectionBranch, ScaleInvariance};
 pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
 
 // Names that `#[derive(RecordState)]` expands to; not part of the API.

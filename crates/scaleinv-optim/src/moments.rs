@@ -43,7 +43,11 @@ pub(crate) struct AdamMoments {
 
 impl AdamMoments {
     /// Folds `grad` into the moments; the state starts from zeros at `t = 0`.
-    pub fn update<const D: usize>(&self, grad: &Tensor<D>, state: Option<MomentState<D>>) -> MomentState<D> {
+    pub fn update<const D: usize>(
+        &self,
+        grad: &Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> MomentState<D> {
         let (time, moment_1, moment_2) = match state {
             Some(s) => (s.time, s.moment_1, s.moment_2),
             None => (0, grad.zeros_like(), grad.zeros_like()),

@@ -128,7 +128,12 @@ impl ScaleInvariance {
 
     /// `|dot| / (max(√grad_sq, ε) · max(√weight_sq, ε))`: the reference's cosine, with each
     /// norm clamped separately.
-    fn cosine<const R: usize>(&self, dot: Tensor<R>, weight_sq: Tensor<R>, grad_sq: Tensor<R>) -> Tensor<R> {
+    fn cosine<const R: usize>(
+        &self,
+        dot: Tensor<R>,
+        weight_sq: Tensor<R>,
+        grad_sq: Tensor<R>,
+    ) -> Tensor<R> {
         let eps = self.epsilon;
         dot.abs() / (grad_sq.sqrt().clamp_min(eps) * weight_sq.sqrt().clamp_min(eps))
     }
@@ -136,14 +141,20 @@ impl ScaleInvariance {
     fn tests<const D: usize>(&self, stats: &RowStats<D>, numel: usize) -> Tests {
         let channels = stats.dot.dims()[self.channel_axis];
         let row_width = (numel / channels.max(1)) as f64;
-        let channel_cos = self.cosine(stats.dot.clone(), stats.weight_sq.clone(), stats.grad_sq.clone());
+        let channel_cos = self.cosine(
+            stats.dot.clone(),
+            stats.weight_sq.clone(),
+            stats.grad_sq.clone(),
+        );
         let layer_cos = self.cosine(
             stats.dot.clone().sum(),
             stats.weight_sq.clone().sum(),
             stats.grad_sq.clone().sum(),
         );
         Tests {
-            channel: channel_cos.max().lower_scalar(self.delta / row_width.sqrt()),
+            channel: channel_cos
+                .max()
+                .lower_scalar(self.delta / row_width.sqrt()),
             layer: layer_cos.lower_scalar(self.delta / (numel as f64).sqrt()),
         }
     }
@@ -194,8 +205,16 @@ impl ScaleInvariance {
         let layer_coef = row_dot_update.sum() / layer_norm.square();
 
         let row_shape = channel_coef.shape();
-        let channel_mask = tests.channel.clone().unsqueeze::<D>().expand(row_shape.clone());
-        let layer_mask = tests.layer.clone().unsqueeze::<D>().expand(row_shape.clone());
+        let channel_mask = tests
+            .channel
+            .clone()
+            .unsqueeze::<D>()
+            .expand(row_shape.clone());
+        let layer_mask = tests
+            .layer
+            .clone()
+            .unsqueeze::<D>()
+            .expand(row_shape.clone());
         let coef = channel_coef
             .zeros_like()
             .mask_where(layer_mask, layer_coef.unsqueeze::<D>().expand(row_shape))

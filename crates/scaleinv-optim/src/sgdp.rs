@@ -147,13 +147,17 @@ impl SgdpConfig {
     /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
     /// [`try_init_with`](Self::try_init_with).
     pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
-        self.try_init_with(&ChannelAxes::infer(model)).unwrap_or_else(|e| panic!("{e}"))
+        self.try_init_with(&ChannelAxes::infer(model))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A [`ModuleOptimizer`] with the channel axes given per parameter.
     pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
         self.validate()?;
-        let clipping = self.grad_clipping.as_ref().map(GradientClippingConfig::init);
+        let clipping = self
+            .grad_clipping
+            .as_ref()
+            .map(GradientClippingConfig::init);
         Ok(axes.module_optimizer(|axis| self.build_with_axis(axis), clipping))
     }
 }
@@ -181,7 +185,11 @@ impl Optimizer for Sgdp {
             Some(s) if mu != 0.0 => s.momentum * mu + damped,
             _ => damped,
         };
-        let update = if self.nesterov { grad.clone() + buffer.clone() * mu } else { buffer.clone() };
+        let update = if self.nesterov {
+            grad.clone() + buffer.clone() * mu
+        } else {
+            buffer.clone()
+        };
 
         let projected = self.projection.project(&param, &grad, update);
         let buffer = if !self.nesterov && self.project_momentum_buffer {
@@ -190,13 +198,19 @@ impl Optimizer for Sgdp {
             buffer
         };
 
-        let param = decoupled_decay(param, lr * self.weight_decay / (1.0 - mu), projected.decay_ratio);
+        let param = decoupled_decay(
+            param,
+            lr * self.weight_decay / (1.0 - mu),
+            projected.decay_ratio,
+        );
         let param = param - projected.update * lr;
         let state = (mu != 0.0).then_some(SgdpState { momentum: buffer });
         (param, state)
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        SgdpState { momentum: state.momentum.to_device(device) }
+        SgdpState {
+            momentum: state.momentum.to_device(device),
+        }
     }
 }

@@ -1,0 +1,205 @@
+//! The configuration surface: channel axes from the module, overrides, validation errors.
+
+mod common;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{Tensor, TensorData};
+use scaleinv::models::DigitsCnnConfig;
+use scaleinv::{
+    AdamPConfig, ChannelAxes, ChannelAxisRules, ConfigError, ProjectionBranch, SgdpConfig,
+};
+
+#[test]
+fn channel_axes_follow_burn_layouts() {
+    let model = DigitsCnnConfig::default().init(&common::cpu_device());
+    let axes = ChannelAxes::infer(&model);
+    let listed: Vec<(&str, &str, usize, usize)> = axes
+        .iter()
+        .map(|p| (p.path.as_str(), p.module_type.as_str(), p.rank, p.axis))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("block1.conv.weight", "Conv2d", 4, 0),
+            ("block2.conv.weight", "Conv2d", 4, 0),
+            ("block3.conv.weight", "Conv2d", 4, 0),
+            ("head.weight", "Linear", 2, 1),
+        ]
+    );
+}
+
+#[test]
+fn overrides_are_checked() {
+    let model = DigitsCnnConfig::default().init(&common::cpu_device());
+    let axes = ChannelAxes::infer(&model)
+        .with_axis("head.weight", 0)
+        .unwrap();
+    assert_eq!(axes.axis_of("head.weight"), Some(0));
+    assert_eq!(
+        ChannelAxes::infer(&model).with_axis("head.wieght", 0),
+        Err(ConfigError::UnknownParameter {
+            path: "head.wieght".into()
+        })
+    );
+    let err = ChannelAxes::infer(&model)
+        .with_axis("head.weight", 2)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "channel axis 2 is out of range for `head.weight`, a parameter of rank 2"
+    );
+    let err = ChannelAxisRules::burn_nn()
+        .with_type("Linear", 5)
+        .infer(&model)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConfigError::ChannelAxisOutOfRange {
+                axis: 5,
+                rank: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let custom = ChannelAxisRules::burn_nn()
+        .with_type("Conv2d", 1)
+        .infer(&model)
+        .unwrap();
+    assert_eq!(custom.axis_of("block2.conv.weight"), Some(1));
+}
+
+#[test]
+fn invalid_hyperparameters_name_the_field_and_range() {
+    let err = AdamPConfig::new().with_beta_1(1.0).try_build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "AdamPConfig.beta_1 = 1 is invalid: expected a value in [0, 1)"
+    );
+    let err = AdamPConfig::new().with_epsilon(0.0).validate().unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::OutOfRange {
+            field: "epsilon",
+            ..
+        }
+    ));
+    let err = AdamPConfig::new()
+        .with_wd_ratio(1.5)
+        .validate()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::OutOfRange {
+            field: "wd_ratio",
+            ..
+        }
+    ));
+    let err = AdamPConfig::new()
+        .with_delta(f64::NAN)
+        .validate()
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::OutOfRange { field: "delta", .. }
+    ));
+    let err = SgdpConfig::new().with_momentum(1.0).validate().unwrap_err();
+    assert!(matches!(
+        err,
+        ConfigError::OutOfRange {
+            field: "momentum",
+            ..
+        }
+    ));
+    let err = SgdpConfig::new()
+        .with_momentum(0.9)
+        .with_dampening(0.1)
+        .with_nesterov(true)
+        .validate()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "SgdpConfig: nesterov needs momentum > 0 and dampening = 0"
+    );
+    assert!(
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_nesterov(true)
+            .validate()
+            .is_ok()
+    );
+    let model = DigitsCnnConfig::default().init(&common::cpu_device());
+    let axes = ChannelAxes::infer(&model);
+    assert!(
+        AdamPConfig::new()
+            .with_beta_2(-0.1)
+            .try_init_with(&axes)
+            .is_err()
+    );
+}
+
+/// A `[6, 4]` weight and a gradient orthogonal to each of its columns: along axis 1 (Burn's
+/// Linear output channels) the channel test fires; along axis 0 only the layer test does.
+fn weight_and_column_orthogonal_grad() -> (Vec<f32>, Vec<f32>) {
+    let w: Vec<f32> = (0..24)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0 + 0.1)
+        .collect();
+    let raw: Vec<f32> = (0..24).map(|i| ((i * 5 % 13) as f32 - 6.0) / 5.0).collect();
+    let mut g = raw.clone();
+    for col in 0..4 {
+        let idx: Vec<usize> = (0..6).map(|r| r * 4 + col).collect();
+        let wg: f32 = idx.iter().map(|&i| w[i] * raw[i]).sum();
+        let ww: f32 = idx.iter().map(|&i| w[i] * w[i]).sum();
+        for &i in &idx {
+            g[i] = raw[i] - w[i] * wg / ww;
+        }
+    }
+    (w, g)
+}
+
+#[test]
+fn init_for_gives_a_linear_weight_its_output_axis() {
+    let device = common::cpu_device();
+    let (w, g) = weight_and_column_orthogonal_grad();
+    let tensor = |v: &Vec<f32>| Tensor::<2>::from_data(TensorData::new(v.clone(), [6, 4]), &device);
+
+    let config = AdamPConfig::new().with_weight_decay(0.1);
+    let on_axis = |axis: usize| {
+        let opt = config.clone().with_channel_axis(axis).build();
+        let branch = opt.scale_invariance().branch(&tensor(&w), &tensor(&g));
+        let branch = ProjectionBranch::from_code(common::values(branch.float())[0] as i64).unwrap();
+        let (next, _) = opt.step(1e-2, tensor(&w), tensor(&g), None);
+        (branch, common::values(next))
+    };
+    let (branch_0, by_rows) = on_axis(0);
+    let (branch_1, by_columns) = on_axis(1);
+    assert_eq!(
+        (branch_0, branch_1),
+        (ProjectionBranch::Layer, ProjectionBranch::Channel)
+    );
+    assert_ne!(by_rows, by_columns);
+
+    let ad = device.clone().autodiff();
+    let mut linear: Linear = LinearConfig::new(6, 4).with_bias(false).init(&ad);
+    linear.weight = linear
+        .weight
+        .map(|_| Tensor::from_data(TensorData::new(w.clone(), [6, 4]), &ad).require_grad());
+    let mut grads = GradientsParams::new();
+    grads.register(linear.weight.id, tensor(&g));
+    let mut optim = config.init_for(&linear);
+    let linear = optim.step(1e-2, linear, grads);
+    assert_eq!(common::values(linear.weight.val().inner()), by_columns);
+
+    // `init` keeps the single configured axis (0) for every parameter.
+    let mut linear0: Linear = LinearConfig::new(6, 4).with_bias(false).init(&ad);
+    linear0.weight = linear0
+        .weight
+        .map(|_| Tensor::from_data(TensorData::new(w.clone(), [6, 4]), &ad).require_grad());
+    let mut grads = GradientsParams::new();
+    grads.register(linear0.weight.id, tensor(&g));
+    let linear0 = config.init().step(1e-2, linear0, grads);
+    assert_eq!(common::values(linear0.weight.val().inner()), by_rows);
+}
