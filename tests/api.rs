@@ -2,7 +2,6 @@
 
 mod common;
 
-use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Tensor, TensorData};
