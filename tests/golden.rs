@@ -75,32 +75,43 @@ impl Replayable for scaleinv::Sgdp {
 /// Reads config keys, failing on any key the case's optimizer does not know.
 struct Keys<'a> {
     config: &'a BTreeMap<String, Value>,
-    known: Vec<&'static str>,
 }
 
 impl<'a> Keys<'a> {
-    fn new(config: &'a BTreeMap<String, Value>, known: &[&'static str]) -> Result<Self, String> {
-        if let Some(unknown) = config.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!("unknown config key `{unknown}`"));
+    fn new(config: &'a BTreeMap<String, Value>, known: &[&str]) -> Result<Self, String> {
+        match config.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => Err(format!("unknown config key `{unknown}`")),
+            None => Ok(Self { config }),
         }
-        Ok(Self {
-            config,
-            known: known.to_vec(),
-        })
     }
 
-    fn f64(&self, key: &str) -> Option<f64> {
-        debug_assert!(self.known.contains(&key));
-        self.config.get(key).and_then(Value::as_f64)
+    /// `set(c, value)` when `key` holds a number, else `c`.
+    fn f64<C>(&self, key: &str, c: C, set: impl FnOnce(C, f64) -> C) -> C {
+        match self.config.get(key).and_then(Value::as_f64) {
+            Some(v) => set(c, v),
+            None => c,
+        }
     }
 
-    fn bool(&self, key: &str) -> Option<bool> {
-        self.config.get(key).and_then(Value::as_bool)
+    /// `set(c, value)` when `key` holds a boolean, else `c`.
+    fn bool<C>(&self, key: &str, c: C, set: impl FnOnce(C, bool) -> C) -> C {
+        match self.config.get(key).and_then(Value::as_bool) {
+            Some(v) => set(c, v),
+            None => c,
+        }
     }
 
-    fn pair(&self, key: &str) -> Option<(f64, f64)> {
-        let v = self.config.get(key)?.as_array()?;
-        Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?))
+    /// `set(c, (a, b))` when `key` holds a pair of numbers, else `c`.
+    fn pair<C>(&self, key: &str, c: C, set: impl FnOnce(C, (f64, f64)) -> C) -> C {
+        let pair = self
+            .config
+            .get(key)
+            .and_then(Value::as_array)
+            .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)));
+        match pair {
+            Some(v) => set(c, v),
+            None => c,
+        }
     }
 }
 
@@ -117,25 +128,13 @@ fn adamp_config(config: &BTreeMap<String, Value>) -> Result<AdamPConfig, String>
             "nesterov",
         ],
     )?;
-    let mut c = AdamPConfig::new();
-    if let Some((b1, b2)) = k.pair("betas") {
-        c = c.with_beta_1(b1).with_beta_2(b2);
-    }
-    if let Some(v) = k.f64("eps") {
-        c = c.with_epsilon(v);
-    }
-    if let Some(v) = k.f64("weight_decay") {
-        c = c.with_weight_decay(v);
-    }
-    if let Some(v) = k.f64("delta") {
-        c = c.with_delta(v);
-    }
-    if let Some(v) = k.f64("wd_ratio") {
-        c = c.with_wd_ratio(v);
-    }
-    if let Some(v) = k.bool("nesterov") {
-        c = c.with_nesterov(v);
-    }
+    let c = AdamPConfig::new();
+    let c = k.pair("betas", c, |c, (b1, b2)| c.with_beta_1(b1).with_beta_2(b2));
+    let c = k.f64("eps", c, AdamPConfig::with_epsilon);
+    let c = k.f64("weight_decay", c, AdamPConfig::with_weight_decay);
+    let c = k.f64("delta", c, AdamPConfig::with_delta);
+    let c = k.f64("wd_ratio", c, AdamPConfig::with_wd_ratio);
+    let c = k.bool("nesterov", c, AdamPConfig::with_nesterov);
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
@@ -154,28 +153,14 @@ fn sgdp_config(config: &BTreeMap<String, Value>) -> Result<SgdpConfig, String> {
             "wd_ratio",
         ],
     )?;
-    let mut c = SgdpConfig::new();
-    if let Some(v) = k.f64("momentum") {
-        c = c.with_momentum(v);
-    }
-    if let Some(v) = k.f64("dampening") {
-        c = c.with_dampening(v);
-    }
-    if let Some(v) = k.f64("weight_decay") {
-        c = c.with_weight_decay(v);
-    }
-    if let Some(v) = k.bool("nesterov") {
-        c = c.with_nesterov(v);
-    }
-    if let Some(v) = k.f64("eps") {
-        c = c.with_epsilon(v);
-    }
-    if let Some(v) = k.f64("delta") {
-        c = c.with_delta(v);
-    }
-    if let Some(v) = k.f64("wd_ratio") {
-        c = c.with_wd_ratio(v);
-    }
+    let c = SgdpConfig::new();
+    let c = k.f64("momentum", c, SgdpConfig::with_momentum);
+    let c = k.f64("dampening", c, SgdpConfig::with_dampening);
+    let c = k.f64("weight_decay", c, SgdpConfig::with_weight_decay);
+    let c = k.bool("nesterov", c, SgdpConfig::with_nesterov);
+    let c = k.f64("eps", c, SgdpConfig::with_epsilon);
+    let c = k.f64("delta", c, SgdpConfig::with_delta);
+    let c = k.f64("wd_ratio", c, SgdpConfig::with_wd_ratio);
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }

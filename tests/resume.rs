@@ -53,15 +53,20 @@ fn weights(model: &DigitsCnn) -> Vec<Vec<f32>> {
     ]
 }
 
-fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file: bool) {
+/// The device, the data and a freshly seeded small network.
+fn setup() -> (Device, Digits, DigitsCnn) {
     let device = common::cpu_device().autodiff();
-    let data = Digits::load().unwrap();
     device.seed(7);
     let init = DigitsCnnConfig {
         width: 4,
         classes: 10,
     }
     .init(&device);
+    (device, Digits::load().unwrap(), init)
+}
+
+fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file: bool) {
+    let (device, data, init) = setup();
 
     let mut straight = make(&init);
     let uninterrupted = train(init.clone(), &mut straight, 0..6, &data, &device);
@@ -123,14 +128,7 @@ fn sgdp_resumes_exactly() {
 /// A fresh optimizer (no reload) diverges from the uninterrupted run, so the test above can fail.
 #[test]
 fn dropping_the_state_changes_the_run() {
-    let device = common::cpu_device().autodiff();
-    let data = Digits::load().unwrap();
-    device.seed(7);
-    let init = DigitsCnnConfig {
-        width: 4,
-        classes: 10,
-    }
-    .init(&device);
+    let (device, data, init) = setup();
     let make = |m: &DigitsCnn| AdamPConfig::new().init_for(m);
     let uninterrupted = train(init.clone(), &mut make(&init), 0..6, &data, &device);
     let halfway = train(init.clone(), &mut make(&init), 0..3, &data, &device);

@@ -37,6 +37,7 @@ mod channel_axes;
 mod decay;
 mod error;
 mod moments;
+mod per_axis;
 pub mod radial;
 mod sgdp;
 

@@ -25,6 +25,7 @@ use crate::RecordState;
 use crate::channel_axes::ChannelAxes;
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
+use crate::per_axis::{PerAxisConfig, or_panic};
 use crate::radial::ScaleInvariance;
 
 /// Configuration of [`Sgdp`], with the reference's defaults.
@@ -108,16 +109,41 @@ impl SgdpConfig {
     /// The bare per-tensor optimizer with [`channel_axis`](Self::channel_axis), for
     /// [`ModuleOptimizer::with_group`].
     pub fn try_build(&self) -> Result<Sgdp, ConfigError> {
-        self.validate()?;
-        Ok(self.build_with_axis(self.channel_axis))
+        self.checked_build()
     }
 
     /// Like [`try_build`](Self::try_build); panics with the validation error.
     pub fn build(&self) -> Sgdp {
-        self.try_build().unwrap_or_else(|e| panic!("{e}"))
+        or_panic(self.try_build())
     }
 
-    fn build_with_axis(&self, channel_axis: usize) -> Sgdp {
+    /// A [`ModuleOptimizer`] that uses [`channel_axis`](Self::channel_axis) for every
+    /// parameter. Prefer [`init_for`](Self::init_for) for models with `Linear` layers.
+    pub fn init(&self) -> ModuleOptimizer {
+        or_panic(self.single_group())
+    }
+
+    /// A [`ModuleOptimizer`] for `model` that gives every weight its output-channel axis by
+    /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
+    /// [`try_init_with`](Self::try_init_with).
+    pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
+        or_panic(self.grouped_by_axis(&ChannelAxes::infer(model)))
+    }
+
+    /// A [`ModuleOptimizer`] with the channel axes given per parameter.
+    pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
+        self.grouped_by_axis(axes)
+    }
+}
+
+impl PerAxisConfig for SgdpConfig {
+    type Optim = Sgdp;
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn for_axis(&self, channel_axis: usize) -> Sgdp {
         Sgdp {
             momentum: self.momentum,
             dampening: self.dampening,
@@ -133,32 +159,12 @@ impl SgdpConfig {
         }
     }
 
-    /// A [`ModuleOptimizer`] that uses [`channel_axis`](Self::channel_axis) for every
-    /// parameter. Prefer [`init_for`](Self::init_for) for models with `Linear` layers.
-    pub fn init(&self) -> ModuleOptimizer {
-        let mut optim = ModuleOptimizer::from(self.build());
-        if let Some(clipping) = &self.grad_clipping {
-            optim = optim.with_grad_clipping(clipping.init());
-        }
-        optim
+    fn default_axis(&self) -> usize {
+        self.channel_axis
     }
 
-    /// A [`ModuleOptimizer`] for `model` that gives every weight its output-channel axis by
-    /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
-    /// [`try_init_with`](Self::try_init_with).
-    pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
-        self.try_init_with(&ChannelAxes::infer(model))
-            .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// A [`ModuleOptimizer`] with the channel axes given per parameter.
-    pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
-        self.validate()?;
-        let clipping = self
-            .grad_clipping
-            .as_ref()
-            .map(GradientClippingConfig::init);
-        Ok(axes.module_optimizer(|axis| self.build_with_axis(axis), clipping))
+    fn clipping(&self) -> Option<&GradientClippingConfig> {
+        self.grad_clipping.as_ref()
     }
 }
 
