@@ -1,4 +1,4 @@
-//! A hand-written training loop for [`DigitsCnn`](crate::DigitsCnn): forward, backward,
+//! A hand-written training loop for [`DigitsCnn`]: forward, backward,
 //! [`GradientsParams`], [`ModuleOptimizer::step`]. The optimizer is the only thing the caller
 //! chooses.
 

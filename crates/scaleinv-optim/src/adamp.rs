@@ -1,20 +1,5 @@
 //! AdamP: Adam with the radial component of each scale-invariant weight's update removed.
-//!
-//! Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
-//! Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 2;
-//! reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
-//!
-//! ```text
-//! t ← t + 1
-//! m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
-//! denom = √v / √(1 − β2^t) + ε
-//! u = m / denom                       (Nesterov: u = (β1·m + (1 − β1)·g) / denom)
-//! (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
-//! p ← p · (1 − η·λ·r)                 (decoupled decay)
-//! p ← p − η / (1 − β1^t) · u
-//! ```
-//!
-//! With `delta = 0` the projection never fires and AdamP is AdamW with PyTorch-style decay.
+//! See [`AdamP`].
 
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
@@ -65,7 +50,23 @@ pub struct AdamPConfig {
     pub grad_clipping: Option<GradientClippingConfig>,
 }
 
-/// The AdamP optimizer for one parameter tensor; see the [module docs](self).
+/// AdamP: Adam with the radial component of each scale-invariant weight's update removed.
+///
+/// Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
+/// Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 2;
+/// reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
+///
+/// ```text
+/// t ← t + 1
+/// m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
+/// denom = √v / √(1 − β2^t) + ε
+/// u = m / denom                       (Nesterov: u = (β1·m + (1 − β1)·g) / denom)
+/// (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
+/// p ← p · (1 − η·λ·r)                 (decoupled decay)
+/// p ← p − η / (1 − β1^t) · u
+/// ```
+///
+/// With `delta = 0` the projection never fires and AdamP is AdamW with PyTorch-style decay.
 #[derive(Debug, Clone)]
 pub struct AdamP {
     moments: AdamMoments,

@@ -1,19 +1,5 @@
-//! SGDP: SGD with momentum and the radial component of each scale-invariant weight's update
-//! removed.
-//!
-//! Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
-//! Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 1;
-//! reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
-//!
-//! ```text
-//! b ← μ·b + (1 − τ)·g                 (b starts at zero, not at g)
-//! u = b                               (Nesterov: u = g + μ·b)
-//! (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
-//! b ← u                               (not Nesterov, `project_momentum_buffer`: the reference
-//!                                      projects the buffer in place)
-//! p ← p · (1 − η·λ·r / (1 − μ))       (decoupled decay, divided by 1 − μ as in the reference)
-//! p ← p − η·u
-//! ```
+//! SGDP: SGD with momentum, with the radial component of each scale-invariant weight's update
+//! removed. See [`Sgdp`].
 
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
@@ -68,7 +54,22 @@ pub struct SgdpConfig {
     pub grad_clipping: Option<GradientClippingConfig>,
 }
 
-/// The SGDP optimizer for one parameter tensor; see the [module docs](self).
+/// SGDP: SGD with momentum and the radial component of each scale-invariant weight's update
+/// removed.
+///
+/// Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
+/// Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 1;
+/// reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
+///
+/// ```text
+/// b ← μ·b + (1 − τ)·g                 (b starts at zero, not at g)
+/// u = b                               (Nesterov: u = g + μ·b)
+/// (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
+/// b ← u                               (not Nesterov, `project_momentum_buffer`: the reference
+///                                      projects the buffer in place)
+/// p ← p · (1 − η·λ·r / (1 − μ))       (decoupled decay, divided by 1 − μ as in the reference)
+/// p ← p − η·u
+/// ```
 #[derive(Debug, Clone)]
 pub struct Sgdp {
     momentum: f64,
