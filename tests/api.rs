@@ -202,3 +202,34 @@ fn init_for_gives_a_linear_weight_its_output_axis() {
     let linear0 = config.init().step(1e-2, linear0, grads);
     assert_eq!(common::values(linear0.weight.val().inner()), by_rows);
 }
+
+/// The test's threshold is `δ / √K`: a `[2, 4]` weight whose first row has cosine `c` with its
+/// gradient and whose second row has cosine 0. The channel view (K = 4) fires below
+/// `0.1 / 2`; the layer view (K = 8, cosine `c / 2`) fires below `0.1 / √8`.
+#[test]
+fn threshold_is_delta_over_root_width() {
+    let device = common::cpu_device();
+    let proj = scaleinv::ScaleInvariance {
+        delta: 0.1,
+        wd_ratio: 0.1,
+        epsilon: 1e-8,
+        channel_axis: 0,
+    };
+    let branch = |c: f32| {
+        let p = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0], [2, 4]),
+            &device,
+        );
+        let s = (1.0 - c * c).sqrt();
+        let g = Tensor::<2>::from_data(
+            TensorData::new(vec![c, 0.0, s, 0.0, 1.0, 0.0, 0.0, 0.0], [2, 4]),
+            &device,
+        );
+        let code = common::values(proj.branch(&p, &g).float())[0] as i64;
+        ProjectionBranch::from_code(code).unwrap()
+    };
+    assert_eq!(branch(0.049), ProjectionBranch::Channel);
+    assert_eq!(branch(0.051), ProjectionBranch::Layer);
+    assert_eq!(branch(0.0700), ProjectionBranch::Layer);
+    assert_eq!(branch(0.0715), ProjectionBranch::None);
+}
