@@ -1,0 +1,249 @@
+//! Time per optimizer step on a conv-net-shaped parameter set, against Burn's own optimizers
+//! measured in the same run.
+//!
+//! ```text
+//! cargo run --release --example bench [-- --device flex[,ndarray,wgpu]] [--sizes 1,4,16] [--steps N] [--json out.json]
+//! ```
+//!
+//! Each parameter set is 16 weights `[c, c, 3, 3]` plus 16 biases `[c]`, with `c` chosen for
+//! about 1, 4 or 16 million parameters. Every optimizer gets the same gradients; the device is
+//! synchronised at the end of every timed step. Read ratios from one run: a shared machine is
+//! noisy.
+
+use std::time::Instant;
+
+use burn::module::{Module, Param};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use scaleinv::models::device::device_from_name;
+use scaleinv::{AdamPConfig, SgdpConfig};
+
+/// The benchmark's parameters: conv-shaped weights and their biases.
+#[derive(Module, Debug)]
+struct ParamSet {
+    weights: Vec<Param<Tensor<4>>>,
+    biases: Vec<Param<Tensor<1>>>,
+}
+
+const LAYERS: usize = 16;
+
+impl ParamSet {
+    fn new(channels: usize, device: &Device) -> Self {
+        let normal = Distribution::Normal(0.0, 1.0);
+        Self {
+            weights: (0..LAYERS)
+                .map(|_| {
+                    Param::from_tensor(Tensor::random([channels, channels, 3, 3], normal, device))
+                })
+                .collect(),
+            biases: (0..LAYERS)
+                .map(|_| Param::from_tensor(Tensor::random([channels], normal, device)))
+                .collect(),
+        }
+    }
+
+    /// Fixed random gradients on `device` (the inner, non-autodiff one), one per parameter.
+    fn gradients(&self, device: &Device) -> Vec<Grad> {
+        let normal = Distribution::Normal(0.0, 1.0);
+        let w = self
+            .weights
+            .iter()
+            .map(|p| Grad::W(p.id, Tensor::random(p.val().shape(), normal, device)));
+        let b = self
+            .biases
+            .iter()
+            .map(|p| Grad::B(p.id, Tensor::random(p.val().shape(), normal, device)));
+        w.chain(b).collect()
+    }
+}
+
+#[derive(Clone)]
+enum Grad {
+    W(burn::module::ParamId, Tensor<4>),
+    B(burn::module::ParamId, Tensor<1>),
+}
+
+fn grads_params(grads: &[Grad]) -> GradientsParams {
+    let mut out = GradientsParams::new();
+    for g in grads {
+        match g.clone() {
+            Grad::W(id, t) => out.register(id, t),
+            Grad::B(id, t) => out.register(id, t),
+        }
+    }
+    out
+}
+
+struct Row {
+    optimizer: &'static str,
+    device: String,
+    params: usize,
+    ms_per_step: f64,
+}
+
+fn time_optimizer(
+    mut optim: ModuleOptimizer,
+    channels: usize,
+    device: &Device,
+    steps: usize,
+) -> f64 {
+    // ModuleOptimizer steps parameters that live on an autodiff device.
+    let mut set = ParamSet::new(channels, &device.clone().autodiff());
+    let grads = set.gradients(device);
+    let sync = |d: &Device| d.sync().expect("device sync");
+    for _ in 0..3 {
+        set = optim.step(1e-3, set, grads_params(&grads));
+    }
+    sync(device);
+    let mut total = 0.0;
+    for _ in 0..steps {
+        let g = grads_params(&grads);
+        let start = Instant::now();
+        set = optim.step(1e-3, set, g);
+        sync(device);
+        total += start.elapsed().as_secs_f64();
+    }
+    total / steps as f64 * 1e3
+}
+
+fn optimizers() -> Vec<(&'static str, ModuleOptimizer)> {
+    let momentum = MomentumConfig {
+        momentum: 0.9,
+        dampening: 0.0,
+        nesterov: false,
+    };
+    vec![
+        ("burn_adam", AdamConfig::new().with_epsilon(1e-8).init()),
+        ("burn_adamw", AdamWConfig::new().with_epsilon(1e-8).init()),
+        (
+            "burn_sgd_momentum",
+            SgdConfig::new().with_momentum(Some(momentum)).init(),
+        ),
+        ("adamp", AdamPConfig::new().init()),
+        ("sgdp", SgdpConfig::new().with_momentum(0.9).init()),
+    ]
+}
+
+struct Args {
+    devices: Vec<String>,
+    sizes: Vec<f64>,
+    steps: usize,
+    json: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        devices: vec!["flex".into()],
+        sizes: vec![1.0, 4.0, 16.0],
+        steps: 10,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--device" => args.devices = value()?.split(',').map(str::to_string).collect(),
+            "--sizes" => {
+                args.sizes = value()?
+                    .split(',')
+                    .map(|s| {
+                        s.parse::<f64>()
+                            .map_err(|_| format!("--sizes: `{s}` is not a number"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--steps" => {
+                args.steps = value()?
+                    .parse()
+                    .map_err(|_| "--steps needs a count".to_string())?
+            }
+            "--json" => args.json = Some(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--device flex,ndarray,wgpu] [--sizes 1,4,16] [--steps N] [--json PATH]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn json_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    let mut rows = Vec::new();
+    for name in &args.devices {
+        let device = device_from_name(name).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        });
+        for &millions in &args.sizes {
+            let channels = ((millions * 1e6 / LAYERS as f64 / 9.0).sqrt()).round() as usize;
+            let params = LAYERS * (channels * channels * 9 + channels);
+            for (optimizer, optim) in optimizers() {
+                let ms = time_optimizer(optim, channels, &device, args.steps);
+                eprintln!("  {name:<8} {params:>9} {optimizer:<18} {ms:9.2} ms/step");
+                rows.push(Row {
+                    optimizer,
+                    device: name.clone(),
+                    params,
+                    ms_per_step: ms,
+                });
+            }
+        }
+    }
+
+    println!(
+        "{:<18} {:<8} {:>10} {:>11} {:>9} {:>10}",
+        "optimizer", "device", "params", "ms/step", "Mparam/s", "vs base"
+    );
+    for r in &rows {
+        let base = if r.optimizer.contains("sgd") {
+            "burn_sgd_momentum"
+        } else {
+            "burn_adam"
+        };
+        let base_ms = rows
+            .iter()
+            .find(|b| b.optimizer == base && b.device == r.device && b.params == r.params)
+            .map_or(f64::NAN, |b| b.ms_per_step);
+        println!(
+            "{:<18} {:<8} {:>10} {:>11.2} {:>9.0} {:>9.2}x",
+            r.optimizer,
+            r.device,
+            r.params,
+            r.ms_per_step,
+            r.params as f64 / r.ms_per_step / 1e3,
+            base_ms / r.ms_per_step
+        );
+    }
+    if let Some(path) = &args.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "  {{\"optimizer\": {}, \"device\": {}, \"params\": {}, \"ms_per_step\": {:.4}, \"mparams_per_s\": {:.2}}}",
+                    json_string(r.optimizer),
+                    json_string(&r.device),
+                    r.params,
+                    r.ms_per_step,
+                    r.params as f64 / r.ms_per_step / 1e3
+                )
+            })
+            .collect();
+        std::fs::write(path, format!("[\n{}\n]\n", items.join(",\n"))).unwrap_or_else(|e| {
+            eprintln!("error: cannot write {path}: {e}");
+            std::process::exit(1)
+        });
+        println!("wrote {path}");
+    }
+}
