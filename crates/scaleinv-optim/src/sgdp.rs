@@ -187,7 +187,11 @@ impl Optimizer for Sgdp {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let mu = self.momentum;
-        let damped = grad.clone() * (1.0 - self.dampening);
+        let damped = if self.dampening == 0.0 {
+            grad.clone()
+        } else {
+            grad.clone() * (1.0 - self.dampening)
+        };
         let buffer = match state {
             Some(s) if mu != 0.0 => s.momentum * mu + damped,
             _ => damped,
