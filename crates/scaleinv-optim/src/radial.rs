@@ -117,12 +117,33 @@ impl ScaleInvariance {
         (0..D).filter(|&axis| axis != self.channel_axis).collect()
     }
 
-    fn row_stats<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> RowStats<D> {
+    /// Sums `x` over every axis but the channel axis, keeping the rank (`[1, …, C, …, 1]`).
+    ///
+    /// When no axis before the channel axis is longer than 1 (convolutions, PyTorch-layout
+    /// weights), each channel's row is contiguous, and one reduction over a `[C, N/C]` view
+    /// replaces a chain of per-axis reductions.
+    fn row_sum<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let axes = self.row_axes::<D>();
+        let dims = x.dims();
+        let channel = self.channel_axis;
+        if dims[..channel].iter().all(|&d| d == 1) {
+            let channels = dims[channel];
+            let mut row_shape = [1usize; D];
+            row_shape[channel] = channels;
+            let numel = x.shape().num_elements();
+            x.reshape([channels, numel / channels])
+                .sum_dim(1)
+                .reshape(row_shape)
+        } else {
+            x.sum_dims(&axes)
+        }
+    }
+
+    fn row_stats<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> RowStats<D> {
         RowStats {
-            dot: (param.clone() * grad.clone()).sum_dims(&axes),
-            weight_sq: param.clone().square().sum_dims(&axes),
-            grad_sq: grad.clone().square().sum_dims(&axes),
+            dot: self.row_sum(param.clone() * grad.clone()),
+            weight_sq: self.row_sum(param.clone().square()),
+            grad_sq: self.row_sum(grad.clone().square()),
         }
     }
 
@@ -195,10 +216,8 @@ impl ScaleInvariance {
         }
         let stats = self.row_stats(param, grad);
         let tests = self.tests(&stats, numel);
-        let axes = self.row_axes::<D>();
-
         // Radial coefficient ⟨P, U⟩ / (‖P‖ + ε)² per row (channel) and for the whole tensor (layer).
-        let row_dot_update = (param.clone() * update.clone()).sum_dims(&axes);
+        let row_dot_update = self.row_sum(param.clone() * update.clone());
         let row_norm = stats.weight_sq.clone().sqrt() + self.epsilon;
         let channel_coef = row_dot_update.clone() / row_norm.square();
         let layer_norm = stats.weight_sq.sum().sqrt() + self.epsilon;
