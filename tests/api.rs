@@ -3,7 +3,7 @@
 mod common;
 
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer, Optimizer};
 use burn::tensor::{Tensor, TensorData};
 use scaleinv::models::DigitsCnnConfig;
 use scaleinv::{
@@ -71,6 +71,14 @@ fn overrides_are_checked() {
     assert_eq!(custom.axis_of("block2.conv.weight"), Some(1));
 }
 
+/// The field an out-of-range error names.
+fn rejected_field(result: Result<(), ConfigError>) -> &'static str {
+    match result {
+        Err(ConfigError::OutOfRange { field, .. }) => field,
+        other => panic!("expected an out-of-range error, got {other:?}"),
+    }
+}
+
 #[test]
 fn invalid_hyperparameters_name_the_field_and_range() {
     let err = AdamPConfig::new().with_beta_1(1.0).try_build().unwrap_err();
@@ -78,66 +86,35 @@ fn invalid_hyperparameters_name_the_field_and_range() {
         err.to_string(),
         "AdamPConfig.beta_1 = 1 is invalid: expected a value in [0, 1)"
     );
-    let err = AdamPConfig::new().with_epsilon(0.0).validate().unwrap_err();
-    assert!(matches!(
-        err,
-        ConfigError::OutOfRange {
-            field: "epsilon",
-            ..
-        }
-    ));
-    let err = AdamPConfig::new()
-        .with_wd_ratio(1.5)
-        .validate()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        ConfigError::OutOfRange {
-            field: "wd_ratio",
-            ..
-        }
-    ));
-    let err = AdamPConfig::new()
-        .with_delta(f64::NAN)
-        .validate()
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        ConfigError::OutOfRange { field: "delta", .. }
-    ));
-    let err = SgdpConfig::new().with_momentum(1.0).validate().unwrap_err();
-    assert!(matches!(
-        err,
-        ConfigError::OutOfRange {
-            field: "momentum",
-            ..
-        }
-    ));
-    let err = SgdpConfig::new()
-        .with_momentum(0.9)
-        .with_dampening(0.1)
-        .with_nesterov(true)
-        .validate()
-        .unwrap_err();
+    let adamp = AdamPConfig::new;
+    assert_eq!(
+        rejected_field(adamp().with_epsilon(0.0).validate()),
+        "epsilon"
+    );
+    assert_eq!(
+        rejected_field(adamp().with_wd_ratio(1.5).validate()),
+        "wd_ratio"
+    );
+    assert_eq!(
+        rejected_field(adamp().with_delta(f64::NAN).validate()),
+        "delta"
+    );
+    assert_eq!(
+        rejected_field(SgdpConfig::new().with_momentum(1.0).validate()),
+        "momentum"
+    );
+
+    let nesterov = SgdpConfig::new().with_momentum(0.9).with_nesterov(true);
+    assert!(nesterov.validate().is_ok());
+    let err = nesterov.with_dampening(0.1).validate().unwrap_err();
     assert_eq!(
         err.to_string(),
         "SgdpConfig: nesterov needs momentum > 0 and dampening = 0"
     );
-    assert!(
-        SgdpConfig::new()
-            .with_momentum(0.9)
-            .with_nesterov(true)
-            .validate()
-            .is_ok()
-    );
+
     let model = DigitsCnnConfig::default().init(&common::cpu_device());
     let axes = ChannelAxes::infer(&model);
-    assert!(
-        AdamPConfig::new()
-            .with_beta_2(-0.1)
-            .try_init_with(&axes)
-            .is_err()
-    );
+    assert!(adamp().with_beta_2(-0.1).try_init_with(&axes).is_err());
 }
 
 /// A `[6, 4]` weight and a gradient orthogonal to each of its columns: along axis 1 (Burn's
@@ -169,7 +146,7 @@ fn init_for_gives_a_linear_weight_its_output_axis() {
     let on_axis = |axis: usize| {
         let opt = config.clone().with_channel_axis(axis).build();
         let branch = opt.scale_invariance().branch(&tensor(&w), &tensor(&g));
-        let branch = ProjectionBranch::from_code(common::values(branch.float())[0] as i64).unwrap();
+        let branch = common::branch(branch);
         let (next, _) = opt.step(1e-2, tensor(&w), tensor(&g), None);
         (branch, common::values(next))
     };
@@ -181,26 +158,24 @@ fn init_for_gives_a_linear_weight_its_output_axis() {
     );
     assert_ne!(by_rows, by_columns);
 
+    assert_eq!(linear_step(|m| config.init_for(m), &w, &g), by_columns);
+    // `init` keeps the single configured axis (0) for every parameter.
+    assert_eq!(linear_step(|_| config.init(), &w, &g), by_rows);
+}
+
+/// One step of a bias-free `Linear` holding weight `w` with gradient `g`, by the
+/// `ModuleOptimizer` that `make` builds for it.
+fn linear_step(make: impl FnOnce(&Linear) -> ModuleOptimizer, w: &[f32], g: &[f32]) -> Vec<f32> {
+    let device = common::cpu_device();
     let ad = device.clone().autodiff();
     let mut linear: Linear = LinearConfig::new(6, 4).with_bias(false).init(&ad);
-    linear.weight = linear
-        .weight
-        .map(|_| Tensor::from_data(TensorData::new(w.clone(), [6, 4]), &ad).require_grad());
+    let weight = Tensor::<2>::from_data(TensorData::new(w.to_vec(), [6, 4]), &ad);
+    linear.weight = linear.weight.map(|_| weight.require_grad());
     let mut grads = GradientsParams::new();
-    grads.register(linear.weight.id, tensor(&g));
-    let mut optim = config.init_for(&linear);
-    let linear = optim.step(1e-2, linear, grads);
-    assert_eq!(common::values(linear.weight.val().inner()), by_columns);
-
-    // `init` keeps the single configured axis (0) for every parameter.
-    let mut linear0: Linear = LinearConfig::new(6, 4).with_bias(false).init(&ad);
-    linear0.weight = linear0
-        .weight
-        .map(|_| Tensor::from_data(TensorData::new(w.clone(), [6, 4]), &ad).require_grad());
-    let mut grads = GradientsParams::new();
-    grads.register(linear0.weight.id, tensor(&g));
-    let linear0 = config.init().step(1e-2, linear0, grads);
-    assert_eq!(common::values(linear0.weight.val().inner()), by_rows);
+    let grad = Tensor::<2>::from_data(TensorData::new(g.to_vec(), [6, 4]), &device);
+    grads.register(linear.weight.id, grad);
+    let linear = make(&linear).step(1e-2, linear, grads);
+    common::values(linear.weight.val().inner())
 }
 
 /// The test's threshold is `δ / √K`: a `[2, 4]` weight whose first row has cosine `c` with its
@@ -225,8 +200,7 @@ fn threshold_is_delta_over_root_width() {
             TensorData::new(vec![c, 0.0, s, 0.0, 1.0, 0.0, 0.0, 0.0], [2, 4]),
             &device,
         );
-        let code = common::values(proj.branch(&p, &g).float())[0] as i64;
-        ProjectionBranch::from_code(code).unwrap()
+        common::branch(proj.branch(&p, &g))
     };
     assert_eq!(branch(0.049), ProjectionBranch::Channel);
     assert_eq!(branch(0.051), ProjectionBranch::Layer);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use scaleinv::{AdamPConfig, ProjectionBranch, SgdpConfig};
+use scaleinv::{AdamPConfig, SgdpConfig};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -210,8 +210,7 @@ fn replay_param<O: Replayable, const D: usize>(
             let code = opt
                 .branch(&param, &grad)
                 .ok_or("the optimizer has no projection to compare")?;
-            let code = common::values(code.float())[0] as i64;
-            let got = ProjectionBranch::from_code(code).map_or("?", ProjectionBranch::name);
+            let got = common::branch(code).name();
             if got != recorded {
                 return Err(format!(
                     "step {k}: {} took projection `{got}`, reference `{recorded}`",

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests: the devices to run on.
 #![allow(dead_code)]
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
+use scaleinv::ProjectionBranch;
 
 /// Every backend compiled into this test build, by name. `wgpu` is listed only when an
 /// adapter answers (Mesa's software Vulkan on machines without a GPU); when
@@ -61,4 +62,10 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .convert::<f32>()
         .try_to_vec::<f32>()
         .expect("f32 data")
+}
+
+/// Reads back a branch code from [`scaleinv::ScaleInvariance::branch`].
+pub fn branch(code: Tensor<1, Int>) -> ProjectionBranch {
+    let code = values(code.float())[0] as i64;
+    ProjectionBranch::from_code(code).unwrap_or_else(|| panic!("{code} is not a branch code"))
 }

@@ -48,14 +48,20 @@ impl AdamMoments {
         grad: &Tensor<D>,
         state: Option<MomentState<D>>,
     ) -> MomentState<D> {
-        let (time, moment_1, moment_2) = match state {
-            Some(s) => (s.time, s.moment_1, s.moment_2),
-            None => (0, grad.zeros_like(), grad.zeros_like()),
-        };
-        MomentState {
-            time: time + 1,
-            moment_1: moment_1 * self.beta_1 + grad.clone() * (1.0 - self.beta_1),
-            moment_2: moment_2 * self.beta_2 + grad.clone().square() * (1.0 - self.beta_2),
+        let (b1, b2) = (self.beta_1, self.beta_2);
+        let grad_sq = grad.clone().square();
+        match state {
+            Some(s) => MomentState {
+                time: s.time + 1,
+                moment_1: s.moment_1 * b1 + grad.clone() * (1.0 - b1),
+                moment_2: s.moment_2 * b2 + grad_sq * (1.0 - b2),
+            },
+            // From zero moments: `m = (1 − β1)·g`, `v = (1 − β2)·g²`, without the zeros.
+            None => MomentState {
+                time: 1,
+                moment_1: grad.clone() * (1.0 - b1),
+                moment_2: grad_sq * (1.0 - b2),
+            },
         }
     }
 

@@ -48,3 +48,50 @@ pub(crate) trait PerAxisConfig {
 pub(crate) fn or_panic<T>(result: Result<T, ConfigError>) -> T {
     result.unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// The public constructors of a [`PerAxisConfig`], written once for every projected optimizer.
+macro_rules! per_axis_constructors {
+    ($config:ty => $optim:ty) => {
+        impl $config {
+            /// The bare per-tensor optimizer with [`channel_axis`](Self::channel_axis), for
+            /// [`ModuleOptimizer::with_group`](burn::optim::ModuleOptimizer::with_group).
+            pub fn try_build(&self) -> Result<$optim, $crate::ConfigError> {
+                $crate::per_axis::PerAxisConfig::checked_build(self)
+            }
+
+            /// Like [`try_build`](Self::try_build); panics with the validation error.
+            pub fn build(&self) -> $optim {
+                $crate::per_axis::or_panic(self.try_build())
+            }
+
+            /// A [`ModuleOptimizer`](burn::optim::ModuleOptimizer) that uses
+            /// [`channel_axis`](Self::channel_axis) for every parameter. Prefer
+            /// [`init_for`](Self::init_for) for models with `Linear` layers.
+            pub fn init(&self) -> burn::optim::ModuleOptimizer {
+                $crate::per_axis::or_panic($crate::per_axis::PerAxisConfig::single_group(self))
+            }
+
+            /// A [`ModuleOptimizer`](burn::optim::ModuleOptimizer) for `model` that gives every
+            /// weight its output-channel axis by layer type
+            /// ([`ChannelAxes::infer`](crate::ChannelAxes::infer)). Panics on an invalid config;
+            /// see [`try_init_with`](Self::try_init_with).
+            pub fn init_for<M: burn::module::Module>(
+                &self,
+                model: &M,
+            ) -> burn::optim::ModuleOptimizer {
+                $crate::per_axis::or_panic(self.try_init_with(&$crate::ChannelAxes::infer(model)))
+            }
+
+            /// A [`ModuleOptimizer`](burn::optim::ModuleOptimizer) with the channel axes given
+            /// per parameter.
+            pub fn try_init_with(
+                &self,
+                axes: &$crate::ChannelAxes,
+            ) -> Result<burn::optim::ModuleOptimizer, $crate::ConfigError> {
+                $crate::per_axis::PerAxisConfig::grouped_by_axis(self, axes)
+            }
+        }
+    };
+}
+
+pub(crate) use per_axis_constructors;

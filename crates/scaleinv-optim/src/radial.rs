@@ -106,15 +106,15 @@ struct Tests {
 }
 
 impl ScaleInvariance {
-    /// The axes reduced by the channel view: every axis but the channel axis.
-    fn row_axes<const D: usize>(&self) -> Vec<usize> {
+    /// Panics with a clear message when the channel axis is not an axis of a rank-`D` tensor
+    /// (configs built through `init_for`/`try_init_with` are checked before any step).
+    fn check_axis<const D: usize>(&self) {
         assert!(
             self.channel_axis < D,
             "scaleinv: channel_axis {} is out of range for a parameter of rank {D}; \
              set it per parameter with ChannelAxes (see `init_for`)",
             self.channel_axis
         );
-        (0..D).filter(|&axis| axis != self.channel_axis).collect()
     }
 
     /// Sums `x` over every axis but the channel axis, keeping the rank (`[1, …, C, …, 1]`).
@@ -123,7 +123,6 @@ impl ScaleInvariance {
     /// weights), each channel's row is contiguous, and one reduction over a `[C, N/C]` view
     /// replaces a chain of per-axis reductions.
     fn row_sum<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let axes = self.row_axes::<D>();
         let dims = x.dims();
         let channel = self.channel_axis;
         if dims[..channel].iter().all(|&d| d == 1) {
@@ -135,6 +134,7 @@ impl ScaleInvariance {
                 .sum_dim(1)
                 .reshape(row_shape)
         } else {
+            let axes: Vec<usize> = (0..D).filter(|&axis| axis != channel).collect();
             x.sum_dims(&axes)
         }
     }
@@ -161,7 +161,7 @@ impl ScaleInvariance {
 
     fn tests<const D: usize>(&self, stats: &RowStats<D>, numel: usize) -> Tests {
         let channels = stats.dot.dims()[self.channel_axis];
-        let row_width = (numel / channels.max(1)) as f64;
+        let row_width = (numel / channels) as f64;
         let channel_cos = self.cosine(
             stats.dot.clone(),
             stats.weight_sq.clone(),
@@ -180,17 +180,32 @@ impl ScaleInvariance {
         }
     }
 
+    /// The row statistics and both tests, or `None` for a tensor that is never projected
+    /// (rank < 2, or empty).
+    fn decide<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+    ) -> Option<(RowStats<D>, Tests)> {
+        let numel = param.shape().num_elements();
+        if D < 2 || numel == 0 {
+            return None;
+        }
+        self.check_axis::<D>();
+        let stats = self.row_stats(param, grad);
+        let tests = self.tests(&stats, numel);
+        Some((stats, tests))
+    }
+
     /// Which view the test selects for `param` and its raw gradient `grad`, as a one-element
     /// integer tensor holding a [`ProjectionBranch::code`]. Rank < 2 gives `None`.
     ///
     /// This is the decision [`project`](Self::project) makes; reading it back is a host sync,
     /// so use it for diagnostics and tests, not inside a training step.
     pub fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> Tensor<1, Int> {
-        let device = param.device();
-        if D < 2 || param.shape().num_elements() == 0 {
-            return Tensor::<1, Int>::zeros([1], &device);
-        }
-        let tests = self.tests(&self.row_stats(param, grad), param.shape().num_elements());
+        let Some((_, tests)) = self.decide(param, grad) else {
+            return Tensor::<1, Int>::zeros([1], &param.device());
+        };
         let channel = tests.channel.clone().int();
         let layer = tests.layer.bool_and(tests.channel.bool_not()).int();
         channel * ProjectionBranch::Channel.code() + layer * ProjectionBranch::Layer.code()
@@ -207,15 +222,12 @@ impl ScaleInvariance {
         update: Tensor<D>,
     ) -> Projected<D> {
         let device = param.device();
-        let numel = param.shape().num_elements();
-        if D < 2 || numel == 0 {
+        let Some((stats, tests)) = self.decide(param, grad) else {
             return Projected {
                 update,
                 decay_ratio: ones(&device),
             };
-        }
-        let stats = self.row_stats(param, grad);
-        let tests = self.tests(&stats, numel);
+        };
         // Radial coefficient ⟨P, U⟩ / (‖P‖ + ε)² per row (channel) and for the whole tensor (layer).
         let row_dot_update = self.row_sum(param.clone() * update.clone());
         let row_norm = stats.weight_sq.clone().sqrt() + self.epsilon;

@@ -3,15 +3,13 @@
 
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::Module;
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
-use crate::channel_axes::ChannelAxes;
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
-use crate::per_axis::{PerAxisConfig, or_panic};
+use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
 
 /// Configuration of [`Sgdp`], with the reference's defaults.
@@ -106,36 +104,9 @@ impl SgdpConfig {
         }
         Ok(())
     }
-
-    /// The bare per-tensor optimizer with [`channel_axis`](Self::channel_axis), for
-    /// [`ModuleOptimizer::with_group`].
-    pub fn try_build(&self) -> Result<Sgdp, ConfigError> {
-        self.checked_build()
-    }
-
-    /// Like [`try_build`](Self::try_build); panics with the validation error.
-    pub fn build(&self) -> Sgdp {
-        or_panic(self.try_build())
-    }
-
-    /// A [`ModuleOptimizer`] that uses [`channel_axis`](Self::channel_axis) for every
-    /// parameter. Prefer [`init_for`](Self::init_for) for models with `Linear` layers.
-    pub fn init(&self) -> ModuleOptimizer {
-        or_panic(self.single_group())
-    }
-
-    /// A [`ModuleOptimizer`] for `model` that gives every weight its output-channel axis by
-    /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config; see
-    /// [`try_init_with`](Self::try_init_with).
-    pub fn init_for<M: Module>(&self, model: &M) -> ModuleOptimizer {
-        or_panic(self.grouped_by_axis(&ChannelAxes::infer(model)))
-    }
-
-    /// A [`ModuleOptimizer`] with the channel axes given per parameter.
-    pub fn try_init_with(&self, axes: &ChannelAxes) -> Result<ModuleOptimizer, ConfigError> {
-        self.grouped_by_axis(axes)
-    }
 }
+
+per_axis_constructors!(SgdpConfig => Sgdp);
 
 impl PerAxisConfig for SgdpConfig {
     type Optim = Sgdp;
