@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use scaleinv::{AdamPConfig, SgdpConfig};
+use scaleinv::{AdamPConfig, ResetMode, SgdpConfig, StableSpamConfig};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -72,6 +72,12 @@ impl Replayable for scaleinv::Sgdp {
     }
 }
 
+impl Replayable for scaleinv::StableSpam {
+    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
+        None
+    }
+}
+
 /// Reads config keys, failing on any key the case's optimizer does not know.
 struct Keys<'a> {
     config: &'a BTreeMap<String, Value>,
@@ -97,6 +103,14 @@ impl<'a> Keys<'a> {
     fn bool<C>(&self, key: &str, c: C, set: impl FnOnce(C, bool) -> C) -> C {
         match self.config.get(key).and_then(Value::as_bool) {
             Some(v) => set(c, v),
+            None => c,
+        }
+    }
+
+    /// `set(c, value)` when `key` holds a non-negative integer, else `c`.
+    fn usize<C>(&self, key: &str, c: C, set: impl FnOnce(C, usize) -> C) -> C {
+        match self.config.get(key).and_then(Value::as_u64) {
+            Some(v) => set(c, v as usize),
             None => c,
         }
     }
@@ -161,6 +175,49 @@ fn sgdp_config(config: &BTreeMap<String, Value>) -> Result<SgdpConfig, String> {
     let c = k.f64("eps", c, SgdpConfig::with_epsilon);
     let c = k.f64("delta", c, SgdpConfig::with_delta);
     let c = k.f64("wd_ratio", c, SgdpConfig::with_wd_ratio);
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn stable_spam_config(config: &BTreeMap<String, Value>) -> Result<StableSpamConfig, String> {
+    let k = Keys::new(
+        config,
+        &[
+            "lr",
+            "betas",
+            "eps",
+            "weight_decay",
+            "amsgrad",
+            "gamma1",
+            "gamma2",
+            "gamma3",
+            "update_proj_gap",
+            "total_T",
+            "eta_min",
+            "reset_mode",
+        ],
+    )?;
+    let c = StableSpamConfig::new();
+    let c = k.pair("betas", c, |c, (b1, b2)| c.with_beta_1(b1).with_beta_2(b2));
+    let c = k.f64("eps", c, StableSpamConfig::with_epsilon);
+    let c = k.f64("weight_decay", c, StableSpamConfig::with_weight_decay);
+    let c = k.bool("amsgrad", c, StableSpamConfig::with_amsgrad);
+    // The reference's `gamma1 = -1` means "use β1".
+    let c = k.f64("gamma1", c, |c, g| {
+        let g = if g == -1.0 { c.beta_1 } else { g };
+        c.with_gamma_1(g)
+    });
+    let c = k.f64("gamma2", c, StableSpamConfig::with_gamma_2);
+    let c = k.f64("gamma3", c, StableSpamConfig::with_theta);
+    let c = k.usize("update_proj_gap", c, StableSpamConfig::with_reset_interval);
+    let c = k.usize("total_T", c, |c, t| c.with_total_steps(Some(t)));
+    let c = k.f64("eta_min", c, StableSpamConfig::with_eta_min);
+    let mode = match config.get("reset_mode").and_then(Value::as_str) {
+        None | Some("reference") => ResetMode::Reference,
+        Some("clean") => ResetMode::Clean,
+        Some(other) => return Err(format!("unknown reset_mode `{other}`")),
+    };
+    let c = c.with_reset_mode(mode);
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
@@ -283,6 +340,10 @@ fn replay(case: &Case, device: &Device) -> Outcome {
                 case,
                 device,
             ),
+            Err(e) => Outcome::Failed(e),
+        },
+        "stable_spam" => match stable_spam_config(&case.config) {
+            Ok(c) => replay_with(|_| c.build(), case, device),
             Err(e) => Outcome::Failed(e),
         },
         other => Outcome::Pending(format!("optimizer `{other}` is not implemented")),

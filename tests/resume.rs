@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
-use scaleinv::{AdamPConfig, SgdpConfig};
+use scaleinv::{AdamPConfig, SgdpConfig, StableSpamConfig};
 
 const BATCH: usize = 32;
 
@@ -122,6 +122,23 @@ fn sgdp_resumes_exactly() {
                 .init_for(m)
         },
         false,
+    );
+}
+
+#[test]
+fn stable_spam_resumes_exactly_across_a_reset() {
+    // A reset at step 4 (after the reload), AMSGrad and the cosine multiplier: every field of
+    // the state matters to the continued run.
+    assert_resume_is_exact(
+        |_| {
+            StableSpamConfig::new()
+                .with_reset_interval(4)
+                .with_amsgrad(true)
+                .with_total_steps(Some(8))
+                .with_weight_decay(1e-2)
+                .init()
+        },
+        true,
     );
 }
 

@@ -144,7 +144,7 @@ impl Optimizer for AdamP {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let state = self.moments.update(&grad, state);
         let (bc1, _) = self.moments.bias_corrections(state.time);
-        let denom = self.moments.denominator(&state);
+        let denom = self.moments.denominator(state.moment_2.clone(), state.time);
 
         let update = if self.nesterov {
             let b1 = self.moments.beta_1;

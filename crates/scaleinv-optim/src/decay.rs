@@ -3,6 +3,15 @@
 
 use burn::tensor::Tensor;
 
+/// Multiplies `param` by `1 − rate`; a zero `rate` leaves it untouched.
+pub(crate) fn decay<const D: usize>(param: Tensor<D>, rate: f64) -> Tensor<D> {
+    if rate == 0.0 {
+        param
+    } else {
+        param * (1.0 - rate)
+    }
+}
+
 /// Multiplies `param` by `1 − rate · ratio`; a zero `rate` leaves it untouched.
 pub(crate) fn decoupled_decay<const D: usize>(
     param: Tensor<D>,

@@ -74,6 +74,8 @@ pub(crate) enum Range {
     UnitHalfOpen,
     /// `[0, 1]`
     UnitClosed,
+    /// `(0, 1)`
+    UnitOpen,
     /// `(0, ∞)`
     Positive,
     /// `[0, ∞)`
@@ -86,6 +88,7 @@ impl Range {
             && match self {
                 Self::UnitHalfOpen => (0.0..1.0).contains(&v),
                 Self::UnitClosed => (0.0..=1.0).contains(&v),
+                Self::UnitOpen => v > 0.0 && v < 1.0,
                 Self::Positive => v > 0.0,
                 Self::NonNegative => v >= 0.0,
             }
@@ -95,6 +98,7 @@ impl Range {
         match self {
             Self::UnitHalfOpen => "[0, 1)",
             Self::UnitClosed => "[0, 1]",
+            Self::UnitOpen => "(0, 1)",
             Self::Positive => "(0, inf), finite",
             Self::NonNegative => "[0, inf), finite",
         }

@@ -8,6 +8,8 @@
 //!
 //! - [`AdamP`] / [`Sgdp`] (Heo et al., ICLR 2021): detect scale-invariant weights at each step
 //!   and remove the radial component of their update.
+//! - [`StableSpam`] (Huang et al., 2025): Adam behind spike-aware clipping, gradient-norm
+//!   normalisation and periodic momentum resets, for stable low-precision training.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -37,16 +39,20 @@ mod channel_axes;
 mod decay;
 mod error;
 mod moments;
+mod non_finite;
 mod per_axis;
 pub mod radial;
 mod sgdp;
+mod stable_spam;
 
 pub use adamp::{AdamP, AdamPConfig, AdamPState};
 pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
 pub use error::ConfigError;
 pub use moments::MomentState;
+pub use non_finite::NonFinitePolicy;
 pub use radial::{Projected, ProjectionBranch, ScaleInvariance};
 pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
+pub use stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
 
 // Names that `#[derive(RecordState)]` expands to; not part of the API.
 #[doc(hidden)]

@@ -33,6 +33,15 @@ impl<const D: usize> MomentState<D> {
     }
 }
 
+/// `prev·decay + x·(1 − decay)`, or `x·(1 − decay)` when there is no previous value (a zero
+/// start without the zeros).
+pub(crate) fn ema<const D: usize>(prev: Option<Tensor<D>>, x: Tensor<D>, decay: f64) -> Tensor<D> {
+    match prev {
+        Some(prev) => prev * decay + x * (1.0 - decay),
+        None => x * (1.0 - decay),
+    }
+}
+
 /// Adam's moment update with β1, β2 and ε.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct AdamMoments {
@@ -48,20 +57,14 @@ impl AdamMoments {
         grad: &Tensor<D>,
         state: Option<MomentState<D>>,
     ) -> MomentState<D> {
-        let (b1, b2) = (self.beta_1, self.beta_2);
-        let grad_sq = grad.clone().square();
-        match state {
-            Some(s) => MomentState {
-                time: s.time + 1,
-                moment_1: s.moment_1 * b1 + grad.clone() * (1.0 - b1),
-                moment_2: s.moment_2 * b2 + grad_sq * (1.0 - b2),
-            },
-            // From zero moments: `m = (1 − β1)·g`, `v = (1 − β2)·g²`, without the zeros.
-            None => MomentState {
-                time: 1,
-                moment_1: grad.clone() * (1.0 - b1),
-                moment_2: grad_sq * (1.0 - b2),
-            },
+        let (time, m, v) = match state {
+            Some(s) => (s.time, Some(s.moment_1), Some(s.moment_2)),
+            None => (0, None, None),
+        };
+        MomentState {
+            time: time + 1,
+            moment_1: ema(m, grad.clone(), self.beta_1),
+            moment_2: ema(v, grad.clone().square(), self.beta_2),
         }
     }
 
@@ -71,9 +74,9 @@ impl AdamMoments {
         (1.0 - self.beta_1.powi(t), 1.0 - self.beta_2.powi(t))
     }
 
-    /// `√v / √(1 − β2^t) + ε`.
-    pub fn denominator<const D: usize>(&self, state: &MomentState<D>) -> Tensor<D> {
-        let (_, bc2) = self.bias_corrections(state.time);
-        state.moment_2.clone().sqrt() / bc2.sqrt() + self.epsilon
+    /// `√v / √(1 − β2^t) + ε` for the second moment `v` after `t` updates.
+    pub fn denominator<const D: usize>(&self, moment_2: Tensor<D>, time: usize) -> Tensor<D> {
+        let (_, bc2) = self.bias_corrections(time);
+        moment_2.sqrt() / bc2.sqrt() + self.epsilon
     }
 }

@@ -1,0 +1,381 @@
+//! Stable-SPAM: Adam behind spike-aware clipping, gradient-norm normalisation and periodic
+//! momentum resets. See [`StableSpam`].
+
+use core::f64::consts::PI;
+
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::RecordState;
+use crate::decay::decay;
+use crate::error::{ConfigError, Range, check};
+use crate::moments::{AdamMoments, MomentState, ema};
+use crate::non_finite::{NonFinitePolicy, keep_old_if};
+
+/// When a momentum reset (MoRet) takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ResetMode {
+    /// As the authors' code: the reset step still updates the old moments, bias-corrected as if
+    /// it were step 1, and the zeroed moments are first used on the next step. The default,
+    /// which the golden trajectories follow.
+    #[default]
+    Reference,
+    /// The moments are zeroed before the reset step's update, which then starts from zero
+    /// moments at step 1 (as in `pytorch_optimizer`).
+    Clean,
+}
+
+/// Configuration of [`StableSpam`], with the reference's defaults.
+///
+/// The learning rate is not part of the config: Burn passes it to every step (reference
+/// default 1e-3; the authors train 4-bit LLMs with 4e-4).
+#[derive(Config, Debug)]
+pub struct StableSpamConfig {
+    /// β1 of Adam's first moment (scaled by the cosine multiplier when
+    /// [`total_steps`](Self::total_steps) is set).
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// β2 of Adam's second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// ε of Adam's denominator and of AdaGN's ratio.
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Decoupled weight decay λ, applied first: `p ← p·(1 − η·λ)`.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// AMSGrad: divide by the running maximum of the second moment.
+    #[config(default = false)]
+    pub amsgrad: bool,
+    /// γ1, decay of AdaGN's average of the gradient norm (0.85 in the authors' BF16 runs).
+    #[config(default = 0.7)]
+    pub gamma_1: f64,
+    /// γ2, decay of AdaGN's average of the squared gradient norm.
+    #[config(default = 0.9)]
+    pub gamma_2: f64,
+    /// θ, decay of AdaClip's average of `max|g|` (`gamma3` in the reference code).
+    #[config(default = 0.999)]
+    pub theta: f64,
+    /// ΔT: Adam's moments are reset every `reset_interval` steps; 0 disables the reset
+    /// (`update_proj_gap` in the reference code).
+    #[config(default = 1000)]
+    pub reset_interval: usize,
+    /// When a reset takes effect.
+    #[config(default = "ResetMode::Reference")]
+    pub reset_mode: ResetMode,
+    /// Length `T` of the cosine decay of β1 and γ1 (`total_T` in the reference code); `None`
+    /// keeps them constant. The authors set it to the number of training steps.
+    pub total_steps: Option<usize>,
+    /// Floor of the cosine multiplier of β1 and γ1 (`eta_min` in the reference code).
+    #[config(default = 0.5)]
+    pub eta_min: f64,
+    /// What a step does when a gradient holds NaN or ±∞.
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
+    /// Gradient clipping applied before each step (off in the authors' runs).
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+/// Stable-SPAM: Adam behind spike-aware clipping (AdaClip), gradient-norm normalisation
+/// (AdaGN) and periodic momentum resets (MoRet).
+///
+/// Huang et al., *Stable-SPAM: How to Train in 4-Bit More Stably than 16-Bit Adam*, 2025,
+/// [arXiv:2502.17055](https://arxiv.org/abs/2502.17055). Per parameter `p` with gradient `g`,
+/// all statistics per tensor, `t` the steps since the last reset and `k` all steps:
+///
+/// ```text
+/// s = η_min + (1 − η_min)·(1 + cos(π·k / (T + 1))) / 2      (1 without total_steps)
+/// p ← p·(1 − η·λ)                                           decoupled decay first
+/// t ← t + 1
+/// M ← θ·M + (1 − θ)·max|g| ;  M̂ = M / (1 − θ^t)            AdaClip
+/// g_i ← g_i · M̂ / max|g|   where |g_i| > M̂
+/// n = ‖g‖ ;  μ ← γ1s·μ + (1 − γ1s)·n ;  ν ← γ2·ν + (1 − γ2)·n²      AdaGN
+/// g ← g · (μ̂ / (√ν̂ + ε)) / n   if n > 0,   μ̂ = μ/(1 − (γ1s)^t), ν̂ = ν/(1 − γ2^t)
+/// if k mod ΔT = 0: m, v ← 0 and t ← 1                      MoRet (timing: ResetMode)
+/// m ← β1s·m + (1 − β1s)·g ;  v ← β2·v + (1 − β2)·g²         (AMSGrad: v̄ = max(v̄, v))
+/// p ← p − η / (1 − (β1s)^t) · m / (√v / √(1 − β2^t) + ε)
+/// ```
+///
+/// The reset leaves the AdaClip and AdaGN averages alone; only their bias-correction counter
+/// `t` restarts. The reference counts `k` once per optimizer call for all parameters; here
+/// each parameter counts its own steps, which is the same count when every parameter gets a
+/// gradient at every step (as in the usual training loop).
+#[derive(Debug, Clone)]
+pub struct StableSpam {
+    beta_1: f64,
+    beta_2: f64,
+    epsilon: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    gamma_1: f64,
+    gamma_2: f64,
+    theta: f64,
+    reset_interval: usize,
+    reset_mode: ResetMode,
+    total_steps: Option<usize>,
+    eta_min: f64,
+    non_finite: NonFinitePolicy,
+}
+
+/// Stable-SPAM's state for one parameter.
+#[derive(RecordState, Clone, Debug)]
+pub struct StableSpamState<const D: usize> {
+    /// Steps taken by this parameter, never reset (`k`).
+    pub global_step: usize,
+    /// Adam's moments; their `time` is the step count since the last reset (`t`).
+    pub moments: MomentState<D>,
+    /// Running maximum of the second moment (AMSGrad only).
+    pub max_moment_2: Option<Tensor<D>>,
+    /// AdaClip's average of `max|g|` (`M`), shape `[1]`.
+    pub clip_threshold: Tensor<1>,
+    /// AdaGN's average of the gradient norm (`μ`), shape `[1]`.
+    pub norm_mean: Tensor<1>,
+    /// AdaGN's average of the squared gradient norm (`ν`), shape `[1]`.
+    pub norm_sq_mean: Tensor<1>,
+}
+
+impl<const D: usize> StableSpamState<D> {
+    /// The state before the first step: zero moments and averages.
+    fn zeros(param: &Tensor<D>, amsgrad: bool) -> Self {
+        let scalar = Tensor::zeros([1], &param.device());
+        Self {
+            global_step: 0,
+            moments: MomentState {
+                time: 0,
+                moment_1: param.zeros_like(),
+                moment_2: param.zeros_like(),
+            },
+            max_moment_2: amsgrad.then(|| param.zeros_like()),
+            clip_threshold: scalar.clone(),
+            norm_mean: scalar.clone(),
+            norm_sq_mean: scalar,
+        }
+    }
+}
+
+impl StableSpamConfig {
+    /// Checks every hyperparameter against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "StableSpamConfig";
+        check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
+        check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
+        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        check(C, "gamma_1", self.gamma_1, Range::UnitOpen)?;
+        check(C, "gamma_2", self.gamma_2, Range::UnitOpen)?;
+        check(C, "theta", self.theta, Range::UnitOpen)?;
+        check(C, "eta_min", self.eta_min, Range::UnitClosed)?;
+        if self.total_steps == Some(0) {
+            return Err(ConfigError::Conflict {
+                config: C,
+                reason: "total_steps = Some(0): the cosine decay needs at least one step; use None to turn it off",
+            });
+        }
+        Ok(())
+    }
+
+    /// The validated per-tensor optimizer, for
+    /// [`ModuleOptimizer::with_group`](burn::optim::ModuleOptimizer::with_group).
+    pub fn try_build(&self) -> Result<StableSpam, ConfigError> {
+        self.validate()?;
+        Ok(StableSpam {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay,
+            amsgrad: self.amsgrad,
+            gamma_1: self.gamma_1,
+            gamma_2: self.gamma_2,
+            theta: self.theta,
+            reset_interval: self.reset_interval,
+            reset_mode: self.reset_mode,
+            total_steps: self.total_steps,
+            eta_min: self.eta_min,
+            non_finite: self.non_finite,
+        })
+    }
+
+    /// Like [`try_build`](Self::try_build); panics with the validation error.
+    pub fn build(&self) -> StableSpam {
+        crate::per_axis::or_panic(self.try_build())
+    }
+
+    /// A [`ModuleOptimizer`] applying Stable-SPAM to every parameter.
+    pub fn try_init(&self) -> Result<ModuleOptimizer, ConfigError> {
+        let mut optim = ModuleOptimizer::from(self.try_build()?);
+        if let Some(clipping) = &self.grad_clipping {
+            optim = optim.with_grad_clipping(clipping.init());
+        }
+        Ok(optim)
+    }
+
+    /// Like [`try_init`](Self::try_init); panics with the validation error.
+    pub fn init(&self) -> ModuleOptimizer {
+        crate::per_axis::or_panic(self.try_init())
+    }
+}
+
+impl StableSpam {
+    /// The cosine multiplier `s` of β1 and γ1 at global step `k` (1-based). As in the
+    /// reference it is not clamped past `T + 1`: it rises again, with period `2(T + 1)`.
+    pub fn momentum_scale(&self, k: usize) -> f64 {
+        match self.total_steps {
+            None => 1.0,
+            Some(t) => {
+                let cosine = (1.0 + (PI * k as f64 / (t as f64 + 1.0)).cos()) / 2.0;
+                self.eta_min + (1.0 - self.eta_min) * cosine
+            }
+        }
+    }
+
+    /// Whether Adam's moments are reset at global step `k` (1-based).
+    fn resets_at(&self, k: usize) -> bool {
+        self.reset_interval != 0 && k.is_multiple_of(self.reset_interval)
+    }
+}
+
+/// AdaClip: the elements above the threshold `limit` are scaled by `limit / max|g|`.
+fn clip_spikes<const D: usize>(grad: Tensor<D>, max_abs: Tensor<1>, limit: Tensor<1>) -> Tensor<D> {
+    let shape = grad.shape();
+    let limit = limit.unsqueeze::<D>();
+    let spikes = grad
+        .clone()
+        .abs()
+        .greater(limit.clone().expand(shape.clone()));
+    let scale = (limit / max_abs.clamp_min(f32::MIN_POSITIVE).unsqueeze::<D>()).expand(shape);
+    grad.clone().mask_where(spikes, grad * scale)
+}
+
+/// AdaGN: `g · target / n` when `n > 0`, `g` unchanged when `n = 0`.
+fn rescale_norm<const D: usize>(grad: Tensor<D>, norm: Tensor<1>, target: Tensor<1>) -> Tensor<D> {
+    let zero = norm.clone().lower_equal_elem(0.0);
+    let factor = (target / norm.clamp_min(f32::MIN_POSITIVE)).mask_fill(zero, 1.0);
+    grad * factor.unsqueeze::<D>()
+}
+
+impl Optimizer for StableSpam {
+    type State<const D: usize> = StableSpamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
+        let k = old.global_step + 1;
+        let s = self.momentum_scale(k);
+        let t = old.moments.time + 1;
+        let new_param = decay(param.clone(), lr * self.weight_decay);
+
+        // AdaClip: clip the elements above the bias-corrected average of max|g|.
+        let max_abs = grad.clone().max_abs();
+        let clip_threshold = ema(
+            Some(old.clip_threshold.clone()),
+            max_abs.clone(),
+            self.theta,
+        );
+        let limit = clip_threshold.clone() / (1.0 - self.theta.powi(t as i32));
+        let grad = clip_spikes(grad, max_abs, limit);
+
+        // AdaGN: rescale the gradient to the ratio of the bias-corrected norm averages.
+        let norm = grad.clone().square().sum().sqrt();
+        let gamma_1 = self.gamma_1 * s;
+        let norm_mean = ema(Some(old.norm_mean.clone()), norm.clone(), gamma_1);
+        let norm_sq_mean = ema(
+            Some(old.norm_sq_mean.clone()),
+            norm.clone().square(),
+            self.gamma_2,
+        );
+        let mean_hat = norm_mean.clone() / (1.0 - gamma_1.powi(t as i32));
+        let sq_mean_hat = norm_sq_mean.clone() / (1.0 - self.gamma_2.powi(t as i32));
+        let target = mean_hat / (sq_mean_hat.sqrt() + self.epsilon);
+        let grad = rescale_norm(grad, norm.clone(), target);
+
+        // MoRet and Adam. `into` is what this step updates, `time` its bias-correction count.
+        let reset = self.resets_at(k);
+        let into = match (reset, self.reset_mode) {
+            (false, _) => Some(old.moments.clone()),
+            (true, ResetMode::Reference) => Some(MomentState {
+                time: 0,
+                ..old.moments.clone()
+            }),
+            (true, ResetMode::Clean) => None,
+        };
+        let adam = AdamMoments {
+            beta_1: self.beta_1 * s,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+        };
+        let moments = adam.update(&grad, into);
+        let max_moment_2 = old
+            .max_moment_2
+            .clone()
+            .map(|max| max.max_pair(moments.moment_2.clone()));
+        let second = max_moment_2.clone().unwrap_or(moments.moment_2.clone());
+        let denom = adam.denominator(second, moments.time);
+        let (bc1, _) = adam.bias_corrections(moments.time);
+        let new_param = new_param - moments.moment_1.clone() / denom * (lr / bc1);
+
+        let mut next = StableSpamState {
+            global_step: k,
+            moments,
+            max_moment_2,
+            clip_threshold,
+            norm_mean,
+            norm_sq_mean,
+        };
+        let new_param = match self.non_finite {
+            NonFinitePolicy::Propagate => new_param,
+            NonFinitePolicy::Skip => {
+                let bad = norm.is_finite().bool_not();
+                next = next.keep_old_if(&bad, old);
+                keep_old_if(&bad, new_param, param)
+            }
+        };
+        if reset && self.reset_mode == ResetMode::Reference {
+            next.moments = MomentState {
+                time: 1,
+                moment_1: next.moments.moment_1.zeros_like(),
+                moment_2: next.moments.moment_2.zeros_like(),
+            };
+        }
+        (new_param, Some(next))
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        StableSpamState {
+            global_step: state.global_step,
+            moments: state.moments.to_device(device),
+            max_moment_2: state.max_moment_2.map(|t| t.to_device(device)),
+            clip_threshold: state.clip_threshold.to_device(device),
+            norm_mean: state.norm_mean.to_device(device),
+            norm_sq_mean: state.norm_sq_mean.to_device(device),
+        }
+    }
+}
+
+impl<const D: usize> StableSpamState<D> {
+    /// Every tensor of `old` where `bad` is set; the counters stay those of `self`.
+    fn keep_old_if(self, bad: &Tensor<1, burn::tensor::Bool>, old: Self) -> Self {
+        Self {
+            global_step: self.global_step,
+            moments: MomentState {
+                time: self.moments.time,
+                moment_1: keep_old_if(bad, self.moments.moment_1, old.moments.moment_1),
+                moment_2: keep_old_if(bad, self.moments.moment_2, old.moments.moment_2),
+            },
+            max_moment_2: self
+                .max_moment_2
+                .zip(old.max_moment_2)
+                .map(|(new, old)| keep_old_if(bad, new, old)),
+            clip_threshold: keep_old_if(bad, self.clip_threshold, old.clip_threshold),
+            norm_mean: keep_old_if(bad, self.norm_mean, old.norm_mean),
+            norm_sq_mean: keep_old_if(bad, self.norm_sq_mean, old.norm_sq_mean),
+        }
+    }
+}
