@@ -17,7 +17,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use scaleinv::models::device::device_from_name;
-use scaleinv::{AdamPConfig, SgdpConfig};
+use scaleinv::{AdamPConfig, NonFinitePolicy, SgdpConfig, StableSpamConfig};
 
 /// The benchmark's parameters: conv-shaped weights and their biases.
 #[derive(Module, Debug)]
@@ -122,6 +122,13 @@ fn optimizers() -> Vec<(&'static str, ModuleOptimizer)> {
         ),
         ("adamp", AdamPConfig::new().init()),
         ("sgdp", SgdpConfig::new().with_momentum(0.9).init()),
+        ("stable_spam", StableSpamConfig::new().init()),
+        (
+            "stable_spam_propagate",
+            StableSpamConfig::new()
+                .with_non_finite(NonFinitePolicy::Propagate)
+                .init(),
+        ),
     ]
 }
 

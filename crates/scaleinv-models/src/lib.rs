@@ -3,13 +3,27 @@
 //! - [`digits`]: the UCI 8×8 handwritten digits, embedded (CC BY 4.0).
 //! - [`cnn`]: a small convolutional network with BatchNorm for them.
 //! - [`device`]: picks a Burn device from a backend name.
+//! - [`shakespeare`]: the "tiny shakespeare" text, embedded, as a character-level corpus.
+//! - [`quant`]: fake quantisation (straight-through) and a quantised `Linear` wrapper.
+//! - [`transformer`]: a small pre-norm causal transformer language model.
+//! - [`lm_train`]: a training loop for it, with per-step loss and gradient norm.
+//! - [`plot`]: line plots as standalone SVG.
 
 #![warn(missing_docs)]
 
 pub mod cnn;
 pub mod device;
 pub mod digits;
+pub mod lm_train;
+pub mod plot;
+pub mod quant;
+mod rng;
+pub mod shakespeare;
 pub mod train;
+pub mod transformer;
 
 pub use cnn::{ConvBlock, DigitsCnn, DigitsCnnConfig};
 pub use digits::Digits;
+pub use quant::{QuantLinear, fake_quantize, fake_quantize_rows};
+pub use shakespeare::{BatchSampler, CharCorpus};
+pub use transformer::{TinyLm, TinyLmConfig};

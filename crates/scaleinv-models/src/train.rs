@@ -10,6 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::cnn::{DigitsCnn, DigitsCnnConfig};
 use crate::digits::Digits;
+use crate::rng::SplitMix64;
 
 /// Settings of [`train_digits`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,24 +138,4 @@ pub fn accuracy(model: &DigitsCnn, images: Tensor<4>, labels: Tensor<1, Int>) ->
         .map(|v| v[0])
         .unwrap_or(0);
     correct as f64 / n as f64
-}
-
-/// A small deterministic generator for the batch order (SplitMix64).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn shuffle(&mut self, items: &mut [usize]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
 }

@@ -1,0 +1,266 @@
+//! 4-bit training of a small causal transformer on tiny-shakespeare: Adam against Stable-SPAM
+//! at three learning rates, the same steps, batches and initial weights.
+//!
+//! ```text
+//! cargo run --release --example low_precision [-- --device flex|ndarray|wgpu] [--steps N]
+//!     [--lrs 3e-3,3e-2,1e-1] [--bits 4] [--out results/low_precision]
+//! ```
+//!
+//! Every linear layer's weight and input are fake-quantized to `--bits` bits (straight-through
+//! gradient). Writes `runs.csv` (one row per run), `curves.csv` (loss and gradient norm per
+//! step) and `loss.svg` into `--out`, and prints the table.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use burn::optim::{AdamConfig, ModuleOptimizer};
+use scaleinv::StableSpamConfig;
+use scaleinv::models::device::device_from_name;
+use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
+use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::{CharCorpus, TinyLmConfig};
+
+struct Args {
+    device: String,
+    steps: usize,
+    lrs: Vec<f64>,
+    bits: u32,
+    out: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        device: "flex".into(),
+        steps: 600,
+        lrs: vec![3e-3, 3e-2, 1e-1],
+        bits: 4,
+        out: PathBuf::from("results/low_precision"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--device" => args.device = value()?,
+            "--steps" => {
+                let v = value()?;
+                args.steps = v
+                    .parse()
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or(format!("--steps: `{v}` is not a positive count"))?;
+            }
+            "--lrs" => {
+                args.lrs = value()?
+                    .split(',')
+                    .map(|v| {
+                        v.parse::<f64>()
+                            .ok()
+                            .filter(|x| x.is_finite() && *x > 0.0)
+                            .ok_or(format!("--lrs: `{v}` is not a positive number"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--bits" => {
+                let v = value()?;
+                args.bits = v.parse().ok().filter(|&b| b <= 16).ok_or(format!(
+                    "--bits: `{v}` is not in 0..=16 (0 = full precision)"
+                ))?;
+            }
+            "--out" => args.out = PathBuf::from(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: low_precision [--device flex|ndarray|wgpu] [--steps N] [--lrs a,b,c] [--bits B] [--out DIR]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+/// The two optimizers compared: Burn's Adam with the reference ε, and Stable-SPAM with the
+/// authors' 4-bit settings (γ1 = 0.7, γ2 = 0.9, θ = 0.999, reset every 500 steps, cosine β1/γ1
+/// over the run).
+fn optimizer(name: &str, steps: usize) -> ModuleOptimizer {
+    match name {
+        "adam" => AdamConfig::new().with_epsilon(1e-8).init(),
+        "stable_spam" => StableSpamConfig::new()
+            .with_gamma_1(0.7)
+            .with_gamma_2(0.9)
+            .with_theta(0.999)
+            .with_reset_interval(500)
+            .with_total_steps(Some(steps))
+            .init(),
+        other => unreachable!("no optimizer {other}"),
+    }
+}
+
+/// Steps whose loss exceeds 1.2× the mean of the 20 steps before it.
+fn loss_spikes(losses: &[f64]) -> usize {
+    const WINDOW: usize = 20;
+    (WINDOW..losses.len())
+        .filter(|&i| {
+            let mean = losses[i - WINDOW..i].iter().sum::<f64>() / WINDOW as f64;
+            !(losses[i] <= 1.2 * mean)
+        })
+        .count()
+}
+
+/// Mean of the last tenth of the losses (the final training loss).
+fn final_loss(run: &LmRun) -> f64 {
+    if run.diverged_at.is_some() {
+        return f64::NAN;
+    }
+    let tail = (run.losses.len() / 10).max(1);
+    run.losses[run.losses.len() - tail..].iter().sum::<f64>() / tail as f64
+}
+
+fn main() {
+    let args = parse_args().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    let device = device_from_name(&args.device).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    std::fs::create_dir_all(&args.out).unwrap_or_else(|e| {
+        eprintln!("error: cannot create {}: {e}", args.out.display());
+        std::process::exit(1)
+    });
+
+    let corpus = CharCorpus::load();
+    let (train, val) = corpus.split(0.9);
+    let settings = LmSettings {
+        steps: args.steps,
+        ..LmSettings::default()
+    };
+    let config = TinyLmConfig::new(corpus.vocab_size())
+        .with_seq_len(settings.seq_len)
+        .with_quant_bits(args.bits);
+    println!(
+        "tiny-shakespeare: {} train / {} validation characters, vocabulary {}; model d={} layers={} heads={}, {}-bit linear layers; {} steps of {}x{} on {}",
+        train.len(),
+        val.len(),
+        corpus.vocab_size(),
+        config.d_model,
+        config.n_layers,
+        config.n_heads,
+        args.bits,
+        settings.steps,
+        settings.batch_size,
+        settings.seq_len,
+        args.device
+    );
+
+    let mut rows = Vec::new();
+    let mut curves = String::from("optimizer,lr,step,loss,grad_norm\n");
+    for name in ["adam", "stable_spam"] {
+        for &lr in &args.lrs {
+            let autodiff = device.clone().autodiff();
+            autodiff.seed(42);
+            let model = config.init(&autodiff);
+            let mut optim = optimizer(name, settings.steps);
+            let s = LmSettings {
+                peak_lr: lr,
+                ..settings.clone()
+            };
+            let report_every = (s.steps / 5).max(1);
+            let (_, run) = train_lm(
+                model,
+                &mut optim,
+                &train,
+                &val,
+                &s,
+                &device,
+                |step, loss, norm| {
+                    if (step + 1) % report_every == 0 || !loss.is_finite() {
+                        eprintln!(
+                            "  {name:<12} lr {lr:<7.0e} step {:>5}/{}: loss {loss:.4}, grad norm {norm:.3}",
+                            step + 1,
+                            s.steps
+                        );
+                    }
+                },
+            );
+            for (step, (loss, norm)) in run.losses.iter().zip(&run.grad_norms).enumerate() {
+                let _ = writeln!(curves, "{name},{lr:e},{step},{loss},{norm}");
+            }
+            let max_norm = run.grad_norms.iter().cloned().fold(0.0, f64::max);
+            println!(
+                "{name:<12} lr {lr:<7.0e} final loss {:.4}  val loss {:.4}  spikes {:>3}  max grad norm {max_norm:>8.3}  {:.0} s{}",
+                final_loss(&run),
+                run.val_loss,
+                loss_spikes(&run.losses),
+                run.seconds,
+                run.diverged_at
+                    .map_or(String::new(), |s| format!("  diverged at step {s}"))
+            );
+            rows.push((name, lr, run));
+        }
+    }
+
+    let mut table = String::from(
+        "optimizer,lr,final_train_loss,val_loss,loss_spikes,max_grad_norm,diverged_at,seconds\n",
+    );
+    for (name, lr, run) in &rows {
+        let _ = writeln!(
+            table,
+            "{name},{lr:e},{:.4},{:.4},{},{:.4},{},{:.1}",
+            final_loss(run),
+            run.val_loss,
+            loss_spikes(&run.losses),
+            run.grad_norms.iter().cloned().fold(0.0, f64::max),
+            run.diverged_at.map_or(String::new(), |s| s.to_string()),
+            run.seconds
+        );
+    }
+
+    let mut plot = LinePlot::new(
+        &format!("{}-bit training loss on tiny-shakespeare", args.bits),
+        "step",
+        "training loss (moving average of 10)",
+    );
+    plot.y_range = Some((1.0, 4.5));
+    for (i, (name, lr, run)) in rows.iter().enumerate() {
+        let color = PALETTE[i % args.lrs.len()];
+        plot = plot.with_series(Series {
+            name: format!(
+                "{} lr {lr:.0e}",
+                if *name == "adam" {
+                    "Adam"
+                } else {
+                    "Stable-SPAM"
+                }
+            ),
+            points: moving_average(&run.losses, 10),
+            color: color.into(),
+            dashed: *name == "adam",
+        });
+    }
+
+    for (file, text) in [
+        ("runs.csv", table),
+        ("curves.csv", curves),
+        ("loss.svg", plot.to_svg()),
+    ] {
+        let path = args.out.join(file);
+        std::fs::write(&path, text).unwrap_or_else(|e| {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            std::process::exit(1)
+        });
+        println!("wrote {}", path.display());
+    }
+}
+
+/// `(step, mean of the `window` losses ending at step)`.
+fn moving_average(values: &[f64], window: usize) -> Vec<(f64, f64)> {
+    (0..values.len())
+        .map(|i| {
+            let lo = (i + 1).saturating_sub(window);
+            let slice = &values[lo..=i];
+            (i as f64, slice.iter().sum::<f64>() / slice.len() as f64)
+        })
+        .collect()
+}
