@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Every linear layer's weight and input are fake-quantized to `--bits` bits (straight-through
-//! gradient). Writes `runs.csv` (one row per run), `curves.csv` (loss and gradient norm per
+//! gradient). A loss spike is a step whose loss exceeds 1.2× the mean of the 20 steps before
+//! it; a gradient-norm spike, a step whose global gradient norm exceeds 3× the median of the 50
+//! steps before it. Writes `runs.csv` (one row per run), `curves.csv` (loss and gradient norm per
 //! step) and `loss.svg` into `--out`, and prints the table.
 
 use std::fmt::Write as _;
@@ -102,7 +104,19 @@ fn loss_spikes(losses: &[f64]) -> usize {
     (WINDOW..losses.len())
         .filter(|&i| {
             let mean = losses[i - WINDOW..i].iter().sum::<f64>() / WINDOW as f64;
-            !(losses[i] <= 1.2 * mean)
+            losses[i] > 1.2 * mean || losses[i].is_nan()
+        })
+        .count()
+}
+
+/// Steps whose global gradient norm exceeds 3× the median of the 50 steps before it.
+fn grad_norm_spikes(norms: &[f64]) -> usize {
+    const WINDOW: usize = 50;
+    (WINDOW..norms.len())
+        .filter(|&i| {
+            let mut previous = norms[i - WINDOW..i].to_vec();
+            previous.sort_by(f64::total_cmp);
+            norms[i] > 3.0 * previous[WINDOW / 2] || norms[i].is_nan()
         })
         .count()
 }
@@ -189,10 +203,11 @@ fn main() {
             }
             let max_norm = run.grad_norms.iter().cloned().fold(0.0, f64::max);
             println!(
-                "{name:<12} lr {lr:<7.0e} final loss {:.4}  val loss {:.4}  spikes {:>3}  max grad norm {max_norm:>8.3}  {:.0} s{}",
+                "{name:<12} lr {lr:<7.0e} final loss {:.4}  val loss {:.4}  loss spikes {:>3}  grad-norm spikes {:>3}  max grad norm {max_norm:>8.3}  {:.0} s{}",
                 final_loss(&run),
                 run.val_loss,
                 loss_spikes(&run.losses),
+                grad_norm_spikes(&run.grad_norms),
                 run.seconds,
                 run.diverged_at
                     .map_or(String::new(), |s| format!("  diverged at step {s}"))
@@ -202,15 +217,16 @@ fn main() {
     }
 
     let mut table = String::from(
-        "optimizer,lr,final_train_loss,val_loss,loss_spikes,max_grad_norm,diverged_at,seconds\n",
+        "optimizer,lr,final_train_loss,val_loss,loss_spikes,grad_norm_spikes,max_grad_norm,diverged_at,seconds\n",
     );
     for (name, lr, run) in &rows {
         let _ = writeln!(
             table,
-            "{name},{lr:e},{:.4},{:.4},{},{:.4},{},{:.1}",
+            "{name},{lr:e},{:.4},{:.4},{},{},{:.4},{},{:.1}",
             final_loss(run),
             run.val_loss,
             loss_spikes(&run.losses),
+            grad_norm_spikes(&run.grad_norms),
             run.grad_norms.iter().cloned().fold(0.0, f64::max),
             run.diverged_at.map_or(String::new(), |s| s.to_string()),
             run.seconds

@@ -30,15 +30,8 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 }
 
 /// The first CPU device compiled in (flex, else ndarray).
-pub fn cpu_device() -> Device {
-    #[cfg(feature = "flex")]
-    return Device::flex();
-    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
-    #[allow(deprecated)]
-    return Device::ndarray();
-    #[cfg(not(any(feature = "flex", feature = "ndarray")))]
-    panic!("the tests need the flex or ndarray feature")
-}
+#[allow(unused_imports)] // not every test file uses it
+pub use scaleinv::models::device::cpu_device;
 
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Option<Device> {

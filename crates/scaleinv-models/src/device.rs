@@ -41,14 +41,16 @@ pub fn device_from_name(name: &str) -> Result<Device, String> {
     }
 }
 
-/// The first CPU device compiled in (flex, else ndarray), for the unit tests.
-#[cfg(test)]
-pub(crate) fn test_device() -> Device {
+/// The first CPU device compiled in (flex, else ndarray).
+///
+/// # Panics
+/// When neither the `flex` nor the `ndarray` feature is enabled.
+pub fn cpu_device() -> Device {
     #[cfg(feature = "flex")]
     return Device::flex();
     #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
     #[allow(deprecated)]
     return Device::ndarray();
     #[cfg(not(any(feature = "flex", feature = "ndarray")))]
-    panic!("the tests need the flex or ndarray feature")
+    panic!("no CPU backend compiled in: enable the flex or ndarray feature")
 }

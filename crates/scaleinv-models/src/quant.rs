@@ -88,7 +88,7 @@ impl QuantLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::test_device;
+    use crate::device::cpu_device;
     use burn::nn::LinearConfig;
     use burn::tensor::{Distribution, TensorData, Tolerance};
 
@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn values_land_on_a_grid_of_at_most_2_pow_bits_levels() {
-        let device = test_device();
+        let device = cpu_device();
         device.seed(3);
         for bits in [2u32, 3, 4, 8] {
             let x = Tensor::<2>::random([32, 48], Distribution::Normal(0.0, 2.0), &device);
@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn zero_tensor_and_bits_0_pass_through() {
-        let device = test_device();
+        let device = cpu_device();
         let zeros = Tensor::<1>::zeros([5], &device);
         assert_eq!(values(fake_quantize(zeros, 4)), vec![0.0; 5]);
         let x = Tensor::<1>::from_floats([0.1, -0.37, 2.0], &device);
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn rows_are_quantised_independently() {
-        let device = test_device();
+        let device = cpu_device();
         let x = Tensor::<2>::from_floats([[1.0, 0.55, -0.26], [100.0, 0.55, -0.26]], &device);
         let q = values(fake_quantize_rows(x.clone(), 3));
         // Row 0: scale 1/3, so 0.55 -> 2/3 and -0.26 -> -1/3. Row 1: scale 100/3, both -> 0.
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn gradient_is_the_identity() {
-        let device = test_device().autodiff();
+        let device = cpu_device().autodiff();
         let x = Tensor::<1>::from_floats([0.3, -1.7, 0.05, 2.2, -0.9], &device).require_grad();
         let weights = Tensor::<1>::from_floats([1.0, 2.0, 3.0, 4.0, 5.0], &device);
         for quantize in [fake_quantize::<1>, fake_quantize_rows::<1>] {
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn quant_linear_quantises_only_when_bits_is_set() {
-        let device = test_device();
+        let device = cpu_device();
         device.seed(1);
         let x = Tensor::<2>::random([4, 8], Distribution::Normal(0.0, 1.0), &device);
         let full = QuantLinear::new(LinearConfig::new(8, 6).init(&device), 0);

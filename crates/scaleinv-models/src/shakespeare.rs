@@ -156,7 +156,7 @@ impl BatchSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::test_device;
+    use crate::device::cpu_device;
 
     fn ids(t: Tensor<2, Int>) -> Vec<i64> {
         t.into_data()
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn batches_are_shifted_windows_and_deterministic() {
-        let device = test_device();
+        let device = cpu_device();
         let corpus = CharCorpus::from_text(&"0123456789".repeat(3));
         let (inputs, targets) = corpus.batch(7, 4, 5, &device);
         assert_eq!(inputs.dims(), [4, 5]);

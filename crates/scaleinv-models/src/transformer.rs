@@ -246,7 +246,7 @@ impl TinyLm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::test_device;
+    use crate::device::cpu_device;
     use crate::shakespeare::CharCorpus;
     use burn::optim::{AdamConfig, GradientsParams};
     use burn::tensor::{TensorData, Tolerance};
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn forward_shapes() {
-        let device = test_device();
+        let device = cpu_device();
         for bits in [0, 4] {
             let model = TinyLmConfig::new(11)
                 .with_d_model(32)
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn later_tokens_do_not_change_earlier_logits() {
-        let device = test_device();
+        let device = cpu_device();
         for bits in [0, 4] {
             device.seed(5);
             let model = TinyLmConfig::new(13)
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn initial_loss_is_near_uniform() {
-        let device = test_device();
+        let device = cpu_device();
         device.seed(2);
         let corpus = CharCorpus::load();
         let model = TinyLmConfig::new(corpus.vocab_size()).init(&device);
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn loss_decreases_under_adam() {
-        let device = test_device().autodiff();
+        let device = cpu_device().autodiff();
         let corpus = CharCorpus::load();
         for bits in [0, 4] {
             device.seed(9);

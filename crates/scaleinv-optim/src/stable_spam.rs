@@ -99,6 +99,27 @@ pub struct StableSpamConfig {
 /// p ← p − η / (1 − (β1s)^t) · m / (√v / √(1 − β2^t) + ε)
 /// ```
 ///
+/// ```
+/// use burn::prelude::*;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::GradientsParams;
+/// use scaleinv_optim::StableSpamConfig;
+///
+/// # #[cfg(feature = "flex")] {
+/// let device = Device::flex().autodiff();
+/// let model: Linear = LinearConfig::new(4, 3).init(&device);
+/// // The authors' 4-bit settings: reset every 500 steps, cosine β1/γ1 over the run.
+/// let mut optim = StableSpamConfig::new()
+///     .with_reset_interval(500)
+///     .with_total_steps(Some(10_000))
+///     .init();
+///
+/// let loss = model.forward(Tensor::<2>::ones([8, 4], &device)).square().mean();
+/// let grads = GradientsParams::from_grads(loss.backward(), &model);
+/// let model = optim.step(4e-4, model, grads);
+/// # }
+/// ```
+///
 /// The reset leaves the AdaClip and AdaGN averages alone; only their bias-correction counter
 /// `t` restarts. The reference counts `k` once per optimizer call for all parameters; here
 /// each parameter counts its own steps, which is the same count when every parameter gets a
