@@ -29,11 +29,7 @@ pub(crate) trait PerAxisConfig {
 
     /// One optimizer, with the default axis, for every parameter.
     fn single_group(&self) -> Result<ModuleOptimizer, ConfigError> {
-        let mut optim = ModuleOptimizer::from(self.checked_build()?);
-        if let Some(clipping) = self.clipping() {
-            optim = optim.with_grad_clipping(clipping.init());
-        }
-        Ok(optim)
+        Ok(for_every_parameter(self.checked_build()?, self.clipping()))
     }
 
     /// One optimizer per distinct axis in `axes`, routed by parameter groups.
@@ -41,6 +37,18 @@ pub(crate) trait PerAxisConfig {
         self.check()?;
         let clipping = self.clipping().map(GradientClippingConfig::init);
         Ok(axes.module_optimizer(|axis| self.for_axis(axis), clipping))
+    }
+}
+
+/// A [`ModuleOptimizer`] applying `optim` to every parameter, with optional gradient clipping.
+pub(crate) fn for_every_parameter<O: Optimizer>(
+    optim: O,
+    clipping: Option<&GradientClippingConfig>,
+) -> ModuleOptimizer {
+    let optim = ModuleOptimizer::from(optim);
+    match clipping {
+        Some(clipping) => optim.with_grad_clipping(clipping.init()),
+        None => optim,
     }
 }
 

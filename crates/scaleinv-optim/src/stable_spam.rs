@@ -14,6 +14,7 @@ use crate::decay::decay;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState, ema};
 use crate::non_finite::{NonFinitePolicy, keep_old_if};
+use crate::per_axis::{for_every_parameter, or_panic};
 
 /// When a momentum reset (MoRet) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -221,21 +222,20 @@ impl StableSpamConfig {
 
     /// Like [`try_build`](Self::try_build); panics with the validation error.
     pub fn build(&self) -> StableSpam {
-        crate::per_axis::or_panic(self.try_build())
+        or_panic(self.try_build())
     }
 
     /// A [`ModuleOptimizer`] applying Stable-SPAM to every parameter.
     pub fn try_init(&self) -> Result<ModuleOptimizer, ConfigError> {
-        let mut optim = ModuleOptimizer::from(self.try_build()?);
-        if let Some(clipping) = &self.grad_clipping {
-            optim = optim.with_grad_clipping(clipping.init());
-        }
-        Ok(optim)
+        Ok(for_every_parameter(
+            self.try_build()?,
+            self.grad_clipping.as_ref(),
+        ))
     }
 
     /// Like [`try_init`](Self::try_init); panics with the validation error.
     pub fn init(&self) -> ModuleOptimizer {
-        crate::per_axis::or_panic(self.try_init())
+        or_panic(self.try_init())
     }
 }
 
