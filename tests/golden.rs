@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use scaleinv::{AdamPConfig, ResetMode, SgdpConfig, StableSpamConfig};
+use scaleinv::{AdamPConfig, Nap, NapConfig, ResetMode, SgdpConfig, StableSpamConfig};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -35,6 +37,7 @@ struct ParamSpec {
     name: String,
     shape: Vec<usize>,
     channel_axis: Option<usize>,
+    project: Option<bool>,
     init: Vec<f32>,
 }
 
@@ -73,6 +76,12 @@ impl Replayable for scaleinv::Sgdp {
 }
 
 impl Replayable for scaleinv::StableSpam {
+    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
+        None
+    }
+}
+
+impl<O: Optimizer> Replayable for Nap<O> {
     fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
         None
     }
@@ -222,6 +231,73 @@ fn stable_spam_config(config: &BTreeMap<String, Value>) -> Result<StableSpamConf
     Ok(c)
 }
 
+/// NaP's base optimizer, named by the case's `base` key.
+enum NapBase {
+    Adam(AdamConfig),
+    Sgd(SgdConfig),
+}
+
+fn nap_base(config: &BTreeMap<String, Value>) -> Result<NapBase, String> {
+    match config.get("base").and_then(Value::as_str) {
+        Some("adam") => {
+            let k = Keys::new(config, &["base", "lr", "betas", "eps"])?;
+            // The reference's ε (Burn's default is 1e-5).
+            let c = AdamConfig::new().with_epsilon(1e-8);
+            let c = k.pair("betas", c, |c, (b1, b2)| {
+                c.with_beta_1(b1 as f32).with_beta_2(b2 as f32)
+            });
+            Ok(NapBase::Adam(
+                k.f64("eps", c, |c, e| c.with_epsilon(e as f32)),
+            ))
+        }
+        Some("sgd") => {
+            Keys::new(config, &["base", "lr", "momentum"])?;
+            let momentum = config
+                .get("momentum")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0);
+            let c = SgdConfig::new();
+            Ok(NapBase::Sgd(if momentum == 0.0 {
+                c
+            } else {
+                // PyTorch's SGD: no dampening, no Nesterov (Burn's default dampening is 0.1).
+                c.with_momentum(Some(
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0),
+                ))
+            }))
+        }
+        other => Err(format!("unknown NaP base optimizer {other:?}")),
+    }
+}
+
+/// Replays a NaP case, checking first that the default rule (rank ≥ 2 projected) selects the
+/// tensors the case projects.
+fn replay_nap(case: &Case, device: &Device) -> Outcome {
+    let nap = NapConfig::new();
+    match nap_base(&case.config) {
+        Ok(NapBase::Adam(c)) => replay_projected(nap.wrap(c.build()), case, device),
+        Ok(NapBase::Sgd(c)) => replay_projected(nap.wrap(c.build()), case, device),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+fn replay_projected<O: Optimizer>(nap: Nap<O>, case: &Case, device: &Device) -> Outcome {
+    for spec in &case.params {
+        let recorded = spec.project.unwrap_or(false);
+        if nap.projects(spec.shape.len()) != recorded {
+            return Outcome::Failed(format!(
+                "{}: the default rule projects rank {}: {}, the case: {recorded}",
+                spec.name,
+                spec.shape.len(),
+                !recorded
+            ));
+        }
+    }
+    replay_with(|_| nap.clone(), case, device)
+}
+
 /// The outcome of one case on one device.
 enum Outcome {
     Ok {
@@ -346,6 +422,7 @@ fn replay(case: &Case, device: &Device) -> Outcome {
             Ok(c) => replay_with(|_| c.build(), case, device),
             Err(e) => Outcome::Failed(e),
         },
+        "nap" => replay_nap(case, device),
         other => Outcome::Pending(format!("optimizer `{other}` is not implemented")),
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`digits`]: the UCI 8×8 handwritten digits, embedded (CC BY 4.0).
 //! - [`cnn`]: a small convolutional network with BatchNorm for them.
+//! - [`normalized`]: MLP and CNN layers with a norm before each ReLU, for Normalize-and-Project.
 //! - [`device`]: picks a Burn device from a backend name.
 //! - [`shakespeare`]: the "tiny shakespeare" text, embedded, as a character-level corpus.
 //! - [`quant`]: fake quantisation (straight-through) and a quantised `Linear` wrapper.
@@ -15,6 +16,7 @@ pub mod cnn;
 pub mod device;
 pub mod digits;
 pub mod lm_train;
+pub mod normalized;
 pub mod plot;
 pub mod quant;
 mod rng;
@@ -24,6 +26,9 @@ pub mod transformer;
 
 pub use cnn::{ConvBlock, DigitsCnn, DigitsCnnConfig};
 pub use digits::Digits;
+pub use normalized::{
+    Norm, NormCnn, NormCnnConfig, NormKind, NormMlp, NormMlpConfig, NormedConv2d, NormedLinear,
+};
 pub use quant::{QuantLinear, fake_quantize, fake_quantize_rows};
 pub use shakespeare::{BatchSampler, CharCorpus};
 pub use transformer::{TinyLm, TinyLmConfig};

@@ -11,11 +11,11 @@
 use std::collections::BTreeMap;
 
 use burn::grad_clipping::GradientClipping;
-use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
+use burn::module::{Module, ParamGroup, ParamId};
 use burn::optim::{ModuleOptimizer, Optimizer};
-use burn::tensor::Tensor;
 
 use crate::error::ConfigError;
+use crate::params;
 
 /// One parameter of rank ≥ 2 and the axis that indexes its output channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,19 +89,21 @@ impl ChannelAxisRules {
     ///
     /// Fails when a rule gives an axis beyond a parameter's rank.
     pub fn infer<M: Module>(&self, module: &M) -> Result<ChannelAxes, ConfigError> {
-        let mut walker = Walker {
-            rules: self,
-            path: Vec::new(),
-            types: Vec::new(),
-            out: Vec::new(),
-        };
-        module.visit(&mut walker);
-        for entry in &walker.out {
+        let entries = params::walk(module, false)
+            .into_iter()
+            .filter(|p| p.rank >= 2)
+            .map(|p| ParamAxis {
+                axis: self.axis_for(&p.owner),
+                path: p.path,
+                id: p.id,
+                module_type: p.owner,
+                rank: p.rank,
+            })
+            .collect::<Vec<_>>();
+        for entry in &entries {
             check_axis(entry)?;
         }
-        Ok(ChannelAxes {
-            entries: walker.out,
-        })
+        Ok(ChannelAxes { entries })
     }
 }
 
@@ -114,40 +116,6 @@ fn check_axis(entry: &ParamAxis) -> Result<(), ConfigError> {
             axis: entry.axis,
             rank: entry.rank,
         })
-    }
-}
-
-struct Walker<'a> {
-    rules: &'a ChannelAxisRules,
-    path: Vec<String>,
-    types: Vec<String>,
-    out: Vec<ParamAxis>,
-}
-
-impl ModuleVisitor for Walker<'_> {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.types.push(container_type.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.types.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if D < 2 {
-            return;
-        }
-        let owner = self.types.last().map(String::as_str).unwrap_or_default();
-        let module_type = owner.strip_prefix("Struct:").unwrap_or(owner).to_string();
-        self.out.push(ParamAxis {
-            path: self.path.join("."),
-            id: param.id,
-            axis: self.rules.axis_for(&module_type),
-            module_type,
-            rank: D,
-        });
     }
 }
 

@@ -37,6 +37,13 @@ pub enum ConfigError {
         /// The parameter's rank.
         rank: usize,
     },
+    /// A tensor to be held at its initial norm has a zero (or non-finite) norm.
+    UnprojectableNorm {
+        /// The parameter's path in the module.
+        path: String,
+        /// Its norm.
+        norm: f64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -60,6 +67,11 @@ impl fmt::Display for ConfigError {
             Self::ChannelAxisOutOfRange { path, axis, rank } => write!(
                 f,
                 "channel axis {axis} is out of range for `{path}`, a parameter of rank {rank}"
+            ),
+            Self::UnprojectableNorm { path, norm } => write!(
+                f,
+                "`{path}` has norm {norm}: a zero-initialised tensor cannot be projected to its \
+                 initial norm; leave it free (NapConfig::free) or initialise it"
             ),
         }
     }

@@ -10,6 +10,9 @@
 //!   and remove the radial component of their update.
 //! - [`StableSpam`] (Huang et al., 2025): Adam behind spike-aware clipping, gradient-norm
 //!   normalisation and periodic momentum resets, for stable low-precision training.
+//! - [`Nap`] (Normalize-and-Project, Lyle et al., 2024): around any of these or Burn's own,
+//!   holds every projected weight at its initial norm, so the learning-rate schedule is the
+//!   effective one. [`weight_norms`] and [`StepKind`] give the effective learning rates.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -37,19 +40,27 @@ extern crate alloc;
 mod adamp;
 mod channel_axes;
 mod decay;
+mod diagnostics;
 mod error;
 mod moments;
+mod nap;
 mod non_finite;
+mod norm_affine;
+mod params;
 mod per_axis;
 pub mod radial;
+mod reduce;
 mod sgdp;
 mod stable_spam;
 
 pub use adamp::{AdamP, AdamPConfig, AdamPState};
 pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
+pub use diagnostics::{StepKind, WeightNorm, weight_norms};
 pub use error::ConfigError;
 pub use moments::MomentState;
+pub use nap::{Nap, NapConfig, NapScope, NapState};
 pub use non_finite::NonFinitePolicy;
+pub use norm_affine::NormAffine;
 pub use radial::{Projected, ProjectionBranch, ScaleInvariance};
 pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
 pub use stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};

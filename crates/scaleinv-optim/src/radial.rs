@@ -23,6 +23,8 @@
 
 use burn::tensor::{Bool, Device, Int, Tensor};
 
+use crate::reduce::sum_except;
+
 /// Which view of a parameter the scale-invariance test selected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProjectionBranch {
@@ -118,25 +120,8 @@ impl ScaleInvariance {
     }
 
     /// Sums `x` over every axis but the channel axis, keeping the rank (`[1, …, C, …, 1]`).
-    ///
-    /// When no axis before the channel axis is longer than 1 (convolutions, PyTorch-layout
-    /// weights), each channel's row is contiguous, and one reduction over a `[C, N/C]` view
-    /// replaces a chain of per-axis reductions.
     fn row_sum<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dims = x.dims();
-        let channel = self.channel_axis;
-        if dims[..channel].iter().all(|&d| d == 1) {
-            let channels = dims[channel];
-            let mut row_shape = [1usize; D];
-            row_shape[channel] = channels;
-            let numel = x.shape().num_elements();
-            x.reshape([channels, numel / channels])
-                .sum_dim(1)
-                .reshape(row_shape)
-        } else {
-            let axes: Vec<usize> = (0..D).filter(|&axis| axis != channel).collect();
-            x.sum_dims(&axes)
-        }
+        sum_except(x, self.channel_axis)
     }
 
     fn row_stats<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> RowStats<D> {

@@ -1,0 +1,170 @@
+//! The scale `γ` and offset `β` of normalization layers, and NaP's joint projection of them.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::params::ParamInfo;
+
+/// Burn's normalization layers, whose `gamma` and `beta` are the affine of a normalization.
+const NORM_LAYERS: [&str; 5] = [
+    "LayerNorm",
+    "RmsNorm",
+    "GroupNorm",
+    "BatchNorm",
+    "InstanceNorm",
+];
+
+/// What NaP does with the scale `γ` and offset `β` of the normalization layers. The paper
+/// leaves this open; each choice is one seen in practice.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub enum NormAffine {
+    /// `γ` and `β` are left to the base optimizer (as in two PyTorch re-implementations). The
+    /// default, because a `ModuleOptimizer` can do it on its own.
+    #[default]
+    Free,
+    /// After every step, `[γ; β] ← [γ; β] · √d / ‖[γ; β]‖`, `d` the normalized width:
+    /// both rescaled together to the norm of their default initialisation `γ = 1, β = 0`.
+    /// With a positively homogeneous activation (ReLU) and a normalized next layer this is an
+    /// exact symmetry of the network. A per-tensor optimizer sees one tensor at a time, so the
+    /// base optimizer steps `γ` and `β` freely and
+    /// [`NapConfig::project_norm_affine`](crate::NapConfig::project_norm_affine) must run on
+    /// the model after each step (in `TrainStep::optimize` under Burn's `Learner`).
+    ProjectJointly,
+    /// Decoupled weight decay on the scale only, `γ ← γ · (1 − η·rate)` after the base step;
+    /// `β` is free.
+    DecayScale {
+        /// The decay rate λ.
+        rate: f64,
+    },
+}
+
+/// Whether `param` is the scale or offset of a normalization layer.
+pub(crate) fn is_norm_affine(param: &ParamInfo) -> bool {
+    NORM_LAYERS.contains(&param.owner.as_str()) && matches!(param.field(), "gamma" | "beta")
+}
+
+/// Rescales `[γ; β]` of every normalization layer of `module` to `√d` (see
+/// [`NormAffine::ProjectJointly`]); `epsilon` guards the current norm. Everything stays on the
+/// device.
+pub(crate) fn project_jointly<M: Module>(module: M, epsilon: f64) -> M {
+    let mut sums = AffineSums::default();
+    module.visit(&mut sums);
+    let factors = sums
+        .layers
+        .into_iter()
+        .filter_map(|(layer, (sum_sq, width))| {
+            let target = (width as f64).sqrt();
+            let factor = sum_sq?.sqrt().clamp_min(epsilon).recip() * target;
+            Some((layer, factor))
+        })
+        .collect();
+    module.map(&mut AffineRescale {
+        path: PathStack::default(),
+        factors,
+    })
+}
+
+/// The path and owner type of the module being visited.
+#[derive(Default)]
+struct PathStack {
+    names: Vec<String>,
+    types: Vec<String>,
+}
+
+impl PathStack {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.names.push(name.to_string());
+        let owner = container_type
+            .strip_prefix("Struct:")
+            .unwrap_or(container_type);
+        self.types.push(owner.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.names.pop();
+        self.types.pop();
+    }
+
+    /// The layer path and field of the parameter being visited, when it is a norm affine.
+    fn norm_affine(&self) -> Option<(String, &str)> {
+        let (field, layer) = self.names.split_last()?;
+        // Burn enters each field with the type of the struct that holds it.
+        let owner = self.types.last()?;
+        (NORM_LAYERS.contains(&owner.as_str()) && matches!(field.as_str(), "gamma" | "beta"))
+            .then(|| (layer.join("."), field.as_str()))
+    }
+}
+
+/// Per normalization layer: `‖γ‖² + ‖β‖²` and the width `d = len(γ)`.
+#[derive(Default)]
+struct AffineSums {
+    path: PathStack,
+    layers: BTreeMap<String, (Option<Tensor<1>>, usize)>,
+}
+
+impl ModuleVisitor for AffineSums {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some((layer, field)) = self.path.norm_affine() else {
+            return;
+        };
+        let value = param.val().detach();
+        let numel = value.shape().num_elements();
+        let sum_sq = value.square().sum();
+        let entry = self.layers.entry(layer).or_insert((None, 0));
+        entry.0 = Some(match entry.0.take() {
+            Some(sum) => sum + sum_sq,
+            None => sum_sq,
+        });
+        if field == "gamma" {
+            entry.1 = numel;
+        }
+    }
+}
+
+struct AffineRescale {
+    path: PathStack,
+    factors: BTreeMap<String, Tensor<1>>,
+}
+
+impl ModuleMapper for AffineRescale {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let factor = self
+            .path
+            .norm_affine()
+            .and_then(|(layer, _)| self.factors.get(&layer).cloned());
+        match factor {
+            Some(factor) => rescale_param(param, factor),
+            None => param,
+        }
+    }
+}
+
+/// `param · factor`, outside the autodiff graph, keeping whether it requires a gradient.
+fn rescale_param<const D: usize>(param: Param<Tensor<D>>, factor: Tensor<1>) -> Param<Tensor<D>> {
+    let (id, value, mapper) = param.consume();
+    let require_grad = value.is_require_grad();
+    let mut value = value.detach() * factor.unsqueeze::<D>();
+    if require_grad {
+        value = value.require_grad();
+    }
+    Param::from_mapped_value(id, value, mapper)
+}
