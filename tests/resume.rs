@@ -4,10 +4,11 @@
 mod common;
 
 use burn::module::Module;
+use burn::optim::AdamConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
-use scaleinv::{AdamPConfig, SgdpConfig, StableSpamConfig};
+use scaleinv::{AdamPConfig, NapConfig, NapScope, NormAffine, SgdpConfig, StableSpamConfig};
 
 const BATCH: usize = 32;
 
@@ -137,6 +138,22 @@ fn stable_spam_resumes_exactly_across_a_reset() {
                 .with_total_steps(Some(8))
                 .with_weight_decay(1e-2)
                 .init()
+        },
+        true,
+    );
+}
+
+#[test]
+fn nap_resumes_exactly() {
+    // Projection every 2 steps: at the reload (after step 3) the weights are off their radius,
+    // so the radius must come from the saved state, together with Adam's moments.
+    assert_resume_is_exact(
+        |m| {
+            NapConfig::new()
+                .with_project_every(2)
+                .with_scope(NapScope::Row)
+                .with_norm_affine(NormAffine::DecayScale { rate: 0.5 })
+                .init_for(AdamConfig::new().with_epsilon(1e-8).build(), m)
         },
         true,
     );

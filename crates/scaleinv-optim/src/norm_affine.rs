@@ -158,11 +158,15 @@ impl ModuleMapper for AffineRescale {
     }
 }
 
-/// `param · factor`, outside the autodiff graph, keeping whether it requires a gradient.
+/// `param · factor` as a new leaf (outside the autodiff graph), keeping whether it is an
+/// autodiff tensor and whether it requires a gradient.
 fn rescale_param<const D: usize>(param: Param<Tensor<D>>, factor: Tensor<1>) -> Param<Tensor<D>> {
     let (id, value, mapper) = param.consume();
-    let require_grad = value.is_require_grad();
-    let mut value = value.detach() * factor.unsqueeze::<D>();
+    let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
+    let mut value = value.inner() * factor.inner().unsqueeze::<D>();
+    if autodiff {
+        value = Tensor::from_inner(value);
+    }
     if require_grad {
         value = value.require_grad();
     }
