@@ -17,7 +17,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use scaleinv::models::device::device_from_name;
-use scaleinv::{AdamPConfig, NonFinitePolicy, SgdpConfig, StableSpamConfig};
+use scaleinv::{AdamPConfig, NapConfig, NonFinitePolicy, SgdpConfig, StableSpamConfig};
 
 /// The benchmark's parameters: conv-shaped weights and their biases.
 #[derive(Module, Debug)]
@@ -121,6 +121,10 @@ fn optimizers() -> Vec<(&'static str, ModuleOptimizer)> {
             SgdConfig::new().with_momentum(Some(momentum)).init(),
         ),
         ("adamp", AdamPConfig::new().init()),
+        (
+            "nap_adam",
+            NapConfig::new().init(AdamConfig::new().with_epsilon(1e-8).build()),
+        ),
         ("sgdp", SgdpConfig::new().with_momentum(0.9).init()),
         ("stable_spam", StableSpamConfig::new().init()),
         (

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use scaleinv::StableSpamConfig;
+use scaleinv::models::cli::{or_exit, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
@@ -131,18 +132,8 @@ fn final_loss(run: &LmRun) -> f64 {
 }
 
 fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    let device = device_from_name(&args.device).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    std::fs::create_dir_all(&args.out).unwrap_or_else(|e| {
-        eprintln!("error: cannot create {}: {e}", args.out.display());
-        std::process::exit(1)
-    });
+    let args = or_exit(parse_args());
+    let device = or_exit(device_from_name(&args.device));
 
     let corpus = CharCorpus::load();
     let (train, val) = corpus.split(0.9);
@@ -256,18 +247,14 @@ fn main() {
         });
     }
 
-    for (file, text) in [
-        ("runs.csv", table),
-        ("curves.csv", curves),
-        ("loss.svg", plot.to_svg()),
-    ] {
-        let path = args.out.join(file);
-        std::fs::write(&path, text).unwrap_or_else(|e| {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            std::process::exit(1)
-        });
-        println!("wrote {}", path.display());
-    }
+    write_files(
+        &args.out,
+        vec![
+            ("runs.csv", table),
+            ("curves.csv", curves),
+            ("loss.svg", plot.to_svg()),
+        ],
+    );
 }
 
 /// `(step, mean of the `window` losses ending at step)`.

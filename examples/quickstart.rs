@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use scaleinv::AdamPConfig;
 use scaleinv::ChannelAxes;
+use scaleinv::models::cli::or_exit;
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::train::{TrainSettings, train_digits};
 use scaleinv::models::{Digits, DigitsCnnConfig};
@@ -45,14 +46,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    let device = device_from_name(&args.device).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
+    let args = or_exit(parse_args());
+    let device = or_exit(device_from_name(&args.device));
 
     let digits = Digits::load().expect("the embedded digits data decodes");
     let (train, test) = digits.split(0.2);

@@ -7,6 +7,7 @@ use scaleinv::ProjectionBranch;
 /// Every backend compiled into this test build, by name. `wgpu` is listed only when an
 /// adapter answers (Mesa's software Vulkan on machines without a GPU); when
 /// `SCALEINV_REQUIRE_WGPU=1`, a missing adapter is a failure rather than a printed notice.
+#[allow(clippy::vec_init_then_push)] // which pushes exist depends on the enabled features
 pub fn devices() -> Vec<(&'static str, Device)> {
     let mut out = Vec::new();
     #[cfg(feature = "flex")]

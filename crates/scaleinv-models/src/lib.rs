@@ -1,6 +1,7 @@
 //! Example models and bundled data for `scaleinv`.
 //!
 //! - [`digits`]: the UCI 8×8 handwritten digits, embedded (CC BY 4.0).
+//! - [`cli`]: what the examples' command lines share.
 //! - [`cnn`]: a small convolutional network with BatchNorm for them.
 //! - [`normalized`]: MLP and CNN layers with a norm before each ReLU, for Normalize-and-Project.
 //! - [`device`]: picks a Burn device from a backend name.
@@ -8,15 +9,18 @@
 //! - [`quant`]: fake quantisation (straight-through) and a quantised `Linear` wrapper.
 //! - [`transformer`]: a small pre-norm causal transformer language model.
 //! - [`lm_train`]: a training loop for it, with per-step loss and gradient norm.
+//! - [`plasticity`]: a sequence of tasks that wears plasticity down, and its training loop.
 //! - [`plot`]: line plots as standalone SVG.
 
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod cnn;
 pub mod device;
 pub mod digits;
 pub mod lm_train;
 pub mod normalized;
+pub mod plasticity;
 pub mod plot;
 pub mod quant;
 mod rng;

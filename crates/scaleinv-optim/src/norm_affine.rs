@@ -55,6 +55,7 @@ pub(crate) fn project_jointly<M: Module>(module: M, epsilon: f64) -> M {
     let factors = sums
         .layers
         .into_iter()
+        .filter(|(_, (_, width))| *width > 0)
         .filter_map(|(layer, (sum_sq, width))| {
             let target = (width as f64).sqrt();
             let factor = sum_sq?.sqrt().clamp_min(epsilon).recip() * target;

@@ -1,0 +1,326 @@
+//! Plasticity over a sequence of tasks: the same MLP learns one task after another, and the
+//! accuracy it still reaches on each new task shows whether it keeps its ability to learn.
+//!
+//! ```text
+//! cargo run --release --example plasticity [-- --device flex|ndarray|wgpu] [--tasks N]
+//!     [--steps N] [--samples N] [--batch N] [--lr X] [--hidden 256,256]
+//!     [--kind random-labels|permuted-pixels] [--variants adam,adam+ln,nap,nap-free-head]
+//!     [--seed S] [--out results/plasticity]
+//! ```
+//!
+//! The variants share the tasks, the batches and (where their layers coincide) the initial
+//! weights: `adam` (the plain MLP with Adam), `adam+ln` (LayerNorm before each ReLU, Adam),
+//! `nap` (LayerNorm before each ReLU, Adam inside Normalize-and-Project with its defaults:
+//! every weight matrix projected, the output layer's included) and `nap-free-head` (the same,
+//! the output layer left to Adam). Writes `tasks.csv` (accuracy, loss and weight norms per
+//! task), `norms.csv` (every parameter's norm and Adam-type effective learning rate `lr / ‖W‖`
+//! before the first task and after each), `accuracy.svg` and `weight_norm.svg` into `--out`, and
+//! prints the table.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::optim::{AdamConfig, ModuleOptimizer};
+use scaleinv::models::cli::{or_exit, write_files};
+use scaleinv::models::device::device_from_name;
+use scaleinv::models::plasticity::{SequenceSettings, TaskKind, make_tasks, train_task};
+use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::{Digits, NormKind, NormMlp, NormMlpConfig};
+use scaleinv::{NapConfig, StepKind, WeightNorm, weight_norms};
+
+struct Args {
+    device: String,
+    settings: SequenceSettings,
+    hidden: Vec<usize>,
+    variants: Vec<String>,
+    out: PathBuf,
+}
+
+const VARIANTS: [&str; 4] = ["adam", "adam+ln", "nap", "nap-free-head"];
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse::<T>()
+        .ok()
+        .filter(|x| *x > T::default())
+        .ok_or(format!("{flag}: `{v}` is not a positive number"))
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        device: "flex".into(),
+        settings: SequenceSettings::default(),
+        hidden: vec![256, 256],
+        variants: VARIANTS.iter().map(|v| v.to_string()).collect(),
+        out: PathBuf::from("results/plasticity"),
+    };
+    let s = &mut args.settings;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--device" => args.device = value()?,
+            "--tasks" => s.tasks = positive(&flag, &value()?)?,
+            "--steps" => s.steps_per_task = positive(&flag, &value()?)?,
+            "--samples" => s.samples = positive(&flag, &value()?)?,
+            "--batch" => s.batch_size = positive(&flag, &value()?)?,
+            "--lr" => s.lr = positive(&flag, &value()?)?,
+            "--seed" => {
+                let v = value()?;
+                s.seed = v
+                    .parse()
+                    .map_err(|_| format!("--seed: `{v}` is not an integer"))?;
+            }
+            "--hidden" => {
+                args.hidden = value()?
+                    .split(',')
+                    .map(|v| positive(&flag, v))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--kind" => {
+                let v = value()?;
+                s.kind = TaskKind::from_name(&v).ok_or(format!(
+                    "--kind: `{v}` is not random-labels or permuted-pixels"
+                ))?;
+            }
+            "--variants" => {
+                args.variants = value()?.split(',').map(str::to_string).collect();
+                if let Some(bad) = args
+                    .variants
+                    .iter()
+                    .find(|v| !VARIANTS.contains(&v.as_str()))
+                {
+                    return Err(format!("--variants: `{bad}` is not one of {VARIANTS:?}"));
+                }
+            }
+            "--out" => args.out = PathBuf::from(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: plasticity [--device flex|ndarray|wgpu] [--tasks N] [--steps N] [--samples N] \
+                     [--batch N] [--lr X] [--hidden 256,256] [--kind random-labels|permuted-pixels] \
+                     [--variants adam,adam+ln,nap] [--seed S] [--out DIR]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+/// The network and optimizer of a variant. Adam uses the reference ε = 1e-8.
+fn variant(
+    name: &str,
+    config: &NormMlpConfig,
+    device: &burn::tensor::Device,
+) -> (NormMlp, ModuleOptimizer) {
+    let adam = AdamConfig::new().with_epsilon(1e-8);
+    let norm = if name == "adam" {
+        NormKind::None
+    } else {
+        NormKind::LayerNorm
+    };
+    device.seed(7);
+    let model = config.clone().with_norm(norm).init(device);
+    let optim = match name {
+        "nap" => NapConfig::new().init_for(adam.build(), &model),
+        // The output layer left free, as the NaP spec's reading suggests for a layer that no
+        // normalization follows.
+        "nap-free-head" => NapConfig::new()
+            .with_free(vec!["head".into()])
+            .init_for(adam.build(), &model),
+        _ => adam.init(),
+    };
+    (model, optim)
+}
+
+/// Results of one variant: per task (accuracy, loss, seconds), and the parameter norms before
+/// the first task and after each.
+struct Run {
+    name: String,
+    results: Vec<(f64, f64, f64)>,
+    norms: Vec<Vec<WeightNorm>>,
+    seconds: f64,
+}
+
+/// `√(Σ ‖W‖²)` over the weight matrices under `prefix` (`hidden.`: the ones a normalization
+/// follows; `head.`: the output layer).
+fn weight_norm(norms: &[WeightNorm], prefix: &str) -> f64 {
+    norms
+        .iter()
+        .filter(|w| w.path.starts_with(prefix) && w.path.ends_with(".weight"))
+        .map(|w| w.norm * w.norm)
+        .sum::<f64>()
+        .sqrt()
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    sum / n.max(1) as f64
+}
+
+fn main() {
+    let args = or_exit(parse_args());
+    let device = or_exit(device_from_name(&args.device));
+    let s = &args.settings;
+    let data = Digits::load().expect("the bundled digits decode");
+    let autodiff = device.clone().autodiff();
+    let tasks = make_tasks(&data, s, &autodiff);
+    let config = NormMlpConfig::new(64, args.hidden.clone(), 10);
+    println!(
+        "{} tasks of {} on {} digits; MLP 64-{}-10; {} steps of {} per task, lr {:e}; {}",
+        s.tasks,
+        s.kind.name(),
+        s.samples.min(data.len()),
+        args.hidden
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("-"),
+        s.steps_per_task,
+        s.batch_size,
+        s.lr,
+        args.device
+    );
+
+    let mut runs = Vec::new();
+    for name in &args.variants {
+        let start = Instant::now();
+        let (mut model, mut optim) = variant(name, &config, &autodiff);
+        let mut run = Run {
+            name: name.clone(),
+            results: Vec::new(),
+            norms: vec![weight_norms(&model)],
+            seconds: 0.0,
+        };
+        for task in &tasks {
+            let (next, result) = train_task(model, &mut optim, task, s, &mut |m| m);
+            model = next;
+            let norms = weight_norms(&model);
+            eprintln!(
+                "  {name:<8} task {:>3}/{}: accuracy {:.3}  loss {:.3}  hidden weight norm {:.2}  {:.1} s",
+                task.index + 1,
+                s.tasks,
+                result.accuracy,
+                result.loss,
+                weight_norm(&norms, "hidden."),
+                result.seconds
+            );
+            run.results
+                .push((result.accuracy, result.loss, result.seconds));
+            run.norms.push(norms);
+        }
+        run.seconds = start.elapsed().as_secs_f64();
+        runs.push(run);
+    }
+
+    write_outputs(&args, &runs);
+}
+
+fn write_outputs(args: &Args, runs: &[Run]) {
+    let s = &args.settings;
+    let late = (s.tasks / 4).max(1);
+    println!(
+        "\n| variant | task 1 accuracy | mean of the last {late} tasks | last task | hidden ‖W‖ before → after | output ‖W‖ before → after | seconds |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut tasks_csv =
+        String::from("variant,task,accuracy,loss,seconds,hidden_weight_norm,output_weight_norm\n");
+    let mut norms_csv = String::from("variant,after_task,path,rank,norm,effective_lr_adam\n");
+    let mut accuracy_plot = LinePlot::new(
+        &format!("Accuracy reached on each new task ({})", s.kind.name()),
+        "task",
+        "accuracy after the task's last step",
+    );
+    accuracy_plot.y_range = Some((0.0, 1.0));
+    let mut norm_plot = LinePlot::new(
+        "Weight norms after each task: hidden layers (solid), output layer (dashed)",
+        "task (0 = initialisation)",
+        "√(Σ ‖W‖²)",
+    );
+    norm_plot.log_y = true;
+    for (i, run) in runs.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let accuracies: Vec<f64> = run.results.iter().map(|r| r.0).collect();
+        let hidden: Vec<f64> = run
+            .norms
+            .iter()
+            .map(|n| weight_norm(n, "hidden."))
+            .collect();
+        let head: Vec<f64> = run.norms.iter().map(|n| weight_norm(n, "head.")).collect();
+        println!(
+            "| {} | {:.3} | {:.3} | {:.3} | {:.1} → {:.1} | {:.1} → {:.1} | {:.0} |",
+            run.name,
+            accuracies[0],
+            mean(accuracies[accuracies.len() - late..].iter().copied()),
+            accuracies[accuracies.len() - 1],
+            hidden[0],
+            hidden[hidden.len() - 1],
+            head[0],
+            head[head.len() - 1],
+            run.seconds
+        );
+        for (task, (accuracy, loss, seconds)) in run.results.iter().enumerate() {
+            let _ = writeln!(
+                tasks_csv,
+                "{},{},{accuracy:.4},{loss:.4},{seconds:.2},{:.4},{:.4}",
+                run.name,
+                task + 1,
+                hidden[task + 1],
+                head[task + 1]
+            );
+        }
+        for (after, norms) in run.norms.iter().enumerate() {
+            for w in norms {
+                let _ = writeln!(
+                    norms_csv,
+                    "{},{after},{},{},{:.6},{:.6e}",
+                    run.name,
+                    w.path,
+                    w.rank,
+                    w.norm,
+                    w.effective_lr(s.lr, StepKind::Adam)
+                );
+            }
+        }
+        accuracy_plot = accuracy_plot.with_series(Series {
+            name: run.name.clone(),
+            points: accuracies
+                .iter()
+                .enumerate()
+                .map(|(t, &a)| ((t + 1) as f64, a))
+                .collect(),
+            color: color.into(),
+            dashed: false,
+        });
+        let trajectory = |norms: &[f64]| {
+            norms
+                .iter()
+                .enumerate()
+                .map(|(t, &n)| (t as f64, n))
+                .collect()
+        };
+        norm_plot = norm_plot
+            .with_series(Series {
+                name: run.name.clone(),
+                points: trajectory(&hidden),
+                color: color.into(),
+                dashed: false,
+            })
+            .with_series(Series {
+                name: format!("{} (output)", run.name),
+                points: trajectory(&head),
+                color: color.into(),
+                dashed: true,
+            });
+    }
+    write_files(
+        &args.out,
+        vec![
+            ("tasks.csv", tasks_csv),
+            ("norms.csv", norms_csv),
+            ("accuracy.svg", accuracy_plot.to_svg()),
+            ("weight_norm.svg", norm_plot.to_svg()),
+        ],
+    );
+}
