@@ -15,7 +15,10 @@ use burn::optim::Optimizer;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use scaleinv::{AdamPConfig, Nap, NapConfig, ResetMode, SgdpConfig, StableSpamConfig};
+use scaleinv::{
+    AdamPConfig, Nap, NapConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole,
+    WidthScaledAdamWConfig,
+};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -38,6 +41,7 @@ struct ParamSpec {
     shape: Vec<usize>,
     channel_axis: Option<usize>,
     project: Option<bool>,
+    role: Option<String>,
     init: Vec<f32>,
 }
 
@@ -76,6 +80,12 @@ impl Replayable for scaleinv::Sgdp {
 }
 
 impl Replayable for scaleinv::StableSpam {
+    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
+        None
+    }
+}
+
+impl Replayable for scaleinv::WidthScaledAdamW {
     fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
         None
     }
@@ -229,6 +239,37 @@ fn stable_spam_config(config: &BTreeMap<String, Value>) -> Result<StableSpamConf
     let c = c.with_reset_mode(mode);
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+fn width_scaled_adamw_config(
+    config: &BTreeMap<String, Value>,
+) -> Result<WidthScaledAdamWConfig, String> {
+    let k = Keys::new(
+        config,
+        &["lr", "weight_decay", "base_width", "width", "betas", "eps"],
+    )?;
+    let width = |key: &str| {
+        config
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|w| w as usize)
+            .ok_or(format!("`{key}` must be a positive integer"))
+    };
+    let c = WidthScaledAdamWConfig::new(width("base_width")?, width("width")?);
+    let c = k.pair("betas", c, |c, (b1, b2)| c.with_beta_1(b1).with_beta_2(b2));
+    let c = k.f64("eps", c, WidthScaledAdamWConfig::with_epsilon);
+    let c = k.f64("weight_decay", c, WidthScaledAdamWConfig::with_weight_decay);
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// The role a width-scaled AdamW case gives a tensor (`matrix` or `vector`).
+fn width_role(spec: &ParamSpec) -> Result<WidthRole, String> {
+    match spec.role.as_deref() {
+        Some("matrix") => Ok(WidthRole::Matrix),
+        Some("vector") => Ok(WidthRole::Vector),
+        other => Err(format!("{}: unknown role {other:?}", spec.name)),
+    }
 }
 
 /// NaP's base optimizer, named by the case's `base` key.
@@ -423,6 +464,17 @@ fn replay(case: &Case, device: &Device) -> Outcome {
             Err(e) => Outcome::Failed(e),
         },
         "nap" => replay_nap(case, device),
+        "width_scaled_adamw" => {
+            let roles: Result<Vec<_>, _> = case.params.iter().map(width_role).collect();
+            match (width_scaled_adamw_config(&case.config), roles) {
+                (Ok(c), Ok(_)) => replay_with(
+                    |s| c.build(width_role(s).expect("checked above")),
+                    case,
+                    device,
+                ),
+                (Err(e), _) | (_, Err(e)) => Outcome::Failed(e),
+            }
+        }
         other => Outcome::Pending(format!("optimizer `{other}` is not implemented")),
     }
 }

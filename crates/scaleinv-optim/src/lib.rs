@@ -13,6 +13,8 @@
 //! - [`Nap`] (Normalize-and-Project, Lyle et al., 2024): around any of these or Burn's own,
 //!   holds every projected weight at its initial norm, so the learning-rate schedule is the
 //!   effective one. [`weight_norms`] and [`StepKind`] give the effective learning rates.
+//! - [`WidthScaledAdamW`] (Fan et al., 2025): AdamW with learning rate `∝ 1/d` and weight decay
+//!   `∝ √d` on matrix-like tensors, so hyperparameters tuned at a small width transfer.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -52,6 +54,7 @@ pub mod radial;
 mod reduce;
 mod sgdp;
 mod stable_spam;
+mod width_scaled_adamw;
 
 pub use adamp::{AdamP, AdamPConfig, AdamPState};
 pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
@@ -64,6 +67,7 @@ pub use norm_affine::NormAffine;
 pub use radial::{Projected, ProjectionBranch, ScaleInvariance};
 pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
 pub use stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
+pub use width_scaled_adamw::{ParamRole, WidthRole, WidthScaledAdamW, WidthScaledAdamWConfig};
 
 // Names that `#[derive(RecordState)]` expands to; not part of the API.
 #[doc(hidden)]

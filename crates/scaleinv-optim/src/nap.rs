@@ -258,12 +258,7 @@ impl NapConfig {
     }
 
     fn role(&self, param: &ParamInfo) -> Role {
-        let free = self.free.iter().any(|prefix| {
-            param.path == *prefix
-                || (param.path.starts_with(prefix.as_str())
-                    && param.path[prefix.len()..].starts_with('.'))
-        });
-        if free {
+        if self.free.iter().any(|prefix| param.is_under(prefix)) {
             Role::Free
         } else if is_norm_affine(param) {
             match self.norm_affine {

@@ -23,6 +23,13 @@ impl ParamInfo {
     pub fn field(&self) -> &str {
         self.path.rsplit('.').next().unwrap_or(&self.path)
     }
+
+    /// Whether the parameter is `prefix` itself or lies under the module path `prefix`.
+    pub fn is_under(&self, prefix: &str) -> bool {
+        self.path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    }
 }
 
 /// Every float parameter of `module`, in visiting order. With `read_norms`, each one's
