@@ -8,7 +8,10 @@ use burn::optim::AdamConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
-use scaleinv::{AdamPConfig, NapConfig, NapScope, NormAffine, SgdpConfig, StableSpamConfig};
+use scaleinv::{
+    AdamPConfig, NapConfig, NapScope, NormAffine, SgdpConfig, StableSpamConfig,
+    WidthScaledAdamWConfig,
+};
 
 const BATCH: usize = 32;
 
@@ -156,6 +159,18 @@ fn nap_resumes_exactly() {
                 .init_for(AdamConfig::new().with_epsilon(1e-8).build(), m)
         },
         true,
+    );
+}
+
+#[test]
+fn width_scaled_adamw_resumes_exactly() {
+    assert_resume_is_exact(
+        |m| {
+            WidthScaledAdamWConfig::new(4, 16)
+                .with_weight_decay(0.1)
+                .init_for(m)
+        },
+        false,
     );
 }
 

@@ -53,6 +53,7 @@ mod per_axis;
 pub mod radial;
 mod reduce;
 mod sgdp;
+mod spectral;
 mod stable_spam;
 mod width_scaled_adamw;
 
@@ -66,6 +67,10 @@ pub use non_finite::NonFinitePolicy;
 pub use norm_affine::NormAffine;
 pub use radial::{Projected, ProjectionBranch, ScaleInvariance};
 pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
+pub use spectral::{
+    LayerSpectrum, PowerIteration, SingularValue, SublayerGain, spectral_report, sublayer_gains,
+    top_singular_value,
+};
 pub use stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
 pub use width_scaled_adamw::{ParamRole, WidthRole, WidthScaledAdamW, WidthScaledAdamWConfig};
 
