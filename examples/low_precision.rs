@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, ModuleOptimizer};
 use scaleinv::StableSpamConfig;
-use scaleinv::models::cli::{or_exit, write_files};
+use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
@@ -44,24 +44,12 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--device" => args.device = value()?,
-            "--steps" => {
-                let v = value()?;
-                args.steps = v
-                    .parse()
-                    .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or(format!("--steps: `{v}` is not a positive count"))?;
-            }
+            "--steps" => args.steps = positive(&flag, &value()?)?,
             "--lrs" => {
-                args.lrs = value()?
-                    .split(',')
-                    .map(|v| {
-                        v.parse::<f64>()
-                            .ok()
-                            .filter(|x| x.is_finite() && *x > 0.0)
-                            .ok_or(format!("--lrs: `{v}` is not a positive number"))
-                    })
-                    .collect::<Result<_, _>>()?;
+                args.lrs = positive_list(&flag, &value()?)?;
+                if args.lrs.iter().any(|lr: &f64| !lr.is_finite()) {
+                    return Err("--lrs: every learning rate must be finite".into());
+                }
             }
             "--bits" => {
                 let v = value()?;

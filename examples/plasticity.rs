@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, ModuleOptimizer};
-use scaleinv::models::cli::{or_exit, write_files};
+use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::plasticity::{SequenceSettings, TaskKind, make_tasks, train_task};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
@@ -38,13 +38,6 @@ struct Args {
 }
 
 const VARIANTS: [&str; 4] = ["adam", "adam+ln", "nap", "nap-free-head"];
-
-fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse::<T>()
-        .ok()
-        .filter(|x| *x > T::default())
-        .ok_or(format!("{flag}: `{v}` is not a positive number"))
-}
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -71,12 +64,7 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("--seed: `{v}` is not an integer"))?;
             }
-            "--hidden" => {
-                args.hidden = value()?
-                    .split(',')
-                    .map(|v| positive(&flag, v))
-                    .collect::<Result<_, _>>()?;
-            }
+            "--hidden" => args.hidden = positive_list(&flag, &value()?)?,
             "--kind" => {
                 let v = value()?;
                 s.kind = TaskKind::from_name(&v).ok_or(format!(

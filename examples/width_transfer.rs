@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use scaleinv::models::cli::{or_exit, write_files};
+use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::lm_train::{LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
@@ -40,16 +40,6 @@ struct Args {
     out: PathBuf,
 }
 
-fn list<T: std::str::FromStr>(flag: &str, value: &str) -> Result<Vec<T>, String> {
-    value
-        .split(',')
-        .map(|v| {
-            v.parse::<T>()
-                .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-        })
-        .collect()
-}
-
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         device: "flex".into(),
@@ -65,25 +55,16 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--device" => args.device = value()?,
-            "--widths" => args.widths = list(&flag, &value()?)?,
-            "--lrs" => args.lrs = list(&flag, &value()?)?,
-            "--steps" => {
+            "--widths" => args.widths = positive_list(&flag, &value()?)?,
+            "--lrs" => args.lrs = positive_list(&flag, &value()?)?,
+            "--steps" => args.steps = positive(&flag, &value()?)?,
+            "--batch" => args.batch = positive(&flag, &value()?)?,
+            "--weight-decay" => {
                 let v = value()?;
-                args.steps = v
+                args.weight_decay = v
                     .parse()
-                    .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or(format!("--steps: `{v}` is not a positive count"))?;
+                    .map_err(|_| format!("--weight-decay: `{v}` is not a number"))?;
             }
-            "--batch" => {
-                let v = value()?;
-                args.batch = v
-                    .parse()
-                    .ok()
-                    .filter(|&b| b > 0)
-                    .ok_or(format!("--batch: `{v}` is not a positive count"))?;
-            }
-            "--weight-decay" => args.weight_decay = list(&flag, &value()?)?[0],
             "--out" => args.out = PathBuf::from(value()?),
             "-h" | "--help" => {
                 println!(
@@ -100,8 +81,8 @@ fn parse_args() -> Result<Args, String> {
             "--widths: {w} is not a positive multiple of {HEAD_DIM}"
         ));
     }
-    if args.lrs.iter().any(|&lr| !(lr > 0.0 && lr.is_finite())) {
-        return Err("--lrs: every learning rate must be positive".into());
+    if args.lrs.iter().any(|lr| !lr.is_finite()) {
+        return Err("--lrs: every learning rate must be finite".into());
     }
     if !(args.weight_decay >= 0.0 && args.weight_decay.is_finite()) {
         return Err("--weight-decay must be non-negative".into());

@@ -12,7 +12,8 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Int, Tensor};
 use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
+    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
+    TrainStep,
 };
 use std::sync::Arc;
 
@@ -121,15 +122,7 @@ impl InferenceStep for NapClassifier {
     }
 }
 
-fn loaders(
-    train: &Digits,
-    valid: &Digits,
-    batch_size: usize,
-    device: &Device,
-) -> (
-    Arc<dyn DataLoader<DigitBatch>>,
-    Arc<dyn DataLoader<DigitBatch>>,
-) {
+fn loaders(train: &Digits, valid: &Digits, batch_size: usize, device: &Device) -> Loaders {
     let loader = |data: &Digits, shuffle: bool| {
         let items = (0..data.len()).map(|index| DigitItem { index }).collect();
         let builder = DataLoaderBuilder::new(DigitBatcher { data: data.clone() })
@@ -139,6 +132,29 @@ fn loaders(
         builder.build(InMemDataset::new(items))
     };
     (loader(train, true), loader(valid, false))
+}
+
+type Loaders = (
+    Arc<dyn DataLoader<DigitBatch>>,
+    Arc<dyn DataLoader<DigitBatch>>,
+);
+
+/// Runs `learner` for `epochs` under `SupervisedTraining` and returns the trained model.
+fn launch<M>(learner: Learner<M>, label: &str, (train, valid): Loaders, epochs: usize) -> M
+where
+    M: LearnerModel + TrainStep<Input = DigitBatch> + InferenceStep<Input = DigitBatch>,
+{
+    let dir = std::env::temp_dir().join(format!("scaleinv-learner-{label}-{}", std::process::id()));
+    let result = SupervisedTraining::new(&dir, train, valid)
+        .num_epochs(epochs)
+        .launch(learner);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        result.error.is_none(),
+        "training failed: {:?}",
+        result.error
+    );
+    result.model
 }
 
 /// The tests seed the same global generator: one at a time.
@@ -177,18 +193,9 @@ fn adamp_trains_in_burn_learner_with_scheduler_and_clipping() {
         .init_for(&model);
     let learner = Learner::new(model, optim, scheduler);
 
-    let dir = std::env::temp_dir().join(format!("scaleinv-learner-{}", std::process::id()));
-    let result = SupervisedTraining::new(&dir, train_loader, valid_loader)
-        .num_epochs(epochs)
-        .launch(learner);
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(
-        result.error.is_none(),
-        "training failed: {:?}",
-        result.error
-    );
+    let trained = launch(learner, "adamp", (train_loader, valid_loader), epochs);
 
-    let after = mean_loss(&result.model, &train, &device.clone().inner());
+    let after = mean_loss(&trained, &train, &device.clone().inner());
     println!("learner: training loss {before:.4} -> {after:.4}");
     assert!(
         after < 0.5 * before,
@@ -224,26 +231,17 @@ fn nap_trains_in_burn_learner_and_holds_every_norm() {
         .with_free(vec!["net.head".into()])
         .init_for(AdamConfig::new().with_epsilon(1e-8).build(), &model);
     let learner = Learner::new(model, optim, 1e-2);
-    let dir = std::env::temp_dir().join(format!("scaleinv-learner-nap-{}", std::process::id()));
-    let result = SupervisedTraining::new(&dir, train_loader, valid_loader)
-        .num_epochs(epochs)
-        .launch(learner);
-    std::fs::remove_dir_all(&dir).ok();
-    assert!(
-        result.error.is_none(),
-        "training failed: {:?}",
-        result.error
-    );
+    let trained = launch(learner, "nap", (train_loader, valid_loader), epochs);
 
     let (x, y) = train.to_tensors(&device.clone().inner());
-    let after = common::values(classification(result.model.valid().net.forward(x), y).loss)[0];
+    let after = common::values(classification(trained.valid().net.forward(x), y).loss)[0];
     println!("learner (NaP): training loss {before:.4} -> {after:.4}");
     assert!(
         after < 0.5 * before,
         "loss did not fall enough: {before} -> {after}"
     );
 
-    let trained = weight_norms(&result.model);
+    let trained = weight_norms(&trained);
     let width = |path: &str| {
         if path.starts_with("net.blocks.0") {
             8.0

@@ -26,3 +26,23 @@ pub fn write_files(dir: &Path, files: Vec<(&str, String)>) {
         println!("wrote {}", path.display());
     }
 }
+
+/// Parses `value` (given to `flag`) as a positive number.
+pub fn positive<T: std::str::FromStr + PartialOrd + Default>(
+    flag: &str,
+    value: &str,
+) -> Result<T, String> {
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|x| *x > T::default())
+        .ok_or(format!("{flag}: `{value}` is not a positive number"))
+}
+
+/// Parses a comma-separated list of positive numbers, e.g. `1e-3,3e-3`.
+pub fn positive_list<T: std::str::FromStr + PartialOrd + Default>(
+    flag: &str,
+    value: &str,
+) -> Result<Vec<T>, String> {
+    value.split(',').map(|v| positive(flag, v)).collect()
+}

@@ -337,10 +337,7 @@ impl Optimizer for StableSpam {
             .max_moment_2
             .clone()
             .map(|max| max.max_pair(moments.moment_2.clone()));
-        let second = max_moment_2.clone().unwrap_or(moments.moment_2.clone());
-        let denom = adam.denominator(second, moments.time);
-        let (bc1, _) = adam.bias_corrections(moments.time);
-        let new_param = new_param - moments.moment_1.clone() / denom * (lr / bc1);
+        let new_param = new_param - adam.direction(&moments, max_moment_2.clone()) * lr;
 
         let mut next = StableSpamState {
             global_step: k,

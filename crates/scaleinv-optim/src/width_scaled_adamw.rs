@@ -268,11 +268,7 @@ impl Optimizer for WidthScaledAdamW {
         let lr = lr * self.lr_scale;
         let param = decay(param, lr * self.weight_decay);
         let moments = self.moments.update(&grad, state);
-        let (bc1, _) = self.moments.bias_corrections(moments.time);
-        let denom = self
-            .moments
-            .denominator(moments.moment_2.clone(), moments.time);
-        let param = param - moments.moment_1.clone() / denom * (lr / bc1);
+        let param = param - self.moments.direction(&moments, None) * lr;
         (param, Some(moments))
     }
 
