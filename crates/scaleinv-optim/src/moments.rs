@@ -80,15 +80,16 @@ impl AdamMoments {
         moment_2.sqrt() / bc2.sqrt() + self.epsilon
     }
 
-    /// Adam's bias-corrected step direction `m / (1 − β1^t) / (√v / √(1 − β2^t) + ε)`, with
-    /// `second_moment` in place of `v` when given (AMSGrad's running maximum).
-    pub fn direction<const D: usize>(
+    /// Adam's update for the learning rate `lr`: `lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)`,
+    /// with `second_moment` in place of `v` when given (AMSGrad's running maximum).
+    pub fn update_step<const D: usize>(
         &self,
         moments: &MomentState<D>,
         second_moment: Option<Tensor<D>>,
+        lr: f64,
     ) -> Tensor<D> {
         let (bc1, _) = self.bias_corrections(moments.time);
         let second = second_moment.unwrap_or_else(|| moments.moment_2.clone());
-        moments.moment_1.clone() / self.denominator(second, moments.time) / bc1
+        moments.moment_1.clone() / self.denominator(second, moments.time) * (lr / bc1)
     }
 }

@@ -337,7 +337,7 @@ impl Optimizer for StableSpam {
             .max_moment_2
             .clone()
             .map(|max| max.max_pair(moments.moment_2.clone()));
-        let new_param = new_param - adam.direction(&moments, max_moment_2.clone()) * lr;
+        let new_param = new_param - adam.update_step(&moments, max_moment_2.clone(), lr);
 
         let mut next = StableSpamState {
             global_step: k,

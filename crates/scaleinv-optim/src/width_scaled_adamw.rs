@@ -268,7 +268,7 @@ impl Optimizer for WidthScaledAdamW {
         let lr = lr * self.lr_scale;
         let param = decay(param, lr * self.weight_decay);
         let moments = self.moments.update(&grad, state);
-        let param = param - self.moments.direction(&moments, None) * lr;
+        let param = param - self.moments.update_step(&moments, None, lr);
         (param, Some(moments))
     }
 
