@@ -17,7 +17,10 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
 use scaleinv::models::device::device_from_name;
-use scaleinv::{AdamPConfig, NapConfig, NonFinitePolicy, SgdpConfig, StableSpamConfig};
+use scaleinv::{
+    AdamPConfig, NapConfig, NonFinitePolicy, SgdpConfig, StableSpamConfig, WidthRole,
+    WidthScaledAdamWConfig,
+};
 
 /// The benchmark's parameters: conv-shaped weights and their biases.
 #[derive(Module, Debug)]
@@ -121,6 +124,14 @@ fn optimizers() -> Vec<(&'static str, ModuleOptimizer)> {
             SgdConfig::new().with_momentum(Some(momentum)).init(),
         ),
         ("adamp", AdamPConfig::new().init()),
+        (
+            // Every tensor with the matrix role (the one with decay): the costlier of the two.
+            "width_scaled_adamw",
+            WidthScaledAdamWConfig::new(64, 256)
+                .with_weight_decay(0.1)
+                .build(WidthRole::Matrix)
+                .into(),
+        ),
         (
             "nap_adam",
             NapConfig::new().init(AdamConfig::new().with_epsilon(1e-8).build()),
