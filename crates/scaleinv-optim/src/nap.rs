@@ -12,7 +12,7 @@ use crate::channel_axes::ChannelAxes;
 use crate::decay::decay;
 use crate::error::{ConfigError, Range, check};
 use crate::norm_affine::{NormAffine, is_norm_affine, project_jointly};
-use crate::params::{self, ParamInfo};
+use crate::params::{self, ParamInfo, read_back};
 use crate::per_axis::or_panic;
 use crate::reduce::{sum_all, sum_except};
 
@@ -311,9 +311,7 @@ impl<O> Nap<O> {
     /// `ρ` of a tensor about to take its first step; panics when it is zero or not finite.
     fn radius<const D: usize>(&self, tensor: &Tensor<D>) -> Tensor<D> {
         let radius = self.norm(tensor);
-        let smallest = radius.clone().min();
-        let smallest = smallest.into_data().convert::<f64>();
-        let smallest = smallest.as_slice::<f64>().map_or(f64::NAN, |v| v[0]);
+        let smallest = read_back(radius.clone().min())[0];
         assert!(
             smallest > 0.0 && smallest.is_finite(),
             "scaleinv NaP: a projected tensor of shape {:?} has norm {smallest} before its first \

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::params::ParamInfo;
+use crate::params::{self, ParamInfo, ParamVisitor, PathStack};
 
 /// Burn's normalization layers, whose `gamma` and `beta` are the affine of a normalization.
 const NORM_LAYERS: [&str; 5] = [
@@ -51,7 +51,7 @@ pub(crate) fn is_norm_affine(param: &ParamInfo) -> bool {
 /// device.
 pub(crate) fn project_jointly<M: Module>(module: M, epsilon: f64) -> M {
     let mut sums = AffineSums::default();
-    module.visit(&mut sums);
+    params::visit_params(&module, &mut sums);
     let factors = sums
         .layers
         .into_iter()
@@ -68,66 +68,29 @@ pub(crate) fn project_jointly<M: Module>(module: M, epsilon: f64) -> M {
     })
 }
 
-/// The path and owner type of the module being visited.
-#[derive(Default)]
-struct PathStack {
-    names: Vec<String>,
-    types: Vec<String>,
-}
-
-impl PathStack {
-    fn enter(&mut self, name: &str, container_type: &str) {
-        self.names.push(name.to_string());
-        let owner = container_type
-            .strip_prefix("Struct:")
-            .unwrap_or(container_type);
-        self.types.push(owner.to_string());
-    }
-
-    fn exit(&mut self) {
-        self.names.pop();
-        self.types.pop();
-    }
-
-    /// The layer path and field of the parameter being visited, when it is a norm affine.
-    fn norm_affine(&self) -> Option<(String, &str)> {
-        let (field, layer) = self.names.split_last()?;
-        // Burn enters each field with the type of the struct that holds it.
-        let owner = self.types.last()?;
-        (NORM_LAYERS.contains(&owner.as_str()) && matches!(field.as_str(), "gamma" | "beta"))
-            .then(|| (layer.join("."), field.as_str()))
-    }
-}
-
 /// Per normalization layer: `‖γ‖² + ‖β‖²` and the width `d = len(γ)`.
 #[derive(Default)]
 struct AffineSums {
-    path: PathStack,
     layers: BTreeMap<String, (Option<Tensor<1>>, usize)>,
 }
 
-impl ModuleVisitor for AffineSums {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some((layer, field)) = self.path.norm_affine() else {
+impl ParamVisitor for AffineSums {
+    fn param<const D: usize>(&mut self, info: ParamInfo, param: &Param<Tensor<D>>) {
+        if !is_norm_affine(&info) {
             return;
-        };
+        }
         let value = param.val().detach();
         let numel = value.shape().num_elements();
         let sum_sq = value.square().sum();
-        let entry = self.layers.entry(layer).or_insert((None, 0));
+        let entry = self
+            .layers
+            .entry(info.layer_path().to_string())
+            .or_insert((None, 0));
         entry.0 = Some(match entry.0.take() {
             Some(sum) => sum + sum_sq,
             None => sum_sq,
         });
-        if field == "gamma" {
+        if info.field() == "gamma" {
             entry.1 = numel;
         }
     }
@@ -148,10 +111,10 @@ impl ModuleMapper for AffineRescale {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let factor = self
-            .path
-            .norm_affine()
-            .and_then(|(layer, _)| self.factors.get(&layer).cloned());
+        let info = self.path.info(param.id, D);
+        let factor = is_norm_affine(&info)
+            .then(|| self.factors.get(info.layer_path()).cloned())
+            .flatten();
         match factor {
             Some(factor) => rescale_param(param, factor),
             None => param,

@@ -1,4 +1,5 @@
-//! One walk over a module's float parameters: path, id, owning layer type and rank.
+//! One walk over a module's float parameters, naming each one (path, id, owning layer type,
+//! rank), shared by every piece that routes or inspects parameters by name.
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
@@ -24,6 +25,11 @@ impl ParamInfo {
         self.path.rsplit('.').next().unwrap_or(&self.path)
     }
 
+    /// The path of the layer that owns the parameter (the path without the field).
+    pub fn layer_path(&self) -> &str {
+        self.path.rsplit_once('.').map_or("", |(layer, _)| layer)
+    }
+
     /// Whether the parameter is `prefix` itself or lies under the module path `prefix`.
     pub fn is_under(&self, prefix: &str) -> bool {
         self.path
@@ -32,51 +38,108 @@ impl ParamInfo {
     }
 }
 
+/// The module path being visited and the type of the struct holding each level. Burn enters
+/// every field, parameters included, with the type of the struct that holds it.
+#[derive(Default)]
+pub(crate) struct PathStack {
+    names: Vec<String>,
+    types: Vec<String>,
+}
+
+impl PathStack {
+    /// For `enter_module` of a visitor or mapper.
+    pub fn enter(&mut self, name: &str, container_type: &str) {
+        self.names.push(name.to_string());
+        let owner = container_type
+            .strip_prefix("Struct:")
+            .unwrap_or(container_type);
+        self.types.push(owner.to_string());
+    }
+
+    /// For `exit_module` of a visitor or mapper.
+    pub fn exit(&mut self) {
+        self.names.pop();
+        self.types.pop();
+    }
+
+    /// The parameter being visited, with no norm.
+    pub fn info(&self, id: ParamId, rank: usize) -> ParamInfo {
+        ParamInfo {
+            path: self.names.join("."),
+            id,
+            owner: self.types.last().cloned().unwrap_or_default(),
+            rank,
+            norm: None,
+        }
+    }
+}
+
+/// What to do with each float parameter of a walk, given its name.
+pub(crate) trait ParamVisitor {
+    fn param<const D: usize>(&mut self, info: ParamInfo, param: &Param<Tensor<D>>);
+}
+
+/// Calls `visitor` on every float parameter of `module`, in visiting order.
+pub(crate) fn visit_params<M: Module, V: ParamVisitor>(module: &M, visitor: &mut V) {
+    struct Walker<'a, V> {
+        path: PathStack,
+        visitor: &'a mut V,
+    }
+
+    impl<V: ParamVisitor> ModuleVisitor for Walker<'_, V> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.exit();
+        }
+
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.visitor.param(self.path.info(param.id, D), param);
+        }
+    }
+
+    module.visit(&mut Walker {
+        path: PathStack::default(),
+        visitor,
+    });
+}
+
 /// Every float parameter of `module`, in visiting order. With `read_norms`, each one's
 /// Frobenius norm is read back to the host (for construction-time checks and diagnostics,
 /// never inside a step).
 pub(crate) fn walk<M: Module>(module: &M, read_norms: bool) -> Vec<ParamInfo> {
-    let mut walker = Walker {
+    struct Collect {
+        read_norms: bool,
+        out: Vec<ParamInfo>,
+    }
+
+    impl ParamVisitor for Collect {
+        fn param<const D: usize>(&mut self, mut info: ParamInfo, param: &Param<Tensor<D>>) {
+            if self.read_norms {
+                let norm = param.val().detach().square().sum().sqrt();
+                info.norm = Some(read_back(norm)[0]);
+            }
+            self.out.push(info);
+        }
+    }
+
+    let mut collect = Collect {
         read_norms,
-        path: Vec::new(),
-        types: Vec::new(),
         out: Vec::new(),
     };
-    module.visit(&mut walker);
-    walker.out
+    visit_params(module, &mut collect);
+    collect.out
 }
 
-struct Walker {
-    read_norms: bool,
-    path: Vec<String>,
-    types: Vec<String>,
-    out: Vec<ParamInfo>,
-}
-
-impl ModuleVisitor for Walker {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.types.push(container_type.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.types.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let owner = self.types.last().map(String::as_str).unwrap_or_default();
-        let norm = self.read_norms.then(|| {
-            let norm = param.val().detach().square().sum().sqrt();
-            let data = norm.into_data().convert::<f32>();
-            f64::from(data.as_slice::<f32>().map_or(f32::NAN, |v| v[0]))
-        });
-        self.out.push(ParamInfo {
-            path: self.path.join("."),
-            id: param.id,
-            owner: owner.strip_prefix("Struct:").unwrap_or(owner).to_string(),
-            rank: D,
-            norm,
-        });
-    }
+/// The values of a small tensor, read back to the host as `f64` (NaN when they cannot be
+/// read). A device sync: for set-up and diagnostics, never inside a step.
+pub(crate) fn read_back(tensor: Tensor<1>) -> Vec<f64> {
+    let len = tensor.dims()[0];
+    tensor
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .unwrap_or_else(|_| vec![f64::NAN; len])
 }

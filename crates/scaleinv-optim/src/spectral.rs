@@ -9,11 +9,11 @@
 //!
 //! These read values back to the host; call them between steps (for logging), never inside one.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::params;
+use crate::params::{self, ParamInfo, ParamVisitor, read_back};
 
 /// Floor of the divisors in the power iteration (scale and vector norms), so that a zero matrix
 /// gives `σ = 0` rather than NaN.
@@ -123,7 +123,7 @@ pub fn top_singular_value<const D: usize>(
         .cast(FloatDType::F32)
         .reshape([rows, cols]);
     if rows == 1 || cols == 1 {
-        return exact(read(w.square().sum().sqrt())[0]);
+        return exact(read_back(w.square().sum().sqrt())[0]);
     }
 
     let device = w.device();
@@ -153,8 +153,8 @@ pub fn top_singular_value<const D: usize>(
         let current = estimate(u.clone());
         // The first check also reads `‖W v₀‖`, in the same read-back.
         let values = match first.take() {
-            Some(first) => read(Tensor::cat(vec![first, current], 0)),
-            None => read(current),
+            Some(first) => read_back(Tensor::cat(vec![first, current], 0)),
+            None => read_back(current),
         };
         if let [start, _] = values[..] {
             previous = start;
@@ -171,7 +171,7 @@ pub fn top_singular_value<const D: usize>(
     }
     if let Some(first) = first {
         // `max_iterations == 0`: the estimate of the start vector.
-        sigma = read(first)[0];
+        sigma = read_back(first)[0];
     }
     SingularValue {
         sigma,
@@ -215,27 +215,12 @@ pub struct LayerSpectrum {
 /// # }
 /// ```
 pub fn spectral_report<M: Module>(model: &M, options: &PowerIteration) -> Vec<LayerSpectrum> {
-    let infos = params::walk(model, false);
     let mut sigmas = Sigmas {
         options: *options,
-        out: Vec::with_capacity(infos.len()),
+        out: Vec::new(),
     };
-    model.visit(&mut sigmas);
-    debug_assert_eq!(infos.len(), sigmas.out.len());
-    infos
-        .into_iter()
-        .zip(sigmas.out)
-        .filter_map(|(info, measured)| {
-            let (shape, sigma_max) = measured?;
-            Some(LayerSpectrum {
-                layer_type: layer_type(&info.path),
-                path: info.path,
-                owner: info.owner,
-                shape,
-                sigma_max,
-            })
-        })
-        .collect()
+    params::visit_params(model, &mut sigmas);
+    sigmas.out
 }
 
 /// How the gain of one layer type changed from a proxy model to a target model.
@@ -334,29 +319,24 @@ fn start_vector(n: usize, seed: u64) -> Vec<f32> {
     values.iter().map(|x| (x / norm) as f32).collect()
 }
 
-/// The values of a small tensor, read back to the host (NaN if they cannot be read as floats).
-fn read(tensor: Tensor<1>) -> Vec<f64> {
-    let len = tensor.dims()[0];
-    tensor
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .unwrap_or_else(|_| vec![f64::NAN; len])
-}
-
-/// `(shape, σ_max)` of every float parameter in visiting order; `None` below rank 2.
+/// The spectrum of every float parameter of rank ≥ 2, in visiting order.
 struct Sigmas {
     options: PowerIteration,
-    out: Vec<Option<(Vec<usize>, f64)>>,
+    out: Vec<LayerSpectrum>,
 }
 
-impl ModuleVisitor for Sigmas {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let measured = (D >= 2).then(|| {
-            let weight = param.val().detach();
-            let sigma = top_singular_value(&weight, &self.options).sigma;
-            (weight.dims().to_vec(), sigma)
+impl ParamVisitor for Sigmas {
+    fn param<const D: usize>(&mut self, info: ParamInfo, param: &Param<Tensor<D>>) {
+        if D < 2 {
+            return;
+        }
+        let weight = param.val().detach();
+        self.out.push(LayerSpectrum {
+            layer_type: layer_type(&info.path),
+            shape: weight.dims().to_vec(),
+            sigma_max: top_singular_value(&weight, &self.options).sigma,
+            path: info.path,
+            owner: info.owner,
         });
-        self.out.push(measured);
     }
 }
