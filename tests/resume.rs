@@ -82,7 +82,10 @@ fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file
         "the optimizer saved no state"
     );
     // Burn reads a loaded record's tensors lazily: the file must outlive the next step.
-    let dir = std::env::temp_dir().join(format!("scaleinv-resume-{}", std::process::id()));
+    // One folder per call: the tests of this file run in parallel and each removes its own.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("scaleinv-resume-{}-{call}", std::process::id()));
     let mut resumed = if via_file {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("optim.bpk");
