@@ -184,12 +184,7 @@ fn linear_step(make: impl FnOnce(&Linear) -> ModuleOptimizer, w: &[f32], g: &[f3
 #[test]
 fn threshold_is_delta_over_root_width() {
     let device = common::cpu_device();
-    let proj = scaleinv::ScaleInvariance {
-        delta: 0.1,
-        wd_ratio: 0.1,
-        epsilon: 1e-8,
-        channel_axis: 0,
-    };
+    let proj = scaleinv::ScaleInvariance::detect(0.1, 0.1, 1e-8, 0);
     let branch = |c: f32| {
         let p = Tensor::<2>::from_data(
             TensorData::new(vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0], [2, 4]),

@@ -16,8 +16,8 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use scaleinv::{
-    AdamPConfig, Nap, NapConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole,
-    WidthScaledAdamWConfig,
+    AdamPConfig, Nap, NapConfig, RadialProjectionConfig, ResetMode, SgdpConfig, StableSpamConfig,
+    WidthRole, WidthScaledAdamWConfig,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -70,6 +70,16 @@ impl Replayable for scaleinv::AdamP {
 }
 
 impl Replayable for scaleinv::Sgdp {
+    fn branch<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+    ) -> Option<Tensor<1, Int>> {
+        Some(self.scale_invariance().branch(param, grad))
+    }
+}
+
+impl<O: Optimizer> Replayable for scaleinv::RadialProjection<O> {
     fn branch<const D: usize>(
         &self,
         param: &Tensor<D>,
@@ -547,6 +557,61 @@ fn golden_cases_match_the_references() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// The radial projection around Burn's Adam is AdamP: replayed on every AdamP case that Burn's
+/// Adam can express (Burn's Adam has no Nesterov form).
+#[test]
+fn projected_burn_adam_matches_the_adamp_cases() {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut failures = Vec::new();
+    let mut replayed = 0;
+    for (path, case) in load_cases(&bundled) {
+        let case = case.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if case.optimizer != "adamp" {
+            continue;
+        }
+        let c = adamp_config(&case.config).expect("a valid AdamP case");
+        if c.nesterov {
+            report(format!("projected adam {}: skipped (Nesterov)", case.name));
+            continue;
+        }
+        let adam = AdamConfig::new()
+            .with_beta_1(c.beta_1 as f32)
+            .with_beta_2(c.beta_2 as f32)
+            .with_epsilon(c.epsilon as f32)
+            .build();
+        let projection = RadialProjectionConfig::new()
+            .with_delta(c.delta)
+            .with_wd_ratio(c.wd_ratio)
+            .with_epsilon(c.epsilon)
+            .with_weight_decay(c.weight_decay);
+        for (device_name, device) in common::devices() {
+            let label = format!("projected adam {} [{device_name}]", case.name);
+            let outcome = replay_with(
+                |s| {
+                    projection
+                        .clone()
+                        .with_channel_axis(s.channel_axis.unwrap_or(0))
+                        .wrap(adam.clone())
+                },
+                &case,
+                &device,
+            );
+            match outcome {
+                Outcome::Ok { max_abs_err } => {
+                    report(format!("{label}: ok max_abs_err={max_abs_err:.3e}"));
+                    replayed += 1;
+                }
+                Outcome::Failed(msg) | Outcome::Pending(msg) => {
+                    report(format!("{label}: FAILED {msg}"));
+                    failures.push(format!("{label}: {msg}"));
+                }
+            }
+        }
+    }
+    assert!(replayed >= 2, "too few AdamP cases replayed: {replayed}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Writes a result line straight to stdout, past the test harness's capture, so every run

@@ -96,12 +96,7 @@ fn norm(v: &[f32]) -> f64 {
 }
 
 fn projection(axis: usize) -> ScaleInvariance {
-    ScaleInvariance {
-        delta: 0.1,
-        wd_ratio: 0.1,
-        epsilon: 1e-8,
-        channel_axis: axis,
-    }
+    ScaleInvariance::detect(0.1, 0.1, 1e-8, axis)
 }
 
 /// Runs `f` with the sample's tensors at its rank.

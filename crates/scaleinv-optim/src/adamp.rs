@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
+use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
 
@@ -71,6 +72,7 @@ pub struct AdamP {
     projection: ScaleInvariance,
     weight_decay: f64,
     nesterov: bool,
+    observer: Option<ObserverTag>,
 }
 
 impl AdamPConfig {
@@ -102,14 +104,15 @@ impl PerAxisConfig for AdamPConfig {
                 beta_2: self.beta_2,
                 epsilon: self.epsilon,
             },
-            projection: ScaleInvariance {
-                delta: self.delta,
-                wd_ratio: self.wd_ratio,
-                epsilon: self.epsilon,
+            projection: ScaleInvariance::detect(
+                self.delta,
+                self.wd_ratio,
+                self.epsilon,
                 channel_axis,
-            },
+            ),
             weight_decay: self.weight_decay,
             nesterov: self.nesterov,
+            observer: None,
         }
     }
 
@@ -132,6 +135,15 @@ impl AdamP {
 /// AdamP's state for one parameter: Adam's moments and step count.
 pub type AdamPState<const D: usize> = MomentState<D>;
 
+impl Observed for AdamP {
+    fn observed(self, tag: ObserverTag) -> Self {
+        Self {
+            observer: Some(tag),
+            ..self
+        }
+    }
+}
+
 impl Optimizer for AdamP {
     type State<const D: usize> = AdamPState<D>;
 
@@ -153,7 +165,7 @@ impl Optimizer for AdamP {
             state.moment_1.clone() / denom
         };
 
-        let projected = self.projection.project(&param, &grad, update);
+        let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);
         let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
         let param = param - projected.update * (lr / bc1);
         (param, Some(state))

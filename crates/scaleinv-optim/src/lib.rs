@@ -13,6 +13,11 @@
 //! - [`Nap`] (Normalize-and-Project, Lyle et al., 2024): around any of these or Burn's own,
 //!   holds every projected weight at its initial norm, so the learning-rate schedule is the
 //!   effective one. [`weight_norms`] and [`StepKind`] give the effective learning rates.
+//! - [`RadialProjection`]: AdamP's projection around any per-tensor optimizer ("projected
+//!   X" for every X), with the view detected per step or fixed by a [`ScaleProbe`], which
+//!   measures from the model itself which weights are scale-invariant.
+//! - [`DiagnosticsTracker`]: weight norms, effective step sizes, the radial fraction removed
+//!   and the branch taken, sampled every N steps outside the step's hot path.
 //! - [`WidthScaledAdamW`] (Fan et al., 2025): AdamW with learning rate `∝ 1/d` and weight decay
 //!   `∝ √d` on matrix-like tensors, so hyperparameters tuned at a small width transfer.
 //!
@@ -48,13 +53,17 @@ mod moments;
 mod nap;
 mod non_finite;
 mod norm_affine;
+mod observer;
 mod params;
 mod per_axis;
+mod probe;
 pub mod radial;
+mod radial_projection;
 mod reduce;
 mod sgdp;
 mod spectral;
 mod stable_spam;
+mod tracker;
 mod width_scaled_adamw;
 
 pub use adamp::{AdamP, AdamPConfig, AdamPState};
@@ -65,13 +74,17 @@ pub use moments::MomentState;
 pub use nap::{Nap, NapConfig, NapScope, NapState};
 pub use non_finite::NonFinitePolicy;
 pub use norm_affine::NormAffine;
-pub use radial::{Projected, ProjectionBranch, ScaleInvariance};
+pub use observer::{Observed, ObserverTag, ProjectionObserver, ProjectionRecord};
+pub use probe::{Invariance, ProbeEntry, ProbeError, ProbeReport, ScaleProbe};
+pub use radial::{Projected, ProjectionBranch, ProjectionView, ScaleInvariance};
+pub use radial_projection::{RadialProjection, RadialProjectionConfig};
 pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
 pub use spectral::{
     LayerSpectrum, PowerIteration, SingularValue, SublayerGain, spectral_report, sublayer_gains,
     top_singular_value,
 };
 pub use stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
+pub use tracker::{DiagnosticRow, DiagnosticsTracker};
 pub use width_scaled_adamw::{ParamRole, WidthRole, WidthScaledAdamW, WidthScaledAdamWConfig};
 
 // Names that `#[derive(RecordState)]` expands to; not part of the API.

@@ -6,11 +6,12 @@ use burn::optim::{ModuleOptimizer, Optimizer};
 
 use crate::channel_axes::ChannelAxes;
 use crate::error::ConfigError;
+use crate::observer::{Observed, ProjectionObserver};
 
 /// A config that builds its optimizer for a given channel axis.
 pub(crate) trait PerAxisConfig {
     /// The bare per-tensor optimizer.
-    type Optim: Optimizer;
+    type Optim: Observed;
 
     /// Checks every hyperparameter.
     fn check(&self) -> Result<(), ConfigError>;
@@ -37,6 +38,18 @@ pub(crate) trait PerAxisConfig {
         self.check()?;
         let clipping = self.clipping().map(GradientClippingConfig::init);
         Ok(axes.module_optimizer(|axis| self.for_axis(axis), clipping))
+    }
+
+    /// Like [`grouped_by_axis`](Self::grouped_by_axis), with every parameter of rank ≥ 2
+    /// reporting its projections to `observer`.
+    fn observed_groups(
+        &self,
+        axes: &ChannelAxes,
+        observer: &ProjectionObserver,
+    ) -> Result<ModuleOptimizer, ConfigError> {
+        self.check()?;
+        let clipping = self.clipping().map(GradientClippingConfig::init);
+        Ok(observer.module_optimizer(axes, |axis| self.for_axis(axis), clipping))
     }
 }
 
@@ -97,6 +110,30 @@ macro_rules! per_axis_constructors {
                 axes: &$crate::ChannelAxes,
             ) -> Result<burn::optim::ModuleOptimizer, $crate::ConfigError> {
                 $crate::per_axis::PerAxisConfig::grouped_by_axis(self, axes)
+            }
+
+            /// Like [`init_for`](Self::init_for), with every weight reporting what the
+            /// projection did to it to `observer` (read it with
+            /// [`DiagnosticsTracker`](crate::DiagnosticsTracker)). Panics on an invalid
+            /// config; see [`try_init_observed`](Self::try_init_observed).
+            pub fn init_observed<M: burn::module::Module>(
+                &self,
+                model: &M,
+                observer: &$crate::ProjectionObserver,
+            ) -> burn::optim::ModuleOptimizer {
+                $crate::per_axis::or_panic(
+                    self.try_init_observed(&$crate::ChannelAxes::infer(model), observer),
+                )
+            }
+
+            /// Like [`try_init_with`](Self::try_init_with), with every parameter of rank ≥ 2
+            /// reporting to `observer` (one parameter group each).
+            pub fn try_init_observed(
+                &self,
+                axes: &$crate::ChannelAxes,
+                observer: &$crate::ProjectionObserver,
+            ) -> Result<burn::optim::ModuleOptimizer, $crate::ConfigError> {
+                $crate::per_axis::PerAxisConfig::observed_groups(self, axes, observer)
             }
         }
     };

@@ -22,11 +22,12 @@
 //! host. Rank-0 and rank-1 tensors (biases, norm gains) are never projected.
 
 use burn::tensor::{Bool, Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::reduce::sum_except;
 
 /// Which view of a parameter the scale-invariance test selected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ProjectionBranch {
     /// No view passed the test: the update is left unchanged.
     None,
@@ -66,7 +67,27 @@ impl ProjectionBranch {
     }
 }
 
-/// Hyperparameters of the scale-invariance test and projection, shared by SGDP and AdamP.
+/// Which view of a parameter the projection uses.
+///
+/// The reference decides at every step from the cosine test ([`Detect`](Self::Detect)). When
+/// the invariance of a weight is known in advance, e.g. from
+/// [`ScaleProbe`](crate::ScaleProbe), the view can be fixed instead: the projection then
+/// always fires in that view and no cosine is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ProjectionView {
+    /// The reference's per-step cosine test, channel view first, then layer view.
+    #[default]
+    Detect,
+    /// Always project each output channel's radial part.
+    Channel,
+    /// Always project the whole tensor's radial part.
+    Layer,
+    /// Never project (the base update, with the full weight decay).
+    Off,
+}
+
+/// Hyperparameters of the scale-invariance test and projection, shared by SGDP, AdamP and
+/// [`RadialProjection`](crate::RadialProjection).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScaleInvariance {
     /// Threshold δ of the cosine test (reference default 0.1).
@@ -78,6 +99,8 @@ pub struct ScaleInvariance {
     /// Axis of the tensor that indexes its output channels (0 for convolutions, 1 for Burn's
     /// `Linear`, whose weight is stored `[d_input, d_output]`).
     pub channel_axis: usize,
+    /// Whether the view is chosen by the cosine test at each step or fixed.
+    pub view: ProjectionView,
 }
 
 /// The projected update and the decay ratio of one step, both still on the device.
@@ -88,6 +111,25 @@ pub struct Projected<const D: usize> {
     pub update: Tensor<D>,
     /// `wd_ratio` when a view passed the test, `1` otherwise; shape `[1]`.
     pub decay_ratio: Tensor<1>,
+    decision: Decision,
+}
+
+impl<const D: usize> Projected<D> {
+    /// The branch taken, as a one-element [`ProjectionBranch::code`] tensor (no host read).
+    pub fn branch(&self) -> Tensor<1, Int> {
+        let device = self.decay_ratio.device();
+        match &self.decision {
+            Decision::Fixed(branch) => Tensor::<1, Int>::full([1], branch.code(), &device),
+            Decision::Tested(tests) => tests.code(),
+        }
+    }
+}
+
+/// How the branch of one step was decided.
+#[derive(Debug, Clone)]
+enum Decision {
+    Fixed(ProjectionBranch),
+    Tested(Box<Tests>),
 }
 
 /// Per-row statistics of a (weight, gradient) pair, kept in the channel view's shape
@@ -102,12 +144,41 @@ struct RowStats<const D: usize> {
 }
 
 /// The outcome of the two cosine tests, as one-element boolean tensors.
+#[derive(Debug, Clone)]
 struct Tests {
     channel: Tensor<1, Bool>,
     layer: Tensor<1, Bool>,
 }
 
+impl Tests {
+    fn code(&self) -> Tensor<1, Int> {
+        let channel = self.channel.clone().int();
+        let layer = self
+            .layer
+            .clone()
+            .bool_and(self.channel.clone().bool_not())
+            .int();
+        channel * ProjectionBranch::Channel.code() + layer * ProjectionBranch::Layer.code()
+    }
+}
+
 impl ScaleInvariance {
+    /// The reference's test and projection (`view` = [`ProjectionView::Detect`]).
+    pub fn detect(delta: f64, wd_ratio: f64, epsilon: f64, channel_axis: usize) -> Self {
+        Self {
+            delta,
+            wd_ratio,
+            epsilon,
+            channel_axis,
+            view: ProjectionView::Detect,
+        }
+    }
+
+    /// The same projection with the view fixed.
+    pub fn with_view(self, view: ProjectionView) -> Self {
+        Self { view, ..self }
+    }
+
     /// Panics with a clear message when the channel axis is not an axis of a rank-`D` tensor
     /// (configs built through `init_for`/`try_init_with` are checked before any step).
     fn check_axis<const D: usize>(&self) {
@@ -165,39 +236,42 @@ impl ScaleInvariance {
         }
     }
 
-    /// The row statistics and both tests, or `None` for a tensor that is never projected
-    /// (rank < 2, or empty).
-    fn decide<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-    ) -> Option<(RowStats<D>, Tests)> {
-        let numel = param.shape().num_elements();
-        if D < 2 || numel == 0 {
-            return None;
+    /// Whether a rank-`D` tensor with `numel` elements can be projected at all (rank ≥ 2,
+    /// non-empty, view not `Off`); checks the channel axis when it can.
+    fn projects<const D: usize>(&self, numel: usize) -> bool {
+        if D < 2 || numel == 0 || self.view == ProjectionView::Off {
+            return false;
         }
         self.check_axis::<D>();
-        let stats = self.row_stats(param, grad);
-        let tests = self.tests(&stats, numel);
-        Some((stats, tests))
+        true
     }
 
     /// Which view the test selects for `param` and its raw gradient `grad`, as a one-element
-    /// integer tensor holding a [`ProjectionBranch::code`]. Rank < 2 gives `None`.
+    /// integer tensor holding a [`ProjectionBranch::code`]. Rank < 2 gives `None`; a fixed
+    /// view gives that view.
     ///
     /// This is the decision [`project`](Self::project) makes; reading it back is a host sync,
     /// so use it for diagnostics and tests, not inside a training step.
     pub fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> Tensor<1, Int> {
-        let Some((_, tests)) = self.decide(param, grad) else {
-            return Tensor::<1, Int>::zeros([1], &param.device());
-        };
-        let channel = tests.channel.clone().int();
-        let layer = tests.layer.bool_and(tests.channel.bool_not()).int();
-        channel * ProjectionBranch::Channel.code() + layer * ProjectionBranch::Layer.code()
+        let device = param.device();
+        let fixed = |b: ProjectionBranch| Tensor::<1, Int>::full([1], b.code(), &device);
+        if !self.projects::<D>(param.shape().num_elements()) {
+            return fixed(ProjectionBranch::None);
+        }
+        match self.view {
+            ProjectionView::Channel => fixed(ProjectionBranch::Channel),
+            ProjectionView::Layer => fixed(ProjectionBranch::Layer),
+            ProjectionView::Off => fixed(ProjectionBranch::None),
+            ProjectionView::Detect => {
+                let numel = param.shape().num_elements();
+                self.tests(&self.row_stats(param, grad), numel).code()
+            }
+        }
     }
 
     /// Removes the radial component of `update` in the first view (channel, then layer) in
-    /// which `param` and its raw gradient `grad` pass the scale-invariance test.
+    /// which `param` and its raw gradient `grad` pass the scale-invariance test, or in the
+    /// fixed [`view`](Self::view).
     ///
     /// Returns the update and the decay ratio (`wd_ratio` if a view passed, else 1).
     pub fn project<const D: usize>(
@@ -207,41 +281,68 @@ impl ScaleInvariance {
         update: Tensor<D>,
     ) -> Projected<D> {
         let device = param.device();
-        let Some((stats, tests)) = self.decide(param, grad) else {
+        if !self.projects::<D>(param.shape().num_elements()) {
             return Projected {
                 update,
                 decay_ratio: ones(&device),
+                decision: Decision::Fixed(ProjectionBranch::None),
             };
-        };
-        // Radial coefficient ⟨P, U⟩ / (‖P‖ + ε)² per row (channel) and for the whole tensor (layer).
-        let row_dot_update = self.row_sum(param.clone() * update.clone());
-        let row_norm = stats.weight_sq.clone().sqrt() + self.epsilon;
-        let channel_coef = row_dot_update.clone() / row_norm.square();
-        let layer_norm = stats.weight_sq.sum().sqrt() + self.epsilon;
-        let layer_coef = row_dot_update.sum() / layer_norm.square();
-
-        let row_shape = channel_coef.shape();
-        let channel_mask = tests
-            .channel
-            .clone()
-            .unsqueeze::<D>()
-            .expand(row_shape.clone());
-        let layer_mask = tests
-            .layer
-            .clone()
-            .unsqueeze::<D>()
-            .expand(row_shape.clone());
-        let coef = channel_coef
-            .zeros_like()
-            .mask_where(layer_mask, layer_coef.unsqueeze::<D>().expand(row_shape))
-            .mask_where(channel_mask, channel_coef);
-        let update = update - param.clone() * coef;
-
-        let fired = tests.channel.bool_or(tests.layer);
-        let decay_ratio = ones(&device).mask_fill(fired, self.wd_ratio);
-        Projected {
+        }
+        let fixed = |update, branch| Projected {
             update,
-            decay_ratio,
+            decay_ratio: ones(&device) * self.wd_ratio,
+            decision: Decision::Fixed(branch),
+        };
+        // Radial coefficient ⟨P, U⟩ / (‖P‖ + ε)² per row (channel) or for the whole tensor
+        // (layer).
+        let row_dot_update = self.row_sum(param.clone() * update.clone());
+        let channel_coef = |weight_sq: Tensor<D>| {
+            row_dot_update.clone() / (weight_sq.sqrt() + self.epsilon).square()
+        };
+        let layer_coef = |weight_sq: Tensor<D>| {
+            row_dot_update.clone().sum() / (weight_sq.sum().sqrt() + self.epsilon).square()
+        };
+        match self.view {
+            ProjectionView::Channel => {
+                let coef = channel_coef(self.row_sum(param.clone().square()));
+                fixed(update - param.clone() * coef, ProjectionBranch::Channel)
+            }
+            ProjectionView::Layer => {
+                let coef = layer_coef(self.row_sum(param.clone().square()));
+                fixed(
+                    update - param.clone() * coef.unsqueeze::<D>(),
+                    ProjectionBranch::Layer,
+                )
+            }
+            // Excluded by `projects`.
+            ProjectionView::Off => unreachable!("an Off view never projects"),
+            ProjectionView::Detect => {
+                let stats = self.row_stats(param, grad);
+                let tests = self.tests(&stats, param.shape().num_elements());
+                let channel = channel_coef(stats.weight_sq.clone());
+                let layer = layer_coef(stats.weight_sq);
+
+                let row_shape = channel.shape();
+                let mask = |test: &Tensor<1, Bool>| {
+                    test.clone().unsqueeze::<D>().expand(row_shape.clone())
+                };
+                let coef = channel
+                    .zeros_like()
+                    .mask_where(
+                        mask(&tests.layer),
+                        layer.unsqueeze::<D>().expand(row_shape.clone()),
+                    )
+                    .mask_where(mask(&tests.channel), channel);
+                let update = update - param.clone() * coef;
+
+                let fired = tests.channel.clone().bool_or(tests.layer.clone());
+                let decay_ratio = ones(&device).mask_fill(fired, self.wd_ratio);
+                Projected {
+                    update,
+                    decay_ratio,
+                    decision: Decision::Tested(Box::new(tests)),
+                }
+            }
         }
     }
 }

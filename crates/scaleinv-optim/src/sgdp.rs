@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::RecordState;
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
+use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
 
@@ -76,6 +77,7 @@ pub struct Sgdp {
     weight_decay: f64,
     project_momentum_buffer: bool,
     projection: ScaleInvariance,
+    observer: Option<ObserverTag>,
 }
 
 /// SGDP's state for one parameter: the momentum buffer (absent when μ = 0, where the buffer
@@ -122,12 +124,13 @@ impl PerAxisConfig for SgdpConfig {
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
             project_momentum_buffer: self.project_momentum_buffer,
-            projection: ScaleInvariance {
-                delta: self.delta,
-                wd_ratio: self.wd_ratio,
-                epsilon: self.epsilon,
+            projection: ScaleInvariance::detect(
+                self.delta,
+                self.wd_ratio,
+                self.epsilon,
                 channel_axis,
-            },
+            ),
+            observer: None,
         }
     }
 
@@ -144,6 +147,15 @@ impl Sgdp {
     /// The scale-invariance test and projection this optimizer applies.
     pub fn scale_invariance(&self) -> &ScaleInvariance {
         &self.projection
+    }
+}
+
+impl Observed for Sgdp {
+    fn observed(self, tag: ObserverTag) -> Self {
+        Self {
+            observer: Some(tag),
+            ..self
+        }
     }
 }
 
@@ -173,7 +185,7 @@ impl Optimizer for Sgdp {
             buffer.clone()
         };
 
-        let projected = self.projection.project(&param, &grad, update);
+        let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);
         let buffer = if !self.nesterov && self.project_momentum_buffer {
             projected.update.clone()
         } else {

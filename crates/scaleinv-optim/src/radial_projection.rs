@@ -1,0 +1,230 @@
+//! The radial projection of AdamP and SGDP around any per-tensor optimizer. See
+//! [`RadialProjection`].
+
+use burn::config::Config;
+use burn::module::ParamGroup;
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::channel_axes::ChannelAxes;
+use crate::decay::decoupled_decay;
+use crate::error::{ConfigError, Range, check};
+use crate::observer::{Observed, ObserverTag, ProjectionObserver, project_observed};
+use crate::per_axis::or_panic;
+use crate::probe::{Invariance, ProbeReport};
+use crate::radial::{ProjectionView, ScaleInvariance};
+
+/// Configuration of [`RadialProjection`], with AdamP's defaults.
+#[derive(Config, Debug)]
+pub struct RadialProjectionConfig {
+    /// Threshold δ of the scale-invariance test `max cos < δ / √K`.
+    #[config(default = 0.1)]
+    pub delta: f64,
+    /// Factor on the weight decay of tensors whose update was projected.
+    #[config(default = 0.1)]
+    pub wd_ratio: f64,
+    /// ε of the cosine norms and of the projection norm.
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Decoupled weight decay λ (AdamW-style, multiplied by the learning rate and by
+    /// `wd_ratio` when the projection fires). Leave the base optimizer's own decay off.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Channel axis used by [`wrap`](Self::wrap); `init_for` sets it per parameter.
+    #[config(default = 0)]
+    pub channel_axis: usize,
+    /// Per-step detection (the reference) or a fixed view.
+    #[config(default = "ProjectionView::Detect")]
+    pub view: ProjectionView,
+}
+
+/// The radial projection of AdamP and SGDP (Heo et al., ICLR 2021) around any per-tensor
+/// optimizer `O` — Burn's Adam, SGD, Lion, or this crate's Stable-SPAM — so that "projected
+/// X" exists for every X. Per parameter `p` with raw gradient `g`:
+///
+/// ```text
+/// u = O.step(η, p, g) − p                    the base update (its state advances as usual)
+/// (u, r) = project(p, g, u)                  rank ≥ 2; r = wd_ratio if projected, else 1
+/// p ← p · (1 − η·λ·r) + u
+/// ```
+///
+/// Around Burn's Adam with ε = 1e-8 this is AdamP (without Nesterov); the golden AdamP
+/// trajectories check it. Around SGD it differs from SGDP, which also projects the momentum
+/// buffer in place: the wrapper never touches the base optimizer's state.
+///
+/// ```
+/// use burn::prelude::*;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::{AdamConfig, GradientsParams};
+/// use scaleinv_optim::RadialProjectionConfig;
+///
+/// # #[cfg(feature = "flex")] {
+/// let device = Device::flex().autodiff();
+/// let model: Linear = LinearConfig::new(4, 3).init(&device);
+/// let adam = AdamConfig::new().with_epsilon(1e-8).build();
+/// let mut optim = RadialProjectionConfig::new()
+///     .with_weight_decay(1e-2)
+///     .init_for(adam, &model);
+///
+/// let loss = model.forward(Tensor::<2>::ones([8, 4], &device)).square().mean();
+/// let grads = GradientsParams::from_grads(loss.backward(), &model);
+/// let model = optim.step(1e-3, model, grads);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct RadialProjection<O> {
+    inner: O,
+    projection: ScaleInvariance,
+    weight_decay: f64,
+    observer: Option<ObserverTag>,
+}
+
+impl RadialProjectionConfig {
+    /// Checks every hyperparameter against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "RadialProjectionConfig";
+        check(C, "delta", self.delta, Range::NonNegative)?;
+        check(C, "wd_ratio", self.wd_ratio, Range::UnitClosed)?;
+        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)
+    }
+
+    fn for_axis<O>(
+        &self,
+        inner: O,
+        channel_axis: usize,
+        view: ProjectionView,
+    ) -> RadialProjection<O> {
+        RadialProjection {
+            inner,
+            projection: ScaleInvariance::detect(
+                self.delta,
+                self.wd_ratio,
+                self.epsilon,
+                channel_axis,
+            )
+            .with_view(view),
+            weight_decay: self.weight_decay,
+            observer: None,
+        }
+    }
+
+    /// `inner` wrapped, with [`channel_axis`](Self::channel_axis) (for
+    /// [`ModuleOptimizer::with_group`]).
+    pub fn try_wrap<O: Optimizer>(&self, inner: O) -> Result<RadialProjection<O>, ConfigError> {
+        self.validate()?;
+        Ok(self.for_axis(inner, self.channel_axis, self.view))
+    }
+
+    /// Like [`try_wrap`](Self::try_wrap); panics with the validation error.
+    pub fn wrap<O: Optimizer>(&self, inner: O) -> RadialProjection<O> {
+        or_panic(self.try_wrap(inner))
+    }
+
+    /// A [`ModuleOptimizer`] with the channel axes given per parameter.
+    pub fn try_init_with<O: Optimizer>(
+        &self,
+        inner: O,
+        axes: &ChannelAxes,
+    ) -> Result<ModuleOptimizer, ConfigError> {
+        self.validate()?;
+        Ok(axes.module_optimizer(|axis| self.for_axis(inner.clone(), axis, self.view), None))
+    }
+
+    /// A [`ModuleOptimizer`] for `model` that gives every weight its output-channel axis by
+    /// layer type ([`ChannelAxes::infer`]). Panics on an invalid config.
+    pub fn init_for<O: Optimizer, M: burn::module::Module>(
+        &self,
+        inner: O,
+        model: &M,
+    ) -> ModuleOptimizer {
+        or_panic(self.try_init_with(inner, &ChannelAxes::infer(model)))
+    }
+
+    /// Like [`try_init_with`](Self::try_init_with), with every parameter of rank ≥ 2
+    /// reporting its projections to `observer` (one parameter group each).
+    pub fn try_init_observed<O: Optimizer>(
+        &self,
+        inner: O,
+        axes: &ChannelAxes,
+        observer: &ProjectionObserver,
+    ) -> Result<ModuleOptimizer, ConfigError> {
+        self.validate()?;
+        Ok(observer.module_optimizer(
+            axes,
+            |axis| self.for_axis(inner.clone(), axis, self.view),
+            None,
+        ))
+    }
+
+    /// A [`ModuleOptimizer`] that projects only what `report` found invariant, in the view it
+    /// found (channel-wise: each output channel; layer-wise: the whole tensor), with no
+    /// per-step test; every other parameter gets `inner`'s plain update and the full weight
+    /// decay. An alternative to AdamP's per-step cosine test when the model's invariances are
+    /// known. [`view`](Self::view) and [`delta`](Self::delta) are not used.
+    pub fn try_init_from_probe<O: Optimizer>(
+        &self,
+        inner: O,
+        report: &ProbeReport,
+    ) -> Result<ModuleOptimizer, ConfigError> {
+        self.validate()?;
+        let mut optim = ModuleOptimizer::from(self.for_axis(inner.clone(), 0, ProjectionView::Off));
+        for entry in report.entries.iter().filter(|e| e.shape.len() >= 2) {
+            let view = match entry.invariance {
+                Invariance::Channel => ProjectionView::Channel,
+                Invariance::Layer => ProjectionView::Layer,
+                Invariance::None | Invariance::Zero => continue,
+            };
+            let axis = entry.channel_axis.unwrap_or(0);
+            optim = optim.with_group(
+                ParamGroup::from_ids(vec![entry.id]),
+                self.for_axis(inner.clone(), axis, view),
+                None,
+            );
+        }
+        Ok(optim)
+    }
+}
+
+impl<O> RadialProjection<O> {
+    /// The base optimizer.
+    pub fn inner(&self) -> &O {
+        &self.inner
+    }
+
+    /// The scale-invariance test and projection applied to the base update.
+    pub fn scale_invariance(&self) -> &ScaleInvariance {
+        &self.projection
+    }
+}
+
+impl<O: Optimizer> Observed for RadialProjection<O> {
+    fn observed(self, tag: ObserverTag) -> Self {
+        Self {
+            observer: Some(tag),
+            ..self
+        }
+    }
+}
+
+impl<O: Optimizer> Optimizer for RadialProjection<O> {
+    type State<const D: usize> = O::State<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let (stepped, state) = self.inner.step(lr, param.clone(), grad.clone(), state);
+        let update = stepped - param.clone();
+        let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);
+        let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
+        (param + projected.update, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        O::to_device(state, device)
+    }
+}
