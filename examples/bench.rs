@@ -18,8 +18,8 @@ use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, Sgd
 use burn::tensor::{Device, Distribution, Tensor};
 use scaleinv::models::device::device_from_name;
 use scaleinv::{
-    AdamPConfig, NapConfig, NonFinitePolicy, SgdpConfig, StableSpamConfig, WidthRole,
-    WidthScaledAdamWConfig,
+    AdamPConfig, ChannelAxes, NapConfig, NonFinitePolicy, ProjectionObserver,
+    RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 
 /// The benchmark's parameters: conv-shaped weights and their biases.
@@ -85,14 +85,10 @@ struct Row {
     ms_per_step: f64,
 }
 
-fn time_optimizer(
-    mut optim: ModuleOptimizer,
-    channels: usize,
-    device: &Device,
-    steps: usize,
-) -> f64 {
+fn time_optimizer(make: &MakeOptim, channels: usize, device: &Device, steps: usize) -> f64 {
     // ModuleOptimizer steps parameters that live on an autodiff device.
     let mut set = ParamSet::new(channels, &device.clone().autodiff());
+    let mut optim = make(&set);
     let grads = set.gradients(device);
     let sync = |d: &Device| d.sync().expect("device sync");
     for _ in 0..3 {
@@ -110,39 +106,71 @@ fn time_optimizer(
     total / steps as f64 * 1e3
 }
 
-fn optimizers() -> Vec<(&'static str, ModuleOptimizer)> {
+/// Builds an optimizer for the parameter set it will step.
+type MakeOptim = Box<dyn Fn(&ParamSet) -> ModuleOptimizer>;
+
+fn optimizers() -> Vec<(&'static str, MakeOptim)> {
     let momentum = MomentumConfig {
         momentum: 0.9,
         dampening: 0.0,
         nesterov: false,
     };
+    let adam = || AdamConfig::new().with_epsilon(1e-8);
     vec![
-        ("burn_adam", AdamConfig::new().with_epsilon(1e-8).init()),
-        ("burn_adamw", AdamWConfig::new().with_epsilon(1e-8).init()),
+        ("burn_adam", Box::new(move |_| adam().init())),
+        (
+            "burn_adamw",
+            Box::new(|_| AdamWConfig::new().with_epsilon(1e-8).init()),
+        ),
         (
             "burn_sgd_momentum",
-            SgdConfig::new().with_momentum(Some(momentum)).init(),
+            Box::new(move |_| {
+                SgdConfig::new()
+                    .with_momentum(Some(momentum.clone()))
+                    .init()
+            }),
         ),
-        ("adamp", AdamPConfig::new().init()),
+        ("adamp", Box::new(|_| AdamPConfig::new().init())),
+        (
+            // One observed group per weight, observer never armed: the cost of being observable.
+            "adamp_observed",
+            Box::new(|set| {
+                let axes = ChannelAxes::infer(set);
+                AdamPConfig::new()
+                    .try_init_observed(&axes, &ProjectionObserver::new())
+                    .expect("a valid config")
+            }),
+        ),
+        (
+            "projected_adam",
+            Box::new(move |_| RadialProjectionConfig::new().wrap(adam().build()).into()),
+        ),
         (
             // Every tensor with the matrix role (the one with decay): the costlier of the two.
             "width_scaled_adamw",
-            WidthScaledAdamWConfig::new(64, 256)
-                .with_weight_decay(0.1)
-                .build(WidthRole::Matrix)
-                .into(),
+            Box::new(|_| {
+                WidthScaledAdamWConfig::new(64, 256)
+                    .with_weight_decay(0.1)
+                    .build(WidthRole::Matrix)
+                    .into()
+            }),
         ),
         (
             "nap_adam",
-            NapConfig::new().init(AdamConfig::new().with_epsilon(1e-8).build()),
+            Box::new(move |_| NapConfig::new().init(adam().build())),
         ),
-        ("sgdp", SgdpConfig::new().with_momentum(0.9).init()),
-        ("stable_spam", StableSpamConfig::new().init()),
+        (
+            "sgdp",
+            Box::new(|_| SgdpConfig::new().with_momentum(0.9).init()),
+        ),
+        ("stable_spam", Box::new(|_| StableSpamConfig::new().init())),
         (
             "stable_spam_propagate",
-            StableSpamConfig::new()
-                .with_non_finite(NonFinitePolicy::Propagate)
-                .init(),
+            Box::new(|_| {
+                StableSpamConfig::new()
+                    .with_non_finite(NonFinitePolicy::Propagate)
+                    .init()
+            }),
         ),
     ]
 }
@@ -211,8 +239,8 @@ fn main() {
         for &millions in &args.sizes {
             let channels = ((millions * 1e6 / LAYERS as f64 / 9.0).sqrt()).round() as usize;
             let params = LAYERS * (channels * channels * 9 + channels);
-            for (optimizer, optim) in optimizers() {
-                let ms = time_optimizer(optim, channels, &device, args.steps);
+            for (optimizer, make) in optimizers() {
+                let ms = time_optimizer(&make, channels, &device, args.steps);
                 eprintln!("  {name:<8} {params:>9} {optimizer:<18} {ms:9.2} ms/step");
                 rows.push(Row {
                     optimizer,

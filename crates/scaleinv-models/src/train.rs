@@ -11,6 +11,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use crate::cnn::{DigitsCnn, DigitsCnnConfig};
 use crate::digits::Digits;
 use crate::rng::SplitMix64;
+use scaleinv_optim::DiagnosticsTracker;
 
 /// Settings of [`train_digits`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,6 +50,28 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
+/// Called around every optimizer step of [`train_digits_with`], e.g. to sample diagnostics.
+pub trait StepHooks {
+    /// Before step `step` (numbered from 0 over the run), with the model about to be stepped.
+    fn before_step(&mut self, _step: usize, _model: &DigitsCnn) {}
+    /// After the step, with the stepped model.
+    fn after_step(&mut self, _step: usize, _model: &DigitsCnn) {}
+}
+
+/// No hooks.
+impl StepHooks for () {}
+
+/// Samples the run's diagnostics every N steps.
+impl StepHooks for DiagnosticsTracker {
+    fn before_step(&mut self, step: usize, model: &DigitsCnn) {
+        DiagnosticsTracker::before_step(self, step, model);
+    }
+
+    fn after_step(&mut self, _step: usize, model: &DigitsCnn) {
+        DiagnosticsTracker::after_step(self, model);
+    }
+}
+
 /// Trains a [`DigitsCnn`] on `train` on `device` (an autodiff device is made from it) with the
 /// optimizer that `make_optim` builds for the fresh model, calling `on_epoch` after each epoch.
 /// Returns the trained model (inference mode) and the last report.
@@ -58,7 +81,20 @@ pub fn train_digits(
     train: &Digits,
     test: &Digits,
     settings: TrainSettings,
+    on_epoch: impl FnMut(&EpochReport),
+) -> (DigitsCnn, EpochReport) {
+    train_digits_with(device, make_optim, train, test, settings, on_epoch, &mut ())
+}
+
+/// [`train_digits`] with `hooks` called around every optimizer step.
+pub fn train_digits_with(
+    device: &Device,
+    make_optim: impl FnOnce(&DigitsCnn) -> ModuleOptimizer,
+    train: &Digits,
+    test: &Digits,
+    settings: TrainSettings,
     mut on_epoch: impl FnMut(&EpochReport),
+    hooks: &mut impl StepHooks,
 ) -> (DigitsCnn, EpochReport) {
     let device = device.clone().autodiff();
     device.seed(settings.seed);
@@ -86,7 +122,9 @@ pub fn train_digits(
             let loss = model.loss(images, labels);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             let lr = cosine_lr(settings.lr, step, total_steps);
+            hooks.before_step(step, &model);
             model = optim.step(lr, model, grads);
+            hooks.after_step(step, &model);
             losses.push(loss.detach());
             step += 1;
         }

@@ -178,19 +178,32 @@ impl ChannelAxes {
         build: impl Fn(usize) -> O,
         grad_clipping: Option<GradientClipping>,
     ) -> ModuleOptimizer {
-        let mut optim = ModuleOptimizer::from(build(0));
-        if let Some(clipping) = &grad_clipping {
-            optim = optim.with_grad_clipping(clipping.clone());
-        }
-        for (axis, ids) in self.ids_by_axis() {
-            if axis != 0 {
-                optim = optim.with_group(
-                    ParamGroup::from_ids(ids),
-                    build(axis),
-                    grad_clipping.clone(),
-                );
-            }
-        }
-        optim
+        let groups = self
+            .ids_by_axis()
+            .into_iter()
+            .filter(|(axis, _)| *axis != 0)
+            .map(|(axis, ids)| (ids, build(axis)));
+        grouped(build(0), groups, grad_clipping)
     }
+}
+
+/// A [`ModuleOptimizer`] with `fallback` for every parameter and each `(ids, optimizer)` group
+/// over it (a later group wins), all with the same gradient clipping.
+pub(crate) fn grouped<O: Optimizer>(
+    fallback: O,
+    groups: impl IntoIterator<Item = (Vec<ParamId>, O)>,
+    grad_clipping: Option<GradientClipping>,
+) -> ModuleOptimizer {
+    let mut optim = ModuleOptimizer::from(fallback);
+    if let Some(clipping) = &grad_clipping {
+        optim = optim.with_grad_clipping(clipping.clone());
+    }
+    for (ids, group_optim) in groups {
+        optim = optim.with_group(
+            ParamGroup::from_ids(ids),
+            group_optim,
+            grad_clipping.clone(),
+        );
+    }
+    optim
 }

@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::grad_clipping::GradientClipping;
-use burn::module::ParamGroup;
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::Tensor;
 
-use crate::channel_axes::ChannelAxes;
+use crate::channel_axes::{ChannelAxes, grouped};
 use crate::radial::{Projected, ScaleInvariance};
 
 /// A shared sink for the projection statistics of observed optimizers (cheap to clone; all
@@ -105,18 +104,11 @@ impl ProjectionObserver {
         build: impl Fn(usize) -> O,
         grad_clipping: Option<GradientClipping>,
     ) -> ModuleOptimizer {
-        let mut optim = ModuleOptimizer::from(build(0));
-        if let Some(clipping) = &grad_clipping {
-            optim = optim.with_grad_clipping(clipping.clone());
-        }
-        for param in axes.iter() {
-            optim = optim.with_group(
-                ParamGroup::from_ids(vec![param.id]),
-                build(param.axis).observed(self.tag(&param.path)),
-                grad_clipping.clone(),
-            );
-        }
-        optim
+        let groups = axes.iter().map(|param| {
+            let optim = build(param.axis).observed(self.tag(&param.path));
+            (vec![param.id], optim)
+        });
+        grouped(build(0), groups, grad_clipping)
     }
 }
 

@@ -4,7 +4,7 @@
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{ModuleOptimizer, Optimizer};
 
-use crate::channel_axes::ChannelAxes;
+use crate::channel_axes::{ChannelAxes, grouped};
 use crate::error::ConfigError;
 use crate::observer::{Observed, ProjectionObserver};
 
@@ -58,11 +58,7 @@ pub(crate) fn for_every_parameter<O: Optimizer>(
     optim: O,
     clipping: Option<&GradientClippingConfig>,
 ) -> ModuleOptimizer {
-    let optim = ModuleOptimizer::from(optim);
-    match clipping {
-        Some(clipping) => optim.with_grad_clipping(clipping.init()),
-        None => optim,
-    }
+    grouped(optim, [], clipping.map(GradientClippingConfig::init))
 }
 
 /// Panics with a config error's message (for the infallible convenience constructors).

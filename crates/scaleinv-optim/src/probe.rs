@@ -230,7 +230,9 @@ impl std::error::Error for ProbeError {}
 ///                                                         c[(i + j) mod #factors]
 /// ```
 ///
-/// Δ below `tolerance` is invariance. The channel test runs only on rank ≥ 2 tensors that
+/// It measures the model as it is: some invariances hold only at initialisation (the scale γ
+/// of a BatchNorm followed by ReLU and another normalized layer is invariant while its offset
+/// β is still 0). Δ below `tolerance` is invariance. The channel test runs only on rank ≥ 2 tensors that
 /// passed the layer test (channel-wise invariance implies layer-wise), so a parameter costs
 /// two loss evaluations, or four when it is layer-invariant; no backward pass. Probe the
 /// model on an autodiff device so that BatchNorm normalizes with batch statistics; running
@@ -239,6 +241,7 @@ impl std::error::Error for ProbeError {}
 /// ```
 /// use burn::prelude::*;
 /// use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+/// use burn::tensor::Distribution;
 /// use scaleinv_optim::{Invariance, ScaleProbe};
 ///
 /// #[derive(Module, Debug)]
@@ -252,7 +255,7 @@ impl std::error::Error for ProbeError {}
 ///     norm: LayerNormConfig::new(8).init(&device),
 ///     head: LinearConfig::new(8, 1).init(&device),
 /// };
-/// let x = Tensor::<2>::random([16, 6], Distribution::Default, &device);
+/// let x = Tensor::<2>::random([16, 6], Distribution::Normal(0.0, 10.0), &device);
 /// let report = ScaleProbe::new()
 ///     .run(&net, |m: &Net| m.head.forward(m.norm.forward(m.proj.forward(x.clone()))).square().mean())
 ///     .unwrap();
@@ -265,11 +268,12 @@ impl std::error::Error for ProbeError {}
 pub struct ScaleProbe {
     /// The rescaling factors (each positive, finite and not 1).
     pub factors: Vec<f64>,
-    /// The relative loss change below which a parameter counts as invariant (default 1e-3).
-    /// f32 round-off moves the loss by ~1e-7; a normalization's ε by about `ε / Var` of its
-    /// input times `1/c² − 1`, which reaches 1e-4 for small activations (LayerNorm's ε =
-    /// 1e-5 over a variance of 0.01); rescaling a weight the loss depends on typically moves
-    /// it by 1e-2 or more. The report gives every measured change.
+    /// The relative loss change below which a parameter counts as invariant (default 1e-4).
+    /// f32 round-off moves the loss by ~1e-7 and a normalization's ε by about
+    /// `ε / Var · |1/c² − 1|` (~1e-6 in the bundled CNN). A parameter the loss barely uses
+    /// yet (attention queries at initialisation, whose logits are near zero) moves it by
+    /// 1e-4 to 1e-3: a looser tolerance calls those invariant. Every measured change is in
+    /// the report.
     pub tolerance: f64,
     /// Which axis of each weight is its output-channel axis.
     pub rules: ChannelAxisRules,
@@ -279,7 +283,7 @@ impl Default for ScaleProbe {
     fn default() -> Self {
         Self {
             factors: vec![0.5, 2.0],
-            tolerance: 1e-3,
+            tolerance: 1e-4,
             rules: ChannelAxisRules::burn_nn(),
         }
     }
@@ -292,7 +296,7 @@ struct Target {
 }
 
 impl ScaleProbe {
-    /// Factors 0.5 and 2, tolerance 1e-3, Burn's channel axes.
+    /// Factors 0.5 and 2, tolerance 1e-4, Burn's channel axes.
     pub fn new() -> Self {
         Self::default()
     }

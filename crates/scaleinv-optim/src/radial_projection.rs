@@ -2,11 +2,10 @@
 //! [`RadialProjection`].
 
 use burn::config::Config;
-use burn::module::ParamGroup;
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
 use burn::tensor::{Device, Tensor};
 
-use crate::channel_axes::ChannelAxes;
+use crate::channel_axes::{ChannelAxes, grouped};
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
 use crate::observer::{Observed, ObserverTag, ProjectionObserver, project_observed};
@@ -168,21 +167,17 @@ impl RadialProjectionConfig {
         report: &ProbeReport,
     ) -> Result<ModuleOptimizer, ConfigError> {
         self.validate()?;
-        let mut optim = ModuleOptimizer::from(self.for_axis(inner.clone(), 0, ProjectionView::Off));
-        for entry in report.entries.iter().filter(|e| e.shape.len() >= 2) {
+        let groups = report.entries.iter().filter_map(|entry| {
             let view = match entry.invariance {
                 Invariance::Channel => ProjectionView::Channel,
                 Invariance::Layer => ProjectionView::Layer,
-                Invariance::None | Invariance::Zero => continue,
+                Invariance::None | Invariance::Zero => return None,
             };
-            let axis = entry.channel_axis.unwrap_or(0);
-            optim = optim.with_group(
-                ParamGroup::from_ids(vec![entry.id]),
-                self.for_axis(inner.clone(), axis, view),
-                None,
-            );
-        }
-        Ok(optim)
+            let axis = entry.channel_axis?;
+            Some((vec![entry.id], self.for_axis(inner.clone(), axis, view)))
+        });
+        let fallback = self.for_axis(inner.clone(), 0, ProjectionView::Off);
+        Ok(grouped(fallback, groups, None))
     }
 }
 
