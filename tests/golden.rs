@@ -59,35 +59,26 @@ trait Replayable: Optimizer {
     -> Option<Tensor<1, Int>>;
 }
 
-impl Replayable for scaleinv::AdamP {
-    fn branch<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-    ) -> Option<Tensor<1, Int>> {
-        Some(self.scale_invariance().branch(param, grad))
-    }
+/// The optimizers that project: their decision is their `scale_invariance().branch`.
+macro_rules! replay_projecting {
+    ($($optim:ty),*) => {$(
+        impl Replayable for $optim {
+            fn branch<const D: usize>(
+                &self,
+                param: &Tensor<D>,
+                grad: &Tensor<D>,
+            ) -> Option<Tensor<1, Int>> {
+                Some(self.scale_invariance().branch(param, grad))
+            }
+        }
+    )*};
 }
 
-impl Replayable for scaleinv::Sgdp {
-    fn branch<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-    ) -> Option<Tensor<1, Int>> {
-        Some(self.scale_invariance().branch(param, grad))
-    }
-}
-
-impl<O: Optimizer> Replayable for scaleinv::RadialProjection<O> {
-    fn branch<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-    ) -> Option<Tensor<1, Int>> {
-        Some(self.scale_invariance().branch(param, grad))
-    }
-}
+replay_projecting!(
+    scaleinv::AdamP,
+    scaleinv::Sgdp,
+    scaleinv::RadialProjection<burn::optim::Adam>
+);
 
 impl Replayable for scaleinv::StableSpam {
     fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
