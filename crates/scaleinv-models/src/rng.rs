@@ -2,10 +2,11 @@
 
 /// SplitMix64: 64 bits of state, good enough for shuffles and sampling offsets.
 #[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(pub(crate) u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub(crate) fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -14,11 +15,12 @@ impl SplitMix64 {
     }
 
     /// A value in `0..bound` (`bound > 0`); the modulo bias is negligible for the bounds used here.
-    pub(crate) fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
+    pub fn below(&mut self, bound: usize) -> usize {
+        (self.next_u64() % bound as u64) as usize
     }
 
-    pub(crate) fn shuffle(&mut self, items: &mut [usize]) {
+    /// Shuffles `items` in place (Fisher–Yates).
+    pub fn shuffle(&mut self, items: &mut [usize]) {
         for i in (1..items.len()).rev() {
             let j = self.below(i + 1);
             items.swap(i, j);

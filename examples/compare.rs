@@ -1,0 +1,244 @@
+//! Adam against AdamP and SGD against SGDP (and any other optimizer by name) on the bundled
+//! MNIST digits with Burn's `Learner`, over several seeds.
+//!
+//! ```text
+//! cargo run --release --example compare [-- --device flex|ndarray|wgpu]
+//!     [--optimizers adam,adamp,sgd,sgdp] [--seeds N] [--epochs N] [--out results/compare]
+//! ```
+//!
+//! Every run trains the small BatchNorm ResNet of `scaleinv-models` with the same schedule
+//! (warm-up over the first 5 % of steps, then cosine), the optimizer's default peak learning
+//! rate (1e-2 for the Adam family, 0.1 for the SGD family), no weight decay, batches of 64, and
+//! the seed's initial weights and batch order, which every optimizer shares. Writes `runs.csv`
+//! (test accuracy, seconds per epoch, mean norm of the conv kernels before and after),
+//! `epochs.csv` (validation accuracy and loss per epoch) and `accuracy.svg` into `--out`, and
+//! prints mean ± standard deviation over the seeds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use scaleinv::models::cli::{or_exit, positive, write_files};
+use scaleinv::models::device::device_from_name;
+use scaleinv::models::learner::{OPTIMIZERS, RunSettings, train_mnist};
+use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::{ResNet, ResNetConfig};
+use scaleinv::weight_norms;
+
+struct Args {
+    device: String,
+    optimizers: Vec<String>,
+    seeds: u64,
+    epochs: usize,
+    out: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        device: "flex".into(),
+        optimizers: ["adam", "adamp", "sgd", "sgdp"].map(String::from).to_vec(),
+        seeds: 3,
+        epochs: 3,
+        out: PathBuf::from("results/compare"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--device" => args.device = value()?,
+            "--optimizers" => {
+                args.optimizers = value()?.split(',').map(str::to_string).collect();
+                if let Some(bad) = args
+                    .optimizers
+                    .iter()
+                    .find(|o| !OPTIMIZERS.contains(&o.as_str()))
+                {
+                    return Err(format!(
+                        "--optimizers: `{bad}` is not one of {}",
+                        OPTIMIZERS.join(", ")
+                    ));
+                }
+            }
+            "--seeds" => args.seeds = positive(&flag, &value()?)?,
+            "--epochs" => args.epochs = positive(&flag, &value()?)?,
+            "--out" => args.out = PathBuf::from(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: compare [--device flex|ndarray|wgpu] [--optimizers a,b,..] \
+                     [--seeds N] [--epochs N] [--out DIR]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}` (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+/// Mean norm of the BatchNorm-fed conv kernels (every rank-4 weight).
+fn conv_norm(net: &ResNet) -> f64 {
+    let norms: Vec<f64> = weight_norms(net)
+        .into_iter()
+        .filter(|w| w.rank == 4)
+        .map(|w| w.norm)
+        .collect();
+    norms.iter().sum::<f64>() / norms.len().max(1) as f64
+}
+
+/// The initial weights of a run with `seed` (the ones `train_mnist` starts from).
+fn initial_conv_norm(seed: u64, device: &Device) -> f64 {
+    let device = device.clone().autodiff();
+    device.seed(seed);
+    conv_norm(&ResNetConfig::default().init(&device))
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
+}
+
+/// What one optimizer's runs produced, seed by seed.
+#[derive(Default)]
+struct Results {
+    test_accuracy: Vec<f64>,
+    seconds_per_epoch: Vec<f64>,
+    norm_before: Vec<f64>,
+    norm_after: Vec<f64>,
+    /// Validation accuracy per epoch, per seed.
+    valid_accuracy: Vec<Vec<f64>>,
+}
+
+fn main() {
+    let args = or_exit(parse_args());
+    let device = or_exit(device_from_name(&args.device));
+    let scratch = std::env::temp_dir().join(format!("scaleinv-compare-{}", std::process::id()));
+    let mut results: BTreeMap<String, Results> = BTreeMap::new();
+    let mut runs_csv = String::from(
+        "optimizer,seed,test_accuracy,seconds_per_epoch,conv_norm_before,conv_norm_after\n",
+    );
+    let mut epochs_csv =
+        String::from("optimizer,seed,epoch,train_loss,valid_loss,valid_accuracy\n");
+
+    for seed in 0..args.seeds {
+        for name in &args.optimizers {
+            let settings = RunSettings {
+                optimizer: name.clone(),
+                epochs: args.epochs,
+                batch_size: 64,
+                lr: None,
+                weight_decay: 0.0,
+                warmup: None,
+                seed,
+                artifacts: scratch.join(format!("{name}-{seed}")),
+                checkpoints: false,
+                resume: None,
+                quiet: true,
+            };
+            println!("== {name}, seed {seed}");
+            let outcome = or_exit(train_mnist(&settings, &device));
+            let r = results.entry(name.clone()).or_default();
+            let train: Vec<_> = outcome
+                .history
+                .iter()
+                .filter(|h| h.split == "train")
+                .collect();
+            let valid: Vec<_> = outcome
+                .history
+                .iter()
+                .filter(|h| h.split == "valid")
+                .collect();
+            let per_epoch =
+                train.iter().map(|h| h.seconds).sum::<f64>() / train.len().max(1) as f64;
+            let (before, after) = (
+                initial_conv_norm(seed, &device),
+                conv_norm(&outcome.model.net),
+            );
+            let metric = |h: &scaleinv::models::learner::SplitMetrics, name: &str| {
+                h.means.get(name).copied().unwrap_or(f64::NAN)
+            };
+            for (epoch, (t, v)) in train.iter().zip(&valid).enumerate() {
+                let _ = writeln!(
+                    epochs_csv,
+                    "{name},{seed},{},{},{},{}",
+                    epoch + 1,
+                    metric(t, "Loss"),
+                    metric(v, "Loss"),
+                    metric(v, "Accuracy") / 100.0
+                );
+            }
+            r.valid_accuracy.push(
+                valid
+                    .iter()
+                    .map(|v| metric(v, "Accuracy") / 100.0)
+                    .collect(),
+            );
+            let _ = writeln!(
+                runs_csv,
+                "{name},{seed},{},{per_epoch:.2},{before},{after}",
+                outcome.test_accuracy
+            );
+            println!(
+                "   test accuracy {:.4}, {per_epoch:.1}s per epoch, conv ‖w‖ {before:.3} → {after:.3}",
+                outcome.test_accuracy
+            );
+            r.test_accuracy.push(outcome.test_accuracy);
+            r.seconds_per_epoch.push(per_epoch);
+            r.norm_before.push(before);
+            r.norm_after.push(after);
+        }
+    }
+    std::fs::remove_dir_all(&scratch).ok();
+
+    println!(
+        "\n{:<20} {:>22} {:>14} {:>22}",
+        "optimizer",
+        format!("test accuracy ({} seeds)", args.seeds),
+        "s / epoch",
+        "conv ‖w‖ after/before"
+    );
+    let mut plot = LinePlot::new("Validation accuracy (mean over seeds)", "epoch", "accuracy");
+    for (i, name) in args.optimizers.iter().enumerate() {
+        let r = &results[name];
+        let (acc, acc_sd) = mean_std(&r.test_accuracy);
+        let (secs, _) = mean_std(&r.seconds_per_epoch);
+        let growth: Vec<f64> = r
+            .norm_after
+            .iter()
+            .zip(&r.norm_before)
+            .map(|(a, b)| a / b)
+            .collect();
+        let (growth, growth_sd) = mean_std(&growth);
+        println!(
+            "{name:<20} {:>22} {secs:>14.1} {:>22}",
+            format!("{acc:.4} ± {acc_sd:.4}"),
+            format!("{growth:.3} ± {growth_sd:.3}")
+        );
+        let points = (0..args.epochs)
+            .map(|e| {
+                let at: Vec<f64> = r
+                    .valid_accuracy
+                    .iter()
+                    .filter_map(|v| v.get(e).copied())
+                    .collect();
+                ((e + 1) as f64, mean_std(&at).0)
+            })
+            .collect();
+        plot = plot.with_series(Series {
+            name: name.clone(),
+            points,
+            color: PALETTE[i % PALETTE.len()].into(),
+            dashed: !name.ends_with('p'),
+        });
+    }
+    write_files(
+        &args.out,
+        vec![
+            ("runs.csv", runs_csv),
+            ("epochs.csv", epochs_csv),
+            ("accuracy.svg", plot.to_svg()),
+        ],
+    );
+}
