@@ -89,18 +89,19 @@ fn train(
     optim: impl Fn(&Classifier) -> ModuleOptimizer,
     label: &str,
 ) -> Vec<Vec<f32>> {
-    train_with_order(strategy, optim, label, true)
+    train_with_order(&common::cpu_device(), strategy, optim, label, true)
 }
 
 /// [`train`]; on one device, `interleave = false` feeds the batches in their plain order
 /// (A0 A1 … B0 B1 …), which pairs them differently from the two workers.
 fn train_with_order(
+    device: &Device,
     strategy: Option<ExecutionStrategy>,
     optim: impl Fn(&Classifier) -> ModuleOptimizer,
     label: &str,
     interleave: bool,
 ) -> Vec<Vec<f32>> {
-    let device = common::cpu_device().autodiff();
+    let device = device.clone().autodiff();
     let data = Digits::load().unwrap();
     device.seed(11);
     let model = Classifier {
@@ -192,7 +193,7 @@ fn max_rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 fn the_comparison_sees_a_different_pairing_of_batches() {
     let make = |m: &Classifier| AdamPConfig::new().init_for(m);
     let paired = train(None, make, "control-interleaved");
-    let plain = train_with_order(None, make, "control-plain", false);
+    let plain = train_with_order(&common::cpu_device(), None, make, "control-plain", false);
     let diff = max_rel_diff(&paired, &plain);
     println!("control: pairing A0+A1 instead of A0+B0: max relative difference {diff:.2e}");
     assert!(
@@ -246,24 +247,28 @@ fn two_workers_train_like_one_device_accumulating_two_batches() {
     }
 }
 
-/// `ExecutionStrategy::ddp` needs Burn's collective operations, which Burn 0.22.1 dispatches
-/// only for its CUDA and Remote backends: starting them on these devices fails. When this test
-/// fails, Burn has gained collectives here, and the comparison above should cover DDP too.
+/// `ExecutionStrategy::ddp` needs Burn's collective operations. In Burn 0.22.1 flex and ndarray
+/// have none (starting them panics), and wgpu starts them but cannot all-reduce: CubeCL has no
+/// transport between wgpu devices. When this test fails, a backend here has gained working
+/// collectives, and the comparison above should cover DDP too.
 #[test]
 fn distributed_data_parallel_is_not_available_on_these_backends() {
-    use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
+    use burn::tensor::distributed::{
+        DistributedConfig, DistributedContext, ReduceOperation, all_reduce,
+    };
     for (name, device) in common::devices() {
-        let started = std::panic::catch_unwind(|| {
-            DistributedContext::init(
-                vec![device.clone(), device.clone()],
-                DistributedConfig {
-                    all_reduce_op: ReduceOperation::Mean,
-                },
-            )
+        let devices = vec![device.clone(), device.clone()];
+        let reduced = std::panic::catch_unwind(|| {
+            let config = DistributedConfig {
+                all_reduce_op: ReduceOperation::Sum,
+            };
+            let _context = DistributedContext::init(devices.clone(), config);
+            let ones = Tensor::<1>::ones([4], &device);
+            common::values(all_reduce(ones, ReduceOperation::Sum, devices.clone()).resolve())
         });
         assert!(
-            started.is_err(),
-            "{name}: DDP started; test it against single-device training"
+            reduced.is_err(),
+            "{name}: all_reduce worked ({reduced:?}); test DDP against single-device training"
         );
     }
 }
