@@ -287,6 +287,10 @@ impl Optimizer for StableSpam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        // An empty tensor has nothing to update (and no maximum to clip by).
+        if param.shape().num_elements() == 0 {
+            return (param, state);
+        }
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
         let k = old.global_step + 1;
         let s = self.momentum_scale(k);
