@@ -8,7 +8,9 @@
 //! Each parameter set is 16 weights `[c, c, 3, 3]` plus 16 biases `[c]`, with `c` chosen for
 //! about 1, 4 or 16 million parameters. Every optimizer gets the same gradients; the device is
 //! synchronised at the end of every timed step. Read ratios from one run: a shared machine is
-//! noisy.
+//! noisy. The bench also measures each device's copy bandwidth and prints every result as a
+//! percentage of its roofline (the bytes a step must move per parameter, see `traffic`, over
+//! that bandwidth), with the optimizer state per parameter.
 
 use std::time::Instant;
 
@@ -83,6 +85,48 @@ struct Row {
     device: String,
     params: usize,
     ms_per_step: f64,
+    /// The device's measured copy bandwidth, bytes per second.
+    copy_bandwidth: f64,
+}
+
+/// Memory traffic of one step per parameter (f32 reads + writes of an implementation with the
+/// fewest passes the algorithm allows) and optimizer state per parameter, both in bytes.
+///
+/// Adam-type: read p, g, m, v, write p, m, v (7 words). SGD with momentum: read p, g, b, write
+/// p, b (5). AdamP: the projection needs reductions over the update before applying it, so two
+/// passes: read g, m, v, p, write m, v; then read p, m, v, write p (10). SGDP: read p, g, b for
+/// the reductions, then read p, g, b, write p, b (8). Stable-SPAM: a pass over g for max|g| and
+/// ‖g‖, then Adam's (8). NaP: Adam's pass with the new norm accumulated, then a rescale (9).
+fn traffic(optimizer: &str) -> (f64, f64) {
+    let (words, state_words) = match optimizer {
+        "burn_sgd_momentum" => (5.0, 1.0),
+        "sgdp" => (8.0, 1.0),
+        "adamp" | "adamp_observed" | "projected_adam" => (10.0, 2.0),
+        "stable_spam" | "stable_spam_propagate" => (8.0, 2.0),
+        "nap_adam" => (9.0, 2.0),
+        _ => (7.0, 2.0),
+    };
+    (4.0 * words, 4.0 * state_words)
+}
+
+/// The device's memory bandwidth in bytes per second: `x ← 1.0001 · x` over 16M f32, in place
+/// when the backend can (read 4 B, write 4 B per element, no fresh allocation to fault in),
+/// best of 10 after warm-up.
+fn copy_bandwidth(device: &Device) -> f64 {
+    let n = 16 << 20;
+    let mut x = Tensor::<1>::random([n], Distribution::Default, device);
+    let sync = |d: &Device| d.sync().expect("device sync");
+    let mut best = f64::INFINITY;
+    for k in 0..13 {
+        sync(device);
+        let start = Instant::now();
+        x = x * 1.0001;
+        sync(device);
+        if k >= 3 {
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+    }
+    8.0 * n as f64 / best
 }
 
 fn time_optimizer(make: &MakeOptim, channels: usize, device: &Device, steps: usize) -> f64 {
@@ -221,6 +265,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// The step's floor (`bytes · params / bandwidth`) as a percentage of its measured time.
+fn roofline_pct(r: &Row, bytes_per_param: f64) -> f64 {
+    let floor_s = bytes_per_param * r.params as f64 / r.copy_bandwidth;
+    100.0 * floor_s / (r.ms_per_step / 1e3)
+}
+
 fn json_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -236,6 +286,8 @@ fn main() {
             eprintln!("error: {e}");
             std::process::exit(2)
         });
+        let copy = copy_bandwidth(&device);
+        eprintln!("  {name:<8} copy bandwidth {:.1} GB/s", copy / 1e9);
         for &millions in &args.sizes {
             let channels = ((millions * 1e6 / LAYERS as f64 / 9.0).sqrt()).round() as usize;
             let params = LAYERS * (channels * channels * 9 + channels);
@@ -247,14 +299,15 @@ fn main() {
                     device: name.clone(),
                     params,
                     ms_per_step: ms,
+                    copy_bandwidth: copy,
                 });
             }
         }
     }
 
     println!(
-        "{:<18} {:<8} {:>10} {:>11} {:>9} {:>10}",
-        "optimizer", "device", "params", "ms/step", "Mparam/s", "vs base"
+        "{:<21} {:<8} {:>10} {:>9} {:>9} {:>8} {:>9} {:>7}",
+        "optimizer", "device", "params", "ms/step", "Mparam/s", "vs base", "roofline", "state"
     );
     for r in &rows {
         let base = if r.optimizer.contains("sgd") {
@@ -266,27 +319,33 @@ fn main() {
             .iter()
             .find(|b| b.optimizer == base && b.device == r.device && b.params == r.params)
             .map_or(f64::NAN, |b| b.ms_per_step);
+        let (bytes, state) = traffic(r.optimizer);
         println!(
-            "{:<18} {:<8} {:>10} {:>11.2} {:>9.0} {:>9.2}x",
+            "{:<21} {:<8} {:>10} {:>9.2} {:>9.0} {:>7.2}x {:>8.0}% {:>5.0} B",
             r.optimizer,
             r.device,
             r.params,
             r.ms_per_step,
             r.params as f64 / r.ms_per_step / 1e3,
-            base_ms / r.ms_per_step
+            base_ms / r.ms_per_step,
+            roofline_pct(r, bytes),
+            state
         );
     }
     if let Some(path) = &args.json {
         let items: Vec<String> = rows
             .iter()
             .map(|r| {
+                let (bytes, state) = traffic(r.optimizer);
                 format!(
-                    "  {{\"optimizer\": {}, \"device\": {}, \"params\": {}, \"ms_per_step\": {:.4}, \"mparams_per_s\": {:.2}}}",
+                    "  {{\"optimizer\": {}, \"device\": {}, \"params\": {}, \"ms_per_step\": {:.4}, \"mparams_per_s\": {:.2}, \"bytes_per_param\": {bytes}, \"state_bytes_per_param\": {state}, \"copy_gb_per_s\": {:.2}, \"roofline_pct\": {:.1}}}",
                     json_string(r.optimizer),
                     json_string(&r.device),
                     r.params,
                     r.ms_per_step,
-                    r.params as f64 / r.ms_per_step / 1e3
+                    r.params as f64 / r.ms_per_step / 1e3,
+                    r.copy_bandwidth / 1e9,
+                    roofline_pct(r, bytes)
                 )
             })
             .collect();

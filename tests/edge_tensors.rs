@@ -45,11 +45,15 @@ fn run<O: Optimizer, const D: usize>(
     for k in 0..3 {
         let (next, next_state) = optim.step(1e-2, param, grad(k), state);
         assert_eq!(next.dims(), dims, "{label}: step {k} changed the shape");
-        let values = common::values(next.clone());
-        assert!(
-            values.iter().all(|v| v.is_finite()),
-            "{label}: step {k} gave {values:?}"
-        );
+        // Nothing to read in an empty tensor (and reading one back from wgpu overflows a
+        // subtraction inside CubeCL's contiguity check in debug builds).
+        if next.shape().num_elements() > 0 {
+            let values = common::values(next.clone());
+            assert!(
+                values.iter().all(|v| v.is_finite()),
+                "{label}: step {k} gave {values:?}"
+            );
+        }
         param = next;
         state = next_state;
     }

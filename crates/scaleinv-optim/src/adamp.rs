@@ -7,6 +7,7 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::decay::decoupled_decay;
+use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
 use crate::observer::{Observed, ObserverTag, project_observed};
@@ -154,6 +155,9 @@ impl Optimizer for AdamP {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if is_empty(&param) {
+            return (param, state);
+        }
         let state = self.moments.update(&grad, state);
         let (bc1, _) = self.moments.bias_corrections(state.time);
         let denom = self.moments.denominator(state.moment_2.clone(), state.time);

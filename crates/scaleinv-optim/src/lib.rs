@@ -48,6 +48,7 @@ mod adamp;
 mod channel_axes;
 mod decay;
 mod diagnostics;
+mod empty;
 mod error;
 mod moments;
 mod nap;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::RecordState;
 use crate::channel_axes::ChannelAxes;
 use crate::decay::decay;
+use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::params::{self, ParamInfo, read_back};
@@ -333,6 +334,9 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if is_empty(&param) {
+            return (param, state);
+        }
         let state = state.unwrap_or_else(|| NapState {
             steps: 0,
             radius: self.projects(D).then(|| self.radius(&param)),

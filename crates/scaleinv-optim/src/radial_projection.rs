@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::channel_axes::{ChannelAxes, grouped};
 use crate::decay::decoupled_decay;
+use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::observer::{Observed, ObserverTag, ProjectionObserver, project_observed};
 use crate::per_axis::or_panic;
@@ -212,6 +213,9 @@ impl<O: Optimizer> Optimizer for RadialProjection<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if is_empty(&param) {
+            return (param, state);
+        }
         let (stepped, state) = self.inner.step(lr, param.clone(), grad.clone(), state);
         let update = stepped - param.clone();
         let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);

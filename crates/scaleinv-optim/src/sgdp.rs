@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
 use crate::decay::decoupled_decay;
+use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
@@ -169,6 +170,9 @@ impl Optimizer for Sgdp {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if is_empty(&param) {
+            return (param, state);
+        }
         let mu = self.momentum;
         let damped = if self.dampening == 0.0 {
             grad.clone()

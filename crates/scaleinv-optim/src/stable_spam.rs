@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::RecordState;
 use crate::decay::decay;
+use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState, ema};
 use crate::non_finite::{NonFinitePolicy, keep_old_if};
@@ -287,8 +288,7 @@ impl Optimizer for StableSpam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        // An empty tensor has nothing to update (and no maximum to clip by).
-        if param.shape().num_elements() == 0 {
+        if is_empty(&param) {
             return (param, state);
         }
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));

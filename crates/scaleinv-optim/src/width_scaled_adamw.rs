@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::decay::decay;
+use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
 use crate::params::{self, ParamInfo};
@@ -265,6 +266,9 @@ impl Optimizer for WidthScaledAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if is_empty(&param) {
+            return (param, state);
+        }
         let lr = lr * self.lr_scale;
         let param = decay(param, lr * self.weight_decay);
         let moments = self.moments.update(&grad, state);
