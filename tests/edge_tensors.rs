@@ -182,3 +182,51 @@ fn nap_projects_every_rank_without_nan() {
     check::<5>(&nap, &device);
     check::<6>(&nap, &device);
 }
+
+/// A negative or non-finite learning rate stops the step with a message that names it, before
+/// any weight turns into NaN.
+#[test]
+fn an_invalid_learning_rate_is_refused_by_every_optimizer() {
+    let device = common::cpu_device();
+    let param = filled([3, 2], |i| i as f32 + 1.0, &device);
+    let grad = filled([3, 2], |i| 0.5 - i as f32, &device);
+    fn refused<O: Optimizer>(name: &str, optim: &O, p: &Tensor<2>, g: &Tensor<2>) {
+        for lr in [f64::NAN, f64::INFINITY, -1e-3] {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                optim.step(lr, p.clone(), g.clone(), None)
+            }));
+            let message = match result {
+                Ok(_) => panic!("{name}: learning rate {lr} was accepted"),
+                Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+            };
+            assert!(
+                message.contains("learning rate"),
+                "{name}, lr {lr}: {message}"
+            );
+        }
+        // Zero is a valid rate (the end of a cosine schedule).
+        optim.step(0.0, p.clone(), g.clone(), None);
+    }
+    let adam = || AdamConfig::new().build();
+    refused("adamp", &AdamPConfig::new().build(), &param, &grad);
+    refused("sgdp", &SgdpConfig::new().build(), &param, &grad);
+    refused(
+        "stable-spam",
+        &StableSpamConfig::new().build(),
+        &param,
+        &grad,
+    );
+    refused(
+        "width-scaled adamw",
+        &WidthScaledAdamWConfig::new(1, 1).build(WidthRole::Matrix),
+        &param,
+        &grad,
+    );
+    refused(
+        "radial projection",
+        &RadialProjectionConfig::new().wrap(adam()),
+        &param,
+        &grad,
+    );
+    refused("nap", &NapConfig::new().wrap(adam()), &param, &grad);
+}

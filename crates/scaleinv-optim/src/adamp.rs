@@ -7,12 +7,12 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::{Device, Tensor};
 
 use crate::decay::decoupled_decay;
-use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
 use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
+use crate::step_guard::{check_lr, is_empty};
 
 /// Configuration of [`AdamP`], with the reference's defaults.
 ///
@@ -155,6 +155,7 @@ impl Optimizer for AdamP {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
         if is_empty(&param) {
             return (param, state);
         }

@@ -48,7 +48,6 @@ mod adamp;
 mod channel_axes;
 mod decay;
 mod diagnostics;
-mod empty;
 mod error;
 mod moments;
 mod nap;
@@ -64,6 +63,7 @@ mod reduce;
 mod sgdp;
 mod spectral;
 mod stable_spam;
+mod step_guard;
 mod tracker;
 mod width_scaled_adamw;
 

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::RecordState;
 use crate::channel_axes::ChannelAxes;
 use crate::decay::decay;
-use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::params::{self, ParamInfo, read_back};
 use crate::per_axis::or_panic;
 use crate::reduce::{sum_all, sum_except};
+use crate::step_guard::{check_lr, is_empty};
 
 /// Over which slices of a weight the norm is held fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -334,6 +334,7 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
         if is_empty(&param) {
             return (param, state);
         }

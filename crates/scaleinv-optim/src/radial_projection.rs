@@ -7,12 +7,12 @@ use burn::tensor::{Device, Tensor};
 
 use crate::channel_axes::{ChannelAxes, grouped};
 use crate::decay::decoupled_decay;
-use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::observer::{Observed, ObserverTag, ProjectionObserver, project_observed};
 use crate::per_axis::or_panic;
 use crate::probe::{Invariance, ProbeReport};
 use crate::radial::{ProjectionView, ScaleInvariance};
+use crate::step_guard::{check_lr, is_empty};
 
 /// Configuration of [`RadialProjection`], with AdamP's defaults.
 #[derive(Config, Debug)]
@@ -213,6 +213,7 @@ impl<O: Optimizer> Optimizer for RadialProjection<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
         if is_empty(&param) {
             return (param, state);
         }

@@ -8,11 +8,11 @@ use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
 use crate::decay::decoupled_decay;
-use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
+use crate::step_guard::{check_lr, is_empty};
 
 /// Configuration of [`Sgdp`], with the reference's defaults.
 ///
@@ -170,6 +170,7 @@ impl Optimizer for Sgdp {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
         if is_empty(&param) {
             return (param, state);
         }

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::RecordState;
 use crate::decay::decay;
-use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState, ema};
 use crate::non_finite::{NonFinitePolicy, keep_old_if};
 use crate::per_axis::{for_every_parameter, or_panic};
+use crate::step_guard::{check_lr, is_empty};
 
 /// When a momentum reset (MoRet) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -288,6 +288,7 @@ impl Optimizer for StableSpam {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
         if is_empty(&param) {
             return (param, state);
         }

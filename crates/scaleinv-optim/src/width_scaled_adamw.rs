@@ -9,11 +9,11 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::decay::decay;
-use crate::empty::is_empty;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
 use crate::params::{self, ParamInfo};
 use crate::per_axis::or_panic;
+use crate::step_guard::{check_lr, is_empty};
 
 /// How a tensor scales with the width `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,6 +266,7 @@ impl Optimizer for WidthScaledAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
         if is_empty(&param) {
             return (param, state);
         }
