@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use scaleinv::models::cli::{or_exit, positive, write_files};
+use scaleinv::models::cli::{mean_std, or_exit, positive, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::learner::{OPTIMIZERS, RunSettings, train_mnist};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
@@ -91,13 +91,6 @@ fn initial_conv_norm(seed: u64, device: &Device) -> f64 {
     let device = device.clone().autodiff();
     device.seed(seed);
     conv_norm(&ResNetConfig::default().init(&device))
-}
-
-fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, var.sqrt())
 }
 
 /// What one optimizer's runs produced, seed by seed.

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use burn::optim::AdamConfig;
 use burn::tensor::Device;
-use scaleinv::models::cli::{or_exit, positive, write_files};
+use scaleinv::models::cli::{mean_std, or_exit, positive, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::train::{TrainSettings, train_digits_with};
 use scaleinv::models::{CharCorpus, Digits, DigitsCnn, DigitsCnnConfig, TinyLmConfig};
@@ -233,11 +233,4 @@ fn probe_digits_cnn_model(model: &DigitsCnn, train: &Digits) -> ProbeReport {
 fn majority(counts: [usize; 3]) -> ProjectionBranch {
     let code = (0..3).max_by_key(|&i| counts[i]).unwrap_or(0);
     ProjectionBranch::from_code(code as i64).unwrap_or(ProjectionBranch::None)
-}
-
-fn mean_std(values: &[f64]) -> (f64, f64) {
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, var.sqrt())
 }

@@ -1,4 +1,5 @@
-//! What the examples' command lines share: exiting on a bad argument, writing result files.
+//! What the examples share: exiting on a bad argument, writing result files, summarising
+//! runs over seeds.
 
 use std::path::Path;
 
@@ -45,4 +46,12 @@ pub fn positive_list<T: std::str::FromStr + PartialOrd + Default>(
     value: &str,
 ) -> Result<Vec<T>, String> {
     value.split(',').map(|v| positive(flag, v)).collect()
+}
+
+/// Mean and sample standard deviation (0 for a single value).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var.sqrt())
 }

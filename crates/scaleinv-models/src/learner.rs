@@ -395,12 +395,7 @@ pub fn test_accuracy(net: &ResNet, data: &Digits, device: &Device) -> f64 {
     let mut correct = 0i64;
     for chunk in indices.chunks(500) {
         let (images, labels) = data.select(chunk).to_tensors(device);
-        let predicted = net.forward(images).argmax(1).squeeze_dim::<1>(1);
-        let hits = predicted.equal(labels).int().sum().into_data();
-        correct += hits
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .map_or(0, |v| v[0]);
+        correct += crate::train::correct_predictions(net.forward(images), labels);
     }
     correct as f64 / data.len().max(1) as f64
 }

@@ -168,12 +168,19 @@ pub fn accuracy(model: &DigitsCnn, images: Tensor<4>, labels: Tensor<1, Int>) ->
     if n == 0 {
         return 0.0;
     }
-    let predicted = model.forward(images).argmax(1).squeeze_dim::<1>(1);
-    let correct = predicted.equal(labels).int().sum().into_data();
-    let correct = correct
+    let correct = correct_predictions(model.forward(images), labels);
+    correct as f64 / n as f64
+}
+
+/// How many rows of `logits` have their arg-max at the label (one read-back).
+pub fn correct_predictions(logits: Tensor<2>, labels: Tensor<1, Int>) -> i64 {
+    let predicted = logits.argmax(1).squeeze_dim::<1>(1);
+    predicted
+        .equal(labels)
+        .int()
+        .sum()
+        .into_data()
         .convert::<i64>()
         .try_to_vec::<i64>()
-        .map(|v| v[0])
-        .unwrap_or(0);
-    correct as f64 / n as f64
+        .map_or(0, |v| v[0])
 }
