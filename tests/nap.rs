@@ -287,47 +287,6 @@ fn zero_initial_norm_panics_at_the_first_step() {
 }
 
 #[test]
-fn invalid_configs_are_rejected() {
-    let adam = || AdamConfig::new().build();
-    let err = NapConfig::new()
-        .with_project_every(0)
-        .try_wrap(adam())
-        .err();
-    assert!(matches!(err, Some(ConfigError::Conflict { .. })), "{err:?}");
-    let err = NapConfig::new().with_epsilon(0.0).try_wrap(adam()).err();
-    assert!(
-        matches!(
-            err,
-            Some(ConfigError::OutOfRange {
-                field: "epsilon",
-                ..
-            })
-        ),
-        "{err:?}"
-    );
-    let err = NapConfig::new()
-        .with_norm_affine(NormAffine::DecayScale { rate: -1.0 })
-        .try_wrap(adam())
-        .err();
-    assert!(
-        matches!(
-            err,
-            Some(ConfigError::OutOfRange {
-                field: "norm_affine.rate",
-                ..
-            })
-        ),
-        "{err:?}"
-    );
-    // Policies that name parameters need the model.
-    let err = NapConfig::new()
-        .with_norm_affine(NormAffine::ProjectJointly)
-        .try_init(adam())
-        .err();
-    assert!(matches!(err, Some(ConfigError::Conflict { .. })), "{err:?}");
-}
-
-#[test]
 fn effective_learning_rate_follows_the_step_kind() {
     let device = device();
     let net = Net::new(&device);

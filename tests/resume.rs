@@ -9,8 +9,8 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
 use scaleinv::{
-    AdamPConfig, NapConfig, NapScope, NormAffine, SgdpConfig, StableSpamConfig,
-    WidthScaledAdamWConfig,
+    AdamPConfig, CheckedLoad, NapConfig, NapScope, NormAffine, RadialProjectionConfig,
+    RecordMismatch, SgdpConfig, StableSpamConfig, WidthScaledAdamWConfig,
 };
 
 const BATCH: usize = 32;
@@ -90,10 +90,10 @@ fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("optim.bpk");
         first.save(&path).unwrap();
-        make(&halfway).load(&path).unwrap()
+        make(&halfway).try_load(&path, &halfway).unwrap()
     } else {
         make(&halfway)
-            .from_bytes(first.into_bytes().unwrap())
+            .try_load_record(first.to_record(), &halfway)
             .unwrap()
     };
     let resumed_model = train(halfway, &mut resumed, 3..6, &data, &device);
@@ -174,6 +174,129 @@ fn width_scaled_adamw_resumes_exactly() {
                 .init_for(m)
         },
         false,
+    );
+}
+
+#[test]
+fn projected_adam_resumes_exactly() {
+    assert_resume_is_exact(
+        |m| {
+            RadialProjectionConfig::new()
+                .with_weight_decay(1e-2)
+                .init_for(AdamConfig::new().with_epsilon(1e-8).build(), m)
+        },
+        true,
+    );
+}
+
+/// Three steps of AdamP on the seeded network: the model and its optimizer.
+fn trained_adamp() -> (DigitsCnn, ModuleOptimizer) {
+    let (device, data, init) = setup();
+    let mut optim = AdamPConfig::new().init_for(&init);
+    let model = train(init, &mut optim, 0..3, &data, &device);
+    (model, optim)
+}
+
+#[test]
+fn a_record_from_another_model_is_refused() {
+    let (model, optim) = trained_adamp();
+    // A model built afresh has new parameter ids: nothing in the record belongs to it.
+    let (_, _, other) = setup();
+    let err = AdamPConfig::new()
+        .init_for(&other)
+        .try_load_record(optim.to_record(), &other)
+        .err()
+        .expect("a foreign record must be refused");
+    assert!(
+        matches!(
+            &err,
+            RecordMismatch::UnknownParameter {
+                saved_path: Some(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("another model"), "{err}");
+    // The model it was saved with loads it.
+    assert!(
+        AdamPConfig::new()
+            .init_for(&model)
+            .try_load_record(optim.to_record(), &model)
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_record_from_another_optimizer_is_refused() {
+    let (model, adamp) = trained_adamp();
+    let sgdp = SgdpConfig::new().with_momentum(0.9).init_for(&model);
+    let err = sgdp
+        .try_load_record(adamp.to_record(), &model)
+        .err()
+        .expect("AdamP's record loaded into SGDP");
+    let RecordMismatch::OptimizerMismatch { saved, rebuilt, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(saved, &["moment_1", "moment_2", "time"]);
+    assert!(rebuilt.is_empty(), "{err}");
+
+    // Burn's Adam nests its moments under `momentum`: not AdamP's layout.
+    let adam = ModuleOptimizer::from(AdamConfig::new().build());
+    let err = adam.try_load_record(adamp.to_record(), &model).err();
+    assert!(
+        matches!(err, Some(RecordMismatch::OptimizerMismatch { .. })),
+        "{err:?}"
+    );
+    // Burn's own loader takes it without a word.
+    let _silent = ModuleOptimizer::from(AdamConfig::new().build()).load_record(adamp.to_record());
+}
+
+#[test]
+fn a_state_of_the_wrong_shape_is_refused() {
+    use burn::module::Param;
+    use burn::nn::LinearConfig;
+    let device = common::cpu_device().autodiff();
+    let linear = LinearConfig::new(6, 4).init(&device);
+    let mut optim = AdamPConfig::new().init_for(&linear);
+    let x = burn::tensor::Tensor::<2>::ones([2, 6], &device);
+    let loss = linear.forward(x).square().mean();
+    let grads = GradientsParams::from_grads(loss.backward(), &linear);
+    let linear = optim.step(1e-2, linear, grads);
+
+    // The same parameter ids on a layer of another width.
+    let mut wider = LinearConfig::new(6, 8).init(&device);
+    wider.weight = Param::initialized(linear.weight.id, wider.weight.val());
+    let bias = wider.bias.take().expect("bias");
+    let saved_bias = linear.bias.as_ref().expect("bias").id;
+    wider.bias = Some(Param::initialized(saved_bias, bias.val()));
+    let err = AdamPConfig::new()
+        .init_for(&wider)
+        .try_load_record(optim.to_record(), &wider)
+        .err()
+        .expect("a [6, 4] state on a [6, 8] weight");
+    assert!(
+        matches!(err, RecordMismatch::ShapeMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("[6, 8]"), "{err}");
+}
+
+#[test]
+fn an_unreadable_file_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("scaleinv-bad-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("optim.bpk");
+    std::fs::write(&path, b"not a record").unwrap();
+    let (model, _) = trained_adamp();
+    let err = AdamPConfig::new()
+        .init_for(&model)
+        .try_load(&path, &model)
+        .err();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        matches!(err, Some(RecordMismatch::Unreadable { .. })),
+        "{err:?}"
     );
 }
 

@@ -5,9 +5,7 @@ mod common;
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use scaleinv::{
-    ConfigError, NonFinitePolicy, ResetMode, StableSpam, StableSpamConfig, StableSpamState,
-};
+use scaleinv::{NonFinitePolicy, ResetMode, StableSpam, StableSpamConfig, StableSpamState};
 
 const LR: f64 = 0.01;
 
@@ -234,36 +232,5 @@ fn a_gradient_spike_disturbs_stable_spam_less_than_adam() {
     assert!(
         spam_end * 3.0 < adam_end,
         "stable-spam drift {spam_end} vs adam {adam_end}"
-    );
-}
-
-fn field(result: Result<StableSpam, ConfigError>) -> &'static str {
-    match result {
-        Err(ConfigError::OutOfRange { field, .. }) => field,
-        other => panic!("expected an out-of-range error, got {other:?}"),
-    }
-}
-
-#[test]
-fn invalid_hyperparameters_name_the_field() {
-    let c = StableSpamConfig::new;
-    assert_eq!(field(c().with_beta_1(1.0).try_build()), "beta_1");
-    assert_eq!(field(c().with_beta_2(-0.5).try_build()), "beta_2");
-    assert_eq!(field(c().with_epsilon(0.0).try_build()), "epsilon");
-    assert_eq!(
-        field(c().with_weight_decay(-1.0).try_build()),
-        "weight_decay"
-    );
-    assert_eq!(field(c().with_gamma_1(0.0).try_build()), "gamma_1");
-    assert_eq!(field(c().with_gamma_2(1.0).try_build()), "gamma_2");
-    assert_eq!(field(c().with_theta(f64::NAN).try_build()), "theta");
-    assert_eq!(field(c().with_eta_min(1.5).try_build()), "eta_min");
-    let Err(err) = c().with_total_steps(Some(0)).try_init() else {
-        panic!("total_steps = Some(0) was accepted")
-    };
-    assert!(err.to_string().contains("total_steps"), "{err}");
-    assert_eq!(
-        c().with_gamma_2(1.0).try_build().unwrap_err().to_string(),
-        "StableSpamConfig.gamma_2 = 1 is invalid: expected a value in (0, 1)"
     );
 }

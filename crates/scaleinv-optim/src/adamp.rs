@@ -9,10 +9,11 @@ use burn::tensor::{Device, Tensor};
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
+use crate::non_finite::NonFinitePolicy;
 use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
-use crate::step_guard::{check_lr, is_empty};
+use crate::step_guard::framed_step;
 
 /// Configuration of [`AdamP`], with the reference's defaults.
 ///
@@ -46,6 +47,15 @@ pub struct AdamPConfig {
     /// sets it per parameter instead.
     #[config(default = 0)]
     pub channel_axis: usize,
+    /// Whether an all-zero weight or gradient passes the scale-invariance test: its cosine is
+    /// 0, so in the reference it does, and its weight decay is cut by `wd_ratio` (a weight
+    /// whose gradient is zero keeps a tenth of its decay). `false` gives such a tensor the
+    /// plain update and the full decay.
+    #[config(default = true)]
+    pub zero_is_invariant: bool,
+    /// What a step does when a gradient holds NaN or ±∞.
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
     /// Gradient clipping applied before each step.
     pub grad_clipping: Option<GradientClippingConfig>,
 }
@@ -74,6 +84,7 @@ pub struct AdamP {
     weight_decay: f64,
     nesterov: bool,
     observer: Option<ObserverTag>,
+    non_finite: NonFinitePolicy,
 }
 
 impl AdamPConfig {
@@ -110,10 +121,12 @@ impl PerAxisConfig for AdamPConfig {
                 self.wd_ratio,
                 self.epsilon,
                 channel_axis,
-            ),
+            )
+            .with_zero_is_invariant(self.zero_is_invariant),
             weight_decay: self.weight_decay,
             nesterov: self.nesterov,
             observer: None,
+            non_finite: self.non_finite,
         }
     }
 
@@ -155,25 +168,31 @@ impl Optimizer for AdamP {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        check_lr(lr);
-        if is_empty(&param) {
-            return (param, state);
-        }
-        let state = self.moments.update(&grad, state);
-        let (bc1, _) = self.moments.bias_corrections(state.time);
-        let denom = self.moments.denominator(state.moment_2.clone(), state.time);
+        framed_step(
+            lr,
+            self.non_finite,
+            param,
+            grad,
+            state,
+            |param, grad, state| {
+                let state = self.moments.update(&grad, state);
+                let (bc1, _) = self.moments.bias_corrections(state.time);
+                let denom = self.moments.denominator(state.moment_2.clone(), state.time);
 
-        let update = if self.nesterov {
-            let b1 = self.moments.beta_1;
-            (state.moment_1.clone() * b1 + grad.clone() * (1.0 - b1)) / denom
-        } else {
-            state.moment_1.clone() / denom
-        };
+                let update = if self.nesterov {
+                    let b1 = self.moments.beta_1;
+                    (state.moment_1.clone() * b1 + grad.clone() * (1.0 - b1)) / denom
+                } else {
+                    state.moment_1.clone() / denom
+                };
 
-        let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);
-        let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
-        let param = param - projected.update * (lr / bc1);
-        (param, Some(state))
+                let projected =
+                    project_observed(&self.projection, &self.observer, &param, &grad, update);
+                let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
+                let param = param - projected.update * (lr / bc1);
+                (param, Some(state))
+            },
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

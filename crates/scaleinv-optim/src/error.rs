@@ -92,6 +92,10 @@ pub(crate) enum Range {
     Positive,
     /// `[0, ∞)`
     NonNegative,
+    /// Any finite value.
+    Finite,
+    /// An integer ≥ 1.
+    AtLeastOne,
 }
 
 impl Range {
@@ -103,6 +107,8 @@ impl Range {
                 Self::UnitOpen => v > 0.0 && v < 1.0,
                 Self::Positive => v > 0.0,
                 Self::NonNegative => v >= 0.0,
+                Self::Finite => true,
+                Self::AtLeastOne => v >= 1.0,
             }
     }
 
@@ -113,6 +119,8 @@ impl Range {
             Self::UnitOpen => "(0, 1)",
             Self::Positive => "(0, inf), finite",
             Self::NonNegative => "[0, inf), finite",
+            Self::Finite => "(-inf, inf), finite",
+            Self::AtLeastOne => "[1, inf), an integer",
         }
     }
 }

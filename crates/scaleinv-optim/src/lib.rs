@@ -46,6 +46,8 @@ extern crate alloc;
 
 mod adamp;
 mod channel_axes;
+mod checked_load;
+mod checked_step;
 mod decay;
 mod diagnostics;
 mod error;
@@ -69,6 +71,8 @@ mod width_scaled_adamw;
 
 pub use adamp::{AdamP, AdamPConfig, AdamPState};
 pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
+pub use checked_load::{CheckedLoad, RecordMismatch};
+pub use checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
 pub use diagnostics::{StepKind, WeightNorm, weight_norms};
 pub use error::ConfigError;
 pub use moments::MomentState;

@@ -10,6 +10,7 @@
 use burn::tensor::{Device, Tensor};
 
 use crate::RecordState;
+use crate::non_finite::{Checkpoint, Revert};
 
 /// The first and second moment of one parameter, with the step count `t`.
 #[derive(RecordState, Clone, Debug)]
@@ -29,6 +30,17 @@ impl<const D: usize> MomentState<D> {
             time: self.time,
             moment_1: self.moment_1.to_device(device),
             moment_2: self.moment_2.to_device(device),
+        }
+    }
+}
+
+impl<const D: usize> Revert<D> for MomentState<D> {
+    fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {
+        let (m, v) = old.map(|s| (s.moment_1, s.moment_2)).unzip();
+        Self {
+            time: self.time,
+            moment_1: checkpoint.keep_or_zero(self.moment_1, m),
+            moment_2: checkpoint.keep_or_zero(self.moment_2, v),
         }
     }
 }

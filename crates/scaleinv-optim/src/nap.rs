@@ -11,11 +11,12 @@ use crate::RecordState;
 use crate::channel_axes::ChannelAxes;
 use crate::decay::decay;
 use crate::error::{ConfigError, Range, check};
+use crate::non_finite::NonFinitePolicy;
 use crate::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::params::{self, ParamInfo, read_back};
 use crate::per_axis::or_panic;
 use crate::reduce::{sum_all, sum_except};
-use crate::step_guard::{check_lr, is_empty};
+use crate::step_guard::framed_wrapper_step;
 
 /// Over which slices of a weight the norm is held fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -59,6 +60,10 @@ pub struct NapConfig {
     /// logits' scale.
     #[config(default = "Vec::new()")]
     pub free: Vec<String>,
+    /// What a step does when a gradient holds NaN or ±∞; under `Skip` the base optimizer
+    /// steps on a zero gradient and the parameter is kept (see [`NonFinitePolicy::Skip`]).
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
 }
 
 /// Normalize-and-Project (Lyle et al., *Normalization and effective learning rates in
@@ -105,6 +110,7 @@ pub struct Nap<O> {
     project_every: usize,
     epsilon: f64,
     scale_decay: f64,
+    non_finite: NonFinitePolicy,
 }
 
 /// NaP's state for one parameter: the base optimizer's state and the radius.
@@ -123,12 +129,12 @@ impl NapConfig {
     /// Checks every hyperparameter.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const C: &str = "NapConfig";
-        if self.project_every == 0 {
-            return Err(ConfigError::Conflict {
-                config: C,
-                reason: "project_every = 0: the projection needs a period of at least one step",
-            });
-        }
+        check(
+            C,
+            "project_every",
+            self.project_every as f64,
+            Range::AtLeastOne,
+        )?;
         check(C, "epsilon", self.epsilon, Range::Positive)?;
         if let NormAffine::DecayScale { rate } = self.norm_affine {
             check(C, "norm_affine.rate", rate, Range::NonNegative)?;
@@ -255,6 +261,7 @@ impl NapConfig {
             project_every: self.project_every,
             epsilon: self.epsilon,
             scale_decay: 0.0,
+            non_finite: self.non_finite,
         }
     }
 
@@ -334,31 +341,36 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        check_lr(lr);
-        if is_empty(&param) {
-            return (param, state);
-        }
-        let state = state.unwrap_or_else(|| NapState {
-            steps: 0,
-            radius: self.projects(D).then(|| self.radius(&param)),
-            inner: None,
-        });
-        let (param, inner) = self.inner.step(lr, param, grad, state.inner);
-        let param = decay(param, lr * self.scale_decay);
-        let steps = state.steps + 1;
-        let param = match &state.radius {
-            Some(radius) if steps.is_multiple_of(self.project_every) => {
-                let norm = self.norm(&param).clamp_min(self.epsilon);
-                param * (radius.clone() / norm)
-            }
-            _ => param,
-        };
-        let next = NapState {
-            steps,
-            radius: state.radius,
-            inner,
-        };
-        (param, Some(next))
+        framed_wrapper_step(
+            lr,
+            self.non_finite,
+            param,
+            grad,
+            state,
+            |param, grad, state| {
+                let state = state.unwrap_or_else(|| NapState {
+                    steps: 0,
+                    radius: self.projects(D).then(|| self.radius(&param)),
+                    inner: None,
+                });
+                let (param, inner) = self.inner.step(lr, param, grad, state.inner);
+                let param = decay(param, lr * self.scale_decay);
+                let steps = state.steps + 1;
+                let param = match &state.radius {
+                    Some(radius) if steps.is_multiple_of(self.project_every) => {
+                        let norm = self.norm(&param).clamp_min(self.epsilon);
+                        param * (radius.clone() / norm)
+                    }
+                    _ => param,
+                };
+                let next = NapState {
+                    steps,
+                    radius: state.radius,
+                    inner,
+                };
+                (param, Some(next))
+            },
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -85,7 +85,12 @@ macro_rules! per_axis_constructors {
             /// [`channel_axis`](Self::channel_axis) for every parameter. Prefer
             /// [`init_for`](Self::init_for) for models with `Linear` layers.
             pub fn init(&self) -> burn::optim::ModuleOptimizer {
-                $crate::per_axis::or_panic($crate::per_axis::PerAxisConfig::single_group(self))
+                $crate::per_axis::or_panic(self.try_init())
+            }
+
+            /// Like [`init`](Self::init), with an invalid config as an error.
+            pub fn try_init(&self) -> Result<burn::optim::ModuleOptimizer, $crate::ConfigError> {
+                $crate::per_axis::PerAxisConfig::single_group(self)
             }
 
             /// A [`ModuleOptimizer`](burn::optim::ModuleOptimizer) for `model` that gives every
@@ -96,7 +101,15 @@ macro_rules! per_axis_constructors {
                 &self,
                 model: &M,
             ) -> burn::optim::ModuleOptimizer {
-                $crate::per_axis::or_panic(self.try_init_with(&$crate::ChannelAxes::infer(model)))
+                $crate::per_axis::or_panic(self.try_init_for(model))
+            }
+
+            /// Like [`init_for`](Self::init_for), with an invalid config as an error.
+            pub fn try_init_for<M: burn::module::Module>(
+                &self,
+                model: &M,
+            ) -> Result<burn::optim::ModuleOptimizer, $crate::ConfigError> {
+                self.try_init_with(&$crate::ChannelAxes::infer(model))
             }
 
             /// A [`ModuleOptimizer`](burn::optim::ModuleOptimizer) with the channel axes given

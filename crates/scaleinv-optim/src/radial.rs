@@ -101,6 +101,9 @@ pub struct ScaleInvariance {
     pub channel_axis: usize,
     /// Whether the view is chosen by the cosine test at each step or fixed.
     pub view: ProjectionView,
+    /// Whether an all-zero weight or gradient passes the test (its cosine is 0): `true` in the
+    /// reference, so such a tensor's decay is cut by `wd_ratio`; `false` fails the test for it.
+    pub zero_is_invariant: bool,
 }
 
 /// The projected update and the decay ratio of one step, both still on the device.
@@ -171,6 +174,15 @@ impl ScaleInvariance {
             epsilon,
             channel_axis,
             view: ProjectionView::Detect,
+            zero_is_invariant: true,
+        }
+    }
+
+    /// The same test with `zero_is_invariant` set (see the field).
+    pub fn with_zero_is_invariant(self, zero_is_invariant: bool) -> Self {
+        Self {
+            zero_is_invariant,
+            ..self
         }
     }
 
@@ -223,16 +235,22 @@ impl ScaleInvariance {
             stats.weight_sq.clone(),
             stats.grad_sq.clone(),
         );
-        let layer_cos = self.cosine(
-            stats.dot.clone().sum(),
-            stats.weight_sq.clone().sum(),
-            stats.grad_sq.clone().sum(),
-        );
+        let weight_sq = stats.weight_sq.clone().sum();
+        let grad_sq = stats.grad_sq.clone().sum();
+        let layer_cos = self.cosine(stats.dot.clone().sum(), weight_sq.clone(), grad_sq.clone());
+        let channel = channel_cos
+            .max()
+            .lower_scalar(self.delta / row_width.sqrt());
+        let layer = layer_cos.lower_scalar(self.delta / (numel as f64).sqrt());
+        if self.zero_is_invariant {
+            return Tests { channel, layer };
+        }
+        let nonzero = weight_sq
+            .greater_elem(0.0)
+            .bool_and(grad_sq.greater_elem(0.0));
         Tests {
-            channel: channel_cos
-                .max()
-                .lower_scalar(self.delta / row_width.sqrt()),
-            layer: layer_cos.lower_scalar(self.delta / (numel as f64).sqrt()),
+            channel: channel.bool_and(nonzero.clone()),
+            layer: layer.bool_and(nonzero),
         }
     }
 

@@ -8,11 +8,12 @@ use burn::tensor::{Device, Tensor};
 use crate::channel_axes::{ChannelAxes, grouped};
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
+use crate::non_finite::NonFinitePolicy;
 use crate::observer::{Observed, ObserverTag, ProjectionObserver, project_observed};
 use crate::per_axis::or_panic;
 use crate::probe::{Invariance, ProbeReport};
 use crate::radial::{ProjectionView, ScaleInvariance};
-use crate::step_guard::{check_lr, is_empty};
+use crate::step_guard::framed_wrapper_step;
 
 /// Configuration of [`RadialProjection`], with AdamP's defaults.
 #[derive(Config, Debug)]
@@ -36,6 +37,14 @@ pub struct RadialProjectionConfig {
     /// Per-step detection (the reference) or a fixed view.
     #[config(default = "ProjectionView::Detect")]
     pub view: ProjectionView,
+    /// Whether an all-zero weight or gradient passes the test (the reference: yes, and its
+    /// decay is cut by `wd_ratio`); see [`AdamPConfig::zero_is_invariant`](crate::AdamPConfig::zero_is_invariant).
+    #[config(default = true)]
+    pub zero_is_invariant: bool,
+    /// What a step does when a gradient holds NaN or ±∞; under `Skip` the base optimizer
+    /// steps on a zero gradient and the parameter is kept (see [`NonFinitePolicy::Skip`]).
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
 }
 
 /// The radial projection of AdamP and SGDP (Heo et al., ICLR 2021) around any per-tensor
@@ -77,6 +86,7 @@ pub struct RadialProjection<O> {
     projection: ScaleInvariance,
     weight_decay: f64,
     observer: Option<ObserverTag>,
+    non_finite: NonFinitePolicy,
 }
 
 impl RadialProjectionConfig {
@@ -103,9 +113,11 @@ impl RadialProjectionConfig {
                 self.epsilon,
                 channel_axis,
             )
-            .with_view(view),
+            .with_view(view)
+            .with_zero_is_invariant(self.zero_is_invariant),
             weight_decay: self.weight_decay,
             observer: None,
+            non_finite: self.non_finite,
         }
     }
 
@@ -138,7 +150,16 @@ impl RadialProjectionConfig {
         inner: O,
         model: &M,
     ) -> ModuleOptimizer {
-        or_panic(self.try_init_with(inner, &ChannelAxes::infer(model)))
+        or_panic(self.try_init_for(inner, model))
+    }
+
+    /// Like [`init_for`](Self::init_for), with an invalid config as an error.
+    pub fn try_init_for<O: Optimizer, M: burn::module::Module>(
+        &self,
+        inner: O,
+        model: &M,
+    ) -> Result<ModuleOptimizer, ConfigError> {
+        self.try_init_with(inner, &ChannelAxes::infer(model))
     }
 
     /// Like [`try_init_with`](Self::try_init_with), with every parameter of rank ≥ 2
@@ -213,15 +234,21 @@ impl<O: Optimizer> Optimizer for RadialProjection<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        check_lr(lr);
-        if is_empty(&param) {
-            return (param, state);
-        }
-        let (stepped, state) = self.inner.step(lr, param.clone(), grad.clone(), state);
-        let update = stepped - param.clone();
-        let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);
-        let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
-        (param + projected.update, state)
+        framed_wrapper_step(
+            lr,
+            self.non_finite,
+            param,
+            grad,
+            state,
+            |param, grad, state| {
+                let (stepped, state) = self.inner.step(lr, param.clone(), grad.clone(), state);
+                let update = stepped - param.clone();
+                let projected =
+                    project_observed(&self.projection, &self.observer, &param, &grad, update);
+                let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
+                (param + projected.update, state)
+            },
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -9,10 +9,11 @@ use burn::tensor::{Device, Tensor};
 use crate::RecordState;
 use crate::decay::decoupled_decay;
 use crate::error::{ConfigError, Range, check};
+use crate::non_finite::{Checkpoint, NonFinitePolicy, Revert};
 use crate::observer::{Observed, ObserverTag, project_observed};
 use crate::per_axis::{PerAxisConfig, per_axis_constructors};
 use crate::radial::ScaleInvariance;
-use crate::step_guard::{check_lr, is_empty};
+use crate::step_guard::framed_step;
 
 /// Configuration of [`Sgdp`], with the reference's defaults.
 ///
@@ -50,6 +51,15 @@ pub struct SgdpConfig {
     /// sets it per parameter instead.
     #[config(default = 0)]
     pub channel_axis: usize,
+    /// Whether an all-zero weight or gradient passes the scale-invariance test: its cosine is
+    /// 0, so in the reference it does, and its weight decay is cut by `wd_ratio` (a weight
+    /// whose gradient is zero keeps a tenth of its decay). `false` gives such a tensor the
+    /// plain update and the full decay.
+    #[config(default = true)]
+    pub zero_is_invariant: bool,
+    /// What a step does when a gradient holds NaN or ±∞.
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
     /// Gradient clipping applied before each step.
     pub grad_clipping: Option<GradientClippingConfig>,
 }
@@ -79,6 +89,7 @@ pub struct Sgdp {
     project_momentum_buffer: bool,
     projection: ScaleInvariance,
     observer: Option<ObserverTag>,
+    non_finite: NonFinitePolicy,
 }
 
 /// SGDP's state for one parameter: the momentum buffer (absent when μ = 0, where the buffer
@@ -87,6 +98,14 @@ pub struct Sgdp {
 pub struct SgdpState<const D: usize> {
     /// Momentum buffer `b`.
     pub momentum: Tensor<D>,
+}
+
+impl<const D: usize> Revert<D> for SgdpState<D> {
+    fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {
+        Self {
+            momentum: checkpoint.keep_or_zero(self.momentum, old.map(|s| s.momentum)),
+        }
+    }
 }
 
 impl SgdpConfig {
@@ -130,8 +149,10 @@ impl PerAxisConfig for SgdpConfig {
                 self.wd_ratio,
                 self.epsilon,
                 channel_axis,
-            ),
+            )
+            .with_zero_is_invariant(self.zero_is_invariant),
             observer: None,
+            non_finite: self.non_finite,
         }
     }
 
@@ -170,41 +191,47 @@ impl Optimizer for Sgdp {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        check_lr(lr);
-        if is_empty(&param) {
-            return (param, state);
-        }
-        let mu = self.momentum;
-        let damped = if self.dampening == 0.0 {
-            grad.clone()
-        } else {
-            grad.clone() * (1.0 - self.dampening)
-        };
-        let buffer = match state {
-            Some(s) if mu != 0.0 => s.momentum * mu + damped,
-            _ => damped,
-        };
-        let update = if self.nesterov {
-            grad.clone() + buffer.clone() * mu
-        } else {
-            buffer.clone()
-        };
-
-        let projected = project_observed(&self.projection, &self.observer, &param, &grad, update);
-        let buffer = if !self.nesterov && self.project_momentum_buffer {
-            projected.update.clone()
-        } else {
-            buffer
-        };
-
-        let param = decoupled_decay(
+        framed_step(
+            lr,
+            self.non_finite,
             param,
-            lr * self.weight_decay / (1.0 - mu),
-            projected.decay_ratio,
-        );
-        let param = param - projected.update * lr;
-        let state = (mu != 0.0).then_some(SgdpState { momentum: buffer });
-        (param, state)
+            grad,
+            state,
+            |param, grad, state| {
+                let mu = self.momentum;
+                let damped = if self.dampening == 0.0 {
+                    grad.clone()
+                } else {
+                    grad.clone() * (1.0 - self.dampening)
+                };
+                let buffer = match state {
+                    Some(s) if mu != 0.0 => s.momentum * mu + damped,
+                    _ => damped,
+                };
+                let update = if self.nesterov {
+                    grad.clone() + buffer.clone() * mu
+                } else {
+                    buffer.clone()
+                };
+
+                let projected =
+                    project_observed(&self.projection, &self.observer, &param, &grad, update);
+                let buffer = if !self.nesterov && self.project_momentum_buffer {
+                    projected.update.clone()
+                } else {
+                    buffer
+                };
+
+                let param = decoupled_decay(
+                    param,
+                    lr * self.weight_decay / (1.0 - mu),
+                    projected.decay_ratio,
+                );
+                let param = param - projected.update * lr;
+                let state = (mu != 0.0).then_some(SgdpState { momentum: buffer });
+                (param, state)
+            },
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

@@ -13,9 +13,9 @@ use crate::RecordState;
 use crate::decay::decay;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState, ema};
-use crate::non_finite::{NonFinitePolicy, keep_old_if};
+use crate::non_finite::{Checkpoint, NonFinitePolicy, Revert};
 use crate::per_axis::{for_every_parameter, or_panic};
-use crate::step_guard::{check_lr, is_empty};
+use crate::step_guard::{check_lr, in_f32, is_empty};
 
 /// When a momentum reset (MoRet) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -191,11 +191,9 @@ impl StableSpamConfig {
         check(C, "gamma_2", self.gamma_2, Range::UnitOpen)?;
         check(C, "theta", self.theta, Range::UnitOpen)?;
         check(C, "eta_min", self.eta_min, Range::UnitClosed)?;
-        if self.total_steps == Some(0) {
-            return Err(ConfigError::Conflict {
-                config: C,
-                reason: "total_steps = Some(0): the cosine decay needs at least one step; use None to turn it off",
-            });
+        if let Some(total) = self.total_steps {
+            // `None` turns the cosine decay off; a length must be at least one step.
+            check(C, "total_steps", total as f64, Range::AtLeastOne)?;
         }
         Ok(())
     }
@@ -278,20 +276,15 @@ fn rescale_norm<const D: usize>(grad: Tensor<D>, norm: Tensor<1>, target: Tensor
     grad * factor.unsqueeze::<D>()
 }
 
-impl Optimizer for StableSpam {
-    type State<const D: usize> = StableSpamState<D>;
-
-    fn step<const D: usize>(
+impl StableSpam {
+    /// One step in f32 (the frame's checks done).
+    fn step_f32<const D: usize>(
         &self,
         lr: LearningRate,
         param: Tensor<D>,
         grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        check_lr(lr);
-        if is_empty(&param) {
-            return (param, state);
-        }
+        state: Option<StableSpamState<D>>,
+    ) -> (Tensor<D>, Option<StableSpamState<D>>) {
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
         let k = old.global_step + 1;
         let s = self.momentum_scale(k);
@@ -355,9 +348,9 @@ impl Optimizer for StableSpam {
         let new_param = match self.non_finite {
             NonFinitePolicy::Propagate => new_param,
             NonFinitePolicy::Skip => {
-                let bad = norm.is_finite().bool_not();
-                next = next.keep_old_if(&bad, old);
-                keep_old_if(&bad, new_param, param)
+                let checkpoint = Checkpoint::with_flag(norm.is_finite().bool_not(), &param);
+                next = next.revert(&checkpoint, Some(old));
+                checkpoint.param(new_param)
             }
         };
         if reset && self.reset_mode == ResetMode::Reference {
@@ -368,6 +361,26 @@ impl Optimizer for StableSpam {
             };
         }
         (new_param, Some(next))
+    }
+}
+
+impl Optimizer for StableSpam {
+    type State<const D: usize> = StableSpamState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        check_lr(lr);
+        if is_empty(&param) {
+            return (param, state);
+        }
+        in_f32(param, grad, |param, grad| {
+            self.step_f32(lr, param, grad, state)
+        })
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
@@ -382,23 +395,23 @@ impl Optimizer for StableSpam {
     }
 }
 
-impl<const D: usize> StableSpamState<D> {
-    /// Every tensor of `old` where `bad` is set; the counters stay those of `self`.
-    fn keep_old_if(self, bad: &Tensor<1, burn::tensor::Bool>, old: Self) -> Self {
+impl<const D: usize> Revert<D> for StableSpamState<D> {
+    fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {
+        let Some(old) = old else {
+            // The step always starts from a state (zeros at first).
+            return self;
+        };
+        let keep = |new: Tensor<1>, old: Tensor<1>| checkpoint.keep(new, old);
         Self {
             global_step: self.global_step,
-            moments: MomentState {
-                time: self.moments.time,
-                moment_1: keep_old_if(bad, self.moments.moment_1, old.moments.moment_1),
-                moment_2: keep_old_if(bad, self.moments.moment_2, old.moments.moment_2),
-            },
+            moments: self.moments.revert(checkpoint, Some(old.moments)),
             max_moment_2: self
                 .max_moment_2
                 .zip(old.max_moment_2)
-                .map(|(new, old)| keep_old_if(bad, new, old)),
-            clip_threshold: keep_old_if(bad, self.clip_threshold, old.clip_threshold),
-            norm_mean: keep_old_if(bad, self.norm_mean, old.norm_mean),
-            norm_sq_mean: keep_old_if(bad, self.norm_sq_mean, old.norm_sq_mean),
+                .map(|(new, old)| checkpoint.keep(new, old)),
+            clip_threshold: keep(self.clip_threshold, old.clip_threshold),
+            norm_mean: keep(self.norm_mean, old.norm_mean),
+            norm_sq_mean: keep(self.norm_sq_mean, old.norm_sq_mean),
         }
     }
 }

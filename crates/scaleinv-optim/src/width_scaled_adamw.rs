@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::decay::decay;
 use crate::error::{ConfigError, Range, check};
 use crate::moments::{AdamMoments, MomentState};
+use crate::non_finite::NonFinitePolicy;
 use crate::params::{self, ParamInfo};
 use crate::per_axis::or_panic;
-use crate::step_guard::{check_lr, is_empty};
+use crate::step_guard::framed_step;
 
 /// How a tensor scales with the width `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +72,9 @@ pub struct WidthScaledAdamWConfig {
     /// it followed by `.` gets [`head_role`](Self::head_role).
     #[config(default = "vec![String::from(\"head\")]")]
     pub head: Vec<String>,
+    /// What a step does when a gradient holds NaN or ±∞.
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
     /// Gradient clipping applied before each step.
     pub grad_clipping: Option<GradientClippingConfig>,
 }
@@ -110,6 +114,7 @@ pub struct WidthScaledAdamW {
     moments: AdamMoments,
     lr_scale: f64,
     weight_decay: f64,
+    non_finite: NonFinitePolicy,
 }
 
 /// The role given to one parameter by [`WidthScaledAdamWConfig::roles`].
@@ -127,22 +132,14 @@ impl WidthScaledAdamWConfig {
     /// Checks every hyperparameter.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const C: &str = "WidthScaledAdamWConfig";
-        if self.base_width == 0 || self.width == 0 {
-            return Err(ConfigError::Conflict {
-                config: C,
-                reason: "base_width and width must be positive",
-            });
-        }
+        check(C, "base_width", self.base_width as f64, Range::AtLeastOne)?;
+        check(C, "width", self.width as f64, Range::AtLeastOne)?;
         check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
         check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
         check(C, "epsilon", self.epsilon, Range::Positive)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
-        if !self.lr_exponent.is_finite() || !self.wd_exponent.is_finite() {
-            return Err(ConfigError::Conflict {
-                config: C,
-                reason: "lr_exponent and wd_exponent must be finite",
-            });
-        }
+        check(C, "lr_exponent", self.lr_exponent, Range::Finite)?;
+        check(C, "wd_exponent", self.wd_exponent, Range::Finite)?;
         Ok(())
     }
 
@@ -179,6 +176,7 @@ impl WidthScaledAdamWConfig {
             },
             lr_scale: self.lr_scale(role),
             weight_decay: self.weight_decay_for(role),
+            non_finite: self.non_finite,
         })
     }
 
@@ -266,15 +264,20 @@ impl Optimizer for WidthScaledAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        check_lr(lr);
-        if is_empty(&param) {
-            return (param, state);
-        }
-        let lr = lr * self.lr_scale;
-        let param = decay(param, lr * self.weight_decay);
-        let moments = self.moments.update(&grad, state);
-        let param = param - self.moments.update_step(&moments, None, lr);
-        (param, Some(moments))
+        framed_step(
+            lr,
+            self.non_finite,
+            param,
+            grad,
+            state,
+            |param, grad, state| {
+                let lr = lr * self.lr_scale;
+                let param = decay(param, lr * self.weight_decay);
+                let moments = self.moments.update(&grad, state);
+                let param = param - self.moments.update_step(&moments, None, lr);
+                (param, Some(moments))
+            },
+        )
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {

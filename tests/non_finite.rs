@@ -1,0 +1,301 @@
+//! Non-finite gradients under each policy, for every optimizer of the crate, on every
+//! backend: `Skip` (the default) keeps the parameter and the state, `Propagate` lets the NaN
+//! through as the references do, and `try_step` refuses the step with an error.
+
+mod common;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, RecordState, StateSink};
+use burn::tensor::{Device, Tensor, TensorData};
+use scaleinv::{
+    AdamPConfig, CheckedStep, NapConfig, NonFinitePolicy, RadialProjectionConfig, SgdpConfig,
+    StableSpamConfig, StepError, WidthRole, WidthScaledAdamWConfig, non_finite_gradients,
+};
+
+const SHAPE: [usize; 2] = [4, 6];
+
+fn tensor(device: &Device, f: impl Fn(usize) -> f32) -> Tensor<2> {
+    let values: Vec<f32> = (0..24).map(f).collect();
+    Tensor::from_data(TensorData::new(values, SHAPE), device)
+}
+
+fn weight(device: &Device) -> Tensor<2> {
+    tensor(device, |i| ((i as f32) * 0.61).sin() + 0.2)
+}
+
+fn gradient(device: &Device, k: usize) -> Tensor<2> {
+    tensor(device, |i| ((i + 3 * k) as f32 * 0.37).cos())
+}
+
+/// A gradient with one bad element.
+fn poisoned(device: &Device, bad: f32) -> Tensor<2> {
+    let g = gradient(device, 9);
+    let mut values = common::values(g);
+    values[7] = bad;
+    Tensor::from_data(TensorData::new(values, SHAPE), device)
+}
+
+/// Every tensor of a state, flattened by name, as bit patterns (NaN compares equal to itself).
+fn state_bits<S: RecordState>(state: &Option<S>) -> Vec<(String, Vec<u32>)> {
+    let mut sink = StateSink::default();
+    if let Some(state) = state {
+        state.state_flatten("s", &mut sink);
+    }
+    sink.tensors
+        .into_iter()
+        .map(|(name, data)| {
+            let values = data
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 state");
+            (name, values.iter().map(|v| v.to_bits()).collect())
+        })
+        .collect()
+}
+
+fn bits(t: &Tensor<2>) -> Vec<u32> {
+    common::values(t.clone())
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+fn all_finite<S: RecordState>(state: &Option<S>) -> bool {
+    state_bits(state)
+        .iter()
+        .all(|(_, v)| v.iter().all(|b| f32::from_bits(*b).is_finite()))
+}
+
+/// Two good steps, then a step whose gradient holds `bad`, then a good one.
+///
+/// Under `Skip`: the bad step returns the parameter bit for bit; an optimizer that owns its
+/// state (`owns_state`) returns that too, and a wrapper's inner state stays finite; the next
+/// step is finite. A bad gradient at the very first step keeps the initial parameter.
+/// Under `Propagate`: the parameter holds a NaN or ∞ after the bad step.
+fn policy_cases<O: Optimizer>(
+    name: &str,
+    skip: &O,
+    propagate: &O,
+    owns_state: bool,
+    device: &Device,
+) {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let label = format!("{name}, gradient holding {bad}");
+        let mut param = weight(device);
+        let mut state = None;
+        for k in 0..2 {
+            (param, state) = skip.step(1e-2, param, gradient(device, k), state);
+        }
+        let (before, before_state) = (bits(&param), state_bits(&state));
+        let (after, after_state) = skip.step(1e-2, param, poisoned(device, bad), state);
+        assert_eq!(bits(&after), before, "{label}: Skip changed the parameter");
+        if owns_state {
+            assert_eq!(
+                state_bits(&after_state),
+                before_state,
+                "{label}: Skip changed the state"
+            );
+        } else {
+            assert!(
+                all_finite(&after_state),
+                "{label}: Skip let the NaN into the inner state"
+            );
+        }
+        let (next, next_state) = skip.step(1e-2, after, gradient(device, 5), after_state);
+        let next_values = common::values(next.clone());
+        assert!(
+            next_values.iter().all(|v| v.is_finite()),
+            "{label}: next step {next_values:?}"
+        );
+        assert_ne!(
+            bits(&next),
+            before,
+            "{label}: the step after a skip must move"
+        );
+        assert!(
+            all_finite(&next_state),
+            "{label}: state after the next step"
+        );
+
+        let first = weight(device);
+        let (kept, first_state) = skip.step(1e-2, first.clone(), poisoned(device, bad), None);
+        assert_eq!(bits(&kept), bits(&first), "{label}: Skip at the first step");
+        assert!(all_finite(&first_state), "{label}: first-step state");
+
+        let mut param = weight(device);
+        let mut state = None;
+        for k in 0..2 {
+            (param, state) = propagate.step(1e-2, param, gradient(device, k), state);
+        }
+        let (spread, _) = propagate.step(1e-2, param, poisoned(device, bad), state);
+        assert!(
+            common::values(spread).iter().any(|v| !v.is_finite()),
+            "{label}: Propagate should let the non-finite value through"
+        );
+    }
+}
+
+#[test]
+fn skip_keeps_parameter_and_state_and_propagate_lets_it_through() {
+    use NonFinitePolicy::{Propagate, Skip};
+    for (backend, device) in common::devices() {
+        let case = |name: &str| format!("{name} on {backend}");
+        let adamp = |p| {
+            AdamPConfig::new()
+                .with_weight_decay(0.1)
+                .with_non_finite(p)
+                .build()
+        };
+        policy_cases(
+            &case("AdamP"),
+            &adamp(Skip),
+            &adamp(Propagate),
+            true,
+            &device,
+        );
+        let sgdp = |p| {
+            SgdpConfig::new()
+                .with_momentum(0.9)
+                .with_weight_decay(1e-3)
+                .with_non_finite(p)
+                .build()
+        };
+        policy_cases(&case("SGDP"), &sgdp(Skip), &sgdp(Propagate), true, &device);
+        let spam = |p| StableSpamConfig::new().with_non_finite(p).build();
+        policy_cases(
+            &case("Stable-SPAM"),
+            &spam(Skip),
+            &spam(Propagate),
+            true,
+            &device,
+        );
+        let width = |p| {
+            WidthScaledAdamWConfig::new(64, 256)
+                .with_weight_decay(0.1)
+                .with_non_finite(p)
+                .build(WidthRole::Matrix)
+        };
+        policy_cases(
+            &case("width-scaled AdamW"),
+            &width(Skip),
+            &width(Propagate),
+            true,
+            &device,
+        );
+        let adam = || AdamConfig::new().with_epsilon(1e-8).build();
+        let projected = |p| {
+            RadialProjectionConfig::new()
+                .with_non_finite(p)
+                .wrap(adam())
+        };
+        let name = case("RadialProjection(Burn Adam)");
+        policy_cases(
+            &name,
+            &projected(Skip),
+            &projected(Propagate),
+            false,
+            &device,
+        );
+        let nap = |p| NapConfig::new().with_non_finite(p).wrap(adam());
+        let name = case("NaP(Burn Adam)");
+        policy_cases(&name, &nap(Skip), &nap(Propagate), false, &device);
+        let nap_adamp = |p| NapConfig::new().with_non_finite(p).wrap(adamp(p));
+        let name = case("NaP(AdamP)");
+        policy_cases(
+            &name,
+            &nap_adamp(Skip),
+            &nap_adamp(Propagate),
+            false,
+            &device,
+        );
+    }
+}
+
+/// The default of every config is `Skip`.
+#[test]
+fn skip_is_every_default() {
+    let skip = NonFinitePolicy::Skip;
+    assert_eq!(NonFinitePolicy::default(), skip);
+    assert_eq!(AdamPConfig::new().non_finite, skip);
+    assert_eq!(SgdpConfig::new().non_finite, skip);
+    assert_eq!(StableSpamConfig::new().non_finite, skip);
+    assert_eq!(WidthScaledAdamWConfig::new(1, 1).non_finite, skip);
+    assert_eq!(RadialProjectionConfig::new().non_finite, skip);
+    assert_eq!(NapConfig::new().non_finite, skip);
+}
+
+fn linear(device: &Device) -> Linear {
+    let ad = device.clone().autodiff();
+    ad.seed(3);
+    LinearConfig::new(6, 4).init(&ad)
+}
+
+fn grads_for(model: &Linear, x: Tensor<2>) -> GradientsParams {
+    let loss = model.forward(x).square().mean();
+    GradientsParams::from_grads(loss.backward(), model)
+}
+
+fn model_bits(model: &Linear) -> Vec<u32> {
+    let model = model.clone().valid();
+    let mut out = bits(&model.weight.val());
+    out.extend(
+        common::values(model.bias.as_ref().expect("bias").val())
+            .iter()
+            .map(|v| v.to_bits()),
+    );
+    out
+}
+
+#[test]
+fn try_step_refuses_a_non_finite_gradient_or_a_bad_learning_rate() {
+    for (backend, device) in common::devices() {
+        let ad = device.clone().autodiff();
+        let model = linear(&device);
+        let mut optim = AdamPConfig::new().init_for(&model);
+        let good = Tensor::<2>::ones([3, 6], &ad);
+        let grads = grads_for(&model, good.clone());
+        let model = optim.step(1e-2, model, grads);
+        let record = optim.to_record().into_bytes().expect("record");
+
+        let mut values = vec![0.5f32; 18];
+        values[4] = f32::NAN;
+        let bad = Tensor::<2>::from_data(TensorData::new(values, [3, 6]), &ad);
+        let grads = grads_for(&model, bad);
+        let mut paths = non_finite_gradients(&model, &grads);
+        paths.sort();
+        assert_eq!(paths, ["bias", "weight"], "{backend}");
+
+        let before = model_bits(&model);
+        let rejected = optim.try_step(1e-2, model, grads).unwrap_err();
+        assert_eq!(
+            rejected.error.to_string(),
+            "non-finite gradient (NaN or ±inf) for weight, bias: no parameter was updated",
+            "{backend}"
+        );
+        let model = rejected.module;
+        assert_eq!(model_bits(&model), before, "{backend}: module changed");
+        assert_eq!(
+            optim.to_record().into_bytes().expect("record").to_vec(),
+            record.to_vec(),
+            "{backend}: optimizer state changed"
+        );
+
+        for lr in [-1e-3, f64::NAN, f64::INFINITY] {
+            let grads = grads_for(&model, good.clone());
+            let rejected = optim.try_step(lr, model.clone(), grads).unwrap_err();
+            assert!(
+                matches!(rejected.error, StepError::InvalidLearningRate { .. }),
+                "{backend}: lr {lr}"
+            );
+        }
+
+        // A good step is the plain step.
+        let mut plain = optim.clone();
+        let stepped = optim
+            .try_step(1e-2, model.clone(), grads_for(&model, good.clone()))
+            .expect("finite gradients step");
+        let expected = plain.step(1e-2, model.clone(), grads_for(&model, good.clone()));
+        assert_eq!(model_bits(&stepped), model_bits(&expected), "{backend}");
+    }
+}
