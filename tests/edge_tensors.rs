@@ -230,3 +230,127 @@ fn an_invalid_learning_rate_is_refused_by_every_optimizer() {
     );
     refused("nap", &NapConfig::new().wrap(adam()), &param, &grad);
 }
+
+/// The dtype of every tensor of a state.
+fn state_dtypes<S: burn::optim::RecordState>(state: &Option<S>) -> Vec<burn::tensor::DType> {
+    let mut sink = burn::optim::StateSink::default();
+    if let Some(state) = state {
+        state.state_flatten("s", &mut sink);
+    }
+    sink.tensors.iter().map(|(_, data)| data.dtype()).collect()
+}
+
+/// Five steps from an f16 or bf16 parameter: the parameter keeps its dtype, the state is f32,
+/// every value is finite and the trajectory follows the f32 one to the low format's precision.
+fn low_precision<O: Optimizer>(
+    name: &str,
+    optim: &O,
+    formats: &[(burn::tensor::FloatDType, f32)],
+    device: &Device,
+) {
+    use burn::tensor::DType;
+    let dims = [4, 6];
+    let wave = |i: usize| ((i as f32) * 0.61).sin() + 0.2;
+    let grad = |k: usize| filled(dims, move |i| ((i + 3 * k) as f32 * 0.37).cos(), device);
+    for &(format, tolerance) in formats {
+        let label = format!("{name}, {format:?}");
+        let (mut low, mut low_state) = (filled(dims, wave, device).cast(format), None);
+        let (mut full, mut full_state) = (filled(dims, wave, device), None);
+        for k in 0..5 {
+            (low, low_state) = optim.step(1e-2, low, grad(k).cast(format), low_state);
+            (full, full_state) = optim.step(1e-2, full, grad(k), full_state);
+        }
+        assert_eq!(low.dtype(), DType::from(format), "{label}: parameter dtype");
+        let dtypes = state_dtypes(&low_state);
+        assert!(
+            !dtypes.is_empty() && dtypes.iter().all(|d| *d == DType::F32),
+            "{label}: state dtypes {dtypes:?}"
+        );
+        let _ = full_state;
+        let (low, full) = (common::values(low), common::values(full));
+        for (l, f) in low.iter().zip(&full) {
+            assert!(l.is_finite(), "{label}: {low:?}");
+            assert!(
+                (l - f).abs() <= tolerance * (1.0 + f.abs()),
+                "{label}: {l} vs {f}"
+            );
+        }
+    }
+}
+
+/// Half-precision parameters with f32 state, in the formats each backend stores: flex has
+/// f16 and bf16, wgpu f16 (WGSL has no bf16), ndarray neither (it cannot create one).
+#[test]
+fn half_precision_parameters_keep_an_f32_state() {
+    use burn::tensor::FloatDType::{BF16, F16};
+    let adam = || AdamConfig::new().with_epsilon(1e-8).build();
+    for (device_name, device) in common::devices() {
+        let formats: &[_] = match device_name {
+            "flex" => &[(F16, 1e-2), (BF16, 5e-2)],
+            "wgpu" => &[(F16, 1e-2)],
+            _ => continue,
+        };
+        let name = |o: &str| format!("{o} [{device_name}]");
+        let adamp = AdamPConfig::new().with_weight_decay(0.1).build();
+        low_precision(&name("adamp"), &adamp, formats, &device);
+        let sgdp = SgdpConfig::new().with_momentum(0.9).build();
+        low_precision(&name("sgdp"), &sgdp, formats, &device);
+        let spam = StableSpamConfig::new().build();
+        low_precision(&name("stable-spam"), &spam, formats, &device);
+        let width = WidthScaledAdamWConfig::new(64, 256).build(WidthRole::Matrix);
+        low_precision(&name("width-scaled adamw"), &width, formats, &device);
+        let projected = RadialProjectionConfig::new().wrap(adam());
+        low_precision(
+            &name("radial projection (adam)"),
+            &projected,
+            formats,
+            &device,
+        );
+        let nap = NapConfig::new().wrap(adam());
+        low_precision(&name("nap (adam)"), &nap, formats, &device);
+    }
+}
+
+/// AdamP's reference counts an all-zero gradient (cosine 0) as scale-invariant and cuts the
+/// tensor's decay by `wd_ratio`; `zero_is_invariant(false)` gives it the full decay.
+#[test]
+fn the_zero_tensor_quirk_is_the_default_and_can_be_turned_off() {
+    let device = common::cpu_device();
+    let param = filled([3, 4], |i| i as f32 + 1.0, &device);
+    let zero = Tensor::<2>::zeros([3, 4], &device);
+    let (lr, decay, ratio) = (0.1, 0.5, 0.1);
+    let after = |zero_is_invariant: bool| {
+        let config = AdamPConfig::new()
+            .with_weight_decay(decay)
+            .with_wd_ratio(ratio)
+            .with_zero_is_invariant(zero_is_invariant);
+        let (p, _) = config.build().step(lr, param.clone(), zero.clone(), None);
+        let sgdp = SgdpConfig::new()
+            .with_weight_decay(decay)
+            .with_wd_ratio(ratio)
+            .with_zero_is_invariant(zero_is_invariant);
+        let (q, _) = sgdp.build().step(lr, param.clone(), zero.clone(), None);
+        (common::values(p)[0], common::values(q)[0])
+    };
+    let (adamp, sgdp) = after(true);
+    let cut = (1.0 - lr * decay * ratio) as f32;
+    assert!(
+        (adamp - cut).abs() < 1e-6 && (sgdp - cut).abs() < 1e-6,
+        "{adamp} {sgdp}"
+    );
+    let (adamp, sgdp) = after(false);
+    let full = (1.0 - lr * decay) as f32;
+    assert!(
+        (adamp - full).abs() < 1e-6 && (sgdp - full).abs() < 1e-6,
+        "{adamp} {sgdp}"
+    );
+    // A real gradient is unaffected by the option.
+    let grad = filled([3, 4], |i| (i as f32 * 0.7).sin(), &device);
+    let step = |z: bool| {
+        let config = AdamPConfig::new()
+            .with_weight_decay(decay)
+            .with_zero_is_invariant(z);
+        common::values(config.build().step(lr, param.clone(), grad.clone(), None).0)
+    };
+    assert_eq!(step(true), step(false));
+}
