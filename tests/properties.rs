@@ -6,7 +6,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::tensor::{Tensor, TensorData};
 use proptest::prelude::*;
-use scaleinv::{AdamPConfig, ProjectionBranch, ScaleInvariance, SgdpConfig};
+use scaleinv::{
+    AdamPConfig, NonFinitePolicy, ProjectionBranch, ScaleInvariance, SgdpConfig, StableSpamConfig,
+};
 
 const CASES: u32 = 1000;
 
@@ -328,5 +330,26 @@ proptest! {
         }
         let want: Vec<f32> = p.iter().map(|&x| x as f32).collect();
         close(&run(&sgdp, lr, &shape, &init, &grads), &want)?;
+    }
+
+    /// On finite gradients the default `Skip` policy changes nothing: its trajectory is the
+    /// reference's (`Propagate`) bit for bit, for AdamP, SGDP and Stable-SPAM.
+    #[test]
+    fn skip_is_invisible_on_finite_gradients(
+        (shape, init, grads) in trajectory(),
+        lr in uniform(1e-4, 1e-1),
+        wd in uniform(0.0, 0.1),
+    ) {
+        use NonFinitePolicy::{Propagate, Skip};
+        let adamp = |p| AdamPConfig::new().with_weight_decay(wd).with_non_finite(p).build();
+        let sgdp = |p| {
+            SgdpConfig::new().with_momentum(0.9).with_weight_decay(wd).with_non_finite(p).build()
+        };
+        let spam = |p| StableSpamConfig::new().with_weight_decay(wd).with_non_finite(p).build();
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let same = |a: Vec<f32>, b: Vec<f32>| bits(a) == bits(b);
+        prop_assert!(same(run(&adamp(Skip), lr, &shape, &init, &grads), run(&adamp(Propagate), lr, &shape, &init, &grads)));
+        prop_assert!(same(run(&sgdp(Skip), lr, &shape, &init, &grads), run(&sgdp(Propagate), lr, &shape, &init, &grads)));
+        prop_assert!(same(run(&spam(Skip), lr, &shape, &init, &grads), run(&spam(Propagate), lr, &shape, &init, &grads)));
     }
 }
