@@ -53,6 +53,12 @@ pub struct AdamPConfig {
     /// plain update and the full decay.
     #[config(default = true)]
     pub zero_is_invariant: bool,
+    /// Run the step as the fused loop on the flex CPU backend (two or three passes over
+    /// memory, see the crate's `fused` module) rather than as tensor operations; the two agree
+    /// to rounding and both replay the golden trajectories. Other backends, and optimizers
+    /// built with an observer, always use the tensor operations.
+    #[config(default = true)]
+    pub fused: bool,
     /// What a step does when a gradient holds NaN or ±∞.
     #[config(default = "NonFinitePolicy::Skip")]
     pub non_finite: NonFinitePolicy,
@@ -85,6 +91,7 @@ pub struct AdamP {
     nesterov: bool,
     observer: Option<ObserverTag>,
     non_finite: NonFinitePolicy,
+    fused: bool,
 }
 
 impl AdamPConfig {
@@ -127,6 +134,7 @@ impl PerAxisConfig for AdamPConfig {
             nesterov: self.nesterov,
             observer: None,
             non_finite: self.non_finite,
+            fused: self.fused,
         }
     }
 
@@ -140,6 +148,22 @@ impl PerAxisConfig for AdamPConfig {
 }
 
 impl AdamP {
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
+    /// flex, [`fused`](crate::AdamPConfig::fused) on, no observer) rather than tensor operations.
+    pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        #[cfg(feature = "flex")]
+        {
+            self.fused
+                && self.observer.is_none()
+                && crate::fused::applies(&self.projection, param, param, &[])
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = param;
+            false
+        }
+    }
+
     /// The scale-invariance test and projection this optimizer applies.
     pub fn scale_invariance(&self) -> &ScaleInvariance {
         &self.projection
@@ -168,6 +192,24 @@ impl Optimizer for AdamP {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "flex")]
+        if self.takes_fused_path(&param) {
+            let moments: Vec<_> = state
+                .iter()
+                .flat_map(|s| [&s.moment_1, &s.moment_2])
+                .collect();
+            if crate::fused::applies(&self.projection, &param, &grad, &moments) {
+                crate::step_guard::check_lr(lr);
+                let fused = crate::fused::AdamPStep {
+                    moments: &self.moments,
+                    projection: &self.projection,
+                    weight_decay: self.weight_decay,
+                    nesterov: self.nesterov,
+                    non_finite: self.non_finite,
+                };
+                return fused.run(lr, param, grad, state);
+            }
+        }
         framed_step(
             lr,
             self.non_finite,

@@ -51,6 +51,8 @@ mod checked_step;
 mod decay;
 mod diagnostics;
 mod error;
+#[cfg(feature = "flex")]
+mod fused;
 mod moments;
 mod nap;
 mod non_finite;

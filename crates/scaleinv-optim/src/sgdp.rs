@@ -57,6 +57,12 @@ pub struct SgdpConfig {
     /// plain update and the full decay.
     #[config(default = true)]
     pub zero_is_invariant: bool,
+    /// Run the step as the fused loop on the flex CPU backend (two or three passes over
+    /// memory, see the crate's `fused` module) rather than as tensor operations; the two agree
+    /// to rounding and both replay the golden trajectories. Other backends, and optimizers
+    /// built with an observer, always use the tensor operations.
+    #[config(default = true)]
+    pub fused: bool,
     /// What a step does when a gradient holds NaN or ±∞.
     #[config(default = "NonFinitePolicy::Skip")]
     pub non_finite: NonFinitePolicy,
@@ -90,6 +96,7 @@ pub struct Sgdp {
     projection: ScaleInvariance,
     observer: Option<ObserverTag>,
     non_finite: NonFinitePolicy,
+    fused: bool,
 }
 
 /// SGDP's state for one parameter: the momentum buffer (absent when μ = 0, where the buffer
@@ -153,6 +160,7 @@ impl PerAxisConfig for SgdpConfig {
             .with_zero_is_invariant(self.zero_is_invariant),
             observer: None,
             non_finite: self.non_finite,
+            fused: self.fused,
         }
     }
 
@@ -166,6 +174,22 @@ impl PerAxisConfig for SgdpConfig {
 }
 
 impl Sgdp {
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
+    /// flex, [`fused`](crate::SgdpConfig::fused) on, no observer) rather than tensor operations.
+    pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        #[cfg(feature = "flex")]
+        {
+            self.fused
+                && self.observer.is_none()
+                && crate::fused::applies(&self.projection, param, param, &[])
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = param;
+            false
+        }
+    }
+
     /// The scale-invariance test and projection this optimizer applies.
     pub fn scale_invariance(&self) -> &ScaleInvariance {
         &self.projection
@@ -191,6 +215,23 @@ impl Optimizer for Sgdp {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "flex")]
+        if self.takes_fused_path(&param) {
+            let buffer: Vec<_> = state.iter().map(|s| &s.momentum).collect();
+            if crate::fused::applies(&self.projection, &param, &grad, &buffer) {
+                crate::step_guard::check_lr(lr);
+                let fused = crate::fused::SgdpStep {
+                    momentum: self.momentum,
+                    dampening: self.dampening,
+                    nesterov: self.nesterov,
+                    weight_decay: self.weight_decay,
+                    project_momentum_buffer: self.project_momentum_buffer,
+                    projection: &self.projection,
+                    non_finite: self.non_finite,
+                };
+                return fused.run(lr, param, grad, state);
+            }
+        }
         framed_step(
             lr,
             self.non_finite,

@@ -1,0 +1,239 @@
+//! The fused flex steps of AdamP and SGDP against their tensor-op path (`fused(false)`), on
+//! convolution kernels (channel axis 0), Linear weights (axis 1), rank 3 and biases, with
+//! gradients that make the projection fire channel-wise, layer-wise or not at all. The golden
+//! replays run the fused path on flex and the tensor ops on ndarray and wgpu.
+
+mod common;
+
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor, TensorData};
+use scaleinv::{AdamPConfig, SgdpConfig};
+
+/// How the gradient relates to the weight.
+#[derive(Clone, Copy, Debug)]
+enum Grad {
+    Random,
+    /// Orthogonal to each channel of the weight: the channel test fires.
+    ChannelOrthogonal,
+    /// Orthogonal to the whole weight: the layer test fires (when the channel test does not).
+    LayerOrthogonal,
+}
+
+fn wave(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7 + seed * 13) as f32) * 0.61).sin() + 0.05)
+        .collect()
+}
+
+/// Channel index of each flat element for a channel `axis` of `dims`.
+fn channels(dims: &[usize], axis: usize) -> Vec<usize> {
+    let inner: usize = dims[axis + 1..].iter().product();
+    let n: usize = dims.iter().product();
+    (0..n).map(|i| (i / inner) % dims[axis]).collect()
+}
+
+fn remove_radial(w: &[f32], g: &[f32], group: &[usize]) -> Vec<f32> {
+    let groups = group.iter().max().map_or(0, |m| m + 1);
+    let (mut wg, mut ww) = (vec![0.0f64; groups], vec![0.0f64; groups]);
+    for i in 0..w.len() {
+        wg[group[i]] += f64::from(w[i]) * f64::from(g[i]);
+        ww[group[i]] += f64::from(w[i]) * f64::from(w[i]);
+    }
+    (0..w.len())
+        .map(|i| g[i] - (f64::from(w[i]) * wg[group[i]] / ww[group[i]]) as f32)
+        .collect()
+}
+
+fn gradient(w: &[f32], dims: &[usize], axis: usize, kind: Grad, seed: usize) -> Vec<f32> {
+    let raw = wave(w.len(), seed + 100);
+    match kind {
+        Grad::Random => raw,
+        Grad::ChannelOrthogonal => remove_radial(w, &raw, &channels(dims, axis)),
+        Grad::LayerOrthogonal => remove_radial(w, &raw, &vec![0; w.len()]),
+    }
+}
+
+fn close(label: &str, got: &[f32], want: &[f32]) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-6 + 1e-4 * w.abs(),
+            "{label}: element {i}: fused {g}, tensor ops {w}"
+        );
+    }
+}
+
+/// Five steps with `fused` and `ops` from the same weights and gradients; the parameters agree
+/// to the golden tolerance at every step.
+fn agree<O: Optimizer, const D: usize>(
+    label: &str,
+    fused: &O,
+    ops: &O,
+    dims: [usize; D],
+    axis: usize,
+    kind: Grad,
+    device: &Device,
+) {
+    let t = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), device);
+    let n: usize = dims.iter().product();
+    let (mut a, mut b) = (t(wave(n, 1)), t(wave(n, 1)));
+    let (mut sa, mut sb) = (None, None);
+    for k in 0..5 {
+        let w = common::values(b.clone());
+        let g = gradient(&w, &dims, axis, kind, k);
+        (a, sa) = fused.step(1e-2, a, t(g.clone()), sa);
+        (b, sb) = ops.step(1e-2, b, t(g), sb);
+        close(
+            &format!("{label} {dims:?} {kind:?} step {k}"),
+            &common::values(a.clone()),
+            &common::values(b.clone()),
+        );
+    }
+}
+
+const KINDS: [Grad; 3] = [Grad::Random, Grad::ChannelOrthogonal, Grad::LayerOrthogonal];
+
+#[test]
+fn fused_adamp_matches_its_tensor_ops() {
+    let device = burn::tensor::Device::flex();
+    let configs = [
+        AdamPConfig::new(),
+        AdamPConfig::new().with_weight_decay(0.1),
+        AdamPConfig::new()
+            .with_weight_decay(0.1)
+            .with_nesterov(true),
+        AdamPConfig::new().with_delta(0.0).with_weight_decay(0.05),
+        AdamPConfig::new()
+            .with_zero_is_invariant(false)
+            .with_wd_ratio(0.3),
+    ];
+    for config in configs {
+        let label = format!("{config:?}");
+        let build = |axis: usize, fused: bool| {
+            config
+                .clone()
+                .with_channel_axis(axis)
+                .with_fused(fused)
+                .build()
+        };
+        assert!(build(0, true).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device)));
+        assert!(!build(0, false).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device)));
+        for kind in KINDS {
+            agree(
+                &label,
+                &build(0, true),
+                &build(0, false),
+                [8, 4, 3, 3],
+                0,
+                kind,
+                &device,
+            );
+            agree(
+                &label,
+                &build(1, true),
+                &build(1, false),
+                [6, 5],
+                1,
+                kind,
+                &device,
+            );
+            agree(
+                &label,
+                &build(1, true),
+                &build(1, false),
+                [3, 4, 5],
+                1,
+                kind,
+                &device,
+            );
+            agree(
+                &label,
+                &build(0, true),
+                &build(0, false),
+                [7],
+                0,
+                kind,
+                &device,
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_sgdp_matches_its_tensor_ops() {
+    let device = burn::tensor::Device::flex();
+    let configs = [
+        SgdpConfig::new().with_momentum(0.9),
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_weight_decay(1e-3)
+            .with_dampening(0.1),
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_nesterov(true)
+            .with_weight_decay(1e-3),
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_project_momentum_buffer(false),
+        SgdpConfig::new(),
+    ];
+    for config in configs {
+        let label = format!("{config:?}");
+        let build = |axis: usize, fused: bool| {
+            config
+                .clone()
+                .with_channel_axis(axis)
+                .with_fused(fused)
+                .build()
+        };
+        for kind in KINDS {
+            agree(
+                &label,
+                &build(0, true),
+                &build(0, false),
+                [8, 4, 3, 3],
+                0,
+                kind,
+                &device,
+            );
+            agree(
+                &label,
+                &build(1, true),
+                &build(1, false),
+                [6, 5],
+                1,
+                kind,
+                &device,
+            );
+            agree(
+                &label,
+                &build(1, true),
+                &build(1, false),
+                [3, 4, 5],
+                1,
+                kind,
+                &device,
+            );
+            agree(
+                &label,
+                &build(0, true),
+                &build(0, false),
+                [7],
+                0,
+                kind,
+                &device,
+            );
+        }
+    }
+}
+
+/// The fused path applies to flex f32 tensors only; the others take the tensor ops.
+#[test]
+fn other_backends_and_dtypes_take_the_tensor_ops() {
+    let adamp = AdamPConfig::new().build();
+    for (name, device) in common::devices() {
+        let p = Tensor::<2>::zeros([3, 3], &device);
+        assert_eq!(adamp.takes_fused_path(&p), name == "flex", "{name}");
+    }
+    let half = Tensor::<2>::zeros([3, 3], &Device::flex()).cast(burn::tensor::FloatDType::F16);
+    assert!(!adamp.takes_fused_path(&half));
+}
