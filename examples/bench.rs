@@ -100,8 +100,8 @@ struct Row {
 fn traffic(optimizer: &str) -> (f64, f64) {
     let (words, state_words) = match optimizer {
         "burn_sgd_momentum" => (5.0, 1.0),
-        "sgdp" => (8.0, 1.0),
-        "adamp" | "adamp_observed" | "projected_adam" => (10.0, 2.0),
+        "sgdp" | "sgdp_tensor_ops" => (8.0, 1.0),
+        "adamp" | "adamp_tensor_ops" | "adamp_observed" | "projected_adam" => (10.0, 2.0),
         "stable_spam" | "stable_spam_propagate" => (8.0, 2.0),
         "nap_adam" => (9.0, 2.0),
         _ => (7.0, 2.0),
@@ -176,6 +176,11 @@ fn optimizers() -> Vec<(&'static str, MakeOptim)> {
         ),
         ("adamp", Box::new(|_| AdamPConfig::new().init())),
         (
+            // The tensor-op path, which other backends take, on the same device.
+            "adamp_tensor_ops",
+            Box::new(|_| AdamPConfig::new().with_fused(false).init()),
+        ),
+        (
             // One observed group per weight, observer never armed: the cost of being observable.
             "adamp_observed",
             Box::new(|set| {
@@ -206,6 +211,15 @@ fn optimizers() -> Vec<(&'static str, MakeOptim)> {
         (
             "sgdp",
             Box::new(|_| SgdpConfig::new().with_momentum(0.9).init()),
+        ),
+        (
+            "sgdp_tensor_ops",
+            Box::new(|_| {
+                SgdpConfig::new()
+                    .with_momentum(0.9)
+                    .with_fused(false)
+                    .init()
+            }),
         ),
         ("stable_spam", Box::new(|_| StableSpamConfig::new().init())),
         (

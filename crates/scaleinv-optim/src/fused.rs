@@ -2,10 +2,16 @@
 //! raw buffers instead of one pass per tensor operation.
 //!
 //! ```text
-//! pass 1  p, g → per channel ⟨p, g⟩, ‖p‖², ‖g‖²   (the cosine test; also the non-finite test)
-//! pass 2  g, state → new state, u; ⟨p, u⟩ per channel when the test fired, else p ← p·d − η·u
-//! pass 3  p, state → u again, p ← p·d − η·(u − c·p)        (only when the test fired)
+//! pass 1  read p, g: per channel ⟨p, g⟩, ‖p‖², ‖g‖² (nothing written)
+//!         → the non-finite test and the cosine test, computed here on the CPU
+//! test failed:   one pass   read p, g, state; write state and p ← p·(1 − ηλ) − η·u
+//! test passed:   pass 2     read g, state, p; write state; ⟨p, u⟩ per channel → c
+//!                pass 3     read p, state; write p ← p·(1 − ηλr) − η·(u − c·p)
 //! ```
+//!
+//! A tensor the projection does not apply to (rank 1) skips pass 1, after a read of `g` for
+//! the non-finite test under [`NonFinitePolicy::Skip`]. Nothing is written before the
+//! non-finite test, so a skipped step leaves the state as it was without a copy.
 //!
 //! The element-wise arithmetic is the tensor-op path's, in the same order and in f32, so the
 //! state matches it bit for bit; the reductions are summed in f64 (the tensor ops sum in f32),
@@ -102,6 +108,7 @@ impl Channels {
     }
 
     /// Calls `f(channel, range)` for each contiguous run of one channel's elements.
+    #[inline(always)]
     fn for_each(self, mut f: impl FnMut(usize, std::ops::Range<usize>)) {
         for o in 0..self.outer {
             for c in 0..self.count {
@@ -112,115 +119,80 @@ impl Channels {
     }
 }
 
-/// The radial projection of one tensor: its channel geometry and the test's statistics.
-struct Projection<'a> {
-    config: &'a ScaleInvariance,
-    channels: Channels,
-    /// `‖P_c‖²` per channel.
+/// Per-channel sums of pass 1, and the test's verdict.
+struct Sums {
+    /// `⟨P_c, G_c⟩`, `‖P_c‖²`, `‖G_c‖²`.
+    dot: Vec<f64>,
     weight_sq: Vec<f64>,
-    /// Channel and layer tests passed.
-    channel: bool,
-    layer: bool,
+    grad_sq: Vec<f64>,
 }
 
-impl<'a> Projection<'a> {
-    /// Pass 1: per-channel `⟨p, g⟩`, `‖p‖²`, `‖g‖²`, and the tests. Also returns `Σ‖g‖²`, whose
-    /// finiteness is the non-finite test.
-    fn measure(config: &'a ScaleInvariance, dims: &[usize], p: &[f32], g: &[f32]) -> (Self, f64) {
-        let channels = Channels::new(dims, config.channel_axis);
+fn total(v: &[f64]) -> f64 {
+    v.iter().sum()
+}
+
+impl Sums {
+    /// Pass 1 over `p` and `g`.
+    fn measure(channels: Channels, p: &[f32], g: &[f32]) -> Self {
         let n = channels.count;
-        let (mut dot, mut weight_sq, mut grad_sq) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+        let mut sums = Self {
+            dot: vec![0.0; n],
+            weight_sq: vec![0.0; n],
+            grad_sq: vec![0.0; n],
+        };
         channels.for_each(|c, range| {
             let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
-            for (&p, &g) in p[range.clone()].iter().zip(&g[range]) {
-                let (p, g) = (f64::from(p), f64::from(g));
-                d += p * g;
-                w += p * p;
-                q += g * g;
+            for (&pi, &gi) in p[range.clone()].iter().zip(&g[range]) {
+                let (pi, gi) = (f64::from(pi), f64::from(gi));
+                d += pi * gi;
+                w += pi * pi;
+                q += gi * gi;
             }
-            dot[c] += d;
-            weight_sq[c] += w;
-            grad_sq[c] += q;
+            sums.dot[c] += d;
+            sums.weight_sq[c] += w;
+            sums.grad_sq[c] += q;
         });
-        let numel = p.len();
+        sums
+    }
+
+    /// The view the test selects, channel first: `(channel, layer)`.
+    fn test(&self, config: &ScaleInvariance, numel: usize) -> (bool, bool) {
         let eps = config.epsilon;
         let cosine = |d: f64, w: f64, q: f64| d.abs() / (q.sqrt().max(eps) * w.sqrt().max(eps));
+        let n = self.dot.len();
         let (d, w, q) = (
-            dot.iter().sum(),
-            weight_sq.iter().sum(),
-            grad_sq.iter().sum(),
+            total(&self.dot),
+            total(&self.weight_sq),
+            total(&self.grad_sq),
         );
-        let row_width = (numel / n) as f64;
-        let max_channel_cos = (0..n)
-            .map(|c| cosine(dot[c], weight_sq[c], grad_sq[c]))
-            .fold(f64::NEG_INFINITY, f64::max);
         let nonzero = config.zero_is_invariant || (w > 0.0 && q > 0.0);
-        let (channel, layer) = match config.view {
-            ProjectionView::Detect => (
-                nonzero && max_channel_cos < config.delta / row_width.sqrt(),
-                nonzero && cosine(d, w, q) < config.delta / (numel as f64).sqrt(),
-            ),
+        match config.view {
+            ProjectionView::Detect => {
+                let row_width = (numel / n) as f64;
+                let max_cos = (0..n)
+                    .map(|c| cosine(self.dot[c], self.weight_sq[c], self.grad_sq[c]))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let channel = nonzero && max_cos < config.delta / row_width.sqrt();
+                let layer = nonzero && cosine(d, w, q) < config.delta / (numel as f64).sqrt();
+                (channel, layer && !channel)
+            }
             ProjectionView::Channel => (true, false),
             ProjectionView::Layer => (false, true),
             ProjectionView::Off => (false, false),
-        };
-        let projection = Self {
-            config,
-            channels,
-            weight_sq,
-            channel,
-            layer,
-        };
-        (projection, q)
-    }
-
-    fn fired(&self) -> bool {
-        self.channel || self.layer
-    }
-
-    /// The decay ratio `r`: `wd_ratio` when a view passed, else 1.
-    fn decay_ratio(&self) -> f32 {
-        if self.fired() {
-            self.config.wd_ratio as f32
-        } else {
-            1.0
         }
     }
 
-    /// Pass 2 when the test fired: `f(i)` updates element `i`'s state and returns its `p·u`;
-    /// the sums per channel.
-    fn sum_per_channel(&self, mut f: impl FnMut(usize) -> f64) -> Vec<f64> {
-        let mut out = vec![0.0; self.channels.count];
-        self.channels.for_each(|c, range| {
-            out[c] += range.map(&mut f).sum::<f64>();
-        });
-        out
-    }
-
-    /// The coefficient `⟨P, U⟩ / (‖P‖ + ε)²` of each channel in the view that passed, from
-    /// `⟨P_c, U_c⟩` per channel.
-    fn coefficients(&self, param_dot_update: &[f64]) -> Vec<f32> {
-        let eps = self.config.epsilon;
-        let coef = |dot: f64, weight_sq: f64| (dot / (weight_sq.sqrt() + eps).powi(2)) as f32;
-        if self.channel {
-            param_dot_update
-                .iter()
-                .zip(&self.weight_sq)
-                .map(|(&d, &w)| coef(d, w))
-                .collect()
+    /// The coefficient `⟨P, U⟩ / (‖P‖ + ε)²` of each channel, per channel (`channel`) or for
+    /// the whole tensor, from `⟨P_c, U_c⟩`.
+    fn coefficients(&self, eps: f64, channel: bool, param_dot_update: &[f64]) -> Vec<f32> {
+        let coef = |pu: f64, w: f64| (pu / (w.sqrt() + eps).powi(2)) as f32;
+        if channel {
+            let per_channel = param_dot_update.iter().zip(&self.weight_sq);
+            per_channel.map(|(&pu, &w)| coef(pu, w)).collect()
         } else {
-            let layer = coef(param_dot_update.iter().sum(), self.weight_sq.iter().sum());
-            vec![layer; self.channels.count]
+            let layer = coef(total(param_dot_update), total(&self.weight_sq));
+            vec![layer; self.dot.len()]
         }
-    }
-
-    /// Pass 3: calls `f(i, coef)` for every element with its channel's coefficient.
-    fn apply(&self, coefs: &[f32], mut f: impl FnMut(usize, f32)) {
-        self.channels.for_each(|c, range| {
-            for i in range {
-                f(i, coefs[c]);
-            }
-        });
     }
 }
 
@@ -230,29 +202,75 @@ fn decay_factor(rate: f64, ratio: f32) -> Option<f32> {
     (rate != 0.0).then(|| ratio * (-rate as f32) + 1.0)
 }
 
-fn decayed(p: f32, factor: Option<f32>) -> f32 {
-    factor.map_or(p, |f| p * f)
+/// What the optimizer-specific part of a fused step provides, per element `i`.
+trait Kernel {
+    /// Writes element `i`'s new state and returns its update `u`.
+    fn advance(&mut self, i: usize) -> f32;
+    /// The update `u` of element `i` from the state [`advance`](Self::advance) wrote.
+    fn update(&self, i: usize) -> f32;
+    /// Receives the projected update `u − c·p` of element `i`.
+    fn projected(&mut self, _i: usize, _update: f32) {}
 }
 
-/// Whether the gradient is non-finite: from `Σ‖g‖²` when pass 1 ran, else a pass over `g`.
-fn non_finite(grad_sq: Option<f64>, g: &[f32]) -> bool {
-    match grad_sq {
-        Some(q) => !q.is_finite(),
-        None => !g.iter().all(|x| x.is_finite()),
-    }
+/// The frame every fused step shares: the passes and the decisions between them. Returns
+/// `false`, with nothing written, when the step is skipped for a non-finite gradient.
+struct Frame<'a> {
+    projection: &'a ScaleInvariance,
+    projects: bool,
+    skip_non_finite: bool,
+    /// Decoupled decay rate `η·λ` (before the ratio `r`), and the step's scale on `u`.
+    decay_rate: f64,
+    scale: f32,
 }
 
-/// Pass 1 for a tensor the projection may apply to (rank ≥ 2, view not `Off`).
-fn measure<'a, const D: usize>(
-    config: &'a ScaleInvariance,
-    p: &Buffer,
-    g: &Buffer,
-) -> (Option<Projection<'a>>, Option<f64>) {
-    if D < 2 || config.view == ProjectionView::Off {
-        return (None, None);
+impl Frame<'_> {
+    fn run<K: Kernel>(&self, dims: &[usize], p: &mut [f32], g: &[f32], kernel: &mut K) -> bool {
+        let channels = Channels::new(dims, self.projection.channel_axis.min(dims.len() - 1));
+        let (sums, channel, layer) = if self.projects {
+            let sums = Sums::measure(channels, p, g);
+            if self.skip_non_finite && !total(&sums.grad_sq).is_finite() {
+                return false;
+            }
+            let (channel, layer) = sums.test(self.projection, p.len());
+            (Some(sums), channel, layer)
+        } else {
+            if self.skip_non_finite && !g.iter().all(|x| x.is_finite()) {
+                return false;
+            }
+            (None, false, false)
+        };
+        let scale = self.scale;
+        match sums.filter(|_| channel || layer) {
+            None => {
+                let factor = decay_factor(self.decay_rate, 1.0);
+                for (i, p) in p.iter_mut().enumerate() {
+                    let u = kernel.advance(i);
+                    *p = factor.map_or(*p, |f| *p * f) - u * scale;
+                }
+            }
+            Some(sums) => {
+                let mut dots = vec![0.0; channels.count];
+                channels.for_each(|c, range| {
+                    let ps = &p[range.clone()];
+                    let start = range.start;
+                    let dot: f64 = range
+                        .map(|i| f64::from(ps[i - start]) * f64::from(kernel.advance(i)))
+                        .sum();
+                    dots[c] += dot;
+                });
+                let coefs = sums.coefficients(self.projection.epsilon, channel, &dots);
+                let factor = decay_factor(self.decay_rate, self.projection.wd_ratio as f32);
+                channels.for_each(|c, range| {
+                    for i in range {
+                        let projected = kernel.update(i) - p[i] * coefs[c];
+                        kernel.projected(i, projected);
+                        p[i] = factor.map_or(p[i], |f| p[i] * f) - projected * scale;
+                    }
+                });
+            }
+        }
+        true
     }
-    let (projection, grad_sq) = Projection::measure(config, &p.dims(), p.get(), g.get());
-    (Some(projection), Some(grad_sq))
 }
 
 /// AdamP's hyperparameters, as the fused step needs them.
@@ -262,6 +280,63 @@ pub(crate) struct AdamPStep<'a> {
     pub weight_decay: f64,
     pub nesterov: bool,
     pub non_finite: NonFinitePolicy,
+}
+
+/// Adam's moments of one tensor, updated element by element as `AdamMoments` and AdamP's step
+/// do with tensor operations.
+struct AdamKernel<'a> {
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    b1: f32,
+    b2: f32,
+    c1: f32,
+    c2: f32,
+    root_bc2: f32,
+    eps: f32,
+    nesterov: bool,
+}
+
+impl AdamKernel<'_> {
+    /// `(m', v')` of element `i`.
+    #[inline(always)]
+    fn moments(&self, i: usize) -> (f32, f32) {
+        let g = self.g[i];
+        (
+            self.m[i] * self.b1 + g * self.c1,
+            self.v[i] * self.b2 + g * g * self.c2,
+        )
+    }
+
+    #[inline(always)]
+    fn update_from(&self, i: usize, m: f32, v: f32) -> f32 {
+        let denom = v.sqrt() / self.root_bc2 + self.eps;
+        if self.nesterov {
+            (m * self.b1 + self.g[i] * self.c1) / denom
+        } else {
+            m / denom
+        }
+    }
+}
+
+impl Kernel for AdamKernel<'_> {
+    #[inline(always)]
+    fn advance(&mut self, i: usize) -> f32 {
+        let (m, v) = self.moments(i);
+        self.m[i] = m;
+        self.v[i] = v;
+        self.update_from(i, m, v)
+    }
+
+    #[inline(always)]
+    fn update(&self, i: usize) -> f32 {
+        self.update_from(i, self.m[i], self.v[i])
+    }
+}
+
+/// Whether pass 1 applies: rank ≥ 2 and a view that can fire.
+fn projects<const D: usize>(projection: &ScaleInvariance) -> bool {
+    D >= 2 && projection.view != ProjectionView::Off
 }
 
 impl AdamPStep<'_> {
@@ -279,57 +354,29 @@ impl AdamPStep<'_> {
             Some(s) => (s.time + 1, Buffer::new(s.moment_1), Buffer::new(s.moment_2)),
             None => (1, Buffer::zeros(&p), Buffer::zeros(&p)),
         };
-        let (projection, grad_sq) = measure::<D>(self.projection, &p, &g);
-        let skip = self.non_finite == NonFinitePolicy::Skip && non_finite(grad_sq, g.get());
-
-        if !skip {
-            let adam = self.moments;
-            let (b1, b2) = (adam.beta_1 as f32, adam.beta_2 as f32);
-            let (c1, c2) = ((1.0 - adam.beta_1) as f32, (1.0 - adam.beta_2) as f32);
-            let (bc1, bc2) = adam.bias_corrections(time);
-            let (root_bc2, eps) = (bc2.sqrt() as f32, adam.epsilon as f32);
-            let step = (lr / bc1) as f32;
-            let nesterov = self.nesterov;
-            // u from the updated moments, as `AdamMoments::denominator` and AdamP's step do.
-            let update = |g: f32, m: f32, v: f32| {
-                let denom = v.sqrt() / root_bc2 + eps;
-                if nesterov {
-                    (m * b1 + g * c1) / denom
-                } else {
-                    m / denom
-                }
-            };
-            let ratio = projection.as_ref().map_or(1.0, Projection::decay_ratio);
-            let factor = decay_factor(lr * self.weight_decay, ratio);
-            let gs = g.get();
-            let moments = |i: usize, ms: &mut [f32], vs: &mut [f32]| {
-                ms[i] = ms[i] * b1 + gs[i] * c1;
-                vs[i] = vs[i] * b2 + gs[i] * gs[i] * c2;
-                update(gs[i], ms[i], vs[i])
-            };
-            match projection.filter(Projection::fired) {
-                Some(proj) => {
-                    let dots = {
-                        let (ps, ms, vs) = (p.get(), m.get_mut(), v.get_mut());
-                        proj.sum_per_channel(|i| f64::from(ps[i]) * f64::from(moments(i, ms, vs)))
-                    };
-                    let coefs = proj.coefficients(&dots);
-                    let (ms, vs) = (m.get(), v.get());
-                    let ps = p.get_mut();
-                    proj.apply(&coefs, |i, c| {
-                        let projected = update(gs[i], ms[i], vs[i]) - ps[i] * c;
-                        ps[i] = decayed(ps[i], factor) - projected * step;
-                    });
-                }
-                None => {
-                    let (ps, ms, vs) = (p.get_mut(), m.get_mut(), v.get_mut());
-                    for i in 0..ps.len() {
-                        let u = moments(i, ms, vs);
-                        ps[i] = decayed(ps[i], factor) - u * step;
-                    }
-                }
-            }
-        }
+        let adam = self.moments;
+        let (bc1, bc2) = adam.bias_corrections(time);
+        let frame = Frame {
+            projection: self.projection,
+            projects: projects::<D>(self.projection),
+            skip_non_finite: self.non_finite == NonFinitePolicy::Skip,
+            decay_rate: lr * self.weight_decay,
+            scale: (lr / bc1) as f32,
+        };
+        let dims = p.dims();
+        let mut kernel = AdamKernel {
+            g: g.get(),
+            m: m.get_mut(),
+            v: v.get_mut(),
+            b1: adam.beta_1 as f32,
+            b2: adam.beta_2 as f32,
+            c1: (1.0 - adam.beta_1) as f32,
+            c2: (1.0 - adam.beta_2) as f32,
+            root_bc2: bc2.sqrt() as f32,
+            eps: adam.epsilon as f32,
+            nesterov: self.nesterov,
+        };
+        frame.run(&dims, p.get_mut(), g.get(), &mut kernel);
         let state = MomentState {
             time,
             moment_1: m.tensor(),
@@ -350,6 +397,52 @@ pub(crate) struct SgdpStep<'a> {
     pub non_finite: NonFinitePolicy,
 }
 
+/// SGDP's momentum buffer of one tensor, updated element by element as SGDP's step does with
+/// tensor operations. The buffer starts from zeros (`0·μ + x = x` exactly, the tensor path's
+/// first step) and with μ = 0 it is scratch space that is not kept.
+struct SgdKernel<'a> {
+    g: &'a [f32],
+    b: &'a mut [f32],
+    mu: f32,
+    /// `1 − τ` (1 for τ = 0, an exact multiply).
+    damping: f32,
+    nesterov: bool,
+    write_back: bool,
+}
+
+impl SgdKernel<'_> {
+    /// `u` from the buffer value `b` of element `i`.
+    #[inline(always)]
+    fn update_from(&self, i: usize, b: f32) -> f32 {
+        if self.nesterov {
+            self.g[i] + b * self.mu
+        } else {
+            b
+        }
+    }
+}
+
+impl Kernel for SgdKernel<'_> {
+    #[inline(always)]
+    fn advance(&mut self, i: usize) -> f32 {
+        let b = self.b[i] * self.mu + self.g[i] * self.damping;
+        self.b[i] = b;
+        self.update_from(i, b)
+    }
+
+    #[inline(always)]
+    fn update(&self, i: usize) -> f32 {
+        self.update_from(i, self.b[i])
+    }
+
+    #[inline(always)]
+    fn projected(&mut self, i: usize, update: f32) {
+        if self.write_back {
+            self.b[i] = update;
+        }
+    }
+}
+
 impl SgdpStep<'_> {
     /// One SGDP step (see [`Sgdp`](crate::Sgdp)); the caller checked [`applies`].
     pub fn run<const D: usize>(
@@ -363,56 +456,24 @@ impl SgdpStep<'_> {
         let mut p = Buffer::new(param);
         let g = Buffer::new(grad);
         let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
-        let has_previous = previous.is_some();
         let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&p));
-        let (projection, grad_sq) = measure::<D>(self.projection, &p, &g);
-        let skip = self.non_finite == NonFinitePolicy::Skip && non_finite(grad_sq, g.get());
-
-        if !skip {
-            let gs = g.get();
-            let damping = (self.dampening != 0.0).then_some((1.0 - self.dampening) as f32);
-            let damped = |g: f32| damping.map_or(g, |d| g * d);
-            let mu32 = mu as f32;
-            let nesterov = self.nesterov;
-            let update = |g: f32, b: f32| if nesterov { g + b * mu32 } else { b };
-            let ratio = projection.as_ref().map_or(1.0, Projection::decay_ratio);
-            let factor = decay_factor(lr * self.weight_decay / (1.0 - mu), ratio);
-            let lr32 = lr as f32;
-            // b ← μ·b + (1 − τ)·g: the damped gradient alone at the first step or with μ = 0.
-            let momentum = |i: usize, bs: &mut [f32]| {
-                bs[i] = if has_previous {
-                    bs[i] * mu32 + damped(gs[i])
-                } else {
-                    damped(gs[i])
-                };
-                update(gs[i], bs[i])
-            };
-            match projection.filter(Projection::fired) {
-                Some(proj) => {
-                    let dots = {
-                        let (ps, bs) = (p.get(), buffer.get_mut());
-                        proj.sum_per_channel(|i| f64::from(ps[i]) * f64::from(momentum(i, bs)))
-                    };
-                    let coefs = proj.coefficients(&dots);
-                    let write_back = !nesterov && self.project_momentum_buffer;
-                    let (ps, bs) = (p.get_mut(), buffer.get_mut());
-                    proj.apply(&coefs, |i, c| {
-                        let projected = update(gs[i], bs[i]) - ps[i] * c;
-                        if write_back {
-                            bs[i] = projected;
-                        }
-                        ps[i] = decayed(ps[i], factor) - projected * lr32;
-                    });
-                }
-                None => {
-                    let (ps, bs) = (p.get_mut(), buffer.get_mut());
-                    for i in 0..ps.len() {
-                        let u = momentum(i, bs);
-                        ps[i] = decayed(ps[i], factor) - u * lr32;
-                    }
-                }
-            }
-        }
+        let frame = Frame {
+            projection: self.projection,
+            projects: projects::<D>(self.projection),
+            skip_non_finite: self.non_finite == NonFinitePolicy::Skip,
+            decay_rate: lr * self.weight_decay / (1.0 - mu),
+            scale: lr as f32,
+        };
+        let dims = p.dims();
+        let mut kernel = SgdKernel {
+            g: g.get(),
+            b: buffer.get_mut(),
+            mu: mu as f32,
+            damping: (1.0 - self.dampening) as f32,
+            nesterov: self.nesterov,
+            write_back: !self.nesterov && self.project_momentum_buffer,
+        };
+        frame.run(&dims, p.get_mut(), g.get(), &mut kernel);
         let state = (mu != 0.0).then(|| SgdpState {
             momentum: buffer.tensor(),
         });
