@@ -69,12 +69,15 @@ enum Grad {
     B(burn::module::ParamId, Tensor<1>),
 }
 
+/// A fresh copy of the fixed gradients, each tensor owning its buffer as a real backward
+/// pass's gradients do: a shared buffer would keep the backend from updating in place, and
+/// slow the tensor-op optimizers down for a reason training does not have.
 fn grads_params(grads: &[Grad]) -> GradientsParams {
     let mut out = GradientsParams::new();
     for g in grads {
         match g.clone() {
-            Grad::W(id, t) => out.register(id, t),
-            Grad::B(id, t) => out.register(id, t),
+            Grad::W(id, t) => out.register(id, t * 1.0),
+            Grad::B(id, t) => out.register(id, t * 1.0),
         }
     }
     out
@@ -102,7 +105,7 @@ fn traffic(optimizer: &str) -> (f64, f64) {
         "burn_sgd_momentum" => (5.0, 1.0),
         "sgdp" | "sgdp_tensor_ops" => (8.0, 1.0),
         "adamp" | "adamp_tensor_ops" | "adamp_observed" | "projected_adam" => (10.0, 2.0),
-        "stable_spam" | "stable_spam_propagate" => (8.0, 2.0),
+        "stable_spam" | "stable_spam_tensor_ops" | "stable_spam_propagate" => (8.0, 2.0),
         "nap_adam" => (9.0, 2.0),
         _ => (7.0, 2.0),
     };
@@ -163,6 +166,11 @@ fn optimizers() -> Vec<(&'static str, MakeOptim)> {
     vec![
         ("burn_adam", Box::new(move |_| adam().init())),
         (
+            // NaP's base as NaP holds it: the bare per-tensor Adam in a ModuleOptimizer.
+            "burn_adam_built",
+            Box::new(move |_| adam().build().into()),
+        ),
+        (
             "burn_adamw",
             Box::new(|_| AdamWConfig::new().with_epsilon(1e-8).init()),
         ),
@@ -222,6 +230,10 @@ fn optimizers() -> Vec<(&'static str, MakeOptim)> {
             }),
         ),
         ("stable_spam", Box::new(|_| StableSpamConfig::new().init())),
+        (
+            "stable_spam_tensor_ops",
+            Box::new(|_| StableSpamConfig::new().with_fused(false).init()),
+        ),
         (
             "stable_spam_propagate",
             Box::new(|_| {

@@ -7,7 +7,9 @@ mod common;
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use scaleinv::{AdamPConfig, SgdpConfig};
+use scaleinv::{
+    AdamPConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
+};
 
 /// How the gradient relates to the weight.
 #[derive(Clone, Copy, Debug)]
@@ -222,6 +224,59 @@ fn fused_sgdp_matches_its_tensor_ops() {
                 kind,
                 &device,
             );
+        }
+    }
+}
+
+#[test]
+fn fused_width_scaled_adamw_matches_its_tensor_ops() {
+    let device = burn::tensor::Device::flex();
+    let config = WidthScaledAdamWConfig::new(64, 256).with_weight_decay(0.1);
+    for role in [WidthRole::Matrix, WidthRole::Vector] {
+        let fused = config.build(role);
+        let ops = config.clone().with_fused(false).build(role);
+        let label = format!("width-scaled AdamW, {role:?}");
+        for kind in KINDS {
+            agree(&label, &fused, &ops, [6, 5], 1, kind, &device);
+            agree(&label, &fused, &ops, [7], 0, kind, &device);
+        }
+    }
+}
+
+/// Stable-SPAM over 12 steps with a 50× spike at step 6 (so AdaClip clips), a reset every 4
+/// steps in both timings, AMSGrad, the cosine multiplier and decay.
+#[test]
+fn fused_stable_spam_matches_its_tensor_ops() {
+    let device = burn::tensor::Device::flex();
+    let configs = [
+        StableSpamConfig::new(),
+        StableSpamConfig::new()
+            .with_reset_interval(4)
+            .with_amsgrad(true)
+            .with_weight_decay(0.1)
+            .with_total_steps(Some(12)),
+        StableSpamConfig::new()
+            .with_reset_interval(4)
+            .with_reset_mode(ResetMode::Clean),
+    ];
+    for config in configs {
+        let label = format!("{config:?}");
+        let (fused, ops) = (config.clone().build(), config.with_fused(false).build());
+        for n in [288, 7] {
+            let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
+            let (mut a, mut b) = (t(wave(n, 1)), t(wave(n, 1)));
+            let (mut sa, mut sb) = (None, None);
+            for k in 0..12 {
+                let spike = if k == 6 { 50.0 } else { 1.0 };
+                let g: Vec<f32> = wave(n, k + 20).iter().map(|x| x * spike).collect();
+                (a, sa) = fused.step(1e-2, a, t(g.clone()), sa);
+                (b, sb) = ops.step(1e-2, b, t(g), sb);
+                close(
+                    &format!("{label} [{n}] step {k}"),
+                    &common::values(a.clone()),
+                    &common::values(b.clone()),
+                );
+            }
         }
     }
 }

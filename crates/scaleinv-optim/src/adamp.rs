@@ -149,13 +149,12 @@ impl PerAxisConfig for AdamPConfig {
 
 impl AdamP {
     /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
-    /// flex, [`fused`](crate::AdamPConfig::fused) on, no observer) rather than tensor operations.
+    /// flex, [`fused`](crate::AdamPConfig::fused) on, no armed observer) rather than tensor operations.
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
         #[cfg(feature = "flex")]
         {
-            self.fused
-                && self.observer.is_none()
-                && crate::fused::applies(&self.projection, param, param, &[])
+            let observed = self.observer.as_ref().is_some_and(ObserverTag::is_armed);
+            self.fused && !observed && crate::fused::applies(&self.projection, param, param, &[])
         }
         #[cfg(not(feature = "flex"))]
         {
@@ -200,9 +199,9 @@ impl Optimizer for AdamP {
                 .collect();
             if crate::fused::applies(&self.projection, &param, &grad, &moments) {
                 crate::step_guard::check_lr(lr);
-                let fused = crate::fused::AdamPStep {
+                let fused = crate::fused::AdamStep {
                     moments: &self.moments,
-                    projection: &self.projection,
+                    projection: Some(&self.projection),
                     weight_decay: self.weight_decay,
                     nesterov: self.nesterov,
                     non_finite: self.non_finite,

@@ -1,5 +1,5 @@
-//! Fused steps for the flex CPU backend: AdamP and SGDP as two or three tight loops over the
-//! raw buffers instead of one pass per tensor operation.
+//! Fused steps for the flex CPU backend: AdamP, SGDP, Stable-SPAM and width-scaled AdamW as a
+//! few tight loops over the raw buffers instead of one pass per tensor operation.
 //!
 //! ```text
 //! pass 1  read p, g: per channel ⟨p, g⟩, ‖p‖², ‖g‖² (nothing written)
@@ -16,8 +16,8 @@
 //! The element-wise arithmetic is the tensor-op path's, in the same order and in f32, so the
 //! state matches it bit for bit; the reductions are summed in f64 (the tensor ops sum in f32),
 //! so the projection coefficients agree to rounding. Both paths replay the golden trajectories.
-//! Any tensor not on flex, not f32, or observed by a [`ProjectionObserver`](crate::ProjectionObserver)
-//! takes the tensor-op path.
+//! Any tensor not on flex or not f32, or observed by an armed
+//! [`ProjectionObserver`](crate::ProjectionObserver), takes the tensor-op path.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
@@ -27,26 +27,70 @@ use crate::moments::{AdamMoments, MomentState};
 use crate::non_finite::NonFinitePolicy;
 use crate::radial::{ProjectionView, ScaleInvariance};
 use crate::sgdp::SgdpState;
+use crate::stable_spam::StableSpamState;
 
 /// Whether `tensor` is an f32 tensor on flex (the fused path applies).
 fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_)) && tensor.dtype() == DType::F32
 }
 
-/// Whether the fused path can take `param`, `grad` and the state tensors.
-pub(crate) fn applies<const D: usize>(
-    projection: &ScaleInvariance,
+/// Whether the fused path can take `param`, `grad` and the state tensors of their shape.
+pub(crate) fn takes<const D: usize>(
     param: &Tensor<D>,
     grad: &Tensor<D>,
     state: &[&Tensor<D>],
 ) -> bool {
     let shape = param.shape();
     shape.num_elements() > 0
-        && (D < 2 || projection.channel_axis < D)
         && on_flex_f32(param)
         && on_flex_f32(grad)
         && grad.shape() == shape
         && state.iter().all(|s| on_flex_f32(s) && s.shape() == shape)
+}
+
+/// [`takes`], for an optimizer that projects along `projection.channel_axis`.
+pub(crate) fn applies<const D: usize>(
+    projection: &ScaleInvariance,
+    param: &Tensor<D>,
+    grad: &Tensor<D>,
+    state: &[&Tensor<D>],
+) -> bool {
+    (D < 2 || projection.channel_axis < D) && takes(param, grad, state)
+}
+
+/// Whether a per-tensor statistic (shape `[1]`) is an f32 flex tensor.
+pub(crate) fn scalar_on_flex(tensor: &Tensor<1>) -> bool {
+    on_flex_f32(tensor) && tensor.dims() == [1]
+}
+
+/// Reads `tensor`'s elements in place when it is an f32 flex tensor (a CPU buffer: no device
+/// to synchronise with), for the host-side decisions of the wrappers; `None` elsewhere.
+fn read<const D: usize, R>(tensor: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !on_flex_f32(tensor) {
+        return None;
+    }
+    let buffer = Buffer::new(tensor.clone());
+    Some(f(buffer.get()))
+}
+
+/// Whether every element of `tensor` is finite, read on flex; `None` on other backends.
+pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> Option<bool> {
+    read(tensor, |x| x.iter().all(|v| v.is_finite()))
+}
+
+/// `‖tensor‖` (summed in f64), read on flex; `None` on other backends.
+pub(crate) fn norm<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
+    read(tensor, |x| {
+        x.iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum::<f64>()
+            .sqrt()
+    })
+}
+
+/// The value of a one-element tensor, read on flex; `None` on other backends.
+pub(crate) fn single_value<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
+    read(tensor, |x| (x.len() == 1).then(|| f64::from(x[0]))).flatten()
 }
 
 /// A contiguous f32 flex buffer.
@@ -215,8 +259,8 @@ trait Kernel {
 /// The frame every fused step shares: the passes and the decisions between them. Returns
 /// `false`, with nothing written, when the step is skipped for a non-finite gradient.
 struct Frame<'a> {
-    projection: &'a ScaleInvariance,
-    projects: bool,
+    /// The projection, for a tensor it applies to (rank ≥ 2, a view that can fire).
+    projection: Option<&'a ScaleInvariance>,
     skip_non_finite: bool,
     /// Decoupled decay rate `η·λ` (before the ratio `r`), and the step's scale on `u`.
     decay_rate: f64,
@@ -225,14 +269,15 @@ struct Frame<'a> {
 
 impl Frame<'_> {
     fn run<K: Kernel>(&self, dims: &[usize], p: &mut [f32], g: &[f32], kernel: &mut K) -> bool {
-        let channels = Channels::new(dims, self.projection.channel_axis.min(dims.len() - 1));
-        let (sums, channel, layer) = if self.projects {
+        let axis = self.projection.map_or(0, |proj| proj.channel_axis);
+        let channels = Channels::new(dims, axis.min(dims.len() - 1));
+        let (sums, channel, layer) = if let Some(projection) = self.projection {
             let sums = Sums::measure(channels, p, g);
             if self.skip_non_finite && !total(&sums.grad_sq).is_finite() {
                 return false;
             }
-            let (channel, layer) = sums.test(self.projection, p.len());
-            (Some(sums), channel, layer)
+            let (channel, layer) = sums.test(projection, p.len());
+            (Some((sums, projection)), channel, layer)
         } else {
             if self.skip_non_finite && !g.iter().all(|x| x.is_finite()) {
                 return false;
@@ -248,7 +293,7 @@ impl Frame<'_> {
                     *p = factor.map_or(*p, |f| *p * f) - u * scale;
                 }
             }
-            Some(sums) => {
+            Some((sums, projection)) => {
                 let mut dots = vec![0.0; channels.count];
                 channels.for_each(|c, range| {
                     let ps = &p[range.clone()];
@@ -258,8 +303,8 @@ impl Frame<'_> {
                         .sum();
                     dots[c] += dot;
                 });
-                let coefs = sums.coefficients(self.projection.epsilon, channel, &dots);
-                let factor = decay_factor(self.decay_rate, self.projection.wd_ratio as f32);
+                let coefs = sums.coefficients(projection.epsilon, channel, &dots);
+                let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
                 channels.for_each(|c, range| {
                     for i in range {
                         let projected = kernel.update(i) - p[i] * coefs[c];
@@ -273,10 +318,11 @@ impl Frame<'_> {
     }
 }
 
-/// AdamP's hyperparameters, as the fused step needs them.
-pub(crate) struct AdamPStep<'a> {
+/// An Adam-type step's hyperparameters, as the fused step needs them: AdamP's (with its
+/// projection), or AdamW's (width-scaled AdamW, no projection).
+pub(crate) struct AdamStep<'a> {
     pub moments: &'a AdamMoments,
-    pub projection: &'a ScaleInvariance,
+    pub projection: Option<&'a ScaleInvariance>,
     pub weight_decay: f64,
     pub nesterov: bool,
     pub non_finite: NonFinitePolicy,
@@ -334,13 +380,14 @@ impl Kernel for AdamKernel<'_> {
     }
 }
 
-/// Whether pass 1 applies: rank ≥ 2 and a view that can fire.
-fn projects<const D: usize>(projection: &ScaleInvariance) -> bool {
-    D >= 2 && projection.view != ProjectionView::Off
+/// The projection, when it applies to a rank-`D` tensor (rank ≥ 2, a view that can fire).
+fn projection_for<const D: usize>(projection: &ScaleInvariance) -> Option<&ScaleInvariance> {
+    (D >= 2 && projection.view != ProjectionView::Off).then_some(projection)
 }
 
-impl AdamPStep<'_> {
-    /// One AdamP step (see [`AdamP`](crate::AdamP)); the caller checked [`applies`].
+impl AdamStep<'_> {
+    /// One AdamP step (see [`AdamP`](crate::AdamP)), or AdamW's without a projection; the
+    /// caller checked [`applies`] or [`takes`].
     pub fn run<const D: usize>(
         &self,
         lr: f64,
@@ -357,8 +404,7 @@ impl AdamPStep<'_> {
         let adam = self.moments;
         let (bc1, bc2) = adam.bias_corrections(time);
         let frame = Frame {
-            projection: self.projection,
-            projects: projects::<D>(self.projection),
+            projection: self.projection.and_then(projection_for::<D>),
             skip_non_finite: self.non_finite == NonFinitePolicy::Skip,
             decay_rate: lr * self.weight_decay,
             scale: (lr / bc1) as f32,
@@ -458,8 +504,7 @@ impl SgdpStep<'_> {
         let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
         let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&p));
         let frame = Frame {
-            projection: self.projection,
-            projects: projects::<D>(self.projection),
+            projection: projection_for::<D>(self.projection),
             skip_non_finite: self.non_finite == NonFinitePolicy::Skip,
             decay_rate: lr * self.weight_decay / (1.0 - mu),
             scale: lr as f32,
@@ -477,6 +522,127 @@ impl SgdpStep<'_> {
         let state = (mu != 0.0).then(|| SgdpState {
             momentum: buffer.tensor(),
         });
+        (p.tensor(), state)
+    }
+}
+
+/// Stable-SPAM's hyperparameters at one step (β1 and γ1 already scaled by the cosine
+/// multiplier), as the fused step needs them.
+pub(crate) struct StableSpamStep {
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub weight_decay: f64,
+    pub gamma_1: f64,
+    pub gamma_2: f64,
+    pub theta: f64,
+    /// Whether Adam's moments are reset at this step, and whether before the update (`Clean`)
+    /// or after it (`Reference`).
+    pub reset: bool,
+    pub clean_reset: bool,
+    pub skip_non_finite: bool,
+}
+
+/// `prev·decay + x·(1 − decay)` in f32, as `moments::ema` computes it on tensors.
+fn ema(prev: f32, x: f32, decay: f64) -> f32 {
+    prev * decay as f32 + x * (1.0 - decay) as f32
+}
+
+impl StableSpamStep {
+    /// One Stable-SPAM step (see [`StableSpam`](crate::StableSpam)) from the state `old`
+    /// (zeros before the first step): two reads of `g` (`max|g|`, then the clipped norm), the
+    /// per-tensor statistics on the CPU, then one pass for the moments and the parameter.
+    pub fn run<const D: usize>(
+        &self,
+        lr: f64,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        old: StableSpamState<D>,
+    ) -> (Tensor<D>, StableSpamState<D>) {
+        let t = old.moments.time + 1;
+        let time = if self.reset { 1 } else { t };
+        let mut p = Buffer::new(param);
+        let g = Buffer::new(grad);
+        let mut m = Buffer::new(old.moments.moment_1);
+        let mut v = Buffer::new(old.moments.moment_2);
+        let mut max_v = old.max_moment_2.map(Buffer::new);
+        let mut clip = Buffer::new(old.clip_threshold);
+        let mut norm_mean = Buffer::new(old.norm_mean);
+        let mut norm_sq_mean = Buffer::new(old.norm_sq_mean);
+        let gs = g.get();
+
+        // AdaClip: the elements above the bias-corrected average of max|g| are scaled down.
+        let max_abs = gs.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+        let threshold = ema(clip.get()[0], max_abs, self.theta);
+        let limit = threshold / (1.0 - self.theta.powi(t as i32)) as f32;
+        let spike_scale = limit / max_abs.max(f32::MIN_POSITIVE);
+        let clipped = |x: f32| if x.abs() > limit { x * spike_scale } else { x };
+        // AdaGN: the norm of the clipped gradient, and the rescale to the averages' ratio.
+        let norm_sq: f64 = gs.iter().map(|&x| f64::from(clipped(x)).powi(2)).sum();
+        let norm = norm_sq.sqrt() as f32;
+        let skip = self.skip_non_finite && !norm.is_finite();
+        if !skip {
+            let mean = ema(norm_mean.get()[0], norm, self.gamma_1);
+            let sq_mean = ema(norm_sq_mean.get()[0], norm * norm, self.gamma_2);
+            let mean_hat = mean / (1.0 - self.gamma_1.powi(t as i32)) as f32;
+            let sq_mean_hat = sq_mean / (1.0 - self.gamma_2.powi(t as i32)) as f32;
+            let target = mean_hat / (sq_mean_hat.sqrt() + self.epsilon as f32);
+            let rescale = if norm <= 0.0 {
+                1.0
+            } else {
+                target / norm.max(f32::MIN_POSITIVE)
+            };
+            clip.get_mut()[0] = threshold;
+            norm_mean.get_mut()[0] = mean;
+            norm_sq_mean.get_mut()[0] = sq_mean;
+
+            if self.reset && self.clean_reset {
+                m.get_mut().fill(0.0);
+                v.get_mut().fill(0.0);
+            }
+            let adam = AdamMoments {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            };
+            let (bc1, bc2) = adam.bias_corrections(time);
+            let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
+            let (c1, c2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
+            let (root_bc2, eps, step) = (bc2.sqrt() as f32, self.epsilon as f32, (lr / bc1) as f32);
+            let decay = (self.weight_decay != 0.0).then(|| (1.0 - lr * self.weight_decay) as f32);
+            let (ps, ms, vs) = (p.get_mut(), m.get_mut(), v.get_mut());
+            let mut max_vs = max_v.as_mut().map(Buffer::get_mut);
+            for i in 0..ps.len() {
+                let g = clipped(gs[i]) * rescale;
+                ms[i] = ms[i] * b1 + g * c1;
+                vs[i] = vs[i] * b2 + g * g * c2;
+                let second = match &mut max_vs {
+                    Some(max) => {
+                        max[i] = max[i].max(vs[i]);
+                        max[i]
+                    }
+                    None => vs[i],
+                };
+                let update = ms[i] / (second.sqrt() / root_bc2 + eps) * step;
+                ps[i] = decay.map_or(ps[i], |d| ps[i] * d) - update;
+            }
+        }
+        if self.reset && !self.clean_reset {
+            m.get_mut().fill(0.0);
+            v.get_mut().fill(0.0);
+        }
+        let state = StableSpamState {
+            global_step: old.global_step + 1,
+            moments: MomentState {
+                time,
+                moment_1: m.tensor(),
+                moment_2: v.tensor(),
+            },
+            max_moment_2: max_v.map(Buffer::tensor),
+            clip_threshold: clip.tensor(),
+            norm_mean: norm_mean.tensor(),
+            norm_sq_mean: norm_sq_mean.tensor(),
+        };
         (p.tensor(), state)
     }
 }

@@ -300,6 +300,22 @@ impl<O> Nap<O> {
     }
 
     /// `‖W‖` over the scope: shape `[1, …, 1]`, or per row with kept dimensions.
+    /// `W · ρ / max(‖W‖, ε)`. A whole-tensor projection on flex reads `‖W‖` and `ρ` where they
+    /// lie and scales by one number (in place when the backend can).
+    fn project<const D: usize>(&self, param: Tensor<D>, radius: &Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "flex")]
+        if self.row_axis.is_none()
+            && let (Some(norm), Some(radius)) = (
+                crate::fused::norm(&param),
+                crate::fused::single_value(radius),
+            )
+        {
+            return param * (radius / norm.max(self.epsilon));
+        }
+        let norm = self.norm(&param).clamp_min(self.epsilon);
+        param * (radius.clone() / norm)
+    }
+
     fn norm<const D: usize>(&self, tensor: &Tensor<D>) -> Tensor<D> {
         let squares = tensor.clone().square();
         match self.row_axis {
@@ -358,8 +374,7 @@ impl<O: Optimizer> Optimizer for Nap<O> {
                 let steps = state.steps + 1;
                 let param = match &state.radius {
                     Some(radius) if steps.is_multiple_of(self.project_every) => {
-                        let norm = self.norm(&param).clamp_min(self.epsilon);
-                        param * (radius.clone() / norm)
+                        self.project(param, radius)
                     }
                     _ => param,
                 };

@@ -126,6 +126,11 @@ impl core::fmt::Debug for ObserverTag {
 }
 
 impl ObserverTag {
+    /// Whether the observer wants this step's records.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.observer.is_armed()
+    }
+
     /// Queues the statistics of one projection.
     fn record<const D: usize>(&self, update: &Tensor<D>, projected: &Projected<D>) {
         let removed = (update.clone() - projected.update.clone()).square().sum();

@@ -175,13 +175,12 @@ impl PerAxisConfig for SgdpConfig {
 
 impl Sgdp {
     /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
-    /// flex, [`fused`](crate::SgdpConfig::fused) on, no observer) rather than tensor operations.
+    /// flex, [`fused`](crate::SgdpConfig::fused) on, no armed observer) rather than tensor operations.
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
         #[cfg(feature = "flex")]
         {
-            self.fused
-                && self.observer.is_none()
-                && crate::fused::applies(&self.projection, param, param, &[])
+            let observed = self.observer.as_ref().is_some_and(ObserverTag::is_armed);
+            self.fused && !observed && crate::fused::applies(&self.projection, param, param, &[])
         }
         #[cfg(not(feature = "flex"))]
         {

@@ -77,6 +77,12 @@ pub struct StableSpamConfig {
     /// What a step does when a gradient holds NaN or ±∞.
     #[config(default = "NonFinitePolicy::Skip")]
     pub non_finite: NonFinitePolicy,
+    /// Run the step as the fused loop on the flex CPU backend (two reads of the gradient and
+    /// one pass for the moments and the parameter) rather than as tensor operations; the two
+    /// agree to rounding and both replay the golden trajectories. Other backends always use
+    /// the tensor operations.
+    #[config(default = true)]
+    pub fused: bool,
     /// Gradient clipping applied before each step (off in the authors' runs).
     pub grad_clipping: Option<GradientClippingConfig>,
 }
@@ -141,6 +147,7 @@ pub struct StableSpam {
     total_steps: Option<usize>,
     eta_min: f64,
     non_finite: NonFinitePolicy,
+    fused: bool,
 }
 
 /// Stable-SPAM's state for one parameter.
@@ -162,7 +169,7 @@ pub struct StableSpamState<const D: usize> {
 
 impl<const D: usize> StableSpamState<D> {
     /// The state before the first step: zero moments and averages.
-    fn zeros(param: &Tensor<D>, amsgrad: bool) -> Self {
+    pub(crate) fn zeros(param: &Tensor<D>, amsgrad: bool) -> Self {
         let scalar = Tensor::zeros([1], &param.device());
         Self {
             global_step: 0,
@@ -216,6 +223,7 @@ impl StableSpamConfig {
             total_steps: self.total_steps,
             eta_min: self.eta_min,
             non_finite: self.non_finite,
+            fused: self.fused,
         })
     }
 
@@ -249,6 +257,28 @@ impl StableSpam {
                 self.eta_min + (1.0 - self.eta_min) * cosine
             }
         }
+    }
+
+    /// Whether a step of `param` with `grad` and `state` runs the fused loop of the flex
+    /// backend (f32 tensors on flex, [`fused`](StableSpamConfig::fused) on) rather than tensor
+    /// operations.
+    #[cfg(feature = "flex")]
+    fn takes_fused_path<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&StableSpamState<D>>,
+    ) -> bool {
+        use crate::fused::{scalar_on_flex, takes};
+        let Some(state) = state else {
+            return self.fused && takes(param, grad, &[]);
+        };
+        let moments = [&state.moments.moment_1, &state.moments.moment_2];
+        let scalars = [&state.clip_threshold, &state.norm_mean, &state.norm_sq_mean];
+        self.fused
+            && takes(param, grad, &moments)
+            && state.max_moment_2.iter().all(|t| takes(param, grad, &[t]))
+            && scalars.iter().all(|t| scalar_on_flex(t))
     }
 
     /// Whether Adam's moments are reset at global step `k` (1-based).
@@ -377,6 +407,26 @@ impl Optimizer for StableSpam {
         check_lr(lr);
         if is_empty(&param) {
             return (param, state);
+        }
+        #[cfg(feature = "flex")]
+        if self.takes_fused_path(&param, &grad, state.as_ref()) {
+            let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
+            let k = old.global_step + 1;
+            let s = self.momentum_scale(k);
+            let fused = crate::fused::StableSpamStep {
+                beta_1: self.beta_1 * s,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+                weight_decay: self.weight_decay,
+                gamma_1: self.gamma_1 * s,
+                gamma_2: self.gamma_2,
+                theta: self.theta,
+                reset: self.resets_at(k),
+                clean_reset: self.reset_mode == ResetMode::Clean,
+                skip_non_finite: self.non_finite == NonFinitePolicy::Skip,
+            };
+            let (param, state) = fused.run(lr, param, grad, old);
+            return (param, Some(state));
         }
         in_f32(param, grad, |param, grad| {
             self.step_f32(lr, param, grad, state)

@@ -75,6 +75,18 @@ pub(crate) fn framed_wrapper_step<const D: usize, S>(
         return (param, state);
     }
     in_f32(param, grad, |param, grad| {
+        // On flex the gradient is read where it lies and the branch taken on the CPU, which
+        // spares the masks (and the copy of the parameter they keep).
+        #[cfg(feature = "flex")]
+        if policy == NonFinitePolicy::Skip
+            && let Some(finite) = crate::fused::all_finite(&grad)
+        {
+            if finite {
+                return step(param, grad, state);
+            }
+            let (_, state) = step(param.clone(), grad.zeros_like(), state);
+            return (param, state);
+        }
         match policy.checkpoint(&param, &grad) {
             None => step(param, grad, state),
             Some(checkpoint) => {

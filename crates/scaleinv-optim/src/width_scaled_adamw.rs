@@ -75,6 +75,11 @@ pub struct WidthScaledAdamWConfig {
     /// What a step does when a gradient holds NaN or ±∞.
     #[config(default = "NonFinitePolicy::Skip")]
     pub non_finite: NonFinitePolicy,
+    /// Run the step as the fused loop on the flex CPU backend (one pass over memory, after a
+    /// read of the gradient for the non-finite test) rather than as tensor operations; the
+    /// two agree to rounding. Other backends always use the tensor operations.
+    #[config(default = true)]
+    pub fused: bool,
     /// Gradient clipping applied before each step.
     pub grad_clipping: Option<GradientClippingConfig>,
 }
@@ -115,6 +120,7 @@ pub struct WidthScaledAdamW {
     lr_scale: f64,
     weight_decay: f64,
     non_finite: NonFinitePolicy,
+    fused: bool,
 }
 
 /// The role given to one parameter by [`WidthScaledAdamWConfig::roles`].
@@ -177,6 +183,7 @@ impl WidthScaledAdamWConfig {
             lr_scale: self.lr_scale(role),
             weight_decay: self.weight_decay_for(role),
             non_finite: self.non_finite,
+            fused: self.fused,
         })
     }
 
@@ -264,6 +271,24 @@ impl Optimizer for WidthScaledAdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "flex")]
+        {
+            let moments: Vec<_> = state
+                .iter()
+                .flat_map(|s| [&s.moment_1, &s.moment_2])
+                .collect();
+            if self.fused && crate::fused::takes(&param, &grad, &moments) {
+                crate::step_guard::check_lr(lr);
+                let fused = crate::fused::AdamStep {
+                    moments: &self.moments,
+                    projection: None,
+                    weight_decay: self.weight_decay,
+                    nesterov: false,
+                    non_finite: self.non_finite,
+                };
+                return fused.run(lr * self.lr_scale, param, grad, state);
+            }
+        }
         framed_step(
             lr,
             self.non_finite,
