@@ -656,7 +656,7 @@ impl StableSpamStep {
             let (b1, b2) = (self.beta_1 as f32, self.beta_2 as f32);
             let (c1, c2) = ((1.0 - self.beta_1) as f32, (1.0 - self.beta_2) as f32);
             let (root_bc2, eps, step) = (bc2.sqrt() as f32, self.epsilon as f32, (lr / bc1) as f32);
-            let decay = (self.weight_decay != 0.0).then(|| (1.0 - lr * self.weight_decay) as f32);
+            let decay = (self.weight_decay != 0.0).then_some((1.0 - lr * self.weight_decay) as f32);
             let (ps, ms, vs) = (p.get_mut(), m.get_mut(), v.get_mut());
             let mut max_vs = max_v.as_mut().map(Buffer::get_mut);
             for i in 0..ps.len() {

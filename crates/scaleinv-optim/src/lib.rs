@@ -21,6 +21,13 @@
 //! - [`WidthScaledAdamW`] (Fan et al., 2025): AdamW with learning rate `∝ 1/d` and weight decay
 //!   `∝ √d` on matrix-like tensors, so hyperparameters tuned at a small width transfer.
 //!
+//! Every config is checked when the optimizer is built ([`ConfigError`] names the field and
+//! its range); a gradient holding NaN or ±∞ leaves the parameter and its state untouched by
+//! default ([`NonFinitePolicy`]), or is refused with an error by [`CheckedStep::try_step`];
+//! [`CheckedLoad`] refuses a record saved from another model or optimizer. On the flex CPU
+//! backend AdamP, SGDP, Stable-SPAM and width-scaled AdamW run as fused loops over the raw
+//! buffers; elsewhere, as tensor operations.
+//!
 //! ```
 //! use burn::prelude::*;
 //! use burn::nn::{Linear, LinearConfig};

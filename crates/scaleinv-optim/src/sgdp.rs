@@ -96,6 +96,8 @@ pub struct Sgdp {
     projection: ScaleInvariance,
     observer: Option<ObserverTag>,
     non_finite: NonFinitePolicy,
+    /// Read only by the flex backend's fused path.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     fused: bool,
 }
 

@@ -147,6 +147,8 @@ pub struct StableSpam {
     total_steps: Option<usize>,
     eta_min: f64,
     non_finite: NonFinitePolicy,
+    /// Read only by the flex backend's fused path.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     fused: bool,
 }
 

@@ -120,6 +120,8 @@ pub struct WidthScaledAdamW {
     lr_scale: f64,
     weight_decay: f64,
     non_finite: NonFinitePolicy,
+    /// Read only by the flex backend's fused path.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     fused: bool,
 }
 
