@@ -94,6 +94,19 @@ fn agree<O: Optimizer, const D: usize>(
 
 const KINDS: [Grad; 3] = [Grad::Random, Grad::ChannelOrthogonal, Grad::LayerOrthogonal];
 
+/// [`agree`] on a conv kernel (channel axis 0), a bias, a Linear weight and a rank-3 tensor
+/// (axis 1), for every kind of gradient; `build(axis, fused)` makes the optimizer.
+fn every_shape<O: Optimizer>(label: &str, build: impl Fn(usize, bool) -> O, device: &Device) {
+    for kind in KINDS {
+        let (fused, ops) = (build(0, true), build(0, false));
+        agree(label, &fused, &ops, [8, 4, 3, 3], 0, kind, device);
+        agree(label, &fused, &ops, [7], 0, kind, device);
+        let (fused, ops) = (build(1, true), build(1, false));
+        agree(label, &fused, &ops, [6, 5], 1, kind, device);
+        agree(label, &fused, &ops, [3, 4, 5], 1, kind, device);
+    }
+}
+
 #[test]
 fn fused_adamp_matches_its_tensor_ops() {
     let device = burn::tensor::Device::flex();
@@ -119,44 +132,7 @@ fn fused_adamp_matches_its_tensor_ops() {
         };
         assert!(build(0, true).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device)));
         assert!(!build(0, false).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device)));
-        for kind in KINDS {
-            agree(
-                &label,
-                &build(0, true),
-                &build(0, false),
-                [8, 4, 3, 3],
-                0,
-                kind,
-                &device,
-            );
-            agree(
-                &label,
-                &build(1, true),
-                &build(1, false),
-                [6, 5],
-                1,
-                kind,
-                &device,
-            );
-            agree(
-                &label,
-                &build(1, true),
-                &build(1, false),
-                [3, 4, 5],
-                1,
-                kind,
-                &device,
-            );
-            agree(
-                &label,
-                &build(0, true),
-                &build(0, false),
-                [7],
-                0,
-                kind,
-                &device,
-            );
-        }
+        every_shape(&label, build, &device);
     }
 }
 
@@ -187,44 +163,7 @@ fn fused_sgdp_matches_its_tensor_ops() {
                 .with_fused(fused)
                 .build()
         };
-        for kind in KINDS {
-            agree(
-                &label,
-                &build(0, true),
-                &build(0, false),
-                [8, 4, 3, 3],
-                0,
-                kind,
-                &device,
-            );
-            agree(
-                &label,
-                &build(1, true),
-                &build(1, false),
-                [6, 5],
-                1,
-                kind,
-                &device,
-            );
-            agree(
-                &label,
-                &build(1, true),
-                &build(1, false),
-                [3, 4, 5],
-                1,
-                kind,
-                &device,
-            );
-            agree(
-                &label,
-                &build(0, true),
-                &build(0, false),
-                [7],
-                0,
-                kind,
-                &device,
-            );
-        }
+        every_shape(&label, build, &device);
     }
 }
 

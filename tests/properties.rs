@@ -333,7 +333,7 @@ proptest! {
     }
 
     /// On finite gradients the default `Skip` policy changes nothing: its trajectory is the
-    /// reference's (`Propagate`) bit for bit, for AdamP, SGDP and Stable-SPAM.
+    /// reference's (`Propagate`) bit for bit, for AdamP, SGDP and Stable-SPAM, fused or not.
     #[test]
     fn skip_is_invisible_on_finite_gradients(
         (shape, init, grads) in trajectory(),
@@ -341,15 +341,24 @@ proptest! {
         wd in uniform(0.0, 0.1),
     ) {
         use NonFinitePolicy::{Propagate, Skip};
-        let adamp = |p| AdamPConfig::new().with_weight_decay(wd).with_non_finite(p).build();
-        let sgdp = |p| {
-            SgdpConfig::new().with_momentum(0.9).with_weight_decay(wd).with_non_finite(p).build()
-        };
-        let spam = |p| StableSpamConfig::new().with_weight_decay(wd).with_non_finite(p).build();
         let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let same = |a: Vec<f32>, b: Vec<f32>| bits(a) == bits(b);
-        prop_assert!(same(run(&adamp(Skip), lr, &shape, &init, &grads), run(&adamp(Propagate), lr, &shape, &init, &grads)));
-        prop_assert!(same(run(&sgdp(Skip), lr, &shape, &init, &grads), run(&sgdp(Propagate), lr, &shape, &init, &grads)));
-        prop_assert!(same(run(&spam(Skip), lr, &shape, &init, &grads), run(&spam(Propagate), lr, &shape, &init, &grads)));
+        // The fused flex path and the tensor-op path each.
+        for fused in [true, false] {
+            let adamp = |p| {
+                AdamPConfig::new().with_weight_decay(wd).with_non_finite(p).with_fused(fused).build()
+            };
+            let sgdp = |p| {
+                SgdpConfig::new().with_momentum(0.9).with_weight_decay(wd)
+                    .with_non_finite(p).with_fused(fused).build()
+            };
+            let spam = |p| {
+                StableSpamConfig::new().with_weight_decay(wd).with_non_finite(p)
+                    .with_fused(fused).build()
+            };
+            prop_assert!(same(run(&adamp(Skip), lr, &shape, &init, &grads), run(&adamp(Propagate), lr, &shape, &init, &grads)));
+            prop_assert!(same(run(&sgdp(Skip), lr, &shape, &init, &grads), run(&sgdp(Propagate), lr, &shape, &init, &grads)));
+            prop_assert!(same(run(&spam(Skip), lr, &shape, &init, &grads), run(&spam(Propagate), lr, &shape, &init, &grads)));
+        }
     }
 }

@@ -49,13 +49,25 @@ pub(crate) fn framed_step<const D: usize, S: Revert<D> + Clone>(
     state: Option<S>,
     step: impl FnOnce(Tensor<D>, Tensor<D>, Option<S>) -> (Tensor<D>, Option<S>),
 ) -> (Tensor<D>, Option<S>) {
+    frame(lr, param, grad, state, |param, grad, state| {
+        guarded_step(policy, param, grad, state, step)
+    })
+}
+
+/// What every step does around its body: checks the learning rate, returns an empty tensor as
+/// it is, and runs the body in f32 for f16/bf16 parameters.
+fn frame<const D: usize, S>(
+    lr: LearningRate,
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<S>,
+    body: impl FnOnce(Tensor<D>, Tensor<D>, Option<S>) -> (Tensor<D>, Option<S>),
+) -> (Tensor<D>, Option<S>) {
     check_lr(lr);
     if is_empty(&param) {
         return (param, state);
     }
-    in_f32(param, grad, |param, grad| {
-        guarded_step(policy, param, grad, state, step)
-    })
+    in_f32(param, grad, |param, grad| body(param, grad, state))
 }
 
 /// The frame of a wrapper's step ([`RadialProjection`](crate::RadialProjection),
@@ -70,11 +82,7 @@ pub(crate) fn framed_wrapper_step<const D: usize, S>(
     state: Option<S>,
     step: impl FnOnce(Tensor<D>, Tensor<D>, Option<S>) -> (Tensor<D>, Option<S>),
 ) -> (Tensor<D>, Option<S>) {
-    check_lr(lr);
-    if is_empty(&param) {
-        return (param, state);
-    }
-    in_f32(param, grad, |param, grad| {
+    frame(lr, param, grad, state, |param, grad, state| {
         // On flex the gradient is read where it lies and the branch taken on the CPU, which
         // spares the masks (and the copy of the parameter they keep).
         #[cfg(feature = "flex")]
