@@ -234,6 +234,20 @@ impl Sums {
             weight_sq: vec![0.0; n],
             grad_sq: vec![0.0; n],
         };
+        if channels.inner == 1 {
+            // The channel axis is the last (Burn's Linear): rows of `count` channels, each
+            // element its own run; sum row by row, one accumulator per channel.
+            let rows = p.chunks_exact(n).zip(g.chunks_exact(n));
+            for (pr, gr) in rows {
+                for c in 0..n {
+                    let (pi, gi) = (f64::from(pr[c]), f64::from(gr[c]));
+                    sums.dot[c] += pi * gi;
+                    sums.weight_sq[c] += pi * pi;
+                    sums.grad_sq[c] += gi * gi;
+                }
+            }
+            return sums;
+        }
         channels.for_each(|c, range| {
             let (d, w, q) = blocked_dots(&p[range.clone()], &g[range]);
             sums.dot[c] += d;
