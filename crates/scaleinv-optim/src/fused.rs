@@ -13,9 +13,10 @@
 //! the non-finite test under [`NonFinitePolicy::Skip`]. Nothing is written before the
 //! non-finite test, so a skipped step leaves the state as it was without a copy.
 //!
-//! The element-wise arithmetic is the tensor-op path's, in the same order and in f32, so the
-//! state matches it bit for bit; the reductions are summed in f64 (the tensor ops sum in f32),
-//! so the projection coefficients agree to rounding. Both paths replay the golden trajectories.
+//! The element-wise arithmetic is the tensor-op path's, in the same order and in f32; the
+//! reductions are summed in eight f32 lanes per block of 1,024 elements, the blocks in f64, so
+//! the statistics and the projection coefficients agree with the tensor ops to rounding. Both
+//! paths replay the golden trajectories (`tests/fused.rs` compares them directly).
 //! Any tensor not on flex or not f32, or observed by an armed
 //! [`ProjectionObserver`](crate::ProjectionObserver), takes the tensor-op path.
 
