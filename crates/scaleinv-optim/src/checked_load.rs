@@ -191,16 +191,16 @@ fn fits(state: &[usize], param: &[usize]) -> bool {
         || (state.len() == param.len() && state.iter().zip(param).all(|(s, p)| s == p || *s == 1))
 }
 
-/// Every float parameter of `module` by id: path and shape.
-fn model_params<M: Module>(module: &M) -> BTreeMap<u64, (String, Vec<usize>)> {
-    struct Shapes(BTreeMap<u64, (String, Vec<usize>)>);
+/// Every float parameter of `module`, in visiting order: id, path and shape.
+fn model_params<M: Module>(module: &M) -> Vec<(u64, String, Vec<usize>)> {
+    struct Shapes(Vec<(u64, String, Vec<usize>)>);
     impl ParamVisitor for Shapes {
         fn param<const D: usize>(&mut self, info: ParamInfo, param: &Param<Tensor<D>>) {
             let shape = param.lazy_shape().iter().copied().collect();
-            self.0.insert(info.id.val(), (info.path, shape));
+            self.0.push((info.id.val(), info.path, shape));
         }
     }
-    let mut shapes = Shapes(BTreeMap::new());
+    let mut shapes = Shapes(Vec::new());
     visit_params(module, &mut shapes);
     shapes.0
 }
@@ -214,14 +214,25 @@ impl CheckedLoad for ModuleOptimizer {
         let bytes = record.into_bytes().map_err(unreadable)?;
         let saved = contents(bytes.clone())?;
         let params = model_params(model);
+        if let Some(&id) = saved
+            .ranks
+            .keys()
+            .find(|id| !params.iter().any(|(p, _, _)| p == *id))
+        {
+            return Err(RecordMismatch::UnknownParameter {
+                id,
+                saved_path: saved.paths.get(&id).cloned(),
+            });
+        }
+        // The model's parameters that have saved state, in the model's order, so the first
+        // mismatch reported is the first one a reader of the model would meet.
+        let with_state = || {
+            params
+                .iter()
+                .filter_map(|(id, path, shape)| Some((id, path, shape, *saved.ranks.get(id)?)))
+        };
 
-        for (&id, &rank) in &saved.ranks {
-            let Some((path, shape)) = params.get(&id) else {
-                return Err(RecordMismatch::UnknownParameter {
-                    id,
-                    saved_path: saved.paths.get(&id).cloned(),
-                });
-            };
+        for (id, path, shape, rank) in with_state() {
             if rank != shape.len() {
                 return Err(RecordMismatch::RankMismatch {
                     path: path.clone(),
@@ -229,7 +240,7 @@ impl CheckedLoad for ModuleOptimizer {
                     saved: rank,
                 });
             }
-            let fields = saved.fields.get(&id).into_iter().flatten();
+            let fields = saved.fields.get(id).into_iter().flatten();
             for (field, state) in fields {
                 if let Some(state) = state
                     && !fits(state, shape)
@@ -246,7 +257,7 @@ impl CheckedLoad for ModuleOptimizer {
 
         let loaded = self.load_record(OptimizerRecord::from_bytes(bytes).map_err(unreadable)?);
         let rebuilt = contents(loaded.to_record().into_bytes().map_err(unreadable)?)?;
-        for id in saved.ranks.keys() {
+        for (id, path, _, _) in with_state() {
             let names = |c: &Contents| -> BTreeSet<String> {
                 c.fields
                     .get(id)
@@ -258,7 +269,7 @@ impl CheckedLoad for ModuleOptimizer {
             let (before, after) = (names(&saved), names(&rebuilt));
             if !rebuilt.ranks.contains_key(id) || before != after {
                 return Err(RecordMismatch::OptimizerMismatch {
-                    path: params[id].0.clone(),
+                    path: path.clone(),
                     saved: before.into_iter().collect(),
                     rebuilt: after.into_iter().collect(),
                 });
