@@ -156,7 +156,8 @@ impl AdamP {
         #[cfg(feature = "flex")]
         {
             let observed = self.observer.as_ref().is_some_and(ObserverTag::is_armed);
-            self.fused && !observed && crate::fused::applies(&self.projection, param, param, &[])
+            let axis = Some(self.projection.channel_axis);
+            self.fused && !observed && crate::fused::accepts(param, axis)
         }
         #[cfg(not(feature = "flex"))]
         {
@@ -194,22 +195,17 @@ impl Optimizer for AdamP {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         #[cfg(feature = "flex")]
-        if self.takes_fused_path(&param) {
-            let moments: Vec<_> = state
-                .iter()
-                .flat_map(|s| [&s.moment_1, &s.moment_2])
-                .collect();
-            if crate::fused::applies(&self.projection, &param, &grad, &moments) {
-                crate::step_guard::check_lr(lr);
-                let fused = crate::fused::AdamStep {
-                    moments: &self.moments,
-                    projection: Some(&self.projection),
-                    weight_decay: self.weight_decay,
-                    nesterov: self.nesterov,
-                    non_finite: self.non_finite,
-                };
-                return fused.run(lr, param, grad, state);
-            }
+        if self.takes_fused_path(&param)
+            && crate::fused::fit(&param, &grad, state.iter().flat_map(MomentState::tensors))
+        {
+            let fused = crate::fused::AdamStep {
+                moments: &self.moments,
+                projection: Some(&self.projection),
+                weight_decay: self.weight_decay,
+                nesterov: self.nesterov,
+                non_finite: self.non_finite,
+            };
+            return fused.run(lr, param, grad, state);
         }
         framed_step(
             lr,

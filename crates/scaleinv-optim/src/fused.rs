@@ -29,34 +29,31 @@ use crate::non_finite::NonFinitePolicy;
 use crate::radial::{ProjectionView, ScaleInvariance};
 use crate::sgdp::SgdpState;
 use crate::stable_spam::StableSpamState;
+use crate::step_guard::check_lr;
 
 /// Whether `tensor` is an f32 tensor on flex (the fused path applies).
 fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_)) && tensor.dtype() == DType::F32
 }
 
-/// Whether the fused path can take `param`, `grad` and the state tensors of their shape.
-pub(crate) fn takes<const D: usize>(
-    param: &Tensor<D>,
-    grad: &Tensor<D>,
-    state: &[&Tensor<D>],
-) -> bool {
-    let shape = param.shape();
-    shape.num_elements() > 0
+/// Whether the fused path can step `param`: a non-empty f32 tensor on flex, and for an
+/// optimizer that projects along `channel_axis`, an axis of it.
+pub(crate) fn accepts<const D: usize>(param: &Tensor<D>, channel_axis: Option<usize>) -> bool {
+    param.shape().num_elements() > 0
         && on_flex_f32(param)
-        && on_flex_f32(grad)
-        && grad.shape() == shape
-        && state.iter().all(|s| on_flex_f32(s) && s.shape() == shape)
+        && channel_axis.is_none_or(|axis| D < 2 || axis < D)
 }
 
-/// [`takes`], for an optimizer that projects along `projection.channel_axis`.
-pub(crate) fn applies<const D: usize>(
-    projection: &ScaleInvariance,
+/// Whether the gradient and the state tensors fit the fused path with `param`: f32 on flex,
+/// of its shape.
+pub(crate) fn fit<'a, const D: usize>(
     param: &Tensor<D>,
     grad: &Tensor<D>,
-    state: &[&Tensor<D>],
+    state: impl IntoIterator<Item = &'a Tensor<D>>,
 ) -> bool {
-    (D < 2 || projection.channel_axis < D) && takes(param, grad, state)
+    let shape = param.shape();
+    let fits = |t: &Tensor<D>| on_flex_f32(t) && t.shape() == shape;
+    fits(grad) && state.into_iter().all(fits)
 }
 
 /// Whether a per-tensor statistic (shape `[1]`) is an f32 flex tensor.
@@ -446,7 +443,7 @@ fn projection_for<const D: usize>(projection: &ScaleInvariance) -> Option<&Scale
 
 impl AdamStep<'_> {
     /// One AdamP step (see [`AdamP`](crate::AdamP)), or AdamW's without a projection; the
-    /// caller checked [`applies`] or [`takes`].
+    /// caller checked [`accepts`] and [`fit`].
     pub fn run<const D: usize>(
         &self,
         lr: f64,
@@ -454,6 +451,7 @@ impl AdamStep<'_> {
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
     ) -> (Tensor<D>, Option<MomentState<D>>) {
+        check_lr(lr);
         let mut p = Buffer::new(param);
         let g = Buffer::new(grad);
         let (time, mut m, mut v) = match state {
@@ -549,7 +547,7 @@ impl Kernel for SgdKernel<'_> {
 }
 
 impl SgdpStep<'_> {
-    /// One SGDP step (see [`Sgdp`](crate::Sgdp)); the caller checked [`applies`].
+    /// One SGDP step (see [`Sgdp`](crate::Sgdp)); the caller checked [`accepts`] and [`fit`].
     pub fn run<const D: usize>(
         &self,
         lr: f64,
@@ -557,6 +555,7 @@ impl SgdpStep<'_> {
         grad: Tensor<D>,
         state: Option<SgdpState<D>>,
     ) -> (Tensor<D>, Option<SgdpState<D>>) {
+        check_lr(lr);
         let mu = self.momentum;
         let mut p = Buffer::new(param);
         let g = Buffer::new(grad);

@@ -24,6 +24,11 @@ pub struct MomentState<const D: usize> {
 }
 
 impl<const D: usize> MomentState<D> {
+    /// The two moment tensors.
+    pub fn tensors(&self) -> [&Tensor<D>; 2] {
+        [&self.moment_1, &self.moment_2]
+    }
+
     /// Moves the moments to `device`.
     pub fn to_device(self, device: &Device) -> Self {
         Self {

@@ -182,7 +182,8 @@ impl Sgdp {
         #[cfg(feature = "flex")]
         {
             let observed = self.observer.as_ref().is_some_and(ObserverTag::is_armed);
-            self.fused && !observed && crate::fused::applies(&self.projection, param, param, &[])
+            let axis = Some(self.projection.channel_axis);
+            self.fused && !observed && crate::fused::accepts(param, axis)
         }
         #[cfg(not(feature = "flex"))]
         {
@@ -217,21 +218,19 @@ impl Optimizer for Sgdp {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         #[cfg(feature = "flex")]
-        if self.takes_fused_path(&param) {
-            let buffer: Vec<_> = state.iter().map(|s| &s.momentum).collect();
-            if crate::fused::applies(&self.projection, &param, &grad, &buffer) {
-                crate::step_guard::check_lr(lr);
-                let fused = crate::fused::SgdpStep {
-                    momentum: self.momentum,
-                    dampening: self.dampening,
-                    nesterov: self.nesterov,
-                    weight_decay: self.weight_decay,
-                    project_momentum_buffer: self.project_momentum_buffer,
-                    projection: &self.projection,
-                    non_finite: self.non_finite,
-                };
-                return fused.run(lr, param, grad, state);
-            }
+        if self.takes_fused_path(&param)
+            && crate::fused::fit(&param, &grad, state.iter().map(|s| &s.momentum))
+        {
+            let fused = crate::fused::SgdpStep {
+                momentum: self.momentum,
+                dampening: self.dampening,
+                nesterov: self.nesterov,
+                weight_decay: self.weight_decay,
+                project_momentum_buffer: self.project_momentum_buffer,
+                projection: &self.projection,
+                non_finite: self.non_finite,
+            };
+            return fused.run(lr, param, grad, state);
         }
         framed_step(
             lr,

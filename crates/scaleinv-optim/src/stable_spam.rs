@@ -271,16 +271,17 @@ impl StableSpam {
         grad: &Tensor<D>,
         state: Option<&StableSpamState<D>>,
     ) -> bool {
-        use crate::fused::{scalar_on_flex, takes};
-        let Some(state) = state else {
-            return self.fused && takes(param, grad, &[]);
-        };
-        let moments = [&state.moments.moment_1, &state.moments.moment_2];
-        let scalars = [&state.clip_threshold, &state.norm_mean, &state.norm_sq_mean];
+        use crate::fused::{accepts, fit, scalar_on_flex};
+        let tensors = state
+            .iter()
+            .flat_map(|s| s.moments.tensors().into_iter().chain(&s.max_moment_2));
+        let scalars = state
+            .iter()
+            .flat_map(|s| [&s.clip_threshold, &s.norm_mean, &s.norm_sq_mean]);
         self.fused
-            && takes(param, grad, &moments)
-            && state.max_moment_2.iter().all(|t| takes(param, grad, &[t]))
-            && scalars.iter().all(|t| scalar_on_flex(t))
+            && accepts(param, None)
+            && fit(param, grad, tensors)
+            && scalars.into_iter().all(scalar_on_flex)
     }
 
     /// Whether Adam's moments are reset at global step `k` (1-based).

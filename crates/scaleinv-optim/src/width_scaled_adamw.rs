@@ -274,22 +274,18 @@ impl Optimizer for WidthScaledAdamW {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         #[cfg(feature = "flex")]
+        if self.fused
+            && crate::fused::accepts(&param, None)
+            && crate::fused::fit(&param, &grad, state.iter().flat_map(MomentState::tensors))
         {
-            let moments: Vec<_> = state
-                .iter()
-                .flat_map(|s| [&s.moment_1, &s.moment_2])
-                .collect();
-            if self.fused && crate::fused::takes(&param, &grad, &moments) {
-                crate::step_guard::check_lr(lr);
-                let fused = crate::fused::AdamStep {
-                    moments: &self.moments,
-                    projection: None,
-                    weight_decay: self.weight_decay,
-                    nesterov: false,
-                    non_finite: self.non_finite,
-                };
-                return fused.run(lr * self.lr_scale, param, grad, state);
-            }
+            let fused = crate::fused::AdamStep {
+                moments: &self.moments,
+                projection: None,
+                weight_decay: self.weight_decay,
+                nesterov: false,
+                non_finite: self.non_finite,
+            };
+            return fused.run(lr * self.lr_scale, param, grad, state);
         }
         framed_step(
             lr,
