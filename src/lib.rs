@@ -8,8 +8,11 @@
 //! effective step size `η / ‖w‖²` shrinks. The optimizers of this crate handle that, each
 //! matching its authors' reference implementation.
 //!
-//! This facade re-exports [`scaleinv_optim`] (the optimizers) at its root and
-//! [`scaleinv_models`] (example models and bundled data) as [`models`].
+//! This facade re-exports [`scaleinv_optim`] (the optimizers) at its root and, with the
+//! `models` feature (on by default), `scaleinv_models` (example models and bundled data) as
+//! `models`. A library that needs only the optimizers depends on `scaleinv` with
+//! `default-features = false, features = ["flex"]` (or on `scaleinv-optim`), which builds
+//! neither burn-train nor the bundled data.
 //!
 //! ```
 //! # #[cfg(feature = "flex")] {
@@ -31,5 +34,6 @@
 
 pub use scaleinv_optim::*;
 
-/// Example models and bundled data.
+/// Example models and bundled data (the `models` feature, on by default).
+#[cfg(feature = "models")]
 pub use scaleinv_models as models;

@@ -28,6 +28,30 @@
 //! backend AdamP, SGDP, Stable-SPAM and width-scaled AdamW run as fused loops over the raw
 //! buffers; elsewhere, as tensor operations.
 //!
+//! The optimizers, their configs and states, the shared options ([`ProjectionOptions`],
+//! [`StepOptions`]), the policies and the errors live at the root; the tools that look at
+//! training from outside the step are also grouped in [`diagnostics`].
+//!
+//! # Architecture
+//!
+//! The source is layered, each folder using only the ones before it:
+//!
+//! | layer | holds |
+//! |---|---|
+//! | `math` | each optimizer's arithmetic, once, over numbers that are `f32` elements or tensors |
+//! | `kernels` | the fused flex loops over slices (flex only); they never name a config or state |
+//! | `core` | tensor-op pieces: Adam's moments, decay, reductions, the projection, the parameter walk, channel axes, config errors |
+//! | `guard` | the step frame, the non-finite policy, checked steps and record loading |
+//! | `diagnostics` | probe, observer, tracker, spectral norms, weight norms |
+//! | `options` | the shared sub-configs and the constructor family of every config |
+//! | `optim` | one file per optimizer: AdamP, SGDP, Stable-SPAM, width-scaled AdamW |
+//! | `wrap` | optimizers around any optimizer: NaP, the radial projection |
+//!
+//! A new optimizer is one file in `optim/` (its config with `step: StepOptions`, the
+//! `step_setters!` and `constructors!` lines, an `OptimizerConfig` impl, its step on `math`'s
+//! formulas; a kernel in `kernels/` only if it must be fast on flex), one line here, one line
+//! in the tests' catalog and one golden case. `docs/architecture.md` says more.
+//!
 //! ```
 //! use burn::prelude::*;
 //! use burn::nn::{Linear, LinearConfig};
@@ -51,55 +75,50 @@
 
 extern crate alloc;
 
-mod adamp;
-mod channel_axes;
-mod checked_load;
-mod checked_step;
-mod decay;
-mod diagnostics;
-mod error;
+mod math;
 #[cfg(feature = "flex")]
-mod fused;
-mod moments;
-mod nap;
-mod non_finite;
-mod norm_affine;
-mod observer;
-mod params;
-mod per_axis;
-mod probe;
-pub mod radial;
-mod radial_projection;
-mod reduce;
-mod sgdp;
-mod spectral;
-mod stable_spam;
-mod step_guard;
-mod tracker;
-mod width_scaled_adamw;
+mod kernels;
+mod core;
+mod guard;
+pub mod diagnostics;
+mod options;
+mod optim;
+mod wrap;
 
-pub use adamp::{AdamP, AdamPConfig, AdamPState};
-pub use channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
-pub use checked_load::{CheckedLoad, RecordMismatch};
-pub use checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
-pub use diagnostics::{StepKind, WeightNorm, weight_norms};
-pub use error::ConfigError;
-pub use moments::MomentState;
-pub use nap::{Nap, NapConfig, NapScope, NapState};
-pub use non_finite::NonFinitePolicy;
-pub use norm_affine::NormAffine;
-pub use observer::{Observed, ObserverTag, ProjectionObserver, ProjectionRecord};
-pub use probe::{Invariance, ProbeEntry, ProbeError, ProbeReport, ScaleProbe};
-pub use radial::{Projected, ProjectionBranch, ProjectionView, ScaleInvariance};
-pub use radial_projection::{RadialProjection, RadialProjectionConfig};
-pub use sgdp::{Sgdp, SgdpConfig, SgdpState};
-pub use spectral::{
-    LayerSpectrum, PowerIteration, SingularValue, SublayerGain, spectral_report, sublayer_gains,
-    top_singular_value,
+pub use crate::core::channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
+pub use crate::core::error::ConfigError;
+pub use crate::core::moments::MomentState;
+pub use crate::core::norm_affine::NormAffine;
+pub use crate::core::projection::Projected;
+pub use diagnostics::{
+    DiagnosticRow, DiagnosticsTracker, Invariance, LayerSpectrum, Observed, ObserverTag,
+    PowerIteration, ProbeEntry, ProbeError, ProbeReport, ProjectionObserver, ProjectionRecord,
+    ScaleProbe, SingularValue, StepKind, SublayerGain, WeightNorm, spectral_report,
+    sublayer_gains, top_singular_value, weight_norms,
 };
-pub use stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
-pub use tracker::{DiagnosticRow, DiagnosticsTracker};
-pub use width_scaled_adamw::{ParamRole, WidthRole, WidthScaledAdamW, WidthScaledAdamWConfig};
+pub use guard::checked_load::{CheckedLoad, RecordMismatch};
+pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
+pub use guard::non_finite::NonFinitePolicy;
+pub use math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
+pub use optim::adamp::{AdamP, AdamPConfig, AdamPState};
+pub use optim::sgdp::{Sgdp, SgdpConfig, SgdpState};
+pub use optim::stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
+pub use optim::width_scaled_adamw::{
+    ParamRole, WidthRole, WidthScaledAdamW, WidthScaledAdamWConfig,
+};
+pub use options::projection::ProjectionOptions;
+pub use options::step::StepOptions;
+pub use wrap::nap::{Nap, NapConfig, NapScope, NapState};
+pub use wrap::radial_projection::{RadialProjection, RadialProjectionConfig};
+
+/// The former home of the projection's types, kept so that `scaleinv_optim::radial::…`
+/// imports still compile; import them from the crate root.
+#[doc(hidden)]
+#[deprecated(note = "import these names from the crate root")]
+pub mod radial {
+    pub use crate::core::projection::Projected;
+    pub use crate::math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
+}
 
 // Names that `#[derive(RecordState)]` expands to; not part of the API.
 #[doc(hidden)]

@@ -1,0 +1,111 @@
+//! Adam's moment estimates on tensors, shared by every Adam-type optimizer of the crate (the
+//! formulas are [`Adam`]'s, in `math::adam`).
+
+use burn::optim::RecordState;
+use burn::tensor::{Device, Tensor};
+
+use crate::math::adam::Adam;
+use crate::math::{Arith, ema_from_zero};
+
+/// The first and second moment of one parameter, with the step count `t`.
+#[derive(RecordState, Clone, Debug)]
+pub struct MomentState<const D: usize> {
+    /// Number of updates folded into the moments.
+    pub time: usize,
+    /// First moment `m` (exponential average of the gradient).
+    pub moment_1: Tensor<D>,
+    /// Second moment `v` (exponential average of the squared gradient).
+    pub moment_2: Tensor<D>,
+}
+
+impl<const D: usize> MomentState<D> {
+    /// The two moment tensors.
+    pub fn tensors(&self) -> [&Tensor<D>; 2] {
+        [&self.moment_1, &self.moment_2]
+    }
+
+    /// Moves the moments to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            time: self.time,
+            moment_1: self.moment_1.to_device(device),
+            moment_2: self.moment_2.to_device(device),
+        }
+    }
+}
+
+impl Adam {
+    /// Folds `grad` into the moments; the state starts from zeros at `t = 0`.
+    pub(crate) fn update<const D: usize>(
+        &self,
+        grad: &Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> MomentState<D> {
+        match state {
+            Some(s) => MomentState {
+                time: s.time + 1,
+                moment_1: self.first(s.moment_1, grad.clone()),
+                moment_2: self.second(s.moment_2, grad.clone()),
+            },
+            None => MomentState {
+                time: 1,
+                moment_1: ema_from_zero(grad.clone(), self.beta_1),
+                moment_2: ema_from_zero(grad.clone().square(), self.beta_2),
+            },
+        }
+    }
+
+    /// `√v / √(1 − β2^t) + ε` for the second moment `v` after `t` updates.
+    pub(crate) fn tensor_denominator<const D: usize>(
+        &self,
+        moment_2: Tensor<D>,
+        time: usize,
+    ) -> Tensor<D> {
+        let (_, bc2) = self.bias_corrections(time);
+        self.denominator(moment_2, bc2)
+    }
+
+    /// Adam's step for the learning rate `lr`: `lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)`,
+    /// with `second_moment` in place of `v` when given (AMSGrad's running maximum).
+    pub(crate) fn update_step<const D: usize>(
+        &self,
+        moments: &MomentState<D>,
+        second_moment: Option<Tensor<D>>,
+        lr: f64,
+    ) -> Tensor<D> {
+        let (bc1, _) = self.bias_corrections(moments.time);
+        let second = second_moment.unwrap_or_else(|| moments.moment_2.clone());
+        let denom = self.tensor_denominator(second, moments.time);
+        (moments.moment_1.clone() / denom).mul_s(lr / bc1)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl<const D: usize> MomentState<D> {
+    /// One fused Adam-type step on flex buffers: the moments (zeros before the first step)
+    /// become buffers, `pass(t)` steps them with the parameter, and they come back as the new
+    /// state. The caller checked [`accepts`](crate::kernels::accepts) and
+    /// [`fit`](crate::kernels::fit).
+    pub(crate) fn fused<'a>(
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self>,
+        pass: impl FnOnce(usize) -> crate::kernels::AdamPass<'a>,
+    ) -> (Tensor<D>, Option<Self>) {
+        use crate::kernels::Buffer;
+        let mut p = Buffer::new(param);
+        let g = Buffer::new(grad);
+        let (time, mut m, mut v) = match state {
+            Some(s) => (s.time + 1, Buffer::new(s.moment_1), Buffer::new(s.moment_2)),
+            None => (1, Buffer::zeros(&p), Buffer::zeros(&p)),
+        };
+        let dims = p.dims();
+        pass(time).run(&dims, p.get_mut(), g.get(), m.get_mut(), v.get_mut());
+        let state = MomentState {
+            time,
+            moment_1: m.tensor(),
+            moment_2: v.tensor(),
+        };
+        (p.tensor(), Some(state))
+    }
+}

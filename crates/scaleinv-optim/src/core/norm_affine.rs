@@ -1,0 +1,138 @@
+//! The scale `γ` and offset `β` of normalization layers, and NaP's joint projection of them.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::core::params::{self, ParamInfo, ParamVisitor, PathStack};
+
+/// Burn's normalization layers, whose `gamma` and `beta` are the affine of a normalization.
+const NORM_LAYERS: [&str; 5] = [
+    "LayerNorm",
+    "RmsNorm",
+    "GroupNorm",
+    "BatchNorm",
+    "InstanceNorm",
+];
+
+/// What NaP does with the scale `γ` and offset `β` of the normalization layers. The paper
+/// leaves this open; each choice is one seen in practice.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub enum NormAffine {
+    /// `γ` and `β` are left to the base optimizer (as in two PyTorch re-implementations). The
+    /// default, because a `ModuleOptimizer` can do it on its own.
+    #[default]
+    Free,
+    /// After every step, `[γ; β] ← [γ; β] · √d / ‖[γ; β]‖`, `d` the normalized width:
+    /// both rescaled together to the norm of their default initialisation `γ = 1, β = 0`.
+    /// With a positively homogeneous activation (ReLU) and a normalized next layer this is an
+    /// exact symmetry of the network. A per-tensor optimizer sees one tensor at a time, so the
+    /// base optimizer steps `γ` and `β` freely and
+    /// [`NapConfig::project_norm_affine`](crate::NapConfig::project_norm_affine) must run on
+    /// the model after each step (in `TrainStep::optimize` under Burn's `Learner`).
+    ProjectJointly,
+    /// Decoupled weight decay on the scale only, `γ ← γ · (1 − η·rate)` after the base step;
+    /// `β` is free.
+    DecayScale {
+        /// The decay rate λ.
+        rate: f64,
+    },
+}
+
+/// Whether `param` is the scale or offset of a normalization layer.
+pub(crate) fn is_norm_affine(param: &ParamInfo) -> bool {
+    NORM_LAYERS.contains(&param.owner.as_str()) && matches!(param.field(), "gamma" | "beta")
+}
+
+/// Rescales `[γ; β]` of every normalization layer of `module` to `√d` (see
+/// [`NormAffine::ProjectJointly`]); `epsilon` guards the current norm. Everything stays on the
+/// device.
+pub(crate) fn project_jointly<M: Module>(module: M, epsilon: f64) -> M {
+    let mut sums = AffineSums::default();
+    params::visit_params(&module, &mut sums);
+    let factors = sums
+        .layers
+        .into_iter()
+        .filter(|(_, (_, width))| *width > 0)
+        .filter_map(|(layer, (sum_sq, width))| {
+            let target = (width as f64).sqrt();
+            let factor = sum_sq?.sqrt().clamp_min(epsilon).recip() * target;
+            Some((layer, factor))
+        })
+        .collect();
+    module.map(&mut AffineRescale {
+        path: PathStack::default(),
+        factors,
+    })
+}
+
+/// Per normalization layer: `‖γ‖² + ‖β‖²` and the width `d = len(γ)`.
+#[derive(Default)]
+struct AffineSums {
+    layers: BTreeMap<String, (Option<Tensor<1>>, usize)>,
+}
+
+impl ParamVisitor for AffineSums {
+    fn param<const D: usize>(&mut self, info: ParamInfo, param: &Param<Tensor<D>>) {
+        if !is_norm_affine(&info) {
+            return;
+        }
+        let value = param.val().detach();
+        let numel = value.shape().num_elements();
+        let sum_sq = value.square().sum();
+        let entry = self
+            .layers
+            .entry(info.layer_path().to_string())
+            .or_insert((None, 0));
+        entry.0 = Some(match entry.0.take() {
+            Some(sum) => sum + sum_sq,
+            None => sum_sq,
+        });
+        if info.field() == "gamma" {
+            entry.1 = numel;
+        }
+    }
+}
+
+struct AffineRescale {
+    path: PathStack,
+    factors: BTreeMap<String, Tensor<1>>,
+}
+
+impl ModuleMapper for AffineRescale {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let info = self.path.info(param.id, D);
+        let factor = is_norm_affine(&info)
+            .then(|| self.factors.get(info.layer_path()).cloned())
+            .flatten();
+        match factor {
+            Some(factor) => rescale_param(param, factor),
+            None => param,
+        }
+    }
+}
+
+/// `param · factor` as a new leaf (outside the autodiff graph), keeping whether it is an
+/// autodiff tensor and whether it requires a gradient.
+fn rescale_param<const D: usize>(param: Param<Tensor<D>>, factor: Tensor<1>) -> Param<Tensor<D>> {
+    let (id, value, mapper) = param.consume();
+    let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
+    let mut value = value.inner() * factor.inner().unsqueeze::<D>();
+    if autodiff {
+        value = Tensor::from_inner(value);
+    }
+    if require_grad {
+        value = value.require_grad();
+    }
+    Param::from_mapped_value(id, value, mapper)
+}

@@ -1,0 +1,251 @@
+//! Scale-invariance detection and radial projection (Heo et al., ICLR 2021, §3).
+//!
+//! A weight `w` that feeds a normalization layer is scale-invariant: `L(c·w) = L(w)` for
+//! every `c > 0`. Its gradient is then orthogonal to `w`, and any radial component of the
+//! update only grows `‖w‖`, which shrinks the effective step `η / ‖w‖²`. The projection
+//! detects such weights from the cosine between the weight and its raw gradient and removes
+//! the radial part of the update:
+//!
+//! ```text
+//! for view V in (channel, layer):
+//!     cos_i = |⟨G_i, P_i⟩| / (max(‖G_i‖, ε) · max(‖P_i‖, ε))        per row i of the view
+//!     if max_i cos_i < δ / √K:                                       K = row width
+//!         P̂_i = P_i / (‖P_i‖ + ε)
+//!         U_i ← U_i − P̂_i ⟨P̂_i, U_i⟩                                 radial part removed
+//!         return (U, wd_ratio)
+//! return (U, 1)
+//! ```
+//!
+//! The *channel view* keeps the parameter's channel axis and flattens the rest (one row per
+//! output channel); the *layer view* is the whole tensor as one row. Both tests are computed
+//! on the device and the branch is selected with tensor masks: no value is read back to the
+//! host. Rank-0 and rank-1 tensors (biases, norm gains) are never projected.
+
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::core::reduce::sum_except;
+use crate::math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
+
+/// The projected update and the decay ratio of one step, both still on the device.
+#[derive(Debug, Clone)]
+pub struct Projected<const D: usize> {
+    /// The update with its radial component removed in the selected view (unchanged when no
+    /// view passed the test).
+    pub update: Tensor<D>,
+    /// `wd_ratio` when a view passed the test, `1` otherwise; shape `[1]`.
+    pub decay_ratio: Tensor<1>,
+    decision: Decision,
+}
+
+impl<const D: usize> Projected<D> {
+    /// The branch taken, as a one-element [`ProjectionBranch::code`] tensor (no host read).
+    pub fn branch(&self) -> Tensor<1, Int> {
+        let device = self.decay_ratio.device();
+        match &self.decision {
+            Decision::Fixed(branch) => Tensor::<1, Int>::full([1], branch.code(), &device),
+            Decision::Tested(tests) => tests.code(),
+        }
+    }
+}
+
+/// How the branch of one step was decided.
+#[derive(Debug, Clone)]
+enum Decision {
+    Fixed(ProjectionBranch),
+    Tested(Box<Tests>),
+}
+
+/// Per-row statistics of a (weight, gradient) pair, kept in the channel view's shape
+/// (every axis but the channel axis reduced to length 1).
+struct RowStats<const D: usize> {
+    /// `⟨P_i, G_i⟩`
+    dot: Tensor<D>,
+    /// `‖P_i‖²`
+    weight_sq: Tensor<D>,
+    /// `‖G_i‖²`
+    grad_sq: Tensor<D>,
+}
+
+/// The outcome of the two cosine tests, as one-element boolean tensors.
+#[derive(Debug, Clone)]
+struct Tests {
+    channel: Tensor<1, Bool>,
+    layer: Tensor<1, Bool>,
+}
+
+impl Tests {
+    fn code(&self) -> Tensor<1, Int> {
+        let channel = self.channel.clone().int();
+        let layer = self
+            .layer
+            .clone()
+            .bool_and(self.channel.clone().bool_not())
+            .int();
+        channel * ProjectionBranch::Channel.code() + layer * ProjectionBranch::Layer.code()
+    }
+}
+
+impl ScaleInvariance {
+    /// Panics with a clear message when the channel axis is not an axis of a rank-`D` tensor
+    /// (configs built through `init_for`/`try_init_with` are checked before any step).
+    fn check_axis<const D: usize>(&self) {
+        assert!(
+            self.channel_axis < D,
+            "scaleinv: channel_axis {} is out of range for a parameter of rank {D}; \
+             set it per parameter with ChannelAxes (see `init_for`)",
+            self.channel_axis
+        );
+    }
+
+    /// Sums `x` over every axis but the channel axis, keeping the rank (`[1, …, C, …, 1]`).
+    fn row_sum<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        sum_except(x, self.channel_axis)
+    }
+
+    fn row_stats<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> RowStats<D> {
+        RowStats {
+            dot: self.row_sum(param.clone() * grad.clone()),
+            weight_sq: self.row_sum(param.clone().square()),
+            grad_sq: self.row_sum(grad.clone().square()),
+        }
+    }
+
+    fn tests<const D: usize>(&self, stats: &RowStats<D>, numel: usize) -> Tests {
+        let channels = stats.dot.dims()[self.channel_axis];
+        let channel_cos = self.cosine(
+            stats.dot.clone(),
+            stats.weight_sq.clone(),
+            stats.grad_sq.clone(),
+        );
+        let weight_sq = stats.weight_sq.clone().sum();
+        let grad_sq = stats.grad_sq.clone().sum();
+        let layer_cos = self.cosine(stats.dot.clone().sum(), weight_sq.clone(), grad_sq.clone());
+        let channel = channel_cos
+            .max()
+            .lower_scalar(self.threshold(numel / channels));
+        let layer = layer_cos.lower_scalar(self.threshold(numel));
+        if self.zero_is_invariant {
+            return Tests { channel, layer };
+        }
+        let nonzero = weight_sq
+            .greater_elem(0.0)
+            .bool_and(grad_sq.greater_elem(0.0));
+        Tests {
+            channel: channel.bool_and(nonzero.clone()),
+            layer: layer.bool_and(nonzero),
+        }
+    }
+
+    /// Whether a rank-`D` tensor with `numel` elements can be projected at all (rank ≥ 2,
+    /// non-empty, view not `Off`); checks the channel axis when it can.
+    fn projects<const D: usize>(&self, numel: usize) -> bool {
+        if D < 2 || numel == 0 || self.view == ProjectionView::Off {
+            return false;
+        }
+        self.check_axis::<D>();
+        true
+    }
+
+    /// Which view the test selects for `param` and its raw gradient `grad`, as a one-element
+    /// integer tensor holding a [`ProjectionBranch::code`]. Rank < 2 gives `None`; a fixed
+    /// view gives that view.
+    ///
+    /// This is the decision [`project`](Self::project) makes; reading it back is a host sync,
+    /// so use it for diagnostics and tests, not inside a training step.
+    pub fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> Tensor<1, Int> {
+        let device = param.device();
+        let fixed = |b: ProjectionBranch| Tensor::<1, Int>::full([1], b.code(), &device);
+        if !self.projects::<D>(param.shape().num_elements()) {
+            return fixed(ProjectionBranch::None);
+        }
+        match self.view {
+            ProjectionView::Channel => fixed(ProjectionBranch::Channel),
+            ProjectionView::Layer => fixed(ProjectionBranch::Layer),
+            ProjectionView::Off => fixed(ProjectionBranch::None),
+            ProjectionView::Detect => {
+                let numel = param.shape().num_elements();
+                self.tests(&self.row_stats(param, grad), numel).code()
+            }
+        }
+    }
+
+    /// Removes the radial component of `update` in the first view (channel, then layer) in
+    /// which `param` and its raw gradient `grad` pass the scale-invariance test, or in the
+    /// fixed [`view`](Self::view).
+    ///
+    /// Returns the update and the decay ratio (`wd_ratio` if a view passed, else 1).
+    pub fn project<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        update: Tensor<D>,
+    ) -> Projected<D> {
+        let device = param.device();
+        if !self.projects::<D>(param.shape().num_elements()) {
+            return Projected {
+                update,
+                decay_ratio: ones(&device),
+                decision: Decision::Fixed(ProjectionBranch::None),
+            };
+        }
+        let fixed = |update, branch| Projected {
+            update,
+            decay_ratio: ones(&device) * self.wd_ratio,
+            decision: Decision::Fixed(branch),
+        };
+        // Radial coefficient ⟨P, U⟩ / (‖P‖ + ε)² per row (channel) or for the whole tensor
+        // (layer).
+        let row_dot_update = self.row_sum(param.clone() * update.clone());
+        let channel_coef =
+            |weight_sq: Tensor<D>| self.radial_coefficient(row_dot_update.clone(), weight_sq);
+        let layer_coef = |weight_sq: Tensor<D>| {
+            self.radial_coefficient(row_dot_update.clone().sum(), weight_sq.sum())
+        };
+        match self.view {
+            ProjectionView::Channel => {
+                let coef = channel_coef(self.row_sum(param.clone().square()));
+                fixed(update - param.clone() * coef, ProjectionBranch::Channel)
+            }
+            ProjectionView::Layer => {
+                let coef = layer_coef(self.row_sum(param.clone().square()));
+                fixed(
+                    update - param.clone() * coef.unsqueeze::<D>(),
+                    ProjectionBranch::Layer,
+                )
+            }
+            // Excluded by `projects`.
+            ProjectionView::Off => unreachable!("an Off view never projects"),
+            ProjectionView::Detect => {
+                let stats = self.row_stats(param, grad);
+                let tests = self.tests(&stats, param.shape().num_elements());
+                let channel = channel_coef(stats.weight_sq.clone());
+                let layer = layer_coef(stats.weight_sq);
+
+                let row_shape = channel.shape();
+                let mask = |test: &Tensor<1, Bool>| {
+                    test.clone().unsqueeze::<D>().expand(row_shape.clone())
+                };
+                let coef = channel
+                    .zeros_like()
+                    .mask_where(
+                        mask(&tests.layer),
+                        layer.unsqueeze::<D>().expand(row_shape.clone()),
+                    )
+                    .mask_where(mask(&tests.channel), channel);
+                let update = update - param.clone() * coef;
+
+                let fired = tests.channel.clone().bool_or(tests.layer.clone());
+                let decay_ratio = ones(&device).mask_fill(fired, self.wd_ratio);
+                Projected {
+                    update,
+                    decay_ratio,
+                    decision: Decision::Tested(Box::new(tests)),
+                }
+            }
+        }
+    }
+}
+
+fn ones(device: &Device) -> Tensor<1> {
+    Tensor::<1>::ones([1], device)
+}

@@ -1,0 +1,105 @@
+//! Flex tensors as CPU buffers: which tensors the fused loops can take, and the slices they
+//! work on (a copy only when a buffer is shared or not contiguous).
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::{DispatchDevice, Flex};
+use burn::tensor::{DType, Tensor};
+
+use super::sums::{blocked_sum, finite};
+
+/// Whether `tensor` is an f32 tensor on flex (the fused path applies).
+fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
+    matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_)) && tensor.dtype() == DType::F32
+}
+
+/// Whether the fused path can step `param`: a non-empty f32 tensor on flex, and for an
+/// optimizer that projects along `channel_axis`, an axis of it.
+pub(crate) fn accepts<const D: usize>(param: &Tensor<D>, channel_axis: Option<usize>) -> bool {
+    param.shape().num_elements() > 0
+        && on_flex_f32(param)
+        && channel_axis.is_none_or(|axis| D < 2 || axis < D)
+}
+
+/// Whether the gradient and the state tensors fit the fused path with `param`: f32 on flex,
+/// of its shape.
+pub(crate) fn fit<'a, const D: usize>(
+    param: &Tensor<D>,
+    grad: &Tensor<D>,
+    state: impl IntoIterator<Item = &'a Tensor<D>>,
+) -> bool {
+    let shape = param.shape();
+    let fits = |t: &Tensor<D>| on_flex_f32(t) && t.shape() == shape;
+    fits(grad) && state.into_iter().all(fits)
+}
+
+/// Whether a per-tensor statistic (shape `[1]`) is an f32 flex tensor.
+pub(crate) fn scalar_on_flex(tensor: &Tensor<1>) -> bool {
+    on_flex_f32(tensor) && tensor.dims() == [1]
+}
+
+/// Reads `tensor`'s elements in place when it is an f32 flex tensor (a CPU buffer: no device
+/// to synchronise with), for the host-side decisions of the wrappers; `None` elsewhere.
+fn read<const D: usize, R>(tensor: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if !on_flex_f32(tensor) {
+        return None;
+    }
+    let buffer = Buffer::new(tensor.clone());
+    Some(f(buffer.get()))
+}
+
+/// Whether every element of `tensor` is finite, read on flex; `None` on other backends.
+pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> Option<bool> {
+    read(tensor, finite)
+}
+
+/// `‖tensor‖` (summed in f64), read on flex; `None` on other backends.
+pub(crate) fn norm<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
+    read(tensor, |x| blocked_sum(x, |v| v * v).sqrt())
+}
+
+/// The value of a one-element tensor, read on flex; `None` on other backends.
+pub(crate) fn single_value<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
+    read(tensor, |x| (x.len() == 1).then(|| f64::from(x[0]))).flatten()
+}
+
+/// A contiguous f32 flex buffer.
+pub(crate) struct Buffer(FlexTensor);
+
+impl Buffer {
+    pub fn new<const D: usize>(tensor: Tensor<D>) -> Self {
+        let flex = tensor
+            .try_into_primitive::<Flex>()
+            .unwrap_or_else(|_| unreachable!("checked by `accepts` and `fit`"));
+        Self(if flex.is_contiguous() {
+            flex
+        } else {
+            flex.to_contiguous()
+        })
+    }
+
+    pub fn zeros(like: &Self) -> Self {
+        Self(FlexTensor::zeros(
+            like.0.layout().shape().clone(),
+            DType::F32,
+        ))
+    }
+
+    pub fn get(&self) -> &[f32] {
+        self.0.as_slice::<f32>().expect("contiguous f32")
+    }
+
+    /// The elements, writable (copied first if another tensor shares the buffer).
+    pub fn get_mut(&mut self) -> &mut [f32] {
+        let (start, end) = self.0.layout().contiguous_offsets().expect("contiguous");
+        &mut self.0.storage_mut::<f32>()[start..end]
+    }
+
+    pub fn tensor<const D: usize>(self) -> Tensor<D> {
+        Tensor::from_primitive::<Flex>(self.0)
+    }
+
+    pub fn dims(&self) -> Vec<usize> {
+        self.0.layout().shape().iter().copied().collect()
+    }
+}
+

@@ -1,0 +1,33 @@
+//! Fused steps for the flex CPU backend: each optimizer's step as a few tight loops over the
+//! raw buffers instead of one pass per tensor operation.
+//!
+//! ```text
+//! pass 1  read p, g: per channel ⟨p, g⟩, ‖p‖², ‖g‖² (nothing written)
+//!         → the non-finite test and the cosine test, computed here on the CPU
+//! test failed:   one pass   read p, g, state; write state and p ← p·(1 − ηλ) − η·u
+//! test passed:   pass 2     read g, state, p; write state; ⟨p, u⟩ per channel → c
+//!                pass 3     read p, state; write p ← p·(1 − ηλr) − η·(u − c·p)
+//! ```
+//!
+//! A tensor the projection does not apply to (rank 1) skips pass 1, after a read of `g` for
+//! the non-finite test. Nothing is written before the non-finite test, so a skipped step
+//! leaves the state as it was without a copy.
+//!
+//! This layer is a leaf: the loops take slices and plain hyperparameters (the formulas of
+//! `math`, which they share with the tensor-op path), never an optimizer's config or state;
+//! each optimizer turns its state into buffers ([`Buffer`]) and back. The reductions are summed
+//! in eight f32 lanes per block of 1,024 elements, the blocks in f64, so the statistics and
+//! the projection coefficients agree with the tensor ops to rounding (`tests/fused.rs`
+//! compares the two paths).
+
+mod adam;
+mod buffer;
+mod frame;
+mod sgd;
+mod spike;
+mod sums;
+
+pub(crate) use adam::AdamPass;
+pub(crate) use buffer::{Buffer, accepts, all_finite, fit, norm, scalar_on_flex, single_value};
+pub(crate) use sgd::SgdPass;
+pub(crate) use spike::{SpikePass, SpikeScalars};

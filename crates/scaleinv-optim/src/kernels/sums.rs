@@ -1,0 +1,55 @@
+//! Blocked reductions: eight f32 partial sums the compiler keeps in one vector register, over
+//! blocks short enough (1,024 elements) that f32 loses nothing that matters, each block then
+//! added in f64.
+
+const LANES: usize = 8;
+const BLOCK: usize = 1024;
+
+/// `Σ f(x_i)` over `x`, blocked.
+pub(super) fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0.0f64;
+    for block in x.chunks(BLOCK) {
+        let mut lanes = [0.0f32; LANES];
+        let mut chunks = block.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                *lane += f(v);
+            }
+        }
+        let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+        total += lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + f64::from(tail);
+    }
+    total
+}
+
+/// `(Σ p·g, Σ p², Σ g²)`, blocked.
+pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
+    let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
+    for (pb, gb) in p.chunks(BLOCK).zip(g.chunks(BLOCK)) {
+        let (mut dl, mut wl, mut ql) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+        let (mut pc, mut gc) = (pb.chunks_exact(LANES), gb.chunks_exact(LANES));
+        for (pch, gch) in (&mut pc).zip(&mut gc) {
+            for j in 0..LANES {
+                dl[j] += pch[j] * gch[j];
+                wl[j] += pch[j] * pch[j];
+                ql[j] += gch[j] * gch[j];
+            }
+        }
+        let wide = |l: [f32; LANES]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
+        d += wide(dl);
+        w += wide(wl);
+        q += wide(ql);
+        for (&pi, &gi) in pc.remainder().iter().zip(gc.remainder()) {
+            let (pi, gi) = (f64::from(pi), f64::from(gi));
+            d += pi * gi;
+            w += pi * pi;
+            q += gi * gi;
+        }
+    }
+    (d, w, q)
+}
+
+/// Whether every element is finite: `x·0` is 0 for a finite `x` and NaN for ±∞ or NaN.
+pub(super) fn finite(x: &[f32]) -> bool {
+    blocked_sum(x, |v| v * 0.0).is_finite()
+}

@@ -1,0 +1,20 @@
+//! Decoupled weight decay.
+//!
+//! ```text
+//! p ← p · (1 − rate·r)         r: the projection's decay ratio (wd_ratio when it fired, else 1)
+//! p ← p · (1 − rate)           without a ratio
+//! ```
+
+use super::Arith;
+
+/// The factor `1 − rate·r`, computed as `r·(−rate) + 1`.
+#[inline(always)]
+pub(crate) fn factor<T: Arith>(ratio: T, rate: f64) -> T {
+    ratio.mul_s(-rate).add_s(1.0)
+}
+
+/// `p · (1 − rate)`.
+#[inline(always)]
+pub(crate) fn plain<T: Arith>(p: T, rate: f64) -> T {
+    p.mul_s(1.0 - rate)
+}

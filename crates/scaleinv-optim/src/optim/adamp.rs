@@ -1,0 +1,214 @@
+//! AdamP: Adam with the radial component of each scale-invariant weight's update removed.
+//! See [`AdamP`].
+
+use burn::config::Config;
+use burn::optim::{LearningRate, Optimizer};
+use burn::tensor::{Device, Tensor};
+
+use crate::core::decay::decoupled_decay;
+use crate::core::error::{ConfigError, Range, check};
+use crate::core::moments::MomentState;
+use crate::diagnostics::observer::{Observed, ObserverTag};
+use crate::math::adam::Adam;
+use crate::math::invariance::ScaleInvariance;
+use crate::options::constructors::{OptimizerConfig, constructors};
+use crate::options::projection::{ProjectionOptions, Projector, projection_setters};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+
+/// Configuration of [`AdamP`], with the reference's defaults.
+///
+/// The learning rate is not part of the config: Burn passes it to every step (reference
+/// default 1e-3).
+#[derive(Config, Debug)]
+pub struct AdamPConfig {
+    /// β1 of the first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// β2 of the second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// Decoupled weight decay λ, multiplied by the learning rate.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Nesterov momentum in AdamP's form (bias correction stays `1 / (1 − β1^t)`).
+    #[config(default = false)]
+    pub nesterov: bool,
+    /// The scale-invariance test and projection (δ, wd_ratio, ε — also Adam's — channel
+    /// axis, zero tensors).
+    #[config(default = "ProjectionOptions::new()")]
+    pub projection: ProjectionOptions,
+    /// Fused path, non-finite policy, gradient clipping.
+    #[config(default = "StepOptions::new()")]
+    pub step: StepOptions,
+}
+
+projection_setters!(AdamPConfig);
+step_setters!(AdamPConfig);
+constructors!(AdamPConfig => AdamP: build, init, init_for, axes);
+
+/// AdamP: Adam with the radial component of each scale-invariant weight's update removed.
+///
+/// Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
+/// Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 2;
+/// reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
+///
+/// ```text
+/// t ← t + 1
+/// m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
+/// denom = √v / √(1 − β2^t) + ε
+/// u = m / denom                       (Nesterov: u = (β1·m + (1 − β1)·g) / denom)
+/// (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
+/// p ← p · (1 − η·λ·r)                 (decoupled decay)
+/// p ← p − η / (1 − β1^t) · u
+/// ```
+///
+/// With `delta = 0` the projection never fires and AdamP is AdamW with PyTorch-style decay.
+/// On flex the step runs as the fused loops of `kernels` (two passes, three when the
+/// projection fires), on the same formulas.
+#[derive(Debug, Clone)]
+pub struct AdamP {
+    adam: Adam,
+    projector: Projector,
+    weight_decay: f64,
+    nesterov: bool,
+}
+
+impl AdamPConfig {
+    /// Checks every hyperparameter against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "AdamPConfig";
+        check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
+        check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        self.projection.validate_in(C)?;
+        self.step.validate()
+    }
+}
+
+impl OptimizerConfig for AdamPConfig {
+    type Optim = AdamP;
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn for_axis(&self, channel_axis: usize) -> AdamP {
+        AdamP {
+            adam: Adam {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.projection.epsilon,
+            },
+            projector: self.projection.projector(channel_axis, self.step.policy()),
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+        }
+    }
+
+    fn default_axis(&self) -> usize {
+        self.projection.channel_axis
+    }
+}
+
+impl AdamP {
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
+    /// flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than tensor
+    /// operations.
+    pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        self.projector.fuses(param)
+    }
+
+    /// The scale-invariance test and projection this optimizer applies.
+    pub fn scale_invariance(&self) -> &ScaleInvariance {
+        &self.projector.invariance
+    }
+}
+
+impl TwoPaths for AdamP {
+    fn policy(&self) -> &StepPolicy {
+        &self.projector.policy
+    }
+
+    #[cfg(feature = "flex")]
+    fn fuses<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&MomentState<D>>,
+    ) -> bool {
+        self.takes_fused_path(param)
+            && crate::kernels::fit(param, grad, state.into_iter().flat_map(MomentState::tensors))
+    }
+
+    /// The step as tensor operations (any backend).
+    fn tensor_ops<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        let state = self.adam.update(&grad, state);
+        let (bc1, _) = self.adam.bias_corrections(state.time);
+        let denom = self.adam.tensor_denominator(state.moment_2.clone(), state.time);
+        let update = self.adam.direction(
+            state.moment_1.clone(),
+            grad.clone(),
+            denom,
+            self.nesterov,
+        );
+        let projected = self.projector.project(&param, &grad, update);
+        let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
+        let param = param - projected.update * (lr / bc1);
+        (param, Some(state))
+    }
+
+    /// The step as the fused flex loops (`kernels::AdamPass`), on the same formulas.
+    #[cfg(feature = "flex")]
+    fn fused<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        let pass = |time| crate::kernels::AdamPass {
+            adam: self.adam,
+            nesterov: self.nesterov,
+            time,
+            lr,
+            weight_decay: self.weight_decay,
+            projection: Some(&self.projector.invariance),
+            skip_non_finite: self.projector.policy.skips(),
+        };
+        MomentState::fused(param, grad, state, pass)
+    }
+}
+
+/// AdamP's state for one parameter: Adam's moments and step count.
+pub type AdamPState<const D: usize> = MomentState<D>;
+
+impl Observed for AdamP {
+    fn observed(self, tag: ObserverTag) -> Self {
+        let projector = self.projector.observed(tag);
+        Self { projector, ..self }
+    }
+}
+
+impl Optimizer for AdamP {
+    type State<const D: usize> = AdamPState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        self.step_either(lr, param, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}

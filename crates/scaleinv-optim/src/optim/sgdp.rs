@@ -1,0 +1,264 @@
+//! SGDP: SGD with momentum, with the radial component of each scale-invariant weight's update
+//! removed. See [`Sgdp`].
+
+use burn::config::Config;
+use burn::optim::{LearningRate, Optimizer, RecordState};
+use burn::tensor::{Device, Tensor};
+
+use crate::core::decay::decoupled_decay;
+use crate::core::error::{ConfigError, Range, check};
+use crate::diagnostics::observer::{Observed, ObserverTag};
+use crate::guard::non_finite::{Checkpoint, Revert};
+use crate::math::invariance::ScaleInvariance;
+use crate::math::sgd;
+use crate::options::constructors::{OptimizerConfig, constructors};
+use crate::options::projection::{ProjectionOptions, Projector, projection_setters};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+
+/// Configuration of [`Sgdp`], with the reference's defaults.
+///
+/// The learning rate is not part of the config: Burn passes it to every step (the reference
+/// has no default; its README uses 0.1).
+#[derive(Config, Debug)]
+pub struct SgdpConfig {
+    /// Heavy-ball momentum μ.
+    #[config(default = 0.0)]
+    pub momentum: f64,
+    /// Dampening τ of the gradient added to the buffer.
+    #[config(default = 0.0)]
+    pub dampening: f64,
+    /// Nesterov momentum, `u = g + μ·b`.
+    #[config(default = false)]
+    pub nesterov: bool,
+    /// Decoupled weight decay λ, multiplied by the learning rate and divided by `1 − μ`.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Write the projected update back into the momentum buffer when Nesterov is off, as the
+    /// reference does (`true`). `false` keeps the buffer unprojected, as timm ≥ 2026 and
+    /// pytorch_optimizer do.
+    #[config(default = true)]
+    pub project_momentum_buffer: bool,
+    /// The scale-invariance test and projection (δ, wd_ratio, ε, channel axis, zero tensors).
+    #[config(default = "ProjectionOptions::new()")]
+    pub projection: ProjectionOptions,
+    /// Fused path, non-finite policy, gradient clipping.
+    #[config(default = "StepOptions::new()")]
+    pub step: StepOptions,
+}
+
+projection_setters!(SgdpConfig);
+step_setters!(SgdpConfig);
+constructors!(SgdpConfig => Sgdp: build, init, init_for, axes);
+
+/// SGDP: SGD with momentum and the radial component of each scale-invariant weight's update
+/// removed.
+///
+/// Heo et al., *AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant
+/// Weights*, ICLR 2021, [arXiv:2006.08217](https://arxiv.org/abs/2006.08217), Algorithm 1;
+/// reference: `clovaai/AdamP` v0.3.0. Per parameter `p` with gradient `g`:
+///
+/// ```text
+/// b ← μ·b + (1 − τ)·g                 (b starts at zero, not at g)
+/// u = b                               (Nesterov: u = g + μ·b)
+/// (u, r) = project(p, g, u)           (rank ≥ 2 only; r = wd_ratio if projected, else 1)
+/// b ← u                               (not Nesterov, `project_momentum_buffer`: the reference
+///                                      projects the buffer in place)
+/// p ← p · (1 − η·λ·r / (1 − μ))       (decoupled decay, divided by 1 − μ as in the reference)
+/// p ← p − η·u
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sgdp {
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    project_momentum_buffer: bool,
+    projector: Projector,
+}
+
+/// SGDP's state for one parameter: the momentum buffer (absent when μ = 0, where the buffer
+/// would only ever hold the current gradient).
+#[derive(RecordState, Clone, Debug)]
+pub struct SgdpState<const D: usize> {
+    /// Momentum buffer `b`.
+    pub momentum: Tensor<D>,
+}
+
+impl<const D: usize> Revert<D> for SgdpState<D> {
+    fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {
+        Self {
+            momentum: checkpoint.keep_or_zero(self.momentum, old.map(|s| s.momentum)),
+        }
+    }
+}
+
+impl SgdpConfig {
+    /// Checks every hyperparameter against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "SgdpConfig";
+        check(C, "momentum", self.momentum, Range::UnitHalfOpen)?;
+        check(C, "dampening", self.dampening, Range::UnitClosed)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        self.projection.validate_in(C)?;
+        self.step.validate()?;
+        if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
+            return Err(ConfigError::Conflict {
+                config: C,
+                reason: "nesterov needs momentum > 0 and dampening = 0",
+            });
+        }
+        Ok(())
+    }
+}
+
+impl OptimizerConfig for SgdpConfig {
+    type Optim = Sgdp;
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    fn for_axis(&self, channel_axis: usize) -> Sgdp {
+        Sgdp {
+            momentum: self.momentum,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            project_momentum_buffer: self.project_momentum_buffer,
+            projector: self.projection.projector(channel_axis, self.step.policy()),
+        }
+    }
+
+    fn default_axis(&self) -> usize {
+        self.projection.channel_axis
+    }
+}
+
+impl Sgdp {
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
+    /// flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than tensor
+    /// operations.
+    pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        self.projector.fuses(param)
+    }
+
+    /// The decoupled decay rate at learning rate `lr`: `η·λ / (1 − μ)`, as in the reference.
+    fn decay_rate(&self, lr: LearningRate) -> f64 {
+        lr * self.weight_decay / (1.0 - self.momentum)
+    }
+
+    /// Whether the projected update is written back into the buffer.
+    fn writes_back(&self) -> bool {
+        !self.nesterov && self.project_momentum_buffer
+    }
+
+    /// The scale-invariance test and projection this optimizer applies.
+    pub fn scale_invariance(&self) -> &ScaleInvariance {
+        &self.projector.invariance
+    }
+}
+
+impl Observed for Sgdp {
+    fn observed(self, tag: ObserverTag) -> Self {
+        let projector = self.projector.observed(tag);
+        Self { projector, ..self }
+    }
+}
+
+impl TwoPaths for Sgdp {
+    fn policy(&self) -> &StepPolicy {
+        &self.projector.policy
+    }
+
+    #[cfg(feature = "flex")]
+    fn fuses<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&SgdpState<D>>,
+    ) -> bool {
+        self.takes_fused_path(param)
+            && crate::kernels::fit(param, grad, state.into_iter().map(|s| &s.momentum))
+    }
+
+    /// The step as tensor operations (any backend).
+    fn tensor_ops<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SgdpState<D>>,
+    ) -> (Tensor<D>, Option<SgdpState<D>>) {
+        let mu = self.momentum;
+        let damped = sgd::damped(grad.clone(), self.dampening);
+        let buffer = match state {
+            Some(s) if mu != 0.0 => sgd::buffer(s.momentum, damped, mu),
+            _ => damped,
+        };
+        let update = sgd::direction(grad.clone(), buffer.clone(), mu, self.nesterov);
+        let projected = self.projector.project(&param, &grad, update);
+        let buffer = if self.writes_back() {
+            projected.update.clone()
+        } else {
+            buffer
+        };
+        let param = decoupled_decay(param, self.decay_rate(lr), projected.decay_ratio);
+        let param = param - projected.update * lr;
+        let state = (mu != 0.0).then_some(SgdpState { momentum: buffer });
+        (param, state)
+    }
+
+    /// The step as the fused flex loops (`kernels::SgdPass`), on the same formulas. The buffer
+    /// starts from zeros; with μ = 0 it is scratch space that is not kept.
+    #[cfg(feature = "flex")]
+    fn fused<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SgdpState<D>>,
+    ) -> (Tensor<D>, Option<SgdpState<D>>) {
+        use crate::kernels::Buffer;
+        let mu = self.momentum;
+        let mut p = Buffer::new(param);
+        let g = Buffer::new(grad);
+        let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
+        let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&p));
+        let pass = crate::kernels::SgdPass {
+            momentum: mu,
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+            write_back: self.writes_back(),
+            lr,
+            decay_rate: self.decay_rate(lr),
+            projection: Some(&self.projector.invariance),
+            skip_non_finite: self.projector.policy.skips(),
+        };
+        let dims = p.dims();
+        pass.run(&dims, p.get_mut(), g.get(), buffer.get_mut());
+        let state = (mu != 0.0).then(|| SgdpState {
+            momentum: buffer.tensor(),
+        });
+        (p.tensor(), state)
+    }
+}
+
+impl Optimizer for Sgdp {
+    type State<const D: usize> = SgdpState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        self.step_either(lr, param, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        SgdpState {
+            momentum: state.momentum.to_device(device),
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! AdamW whose learning rate and weight decay follow the model's width, so hyperparameters
+//! tuned on a narrow proxy transfer to a wide model. See [`WidthScaledAdamW`].
+
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::{Module, ParamGroup};
+use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::core::decay::decay;
+use crate::core::error::{ConfigError, Range, check};
+use crate::core::moments::MomentState;
+use crate::core::params::{self, ParamInfo};
+use crate::math::adam::Adam;
+use crate::options::constructors::{constructors, or_panic};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+
+/// How a tensor scales with the width `d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WidthRole {
+    /// Fan-in and fan-out both grow with `d` (attention and MLP matrices): learning rate
+    /// `η·m^lr_exponent`, decay `λ·m^wd_exponent`, with `m = d / d₀`.
+    Matrix,
+    /// At most one dimension grows with `d` (biases, norm gains, and by default embeddings and
+    /// the output head): learning rate `η`, no decay.
+    Vector,
+}
+
+/// Configuration of [`WidthScaledAdamW`]: AdamW hyperparameters tuned at the proxy width
+/// `base_width` (d₀), applied at `width` (d).
+///
+/// Fan et al., *Robust Layerwise Scaling Rules by Proper Weight Decay Tuning*, 2025
+/// ([arXiv:2510.15262](https://arxiv.org/abs/2510.15262)). The steady-state top singular
+/// value of an AdamW-trained matrix is `σ_max ≈ C·√(η/λ)·d^0.75`. With the μP learning rate
+/// `η₂ ∝ 1/d`, keeping `σ_max` width-invariant needs `√(η₂/λ₂) ∝ d^−0.75`, so
+/// `λ₂ ∝ d^−1 / d^−1.5 = d^0.5`: the decay grows as **√d** (the abstract's rule; some copies
+/// of the text lost the root and print "∝ d"). Both exponents are fields, `lr_exponent = −1`
+/// and `wd_exponent = 0.5` by default.
+#[derive(Config, Debug)]
+pub struct WidthScaledAdamWConfig {
+    /// The proxy width d₀ at which the learning rate and `weight_decay` were tuned.
+    pub base_width: usize,
+    /// The width d of the model being trained.
+    pub width: usize,
+    /// β1 of Adam's first moment.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// β2 of Adam's second moment.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// ε of Adam's denominator.
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Weight decay λ₂ of matrix-like tensors at the proxy width (PyTorch-style: multiplied by
+    /// the tensor's learning rate). Vector-like tensors are never decayed.
+    #[config(default = 0.01)]
+    pub weight_decay: f64,
+    /// Matrix-like learning rate `η·m^lr_exponent`, `m = width / base_width` (μP: −1).
+    #[config(default = -1.0)]
+    pub lr_exponent: f64,
+    /// Matrix-like weight decay `λ·m^wd_exponent` (the paper: 0.5).
+    #[config(default = 0.5)]
+    pub wd_exponent: f64,
+    /// Role of `Embedding` weights (a `[vocab, d]` table has one width dimension).
+    #[config(default = "WidthRole::Vector")]
+    pub embedding_role: WidthRole,
+    /// Role of the output head's tensors (a `[d, vocab]` readout has one width dimension).
+    #[config(default = "WidthRole::Vector")]
+    pub head_role: WidthRole,
+    /// Module paths of the output head: a parameter whose path equals an entry or starts with
+    /// it followed by `.` gets [`head_role`](Self::head_role).
+    #[config(default = "vec![String::from(\"head\")]")]
+    pub head: Vec<String>,
+    /// Fused path (on flex: one pass over memory, after a read of the gradient for the
+    /// non-finite test), non-finite policy, gradient clipping.
+    #[config(default = "StepOptions::new()")]
+    pub step: StepOptions,
+}
+
+step_setters!(WidthScaledAdamWConfig);
+constructors!(WidthScaledAdamWConfig => WidthScaledAdamW: init_for);
+
+/// AdamW with a per-role learning-rate scale and weight decay (see
+/// [`WidthScaledAdamWConfig`]). For a tensor with scale `s` and decay `λ_g`, at the learning
+/// rate `η_t` Burn passes to the step (so any Burn scheduler multiplies every role):
+///
+/// ```text
+/// η_g = η_t · s                       s = m^lr_exponent (matrix) or 1 (vector)
+/// p ← p · (1 − η_g · λ_g)             λ_g = λ·m^wd_exponent (matrix) or 0 (vector)
+/// m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
+/// p ← p − η_g / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
+/// ```
+///
+/// ```
+/// use burn::prelude::*;
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::optim::GradientsParams;
+/// use scaleinv_optim::WidthScaledAdamWConfig;
+///
+/// # #[cfg(feature = "flex")] {
+/// let device = Device::flex().autodiff();
+/// let model: Linear = LinearConfig::new(256, 256).init(&device);
+/// // Tuned at width 64 (lr 3e-3, λ 0.1), trained at width 256: the weight gets lr 7.5e-4 and
+/// // λ 0.2, the bias lr 3e-3 and no decay.
+/// let mut optim = WidthScaledAdamWConfig::new(64, 256)
+///     .with_weight_decay(0.1)
+///     .init_for(&model);
+/// let loss = model.forward(Tensor::<2>::ones([8, 256], &device)).square().mean();
+/// let grads = GradientsParams::from_grads(loss.backward(), &model);
+/// let model = optim.step(3e-3, model, grads);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct WidthScaledAdamW {
+    adam: Adam,
+    lr_scale: f64,
+    weight_decay: f64,
+    policy: StepPolicy,
+}
+
+/// The role given to one parameter by [`WidthScaledAdamWConfig::roles`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamRole {
+    /// Path in the module.
+    pub path: String,
+    /// Name of the struct that owns the parameter.
+    pub owner: String,
+    /// The role.
+    pub role: WidthRole,
+}
+
+impl WidthScaledAdamWConfig {
+    /// Checks every hyperparameter.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const C: &str = "WidthScaledAdamWConfig";
+        check(C, "base_width", self.base_width as f64, Range::AtLeastOne)?;
+        check(C, "width", self.width as f64, Range::AtLeastOne)?;
+        check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
+        check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
+        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        check(C, "lr_exponent", self.lr_exponent, Range::Finite)?;
+        check(C, "wd_exponent", self.wd_exponent, Range::Finite)?;
+        self.step.validate()
+    }
+
+    /// The width multiplier `m = width / base_width`.
+    pub fn width_multiplier(&self) -> f64 {
+        self.width as f64 / self.base_width as f64
+    }
+
+    /// The factor applied to the learning rate of a tensor of this role.
+    pub fn lr_scale(&self, role: WidthRole) -> f64 {
+        match role {
+            WidthRole::Matrix => self.width_multiplier().powf(self.lr_exponent),
+            WidthRole::Vector => 1.0,
+        }
+    }
+
+    /// The weight decay of a tensor of this role.
+    pub fn weight_decay_for(&self, role: WidthRole) -> f64 {
+        match role {
+            WidthRole::Matrix => self.weight_decay * self.width_multiplier().powf(self.wd_exponent),
+            WidthRole::Vector => 0.0,
+        }
+    }
+
+    /// The validated per-tensor optimizer for tensors of `role`, for
+    /// [`ModuleOptimizer::with_group`].
+    pub fn try_build(&self, role: WidthRole) -> Result<WidthScaledAdamW, ConfigError> {
+        self.validate()?;
+        Ok(WidthScaledAdamW {
+            adam: Adam {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
+            lr_scale: self.lr_scale(role),
+            weight_decay: self.weight_decay_for(role),
+            policy: self.step.policy(),
+        })
+    }
+
+    /// Like [`try_build`](Self::try_build); panics with the validation error.
+    pub fn build(&self, role: WidthRole) -> WidthScaledAdamW {
+        or_panic(self.try_build(role))
+    }
+
+    /// The role of every float parameter of `model`, in visiting order: `Embedding` weights
+    /// get [`embedding_role`](Self::embedding_role), tensors under [`head`](Self::head) get
+    /// [`head_role`](Self::head_role), other tensors of rank ≥ 2 are matrix-like and the rest
+    /// vector-like.
+    pub fn roles<M: Module>(&self, model: &M) -> Vec<ParamRole> {
+        params::walk(model, false)
+            .into_iter()
+            .map(|p| ParamRole {
+                role: self.role_of(&p),
+                path: p.path,
+                owner: p.owner,
+            })
+            .collect()
+    }
+
+    fn role_of(&self, param: &ParamInfo) -> WidthRole {
+        if param.owner == "Embedding" {
+            self.embedding_role
+        } else if self.head.iter().any(|prefix| param.is_under(prefix)) {
+            self.head_role
+        } else if param.rank >= 2 {
+            WidthRole::Matrix
+        } else {
+            WidthRole::Vector
+        }
+    }
+}
+
+impl crate::options::constructors::OptimizerConfig for WidthScaledAdamWConfig {
+    type Optim = WidthScaledAdamW;
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
+    }
+
+    /// The vector-role optimizer (the fallback group of [`init_for`](Self::init_for)).
+    fn for_axis(&self, _: usize) -> WidthScaledAdamW {
+        or_panic(self.try_build(WidthRole::Vector))
+    }
+
+    /// One parameter group per role (see [`roles`](WidthScaledAdamWConfig::roles)).
+    fn for_model<M: Module>(&self, model: &M) -> Result<ModuleOptimizer, ConfigError> {
+        let vector = self.try_build(WidthRole::Vector)?;
+        let matrix = self.try_build(WidthRole::Matrix)?;
+        let matrices: Vec<_> = params::walk(model, false)
+            .into_iter()
+            .filter(|p| self.role_of(p) == WidthRole::Matrix)
+            .map(|p| p.id)
+            .collect();
+        let clipping = self.clipping().map(GradientClippingConfig::init);
+        let mut optim = ModuleOptimizer::from(vector);
+        if let Some(clipping) = &clipping {
+            optim = optim.with_grad_clipping(clipping.clone());
+        }
+        if !matrices.is_empty() {
+            optim = optim.with_group(ParamGroup::from_ids(matrices), matrix, clipping);
+        }
+        Ok(optim)
+    }
+}
+
+impl WidthScaledAdamW {
+    /// The factor applied to the learning rate Burn passes to the step.
+    pub fn lr_scale(&self) -> f64 {
+        self.lr_scale
+    }
+
+    /// The weight decay λ_g (multiplied by the scaled learning rate at each step).
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+}
+
+impl TwoPaths for WidthScaledAdamW {
+    fn policy(&self) -> &StepPolicy {
+        &self.policy
+    }
+
+    #[cfg(feature = "flex")]
+    fn fuses<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&MomentState<D>>,
+    ) -> bool {
+        self.policy.fuses(param, None, false)
+            && crate::kernels::fit(param, grad, state.into_iter().flat_map(MomentState::tensors))
+    }
+
+    /// The step as tensor operations (any backend).
+    fn tensor_ops<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        let lr = lr * self.lr_scale;
+        let param = decay(param, lr * self.weight_decay);
+        let moments = self.adam.update(&grad, state);
+        let param = param - self.adam.update_step(&moments, None, lr);
+        (param, Some(moments))
+    }
+
+    /// The step as the fused flex loops (`kernels::AdamPass`, no projection), on the same
+    /// formulas.
+    #[cfg(feature = "flex")]
+    fn fused<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        let pass = |time| crate::kernels::AdamPass {
+            adam: self.adam,
+            nesterov: false,
+            time,
+            lr: lr * self.lr_scale,
+            weight_decay: self.weight_decay,
+            projection: None,
+            skip_non_finite: self.policy.skips(),
+        };
+        MomentState::fused(param, grad, state, pass)
+    }
+}
+
+impl Optimizer for WidthScaledAdamW {
+    type State<const D: usize> = MomentState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        self.step_either(lr, param, grad, state)
+    }
+
+    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.to_device(device)
+    }
+}

@@ -1,0 +1,150 @@
+//! The projection options shared by [`AdamPConfig`](crate::AdamPConfig),
+//! [`SgdpConfig`](crate::SgdpConfig) and
+//! [`RadialProjectionConfig`](crate::RadialProjectionConfig).
+
+use burn::config::Config;
+use burn::tensor::Tensor;
+
+use crate::core::error::{ConfigError, Range, check};
+use crate::core::projection::Projected;
+use crate::diagnostics::observer::{ObserverTag, project_observed};
+use crate::math::invariance::{ProjectionView, ScaleInvariance};
+use crate::options::step::StepPolicy;
+
+/// The scale-invariance test and projection's options, with the reference's defaults
+/// (Heo et al., ICLR 2021). Nested in every config that projects; the configs' setters
+/// (`with_delta`, `with_wd_ratio`, `with_epsilon`, `with_channel_axis`,
+/// `with_zero_is_invariant`) write here.
+#[derive(Config, Debug, PartialEq)]
+pub struct ProjectionOptions {
+    /// Threshold δ of the scale-invariance test `max cos < δ / √K`.
+    #[config(default = 0.1)]
+    pub delta: f64,
+    /// Factor on the weight decay of tensors whose update was projected.
+    #[config(default = 0.1)]
+    pub wd_ratio: f64,
+    /// ε of the cosine norms and of the projection norm (AdamP: also Adam's denominator, one
+    /// value as in the reference; 1e-8, not Burn's 1e-5).
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Channel axis used by `build`, `init` and `wrap`; `init_for` sets it per parameter from
+    /// the layer types instead ([`ChannelAxes`](crate::ChannelAxes)).
+    #[config(default = 0)]
+    pub channel_axis: usize,
+    /// Whether an all-zero weight or gradient passes the scale-invariance test: its cosine is
+    /// 0, so in the reference it does, and its weight decay is cut by `wd_ratio` (a weight
+    /// whose gradient is zero keeps a tenth of its decay). `false` gives such a tensor the
+    /// plain update and the full decay.
+    #[config(default = true)]
+    pub zero_is_invariant: bool,
+}
+
+impl ProjectionOptions {
+    /// Checks every option against its accepted range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in("ProjectionOptions")
+    }
+
+    /// [`validate`](Self::validate), with errors naming the owning config.
+    pub(crate) fn validate_in(&self, config: &'static str) -> Result<(), ConfigError> {
+        check(config, "delta", self.delta, Range::NonNegative)?;
+        check(config, "wd_ratio", self.wd_ratio, Range::UnitClosed)?;
+        check(config, "epsilon", self.epsilon, Range::Positive)
+    }
+
+    /// The test and projection for parameters whose output channels lie on `channel_axis`.
+    pub(crate) fn invariance(&self, channel_axis: usize, view: ProjectionView) -> ScaleInvariance {
+        ScaleInvariance::detect(self.delta, self.wd_ratio, self.epsilon, channel_axis)
+            .with_view(view)
+            .with_zero_is_invariant(self.zero_is_invariant)
+    }
+
+    /// The run-time [`Projector`] of the per-step test (the reference's) for `channel_axis`.
+    pub(crate) fn projector(&self, channel_axis: usize, policy: StepPolicy) -> Projector {
+        Projector::new(self.invariance(channel_axis, ProjectionView::Detect), policy)
+    }
+}
+
+/// What a projecting optimizer carries at run time: the test and projection for its channel
+/// axis, the observer it reports to (if any), and its step policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Projector {
+    pub invariance: ScaleInvariance,
+    observer: Option<ObserverTag>,
+    pub policy: StepPolicy,
+}
+
+impl Projector {
+    pub fn new(invariance: ScaleInvariance, policy: StepPolicy) -> Self {
+        Self {
+            invariance,
+            observer: None,
+            policy,
+        }
+    }
+
+    /// The same, reporting to `tag`.
+    pub fn observed(self, tag: ObserverTag) -> Self {
+        Self {
+            observer: Some(tag),
+            ..self
+        }
+    }
+
+    /// Whether the fused loops can step `param` (no armed observer: it needs the tensor ops).
+    pub fn fuses<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        let observed = self.observer.as_ref().is_some_and(ObserverTag::is_armed);
+        let axis = Some(self.invariance.channel_axis);
+        self.policy.fuses(param, axis, observed)
+    }
+
+    /// The projection of `update` (reported to the observer when armed).
+    pub fn project<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        update: Tensor<D>,
+    ) -> Projected<D> {
+        project_observed(&self.invariance, &self.observer, param, grad, update)
+    }
+}
+
+/// The setters of [`ProjectionOptions`] on a config that nests them as `projection`.
+macro_rules! projection_setters {
+    ($config:ty) => {
+        impl $config {
+            /// Sets [`ProjectionOptions::delta`](crate::ProjectionOptions::delta).
+            pub fn with_delta(mut self, delta: f64) -> Self {
+                self.projection.delta = delta;
+                self
+            }
+
+            /// Sets [`ProjectionOptions::wd_ratio`](crate::ProjectionOptions::wd_ratio).
+            pub fn with_wd_ratio(mut self, wd_ratio: f64) -> Self {
+                self.projection.wd_ratio = wd_ratio;
+                self
+            }
+
+            /// Sets [`ProjectionOptions::epsilon`](crate::ProjectionOptions::epsilon).
+            pub fn with_epsilon(mut self, epsilon: f64) -> Self {
+                self.projection.epsilon = epsilon;
+                self
+            }
+
+            /// Sets [`ProjectionOptions::channel_axis`](crate::ProjectionOptions::channel_axis).
+            pub fn with_channel_axis(mut self, channel_axis: usize) -> Self {
+                self.projection.channel_axis = channel_axis;
+                self
+            }
+
+            /// Sets
+            /// [`ProjectionOptions::zero_is_invariant`](crate::ProjectionOptions::zero_is_invariant).
+            pub fn with_zero_is_invariant(mut self, zero_is_invariant: bool) -> Self {
+                self.projection.zero_is_invariant = zero_is_invariant;
+                self
+            }
+        }
+    };
+}
+
+pub(crate) use projection_setters;

@@ -1,0 +1,187 @@
+//! The step options shared by every optimizer with a fused path: AdamP, SGDP, Stable-SPAM and
+//! width-scaled AdamW.
+
+use burn::config::Config;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::{LearningRate, Optimizer};
+use burn::tensor::Tensor;
+
+use crate::core::error::ConfigError;
+use crate::guard::frame::framed_step;
+use crate::guard::non_finite::{NonFinitePolicy, Revert};
+
+/// How each step runs: fused or as tensor operations, what it does with a non-finite
+/// gradient, and the gradient clipping before it. Nested in every config as `step`; the
+/// configs' setters (`with_fused`, `with_non_finite`, `with_grad_clipping`) write here.
+#[derive(Config, Debug)]
+pub struct StepOptions {
+    /// Run the step as the fused loops of the flex CPU backend (a few passes over memory, see
+    /// each optimizer's doc) rather than as tensor operations; the two agree to rounding and
+    /// both replay the golden trajectories. Other backends, half-precision parameters and
+    /// optimizers with an armed observer always use the tensor operations.
+    #[config(default = true)]
+    pub fused: bool,
+    /// What a step does when a gradient holds NaN or ±∞.
+    #[config(default = "NonFinitePolicy::Skip")]
+    pub non_finite: NonFinitePolicy,
+    /// Gradient clipping applied before each step.
+    pub grad_clipping: Option<GradientClippingConfig>,
+}
+
+impl StepOptions {
+    /// Checks the options (every combination is valid today).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+
+    /// What the per-tensor optimizer keeps of the options.
+    pub(crate) fn policy(&self) -> StepPolicy {
+        StepPolicy {
+            fused: self.fused,
+            non_finite: self.non_finite,
+        }
+    }
+}
+
+/// The options a per-tensor optimizer reads at each step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StepPolicy {
+    /// Read only by the flex backend's fused path.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    pub fused: bool,
+    pub non_finite: NonFinitePolicy,
+}
+
+impl StepPolicy {
+    /// Whether the fused loops can step `param` (f32 on flex, non-empty, its channel axis an
+    /// axis of it), when not `held` back (an armed observer needs the tensor ops).
+    pub fn fuses<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        channel_axis: Option<usize>,
+        held: bool,
+    ) -> bool {
+        #[cfg(feature = "flex")]
+        {
+            self.fused && !held && crate::kernels::accepts(param, channel_axis)
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = (param, channel_axis, held);
+            false
+        }
+    }
+
+    /// Whether a step skips non-finite gradients.
+    pub fn skips(&self) -> bool {
+        self.non_finite == NonFinitePolicy::Skip
+    }
+}
+
+/// An optimizer with two paths: the tensor ops (every backend) and the fused flex loops. Its
+/// `Optimizer::step` is [`step_either`](Self::step_either), which picks the path.
+pub(crate) trait TwoPaths: Optimizer {
+    /// The options read at each step.
+    fn policy(&self) -> &StepPolicy;
+
+    /// The non-finite policy the step's frame applies around the tensor ops (an optimizer
+    /// that tests its gradient itself returns `Propagate`).
+    fn frame_policy(&self) -> NonFinitePolicy {
+        self.policy().non_finite
+    }
+
+    /// Whether the fused loops take this step: the parameter, gradient and state are f32
+    /// tensors on flex that fit together.
+    fn fuses<const D: usize>(
+        &self,
+        _param: &Tensor<D>,
+        _grad: &Tensor<D>,
+        _state: Option<&Self::State<D>>,
+    ) -> bool {
+        false
+    }
+
+    /// The step as the fused loops (called only when [`fuses`](Self::fuses)).
+    fn fused<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let _ = (lr, grad);
+        (param, state)
+    }
+
+    /// The step as tensor operations, inside the frame.
+    fn tensor_ops<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>);
+
+    /// The fused loops when they apply, else the tensor ops in the frame (learning-rate
+    /// check, empty tensors, f32 for half precision, the non-finite policy).
+    fn step_either<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>)
+    where
+        Self::State<D>: Revert<D>,
+    {
+        if self.fuses(&param, &grad, state.as_ref()) {
+            crate::guard::frame::check_lr(lr);
+            return self.fused(lr, param, grad, state);
+        }
+        framed_step(lr, self.frame_policy(), param, grad, state, |p, g, s| {
+            self.tensor_ops(lr, p, g, s)
+        })
+    }
+}
+
+/// A config that nests [`StepOptions`] as `step`.
+pub(crate) trait HasStepOptions {
+    /// The step options.
+    fn step_options(&self) -> &StepOptions;
+}
+
+/// The setters of [`StepOptions`] on a config that nests them as `step`.
+macro_rules! step_setters {
+    ($config:ty) => {
+        impl $crate::options::step::HasStepOptions for $config {
+            fn step_options(&self) -> &$crate::StepOptions {
+                &self.step
+            }
+        }
+
+        impl $config {
+            /// Sets [`StepOptions::fused`](crate::StepOptions::fused).
+            pub fn with_fused(mut self, fused: bool) -> Self {
+                self.step.fused = fused;
+                self
+            }
+
+            /// Sets [`StepOptions::non_finite`](crate::StepOptions::non_finite).
+            pub fn with_non_finite(mut self, non_finite: $crate::NonFinitePolicy) -> Self {
+                self.step.non_finite = non_finite;
+                self
+            }
+
+            /// Sets [`StepOptions::grad_clipping`](crate::StepOptions::grad_clipping).
+            pub fn with_grad_clipping(
+                mut self,
+                grad_clipping: Option<burn::grad_clipping::GradientClippingConfig>,
+            ) -> Self {
+                self.step.grad_clipping = grad_clipping;
+                self
+            }
+        }
+    };
+}
+
+pub(crate) use step_setters;
