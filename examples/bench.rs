@@ -1,14 +1,32 @@
 //! Time per optimizer step on a conv-net-shaped parameter set, against Burn's own optimizers
-//! measured in the same run.
+//! measured in the same run, round-robin.
 //!
 //! ```text
-//! cargo run --release --example bench [-- --device flex[,ndarray,wgpu]] [--sizes 1,4,16] [--steps N] [--json out.json]
+//! cargo run --release --example bench [-- --device flex[,ndarray,wgpu]] [--sizes 1,4,16]
+//!     [--rounds N] [--warmup N] [--pairs] [--mem-gb G] [--json out.json]
 //! ```
 //!
 //! Each parameter set is 16 weights `[c, c, 3, 3]` plus 16 biases `[c]`, with `c` chosen for
-//! about 1, 4 or 16 million parameters. Every optimizer gets the same gradients; the device is
-//! synchronised at the end of every timed step. Read ratios from one run: a shared machine is
-//! noisy. The bench also measures each device's copy bandwidth and prints every result as a
+//! about 1, 4 or 16 million parameters. Every optimizer has its own parameter set and its own
+//! fixed random gradients, copied afresh before every step (outside the timer); the device is
+//! synchronised before and at the end of every timed step.
+//!
+//! Round-robin: for each device and size, every optimizer's parameters and state are built
+//! first and stepped `--warmup` times untimed (default 3); then every timed round (`--rounds`,
+//! default 20) steps every optimizer once, round `r` starting at optimizer `r mod n`. A noisy
+//! machine's slow spells then fall on all optimizers alike, and each row is compared with its
+//! base round by round: `speed-up = base ms / row ms` within one round (> 1: faster than the
+//! base), reported as the median and the interquartile range (p25–p75) over the rounds. The
+//! `ms/step` column is the median over rounds. `burn_adam_built` against `burn_adam` is an A/A
+//! pair (the same algorithm): its spread is the bench's noise floor.
+//!
+//! All optimizers' states live at once (about 16 B per parameter for an Adam-type optimizer,
+//! parameters and gradients included: some 4 GB at 16M parameters). When the estimate exceeds
+//! the memory budget (`--mem-gb`; by default 80 % of the host's available memory for the CPU
+//! backends, no limit for others), the bench says so and falls back to pairs: each row
+//! round-robin with its base alone (`--pairs` forces that mode).
+//!
+//! The bench also measures each device's copy bandwidth and prints every result as a
 //! percentage of its roofline (the bytes a step must move per parameter, see `traffic`, over
 //! that bandwidth), with the optimizer state per parameter.
 
@@ -83,15 +101,6 @@ fn grads_params(grads: &[Grad]) -> GradientsParams {
     out
 }
 
-struct Row {
-    optimizer: &'static str,
-    device: String,
-    params: usize,
-    ms_per_step: f64,
-    /// The device's measured copy bandwidth, bytes per second.
-    copy_bandwidth: f64,
-}
-
 /// Memory traffic of one step per parameter (f32 reads + writes of an implementation with the
 /// fewest passes the algorithm allows) and optimizer state per parameter, both in bytes.
 ///
@@ -118,7 +127,6 @@ fn traffic(optimizer: &str) -> (f64, f64) {
 fn copy_bandwidth(device: &Device) -> f64 {
     let n = 16 << 20;
     let mut x = Tensor::<1>::random([n], Distribution::Default, device);
-    let sync = |d: &Device| d.sync().expect("device sync");
     let mut best = f64::INFINITY;
     for k in 0..13 {
         sync(device);
@@ -130,27 +138,6 @@ fn copy_bandwidth(device: &Device) -> f64 {
         }
     }
     8.0 * n as f64 / best
-}
-
-fn time_optimizer(make: &MakeOptim, channels: usize, device: &Device, steps: usize) -> f64 {
-    // ModuleOptimizer steps parameters that live on an autodiff device.
-    let mut set = ParamSet::new(channels, &device.clone().autodiff());
-    let mut optim = make(&set);
-    let grads = set.gradients(device);
-    let sync = |d: &Device| d.sync().expect("device sync");
-    for _ in 0..3 {
-        set = optim.step(1e-3, set, grads_params(&grads));
-    }
-    sync(device);
-    let mut total = 0.0;
-    for _ in 0..steps {
-        let g = grads_params(&grads);
-        let start = Instant::now();
-        set = optim.step(1e-3, set, g);
-        sync(device);
-        total += start.elapsed().as_secs_f64();
-    }
-    total / steps as f64 * 1e3
 }
 
 /// Builds an optimizer for the parameter set it will step.
@@ -245,10 +232,217 @@ fn optimizers() -> Vec<(&'static str, MakeOptim)> {
     ]
 }
 
+/// The row each optimizer is compared with, round by round: Burn's Adam for the Adam family,
+/// Burn's AdamW for the width-scaled AdamW, Burn's SGD with momentum 0.9 for SGDP, and for a
+/// wrapper the very optimizer it wraps (`adam().build()`, i.e. `burn_adam_built`). `None`: a
+/// base itself.
+fn base_of(optimizer: &str) -> Option<&'static str> {
+    match optimizer {
+        "burn_adam" | "burn_sgd_momentum" => None,
+        // `burn_adam_built` against `burn_adam` is the A/A pair.
+        "burn_adam_built" | "burn_adamw" => Some("burn_adam"),
+        "width_scaled_adamw" => Some("burn_adamw"),
+        "projected_adam" | "nap_adam" => Some("burn_adam_built"),
+        o if o.starts_with("sgdp") => Some("burn_sgd_momentum"),
+        _ => Some("burn_adam"),
+    }
+}
+
+/// The A/A pair: two names for the same per-tensor Adam.
+const AA: (&str, &str) = ("burn_adam_built", "burn_adam");
+
+fn sync(device: &Device) {
+    device.sync().expect("device sync");
+}
+
+/// One optimizer under test with its own parameters and fixed gradients, alive for the whole
+/// round-robin.
+struct Slot {
+    optimizer: &'static str,
+    set: Option<ParamSet>,
+    optim: ModuleOptimizer,
+    grads: Vec<Grad>,
+}
+
+impl Slot {
+    fn new(optimizer: &'static str, make: &MakeOptim, channels: usize, device: &Device) -> Self {
+        // ModuleOptimizer steps parameters that live on an autodiff device.
+        let set = ParamSet::new(channels, &device.clone().autodiff());
+        let optim = make(&set);
+        let grads = set.gradients(device);
+        Self {
+            optimizer,
+            set: Some(set),
+            optim,
+            grads,
+        }
+    }
+
+    /// One step; returns its time in seconds, gradient copy excluded.
+    fn step(&mut self, device: &Device) -> f64 {
+        let g = grads_params(&self.grads);
+        let set = self.set.take().expect("a parameter set");
+        sync(device);
+        let start = Instant::now();
+        let set = self.optim.step(1e-3, set, g);
+        sync(device);
+        let t = start.elapsed().as_secs_f64();
+        self.set = Some(set);
+        t
+    }
+}
+
+/// Steps `slots` round-robin: `warmup` untimed rounds, then `rounds` timed ones, round `r`
+/// starting at slot `r mod n`. Returns each slot's step times in milliseconds, one per round.
+fn round_robin(slots: &mut [Slot], device: &Device, warmup: usize, rounds: usize) -> Vec<Vec<f64>> {
+    let n = slots.len();
+    let mut times = vec![Vec::with_capacity(rounds); n];
+    for r in 0..warmup + rounds {
+        for k in 0..n {
+            let i = (r + k) % n;
+            let t = slots[i].step(device);
+            if r >= warmup {
+                times[i].push(t * 1e3);
+            }
+        }
+    }
+    times
+}
+
+/// The `q` quantile (0..=1) of `xs`, interpolated linearly between order statistics.
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let pos = q * (s.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
+}
+
+/// Median, p25 and p75.
+fn summary(xs: &[f64]) -> (f64, f64, f64) {
+    (quantile(xs, 0.5), quantile(xs, 0.25), quantile(xs, 0.75))
+}
+
+/// Bytes held per parameter by one slot: its parameters, its fixed gradients and its state,
+/// with a quarter more for the allocator's slack and the step's temporaries.
+fn slot_bytes_per_param(optimizer: &str) -> f64 {
+    let (_, state) = traffic(optimizer);
+    1.25 * (4.0 + 4.0 + state)
+}
+
+/// The host's available memory in bytes, from `/proc/meminfo`.
+fn mem_available() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// The process's peak resident memory in bytes, from `/proc/self/status`.
+fn peak_rss() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+struct Row {
+    optimizer: &'static str,
+    device: String,
+    params: usize,
+    /// "round-robin" (all optimizers at once) or "pairs" (each with its base alone).
+    mode: &'static str,
+    /// Step times in ms, one per timed round.
+    ms: Vec<f64>,
+    base: Option<&'static str>,
+    /// `base ms / row ms` per round, the base stepped in the same round.
+    speedups: Vec<f64>,
+    /// The device's measured copy bandwidth, bytes per second.
+    copy_bandwidth: f64,
+}
+
+impl Row {
+    fn ms_per_step(&self) -> f64 {
+        quantile(&self.ms, 0.5)
+    }
+}
+
+/// `base ms / row ms`, round by round.
+fn ratios(base: &[f64], ms: &[f64]) -> Vec<f64> {
+    base.iter().zip(ms).map(|(b, t)| b / t).collect()
+}
+
+/// Times every optimizer on one device and size.
+#[allow(clippy::too_many_arguments)]
+fn bench_size(
+    name: &str,
+    device: &Device,
+    channels: usize,
+    params: usize,
+    pairs: bool,
+    warmup: usize,
+    rounds: usize,
+    copy: f64,
+) -> Vec<Row> {
+    let optims = optimizers();
+    let row = |optimizer: &'static str, mode: &'static str, ms: Vec<f64>, speedups: Vec<f64>| Row {
+        optimizer,
+        device: name.to_string(),
+        params,
+        mode,
+        ms,
+        base: base_of(optimizer),
+        speedups,
+        copy_bandwidth: copy,
+    };
+    if !pairs {
+        let mut slots: Vec<Slot> = optims
+            .iter()
+            .map(|(o, make)| Slot::new(*o, make, channels, device))
+            .collect();
+        let times = round_robin(&mut slots, device, warmup, rounds);
+        let index = |o: &str| slots.iter().position(|s| s.optimizer == o);
+        return slots
+            .iter()
+            .zip(&times)
+            .map(|(s, ms)| {
+                let speedups = base_of(s.optimizer)
+                    .and_then(index)
+                    .map_or_else(Vec::new, |b| ratios(&times[b], ms));
+                row(s.optimizer, "round-robin", ms.clone(), speedups)
+            })
+            .collect();
+    }
+    optims
+        .iter()
+        .map(|(o, make)| {
+            let o = *o;
+            let base = base_of(o).and_then(|b| optims.iter().find(|(n, _)| *n == b));
+            let mut slots = vec![Slot::new(o, make, channels, device)];
+            if let Some((b, make_b)) = base {
+                slots.push(Slot::new(*b, make_b, channels, device));
+            }
+            let times = round_robin(&mut slots, device, warmup, rounds);
+            let speedups = if times.len() == 2 {
+                ratios(&times[1], &times[0])
+            } else {
+                Vec::new()
+            };
+            row(o, "pairs", times[0].clone(), speedups)
+        })
+        .collect()
+}
+
 struct Args {
     devices: Vec<String>,
     sizes: Vec<f64>,
-    steps: usize,
+    rounds: usize,
+    warmup: usize,
+    pairs: bool,
+    mem_gb: Option<f64>,
     json: Option<String>,
 }
 
@@ -256,8 +450,15 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         devices: vec!["flex".into()],
         sizes: vec![1.0, 4.0, 16.0],
-        steps: 10,
+        rounds: 20,
+        warmup: 3,
+        pairs: false,
+        mem_gb: None,
         json: None,
+    };
+    let count = |v: String, flag: &str| {
+        v.parse::<usize>()
+            .map_err(|_| format!("{flag} needs a count"))
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -273,15 +474,22 @@ fn parse_args() -> Result<Args, String> {
                     })
                     .collect::<Result<_, _>>()?
             }
-            "--steps" => {
-                args.steps = value()?
-                    .parse()
-                    .map_err(|_| "--steps needs a count".to_string())?
+            // `--steps` is the old name: timed steps per optimizer, now one per round.
+            "--rounds" | "--steps" => args.rounds = count(value()?, &flag)?.max(1),
+            "--warmup" => args.warmup = count(value()?, &flag)?,
+            "--pairs" => args.pairs = true,
+            "--mem-gb" => {
+                args.mem_gb = Some(
+                    value()?
+                        .parse()
+                        .map_err(|_| "--mem-gb needs a number".to_string())?,
+                )
             }
             "--json" => args.json = Some(value()?),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--device flex,ndarray,wgpu] [--sizes 1,4,16] [--steps N] [--json PATH]"
+                    "usage: bench [--device flex,ndarray,wgpu] [--sizes 1,4,16] [--rounds N] \
+                     [--warmup N] [--pairs] [--mem-gb G] [--json PATH]"
                 );
                 std::process::exit(0);
             }
@@ -294,11 +502,20 @@ fn parse_args() -> Result<Args, String> {
 /// The step's floor (`bytes · params / bandwidth`) as a percentage of its measured time.
 fn roofline_pct(r: &Row, bytes_per_param: f64) -> f64 {
     let floor_s = bytes_per_param * r.params as f64 / r.copy_bandwidth;
-    100.0 * floor_s / (r.ms_per_step / 1e3)
+    100.0 * floor_s / (r.ms_per_step() / 1e3)
 }
 
 fn json_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A JSON number, `null` when not finite.
+fn json_num(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.decimals$}")
+    } else {
+        "null".into()
+    }
 }
 
 fn main() {
@@ -306,6 +523,7 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
+    let started = Instant::now();
     let mut rows = Vec::new();
     for name in &args.devices {
         let device = device_from_name(name).unwrap_or_else(|e| {
@@ -314,64 +532,142 @@ fn main() {
         });
         let copy = copy_bandwidth(&device);
         eprintln!("  {name:<8} copy bandwidth {:.1} GB/s", copy / 1e9);
+        // The memory budget: the CPU backends hold everything in host memory.
+        let budget = args.mem_gb.map(|g| g * 1e9).or_else(|| {
+            matches!(name.as_str(), "flex" | "ndarray")
+                .then(mem_available)
+                .flatten()
+                .map(|m| 0.8 * m)
+        });
         for &millions in &args.sizes {
             let channels = ((millions * 1e6 / LAYERS as f64 / 9.0).sqrt()).round() as usize;
             let params = LAYERS * (channels * channels * 9 + channels);
-            for (optimizer, make) in optimizers() {
-                let ms = time_optimizer(&make, channels, &device, args.steps);
-                eprintln!("  {name:<8} {params:>9} {optimizer:<18} {ms:9.2} ms/step");
-                rows.push(Row {
-                    optimizer,
-                    device: name.clone(),
-                    params,
-                    ms_per_step: ms,
-                    copy_bandwidth: copy,
-                });
+            let need: f64 = optimizers()
+                .iter()
+                .map(|(o, _)| slot_bytes_per_param(o) * params as f64)
+                .sum();
+            let mut pairs = args.pairs;
+            if let Some(budget) = budget.filter(|&b| need > b && !pairs) {
+                eprintln!(
+                    "  {name:<8} {params:>9}: all states at once need about {:.1} GB, over the \
+                     {:.1} GB budget: falling back to pairs (each row round-robin with its base)",
+                    need / 1e9,
+                    budget / 1e9
+                );
+                pairs = true;
             }
+            let t0 = Instant::now();
+            let size_rows = bench_size(
+                name,
+                &device,
+                channels,
+                params,
+                pairs,
+                args.warmup,
+                args.rounds,
+                copy,
+            );
+            eprintln!(
+                "  {name:<8} {params:>9}: {} rounds in {:.1} s, estimated {:.2} GB, peak RSS {}",
+                args.rounds,
+                t0.elapsed().as_secs_f64(),
+                need / 1e9,
+                peak_rss().map_or("?".into(), |b| format!("{:.2} GB", b / 1e9))
+            );
+            for r in &size_rows {
+                eprintln!(
+                    "  {name:<8} {params:>9} {:<22} {:9.2} ms/step",
+                    r.optimizer,
+                    r.ms_per_step()
+                );
+            }
+            rows.extend(size_rows);
         }
     }
 
+    let mode = if rows.iter().any(|r| r.mode == "pairs") {
+        "pairs (some sizes)"
+    } else {
+        "round-robin"
+    };
     println!(
-        "{:<21} {:<8} {:>10} {:>9} {:>9} {:>8} {:>9} {:>7}",
-        "optimizer", "device", "params", "ms/step", "Mparam/s", "vs base", "roofline", "state"
+        "# {mode}: {} warm-up + {} timed rounds; ms/step = median over rounds; speed-up = base ms / \
+         row ms in the same round (> 1: faster than the base), median [p25-p75] over rounds",
+        args.warmup, args.rounds
+    );
+    println!(
+        "{:<22} {:<8} {:>10} {:>9} {:>9} {:<17} {:>8} {:>13} {:>9} {:>7}",
+        "optimizer",
+        "device",
+        "params",
+        "ms/step",
+        "Mparam/s",
+        "base",
+        "speed-up",
+        "p25-p75",
+        "roofline",
+        "state"
     );
     for r in &rows {
-        let base = if r.optimizer.contains("sgd") {
-            "burn_sgd_momentum"
-        } else {
-            "burn_adam"
-        };
-        let base_ms = rows
-            .iter()
-            .find(|b| b.optimizer == base && b.device == r.device && b.params == r.params)
-            .map_or(f64::NAN, |b| b.ms_per_step);
         let (bytes, state) = traffic(r.optimizer);
+        let (med, p25, p75) = summary(&r.speedups);
+        let (speedup, iqr) = if r.base.is_some() {
+            (format!("{med:.2}x"), format!("{p25:.2}-{p75:.2}"))
+        } else {
+            ("-".into(), "-".into())
+        };
         println!(
-            "{:<21} {:<8} {:>10} {:>9.2} {:>9.0} {:>7.2}x {:>8.0}% {:>5.0} B",
+            "{:<22} {:<8} {:>10} {:>9.2} {:>9.0} {:<17} {:>8} {:>13} {:>8.0}% {:>5.0} B",
             r.optimizer,
             r.device,
             r.params,
-            r.ms_per_step,
-            r.params as f64 / r.ms_per_step / 1e3,
-            base_ms / r.ms_per_step,
+            r.ms_per_step(),
+            r.params as f64 / r.ms_per_step() / 1e3,
+            r.base.unwrap_or("-"),
+            speedup,
+            iqr,
             roofline_pct(r, bytes),
             state
         );
     }
+    for r in rows.iter().filter(|r| r.optimizer == AA.0) {
+        let (med, p25, p75) = summary(&r.speedups);
+        println!(
+            "A/A {} vs {} on {} at {} params: speed-up {med:.3}x [{p25:.3}-{p75:.3}] ({})",
+            AA.0, AA.1, r.device, r.params, r.mode
+        );
+    }
+    eprintln!("  total {:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &args.json {
         let items: Vec<String> = rows
             .iter()
             .map(|r| {
                 let (bytes, state) = traffic(r.optimizer);
+                let (ms, ms25, ms75) = summary(&r.ms);
+                let (med, p25, p75) = summary(&r.speedups);
+                let rounds: Vec<String> = r.ms.iter().map(|t| format!("{t:.4}")).collect();
                 format!(
-                    "  {{\"optimizer\": {}, \"device\": {}, \"params\": {}, \"ms_per_step\": {:.4}, \"mparams_per_s\": {:.2}, \"bytes_per_param\": {bytes}, \"state_bytes_per_param\": {state}, \"copy_gb_per_s\": {:.2}, \"roofline_pct\": {:.1}}}",
+                    "  {{\"optimizer\": {}, \"device\": {}, \"params\": {}, \"mode\": {}, \"rounds\": {}, \
+                     \"ms_per_step\": {:.4}, \"ms_p25\": {:.4}, \"ms_p75\": {:.4}, \"mparams_per_s\": {:.2}, \
+                     \"base\": {}, \"speedup_median\": {}, \"speedup_p25\": {}, \"speedup_p75\": {}, \
+                     \"bytes_per_param\": {bytes}, \"state_bytes_per_param\": {state}, \
+                     \"copy_gb_per_s\": {:.2}, \"roofline_pct\": {:.1}, \"ms_rounds\": [{}]}}",
                     json_string(r.optimizer),
                     json_string(&r.device),
                     r.params,
-                    r.ms_per_step,
-                    r.params as f64 / r.ms_per_step / 1e3,
+                    json_string(r.mode),
+                    r.ms.len(),
+                    ms,
+                    ms25,
+                    ms75,
+                    r.params as f64 / ms / 1e3,
+                    r.base.map_or("null".into(), json_string),
+                    json_num(med, 4),
+                    json_num(p25, 4),
+                    json_num(p75, 4),
                     r.copy_bandwidth / 1e9,
-                    roofline_pct(r, bytes)
+                    roofline_pct(r, bytes),
+                    rounds.join(", ")
                 )
             })
             .collect();
