@@ -570,12 +570,12 @@ fn projected_burn_adam_matches_the_adamp_cases() {
         let adam = AdamConfig::new()
             .with_beta_1(c.beta_1 as f32)
             .with_beta_2(c.beta_2 as f32)
-            .with_epsilon(c.epsilon as f32)
+            .with_epsilon(c.projection.epsilon as f32)
             .build();
         let projection = RadialProjectionConfig::new()
-            .with_delta(c.delta)
-            .with_wd_ratio(c.wd_ratio)
-            .with_epsilon(c.epsilon)
+            .with_delta(c.projection.delta)
+            .with_wd_ratio(c.projection.wd_ratio)
+            .with_epsilon(c.projection.epsilon)
             .with_weight_decay(c.weight_decay);
         for (device_name, device) in common::devices() {
             let label = format!("projected adam {} [{device_name}]", case.name);

@@ -217,10 +217,10 @@ fn skip_keeps_parameter_and_state_and_propagate_lets_it_through() {
 fn skip_is_every_default() {
     let skip = NonFinitePolicy::Skip;
     assert_eq!(NonFinitePolicy::default(), skip);
-    assert_eq!(AdamPConfig::new().non_finite, skip);
-    assert_eq!(SgdpConfig::new().non_finite, skip);
-    assert_eq!(StableSpamConfig::new().non_finite, skip);
-    assert_eq!(WidthScaledAdamWConfig::new(1, 1).non_finite, skip);
+    assert_eq!(AdamPConfig::new().step.non_finite, skip);
+    assert_eq!(SgdpConfig::new().step.non_finite, skip);
+    assert_eq!(StableSpamConfig::new().step.non_finite, skip);
+    assert_eq!(WidthScaledAdamWConfig::new(1, 1).step.non_finite, skip);
     assert_eq!(RadialProjectionConfig::new().non_finite, skip);
     assert_eq!(NapConfig::new().non_finite, skip);
 }

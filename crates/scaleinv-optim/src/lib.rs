@@ -75,14 +75,14 @@
 
 extern crate alloc;
 
-mod math;
+mod core;
+pub mod diagnostics;
+mod guard;
 #[cfg(feature = "flex")]
 mod kernels;
-mod core;
-mod guard;
-pub mod diagnostics;
-mod options;
+mod math;
 mod optim;
+mod options;
 mod wrap;
 
 pub use crate::core::channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
@@ -93,8 +93,8 @@ pub use crate::core::projection::Projected;
 pub use diagnostics::{
     DiagnosticRow, DiagnosticsTracker, Invariance, LayerSpectrum, Observed, ObserverTag,
     PowerIteration, ProbeEntry, ProbeError, ProbeReport, ProjectionObserver, ProjectionRecord,
-    ScaleProbe, SingularValue, StepKind, SublayerGain, WeightNorm, spectral_report,
-    sublayer_gains, top_singular_value, weight_norms,
+    ScaleProbe, SingularValue, StepKind, SublayerGain, WeightNorm, spectral_report, sublayer_gains,
+    top_singular_value, weight_norms,
 };
 pub use guard::checked_load::{CheckedLoad, RecordMismatch};
 pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};

@@ -8,7 +8,11 @@ use crate::math::decay::{factor, plain};
 
 /// Multiplies `param` by `1 − rate`; a zero `rate` leaves it untouched.
 pub(crate) fn decay<const D: usize>(param: Tensor<D>, rate: f64) -> Tensor<D> {
-    if rate == 0.0 { param } else { plain(param, rate) }
+    if rate == 0.0 {
+        param
+    } else {
+        plain(param, rate)
+    }
 }
 
 /// Multiplies `param` by `1 − rate · ratio`; a zero `rate` leaves it untouched.

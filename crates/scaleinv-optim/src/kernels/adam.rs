@@ -23,7 +23,14 @@ impl AdamPass<'_> {
     /// Steps `p` with gradient `g` and moments `m`, `v` (zeros before the first step) of a
     /// tensor of shape `dims`. Returns `false`, with nothing written, when the step is skipped
     /// for a non-finite gradient.
-    pub fn run(&self, dims: &[usize], p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> bool {
+    pub fn run(
+        &self,
+        dims: &[usize],
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) -> bool {
         let (bc1, bc2) = self.adam.bias_corrections(self.time);
         let frame = Frame {
             projection: self.projection,

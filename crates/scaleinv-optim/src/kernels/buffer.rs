@@ -102,4 +102,3 @@ impl Buffer {
         self.0.layout().shape().iter().copied().collect()
     }
 }
-

@@ -202,4 +202,3 @@ impl Frame<'_> {
         true
     }
 }
-

@@ -73,7 +73,11 @@ impl SpikePass {
                 spike::bias_corrected(sq_mean, self.gamma_2, t),
                 self.adam.epsilon,
             );
-            let rescale = if norm <= 0.0 { 1.0 } else { spike::rescale(target, norm) };
+            let rescale = if norm <= 0.0 {
+                1.0
+            } else {
+                spike::rescale(target, norm)
+            };
             *scalars.clip_threshold = threshold;
             *scalars.norm_mean = mean;
             *scalars.norm_sq_mean = sq_mean;
@@ -97,7 +101,11 @@ impl SpikePass {
                     None => v[i],
                 };
                 let update = m[i] / self.adam.denominator(second, bc2) * step;
-                let decayed = if rate != 0.0 { decay::plain(p[i], rate) } else { p[i] };
+                let decayed = if rate != 0.0 {
+                    decay::plain(p[i], rate)
+                } else {
+                    p[i]
+                };
                 p[i] = decayed - update;
             }
         }

@@ -117,7 +117,6 @@ impl ScaleInvariance {
     pub fn with_view(self, view: ProjectionView) -> Self {
         Self { view, ..self }
     }
-
 }
 
 impl ScaleInvariance {

@@ -2,8 +2,8 @@
 //! See [`AdamP`].
 
 use burn::config::Config;
-use burn::optim::{LearningRate, Optimizer};
-use burn::tensor::{Device, Tensor};
+use burn::optim::LearningRate;
+use burn::tensor::Tensor;
 
 use crate::core::decay::decoupled_decay;
 use crate::core::error::{ConfigError, Range, check};
@@ -13,7 +13,7 @@ use crate::math::adam::Adam;
 use crate::math::invariance::ScaleInvariance;
 use crate::options::constructors::{OptimizerConfig, constructors};
 use crate::options::projection::{ProjectionOptions, Projector, projection_setters};
-use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
 
 /// Configuration of [`AdamP`], with the reference's defaults.
 ///
@@ -88,10 +88,6 @@ impl AdamPConfig {
 impl OptimizerConfig for AdamPConfig {
     type Optim = AdamP;
 
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
     fn for_axis(&self, channel_axis: usize) -> AdamP {
         AdamP {
             adam: Adam {
@@ -137,7 +133,11 @@ impl TwoPaths for AdamP {
         state: Option<&MomentState<D>>,
     ) -> bool {
         self.takes_fused_path(param)
-            && crate::kernels::fit(param, grad, state.into_iter().flat_map(MomentState::tensors))
+            && crate::kernels::fit(
+                param,
+                grad,
+                state.into_iter().flat_map(MomentState::tensors),
+            )
     }
 
     /// The step as tensor operations (any backend).
@@ -150,13 +150,12 @@ impl TwoPaths for AdamP {
     ) -> (Tensor<D>, Option<MomentState<D>>) {
         let state = self.adam.update(&grad, state);
         let (bc1, _) = self.adam.bias_corrections(state.time);
-        let denom = self.adam.tensor_denominator(state.moment_2.clone(), state.time);
-        let update = self.adam.direction(
-            state.moment_1.clone(),
-            grad.clone(),
-            denom,
-            self.nesterov,
-        );
+        let denom = self
+            .adam
+            .tensor_denominator(state.moment_2.clone(), state.time);
+        let update =
+            self.adam
+                .direction(state.moment_1.clone(), grad.clone(), denom, self.nesterov);
         let projected = self.projector.project(&param, &grad, update);
         let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
         let param = param - projected.update * (lr / bc1);
@@ -195,20 +194,4 @@ impl Observed for AdamP {
     }
 }
 
-impl Optimizer for AdamP {
-    type State<const D: usize> = AdamPState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        self.step_either(lr, param, grad, state)
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
-    }
-}
+two_paths_optimizer!(AdamP => AdamPState);

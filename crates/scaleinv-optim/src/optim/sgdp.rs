@@ -2,7 +2,7 @@
 //! removed. See [`Sgdp`].
 
 use burn::config::Config;
-use burn::optim::{LearningRate, Optimizer, RecordState};
+use burn::optim::{LearningRate, RecordState};
 use burn::tensor::{Device, Tensor};
 
 use crate::core::decay::decoupled_decay;
@@ -13,7 +13,7 @@ use crate::math::invariance::ScaleInvariance;
 use crate::math::sgd;
 use crate::options::constructors::{OptimizerConfig, constructors};
 use crate::options::projection::{ProjectionOptions, Projector, projection_setters};
-use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
 
 /// Configuration of [`Sgdp`], with the reference's defaults.
 ///
@@ -84,6 +84,15 @@ pub struct SgdpState<const D: usize> {
     pub momentum: Tensor<D>,
 }
 
+impl<const D: usize> SgdpState<D> {
+    /// Moves the buffer to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            momentum: self.momentum.to_device(device),
+        }
+    }
+}
+
 impl<const D: usize> Revert<D> for SgdpState<D> {
     fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {
         Self {
@@ -113,10 +122,6 @@ impl SgdpConfig {
 
 impl OptimizerConfig for SgdpConfig {
     type Optim = Sgdp;
-
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
 
     fn for_axis(&self, channel_axis: usize) -> Sgdp {
         Sgdp {
@@ -243,22 +248,4 @@ impl TwoPaths for Sgdp {
     }
 }
 
-impl Optimizer for Sgdp {
-    type State<const D: usize> = SgdpState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        self.step_either(lr, param, grad, state)
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        SgdpState {
-            momentum: state.momentum.to_device(device),
-        }
-    }
-}
+two_paths_optimizer!(Sgdp => SgdpState);

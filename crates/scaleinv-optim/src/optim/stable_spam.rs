@@ -5,7 +5,7 @@ use core::f64::consts::PI;
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState};
+use burn::optim::{LearningRate, ModuleOptimizer, RecordState};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,7 @@ use crate::guard::non_finite::{Checkpoint, NonFinitePolicy, Revert};
 use crate::math::adam::Adam;
 use crate::math::spike;
 use crate::options::constructors::{OptimizerConfig, constructors};
-use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
 
 /// When a momentum reset (MoRet) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -164,6 +164,18 @@ pub struct StableSpamState<const D: usize> {
 }
 
 impl<const D: usize> StableSpamState<D> {
+    /// Moves every tensor to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            global_step: self.global_step,
+            moments: self.moments.to_device(device),
+            max_moment_2: self.max_moment_2.map(|t| t.to_device(device)),
+            clip_threshold: self.clip_threshold.to_device(device),
+            norm_mean: self.norm_mean.to_device(device),
+            norm_sq_mean: self.norm_sq_mean.to_device(device),
+        }
+    }
+
     /// The state before the first step: zero moments and averages.
     pub(crate) fn zeros(param: &Tensor<D>, amsgrad: bool) -> Self {
         let scalar = Tensor::zeros([1], &param.device());
@@ -200,15 +212,10 @@ impl StableSpamConfig {
         }
         Ok(())
     }
-
 }
 
 impl OptimizerConfig for StableSpamConfig {
     type Optim = StableSpam;
-
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
 
     fn for_axis(&self, _: usize) -> StableSpam {
         StableSpam {
@@ -457,30 +464,7 @@ impl TwoPaths for StableSpam {
     }
 }
 
-impl Optimizer for StableSpam {
-    type State<const D: usize> = StableSpamState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        self.step_either(lr, param, grad, state)
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        StableSpamState {
-            global_step: state.global_step,
-            moments: state.moments.to_device(device),
-            max_moment_2: state.max_moment_2.map(|t| t.to_device(device)),
-            clip_threshold: state.clip_threshold.to_device(device),
-            norm_mean: state.norm_mean.to_device(device),
-            norm_sq_mean: state.norm_sq_mean.to_device(device),
-        }
-    }
-}
+two_paths_optimizer!(StableSpam => StableSpamState);
 
 impl<const D: usize> Revert<D> for StableSpamState<D> {
     fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {

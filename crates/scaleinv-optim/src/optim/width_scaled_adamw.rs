@@ -4,8 +4,8 @@
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{Module, ParamGroup};
-use burn::optim::{LearningRate, ModuleOptimizer, Optimizer};
-use burn::tensor::{Device, Tensor};
+use burn::optim::{LearningRate, ModuleOptimizer};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::core::decay::decay;
@@ -14,7 +14,7 @@ use crate::core::moments::MomentState;
 use crate::core::params::{self, ParamInfo};
 use crate::math::adam::Adam;
 use crate::options::constructors::{constructors, or_panic};
-use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters};
+use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
 
 /// How a tensor scales with the width `d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,10 +218,6 @@ impl WidthScaledAdamWConfig {
 impl crate::options::constructors::OptimizerConfig for WidthScaledAdamWConfig {
     type Optim = WidthScaledAdamW;
 
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
     /// The vector-role optimizer (the fallback group of [`init_for`](Self::init_for)).
     fn for_axis(&self, _: usize) -> WidthScaledAdamW {
         or_panic(self.try_build(WidthRole::Vector))
@@ -273,7 +269,11 @@ impl TwoPaths for WidthScaledAdamW {
         state: Option<&MomentState<D>>,
     ) -> bool {
         self.policy.fuses(param, None, false)
-            && crate::kernels::fit(param, grad, state.into_iter().flat_map(MomentState::tensors))
+            && crate::kernels::fit(
+                param,
+                grad,
+                state.into_iter().flat_map(MomentState::tensors),
+            )
     }
 
     /// The step as tensor operations (any backend).
@@ -314,20 +314,4 @@ impl TwoPaths for WidthScaledAdamW {
     }
 }
 
-impl Optimizer for WidthScaledAdamW {
-    type State<const D: usize> = MomentState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        self.step_either(lr, param, grad, state)
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
-    }
-}
+two_paths_optimizer!(WidthScaledAdamW => MomentState);

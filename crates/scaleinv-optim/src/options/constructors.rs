@@ -15,13 +15,16 @@ use crate::core::error::ConfigError;
 use crate::diagnostics::observer::{Observed, ProjectionObserver};
 use crate::options::step::HasStepOptions;
 
-/// A config that builds a per-tensor optimizer.
-pub(crate) trait OptimizerConfig: HasStepOptions {
-    /// The bare per-tensor optimizer.
-    type Optim: Optimizer;
-
+/// A config with a `validate` (implemented by [`constructors!`] from the config's own).
+pub(crate) trait Checked {
     /// Checks every hyperparameter.
     fn check(&self) -> Result<(), ConfigError>;
+}
+
+/// A config that builds a per-tensor optimizer.
+pub(crate) trait OptimizerConfig: HasStepOptions + Checked {
+    /// The bare per-tensor optimizer.
+    type Optim: Optimizer;
     /// The optimizer for parameters whose output channels lie on `channel_axis` (ignored by
     /// optimizers that do not project); the config is valid.
     fn for_axis(&self, channel_axis: usize) -> Self::Optim;
@@ -91,6 +94,11 @@ pub(crate) fn or_panic<T>(result: Result<T, ConfigError>) -> T {
 /// (`try_init_with`, `init_observed`/`try_init_observed`, for the projected optimizers).
 macro_rules! constructors {
     ($config:ty => $optim:ty: $($section:ident),+) => {
+        impl $crate::options::constructors::Checked for $config {
+            fn check(&self) -> Result<(), $crate::ConfigError> {
+                self.validate()
+            }
+        }
         $( $crate::options::constructors::constructors!(@$section $config => $optim); )+
     };
     (@build $config:ty => $optim:ty) => {

@@ -61,7 +61,10 @@ impl ProjectionOptions {
 
     /// The run-time [`Projector`] of the per-step test (the reference's) for `channel_axis`.
     pub(crate) fn projector(&self, channel_axis: usize, policy: StepPolicy) -> Projector {
-        Projector::new(self.invariance(channel_axis, ProjectionView::Detect), policy)
+        Projector::new(
+            self.invariance(channel_axis, ProjectionView::Detect),
+            policy,
+        )
     }
 }
 

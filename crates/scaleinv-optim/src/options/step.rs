@@ -185,3 +185,31 @@ macro_rules! step_setters {
 }
 
 pub(crate) use step_setters;
+
+/// `impl Optimizer` for a [`TwoPaths`] optimizer whose state type `S<D>` has a `to_device`.
+macro_rules! two_paths_optimizer {
+    ($optim:ty => $state:ident) => {
+        impl burn::optim::Optimizer for $optim {
+            type State<const D: usize> = $state<D>;
+
+            fn step<const D: usize>(
+                &self,
+                lr: burn::optim::LearningRate,
+                param: burn::tensor::Tensor<D>,
+                grad: burn::tensor::Tensor<D>,
+                state: Option<Self::State<D>>,
+            ) -> (burn::tensor::Tensor<D>, Option<Self::State<D>>) {
+                $crate::options::step::TwoPaths::step_either(self, lr, param, grad, state)
+            }
+
+            fn to_device<const D: usize>(
+                state: Self::State<D>,
+                device: &burn::tensor::Device,
+            ) -> Self::State<D> {
+                state.to_device(device)
+            }
+        }
+    };
+}
+
+pub(crate) use two_paths_optimizer;

@@ -13,9 +13,9 @@ use crate::core::error::{ConfigError, Range, check};
 use crate::core::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::core::params::{self, ParamInfo, read_back};
 use crate::core::reduce::{sum_all, sum_except};
+use crate::guard::frame::framed_wrapper_step;
 use crate::guard::non_finite::NonFinitePolicy;
 use crate::options::constructors::wrapper_constructors;
-use crate::guard::frame::framed_wrapper_step;
 
 /// Over which slices of a weight the norm is held fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
