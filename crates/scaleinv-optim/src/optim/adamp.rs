@@ -125,19 +125,8 @@ impl TwoPaths for AdamP {
         &self.projector.policy
     }
 
-    #[cfg(feature = "flex")]
-    fn fuses<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-        state: Option<&MomentState<D>>,
-    ) -> bool {
+    fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.takes_fused_path(param)
-            && crate::kernels::fit(
-                param,
-                grad,
-                state.into_iter().flat_map(MomentState::tensors),
-            )
     }
 
     /// The step as tensor operations (any backend).

@@ -13,7 +13,9 @@ use crate::math::invariance::ScaleInvariance;
 use crate::math::sgd;
 use crate::options::constructors::{OptimizerConfig, constructors};
 use crate::options::projection::{ProjectionOptions, Projector, projection_setters};
-use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
+use crate::options::step::{
+    StateTensors, StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer,
+};
 
 /// Configuration of [`Sgdp`], with the reference's defaults.
 ///
@@ -90,6 +92,12 @@ impl<const D: usize> SgdpState<D> {
         Self {
             momentum: self.momentum.to_device(device),
         }
+    }
+}
+
+impl<const D: usize> StateTensors<D> for SgdpState<D> {
+    fn tensors(&self) -> Vec<&Tensor<D>> {
+        vec![&self.momentum]
     }
 }
 
@@ -175,15 +183,8 @@ impl TwoPaths for Sgdp {
         &self.projector.policy
     }
 
-    #[cfg(feature = "flex")]
-    fn fuses<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-        state: Option<&SgdpState<D>>,
-    ) -> bool {
+    fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.takes_fused_path(param)
-            && crate::kernels::fit(param, grad, state.into_iter().map(|s| &s.momentum))
     }
 
     /// The step as tensor operations (any backend).

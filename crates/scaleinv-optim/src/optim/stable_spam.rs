@@ -16,7 +16,9 @@ use crate::guard::non_finite::{Checkpoint, NonFinitePolicy, Revert};
 use crate::math::adam::Adam;
 use crate::math::spike;
 use crate::options::constructors::{OptimizerConfig, constructors};
-use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
+use crate::options::step::{
+    StateTensors, StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer,
+};
 
 /// When a momentum reset (MoRet) takes effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -297,23 +299,8 @@ impl TwoPaths for StableSpam {
         NonFinitePolicy::Propagate
     }
 
-    #[cfg(feature = "flex")]
-    fn fuses<const D: usize>(
-        &self,
-        param: &Tensor<D>,
-        grad: &Tensor<D>,
-        state: Option<&StableSpamState<D>>,
-    ) -> bool {
-        use crate::kernels::{fit, scalar_on_flex};
-        let tensors = state
-            .iter()
-            .flat_map(|s| s.moments.tensors().into_iter().chain(&s.max_moment_2));
-        let scalars = state
-            .iter()
-            .flat_map(|s| [&s.clip_threshold, &s.norm_mean, &s.norm_sq_mean]);
+    fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.policy.fuses(param, None, false)
-            && fit(param, grad, tensors)
-            && scalars.into_iter().all(scalar_on_flex)
     }
 
     /// One step as tensor operations, in f32 (the frame's checks done).
@@ -465,6 +452,17 @@ impl TwoPaths for StableSpam {
 }
 
 two_paths_optimizer!(StableSpam => StableSpamState);
+
+impl<const D: usize> StateTensors<D> for StableSpamState<D> {
+    fn tensors(&self) -> Vec<&Tensor<D>> {
+        let moments = self.moments.tensors().into_iter();
+        moments.chain(&self.max_moment_2).collect()
+    }
+
+    fn scalars(&self) -> Vec<&Tensor<1>> {
+        vec![&self.clip_threshold, &self.norm_mean, &self.norm_sq_mean]
+    }
+}
 
 impl<const D: usize> Revert<D> for StableSpamState<D> {
     fn revert(self, checkpoint: &Checkpoint<D>, old: Option<Self>) -> Self {

@@ -7,6 +7,7 @@ use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::Tensor;
 
 use crate::core::error::ConfigError;
+use crate::core::moments::MomentState;
 use crate::guard::frame::framed_step;
 use crate::guard::non_finite::{NonFinitePolicy, Revert};
 
@@ -90,15 +91,32 @@ pub(crate) trait TwoPaths: Optimizer {
         self.policy().non_finite
     }
 
-    /// Whether the fused loops take this step: the parameter, gradient and state are f32
-    /// tensors on flex that fit together.
+    /// Whether the fused loops can step `param` (see [`StepPolicy::fuses`]).
+    fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool;
+
+    /// Whether the fused loops take this step: the parameter can be fused, and the gradient
+    /// and the state are f32 flex tensors that fit it.
     fn fuses<const D: usize>(
         &self,
-        _param: &Tensor<D>,
-        _grad: &Tensor<D>,
-        _state: Option<&Self::State<D>>,
-    ) -> bool {
-        false
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&Self::State<D>>,
+    ) -> bool
+    where
+        Self::State<D>: StateTensors<D>,
+    {
+        #[cfg(feature = "flex")]
+        {
+            use crate::kernels::{fit, scalar_on_flex};
+            self.fuses_param(param)
+                && fit(param, grad, state.iter().flat_map(|s| s.tensors()))
+                && state.iter().flat_map(|s| s.scalars()).all(scalar_on_flex)
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = (param, grad, state);
+            false
+        }
     }
 
     /// The step as the fused loops (called only when [`fuses`](Self::fuses)).
@@ -132,7 +150,7 @@ pub(crate) trait TwoPaths: Optimizer {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>)
     where
-        Self::State<D>: Revert<D>,
+        Self::State<D>: Revert<D> + StateTensors<D>,
     {
         if self.fuses(&param, &grad, state.as_ref()) {
             crate::guard::frame::check_lr(lr);
@@ -141,6 +159,22 @@ pub(crate) trait TwoPaths: Optimizer {
         framed_step(lr, self.frame_policy(), param, grad, state, |p, g, s| {
             self.tensor_ops(lr, p, g, s)
         })
+    }
+}
+
+/// The tensors of a per-parameter state, for the fused path's check that they fit.
+pub(crate) trait StateTensors<const D: usize> {
+    /// The tensors shaped like the parameter.
+    fn tensors(&self) -> Vec<&Tensor<D>>;
+    /// The per-tensor statistics (shape `[1]`).
+    fn scalars(&self) -> Vec<&Tensor<1>> {
+        Vec::new()
+    }
+}
+
+impl<const D: usize> StateTensors<D> for MomentState<D> {
+    fn tensors(&self) -> Vec<&Tensor<D>> {
+        MomentState::tensors(self).to_vec()
     }
 }
 
