@@ -17,8 +17,8 @@ use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
     SupervisedTraining, TrainOutput, TrainStep, TrainingStrategy,
 };
+use scaleinv::AdamPConfig;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
-use scaleinv::{AdamPConfig, SgdpConfig, StableSpamConfig};
 
 #[derive(Module, Debug)]
 struct Classifier {
@@ -205,15 +205,13 @@ fn the_comparison_sees_a_different_pairing_of_batches() {
 #[test]
 fn two_workers_train_like_one_device_accumulating_two_batches() {
     let flex = common::cpu_device();
-    type Make = fn(&Classifier) -> ModuleOptimizer;
-    let optimizers: [(&str, Make); 3] = [
-        ("adamp", |m| {
-            AdamPConfig::new().with_weight_decay(1e-2).init_for(m)
-        }),
-        ("sgdp", |m| SgdpConfig::new().with_momentum(0.9).init_for(m)),
-        ("stable-spam", |_| StableSpamConfig::new().init()),
-    ];
-    for (name, make) in optimizers {
+    for (entry, make) in common::catalog::module_optimizers::<Classifier>() {
+        // The name, as a piece of a folder name.
+        let name: String = entry
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
         let single = train(None, make, &format!("{name}-single"));
         #[cfg(feature = "wgpu")]
         {
