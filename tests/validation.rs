@@ -206,8 +206,8 @@ fn a_negative_learning_rate_is_refused_at_the_step() {
     let _ = AdamPConfig::new().build().step(-1e-3, p.clone(), p, None);
 }
 
-/// Every optimizer of the catalog refuses a negative learning rate at the step with the same
-/// message (`try_step`'s error: tests/non_finite.rs).
+/// Every optimizer of the catalog refuses a negative learning rate at the step with a message
+/// that names it (`try_step`'s error: tests/non_finite.rs).
 #[test]
 fn every_optimizer_names_a_negative_learning_rate() {
     use burn::optim::Optimizer;
@@ -224,8 +224,11 @@ fn every_optimizer_names_a_negative_learning_rate() {
                 Ok(_) => panic!("{}: a negative learning rate was accepted", entry.name),
                 Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
             };
+            // Width-scaled AdamW checks the rate after its width scaling (here −1e-3 · 16/32),
+            // so the value in the message is not always the one passed to the step.
             assert!(
-                message.contains("learning rate -0.001 is invalid"),
+                message.contains("learning rate -0.")
+                    && message.contains("is invalid: expected a finite value ≥ 0"),
                 "{}: {message}",
                 entry.name
             );
