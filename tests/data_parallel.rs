@@ -206,13 +206,14 @@ fn the_comparison_sees_a_different_pairing_of_batches() {
 fn two_workers_train_like_one_device_accumulating_two_batches() {
     let flex = common::cpu_device();
     for (entry, make) in common::catalog::module_optimizers::<Classifier>() {
+        let name = entry.name;
         // The name, as a piece of a folder name.
-        let name: String = entry
+        let dir: String = entry
             .name
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let single = train(None, make, &format!("{name}-single"));
+        let single = train(None, make, &format!("{dir}-single"));
         #[cfg(feature = "wgpu")]
         {
             let devices = vec![flex.clone(), common::devices().last().unwrap().1.clone()];
@@ -222,7 +223,7 @@ fn two_workers_train_like_one_device_accumulating_two_batches() {
                     MultiDeviceOptim::OptimMainDevice,
                 )),
                 make,
-                &format!("{name}-wgpu"),
+                &format!("{dir}-wgpu"),
             );
             let diff = max_rel_diff(&multi, &single);
             println!("{name} main [flex, wgpu]: max relative difference {diff:.2e}");
@@ -236,7 +237,7 @@ fn two_workers_train_like_one_device_accumulating_two_batches() {
             let multi = train(
                 Some(ExecutionStrategy::multi(devices, optim)),
                 make,
-                &format!("{name}-{mode}"),
+                &format!("{dir}-{mode}"),
             );
             let diff = max_rel_diff(&multi, &single);
             println!("{name} {mode} [flex, flex]: max relative difference {diff:.2e}");
