@@ -17,8 +17,8 @@ use burn::train::{
     ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
     SupervisedTraining, TrainOutput, TrainStep, TrainingStrategy,
 };
+use scaleinv::AdamPConfig;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
-use scaleinv::{AdamPConfig, SgdpConfig, StableSpamConfig};
 
 #[derive(Module, Debug)]
 struct Classifier {
@@ -205,16 +205,15 @@ fn the_comparison_sees_a_different_pairing_of_batches() {
 #[test]
 fn two_workers_train_like_one_device_accumulating_two_batches() {
     let flex = common::cpu_device();
-    type Make = fn(&Classifier) -> ModuleOptimizer;
-    let optimizers: [(&str, Make); 3] = [
-        ("adamp", |m| {
-            AdamPConfig::new().with_weight_decay(1e-2).init_for(m)
-        }),
-        ("sgdp", |m| SgdpConfig::new().with_momentum(0.9).init_for(m)),
-        ("stable-spam", |_| StableSpamConfig::new().init()),
-    ];
-    for (name, make) in optimizers {
-        let single = train(None, make, &format!("{name}-single"));
+    for (entry, make) in common::catalog::module_optimizers::<Classifier>() {
+        let name = entry.name;
+        // The name, as a piece of a folder name.
+        let dir: String = entry
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let single = train(None, make, &format!("{dir}-single"));
         #[cfg(feature = "wgpu")]
         {
             let devices = vec![flex.clone(), common::devices().last().unwrap().1.clone()];
@@ -224,7 +223,7 @@ fn two_workers_train_like_one_device_accumulating_two_batches() {
                     MultiDeviceOptim::OptimMainDevice,
                 )),
                 make,
-                &format!("{name}-wgpu"),
+                &format!("{dir}-wgpu"),
             );
             let diff = max_rel_diff(&multi, &single);
             println!("{name} main [flex, wgpu]: max relative difference {diff:.2e}");
@@ -238,7 +237,7 @@ fn two_workers_train_like_one_device_accumulating_two_batches() {
             let multi = train(
                 Some(ExecutionStrategy::multi(devices, optim)),
                 make,
-                &format!("{name}-{mode}"),
+                &format!("{dir}-{mode}"),
             );
             let diff = max_rel_diff(&multi, &single);
             println!("{name} {mode} [flex, flex]: max relative difference {diff:.2e}");

@@ -6,10 +6,8 @@ mod common;
 
 use burn::optim::{AdamConfig, Optimizer};
 use burn::tensor::{Device, Tensor, TensorData};
-use scaleinv::{
-    AdamPConfig, NapConfig, RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthRole,
-    WidthScaledAdamWConfig,
-};
+use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
+use scaleinv::{AdamPConfig, NapConfig, SgdpConfig};
 
 /// `[2, 3, 2, 3, 2, 3]` cut to rank `D`.
 fn shape<const D: usize>() -> [usize; D] {
@@ -60,12 +58,27 @@ fn run<O: Optimizer, const D: usize>(
     param
 }
 
-/// Every edge case of rank `D` through `optim`.
-fn edge_cases<O: Optimizer, const D: usize>(name: &str, optim: &O, device: &Device) {
+/// Every edge case of rank `D` through `optim`; with `zero_weights` false (an optimizer that
+/// holds the norms of the tensors it projects, for which a zero norm is an error), only the
+/// cases whose weight is not zero.
+fn edge_cases<O: Optimizer, const D: usize>(
+    name: &str,
+    optim: &O,
+    zero_weights: bool,
+    device: &Device,
+) {
     let dims = shape::<D>();
     let wave = |i: usize| ((i as f32) * 0.37).sin();
     let label = |case: &str| format!("{name}, rank {D}, {case}");
 
+    // All-zero gradient: Adam-type denominators are ε; nothing may divide by zero.
+    let param = filled(dims, wave, device);
+    run(&label("zero gradient"), optim, param, |_| {
+        Tensor::<D>::zeros(dims, device)
+    });
+    if !zero_weights {
+        return;
+    }
     // All-zero weight (a zero-initialised head) with a real gradient.
     run(
         &label("zero weight"),
@@ -73,11 +86,6 @@ fn edge_cases<O: Optimizer, const D: usize>(name: &str, optim: &O, device: &Devi
         Tensor::<D>::zeros(dims, device),
         |k| filled(dims, move |i| wave(i + k), device),
     );
-    // All-zero gradient: Adam-type denominators are ε; nothing may divide by zero.
-    let param = filled(dims, wave, device);
-    run(&label("zero gradient"), optim, param, |_| {
-        Tensor::<D>::zeros(dims, device)
-    });
     // Both zero.
     run(
         &label("zero weight and gradient"),
@@ -97,56 +105,40 @@ fn edge_cases<O: Optimizer, const D: usize>(name: &str, optim: &O, device: &Devi
     assert_eq!(out.shape().num_elements(), 0);
 }
 
-fn all_ranks<O: Optimizer>(name: &str, optim: &O, device: &Device) {
-    edge_cases::<O, 1>(name, optim, device);
-    edge_cases::<O, 2>(name, optim, device);
-    edge_cases::<O, 3>(name, optim, device);
-    edge_cases::<O, 4>(name, optim, device);
-    edge_cases::<O, 5>(name, optim, device);
-    edge_cases::<O, 6>(name, optim, device);
+fn all_ranks<O: Optimizer>(name: &str, optim: &O, zero_weights: bool, device: &Device) {
+    edge_cases::<O, 1>(name, optim, zero_weights, device);
+    edge_cases::<O, 2>(name, optim, zero_weights, device);
+    edge_cases::<O, 3>(name, optim, zero_weights, device);
+    edge_cases::<O, 4>(name, optim, zero_weights, device);
+    edge_cases::<O, 5>(name, optim, zero_weights, device);
+    edge_cases::<O, 6>(name, optim, zero_weights, device);
 }
 
 #[test]
 fn edge_tensors_pass_through_every_optimizer() {
+    struct Edges<'a>(&'a str, &'a Device, usize);
+    impl OptimizerVisitor for Edges<'_> {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            let name = format!("{} [{}]", entry.name, self.0);
+            all_ranks(
+                &name,
+                &build(Settings::default()),
+                !entry.holds_norms,
+                self.1,
+            );
+            self.2 += 1;
+        }
+    }
     for (device_name, device) in common::devices() {
-        let adam = || AdamConfig::new().with_epsilon(1e-8).build();
-        let name = |o: &str| format!("{o} [{device_name}]");
-        all_ranks(
-            &name("adamp"),
-            &AdamPConfig::new().with_weight_decay(0.1).build(),
-            &device,
-        );
-        all_ranks(
-            &name("sgdp"),
-            &SgdpConfig::new()
-                .with_momentum(0.9)
-                .with_weight_decay(0.1)
-                .build(),
-            &device,
-        );
-        all_ranks(
-            &name("stable-spam"),
-            &StableSpamConfig::new().build(),
-            &device,
-        );
-        all_ranks(
-            &name("width-scaled adamw"),
-            &WidthScaledAdamWConfig::new(64, 256)
-                .with_weight_decay(0.1)
-                .build(WidthRole::Matrix),
-            &device,
-        );
-        all_ranks(
-            &name("radial projection (adam)"),
-            &RadialProjectionConfig::new()
-                .with_weight_decay(0.1)
-                .wrap(adam()),
-            &device,
-        );
+        let mut edges = Edges(device_name, &device, 0);
+        for_each_optimizer(&mut edges);
+        assert_eq!(edges.2, common::catalog::names().len());
         // NaP holds nonzero norms; a zero-norm tensor is an error of `init_for`, tested in
-        // tests/nap.rs, so only its unprojected ranks see zero weights here.
-        let nap = NapConfig::new().with_min_rank(7).wrap(adam());
-        all_ranks(&name("nap (adam), unprojected"), &nap, &device);
+        // tests/nap.rs, so only its unprojected ranks see zero weights.
+        let adam = AdamConfig::new().with_epsilon(1e-8).build();
+        let nap = NapConfig::new().with_min_rank(7).wrap(adam);
+        let name = format!("nap (adam), unprojected [{device_name}]");
+        all_ranks(&name, &nap, true, &device);
     }
 }
 
@@ -207,28 +199,13 @@ fn an_invalid_learning_rate_is_refused_by_every_optimizer() {
         // Zero is a valid rate (the end of a cosine schedule).
         optim.step(0.0, p.clone(), g.clone(), None);
     }
-    let adam = || AdamConfig::new().build();
-    refused("adamp", &AdamPConfig::new().build(), &param, &grad);
-    refused("sgdp", &SgdpConfig::new().build(), &param, &grad);
-    refused(
-        "stable-spam",
-        &StableSpamConfig::new().build(),
-        &param,
-        &grad,
-    );
-    refused(
-        "width-scaled adamw",
-        &WidthScaledAdamWConfig::new(1, 1).build(WidthRole::Matrix),
-        &param,
-        &grad,
-    );
-    refused(
-        "radial projection",
-        &RadialProjectionConfig::new().wrap(adam()),
-        &param,
-        &grad,
-    );
-    refused("nap", &NapConfig::new().wrap(adam()), &param, &grad);
+    struct Refused<'a>(&'a Tensor<2>, &'a Tensor<2>);
+    impl OptimizerVisitor for Refused<'_> {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            refused(entry.name, &build(Settings::default()), self.0, self.1);
+        }
+    }
+    for_each_optimizer(&mut Refused(&param, &grad));
 }
 
 /// The dtype of every tensor of a state.
@@ -283,31 +260,21 @@ fn low_precision<O: Optimizer>(
 #[test]
 fn half_precision_parameters_keep_an_f32_state() {
     use burn::tensor::FloatDType::{BF16, F16};
-    let adam = || AdamConfig::new().with_epsilon(1e-8).build();
+    type Formats = [(burn::tensor::FloatDType, f32)];
+    struct LowPrecision<'a>(&'a str, &'a Formats, &'a Device);
+    impl OptimizerVisitor for LowPrecision<'_> {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            let name = format!("{} [{}]", entry.name, self.0);
+            low_precision(&name, &build(Settings::default()), self.1, self.2);
+        }
+    }
     for (device_name, device) in common::devices() {
-        let formats: &[_] = match device_name {
+        let formats: &Formats = match device_name {
             "flex" => &[(F16, 1e-2), (BF16, 5e-2)],
             "wgpu" => &[(F16, 1e-2)],
             _ => continue,
         };
-        let name = |o: &str| format!("{o} [{device_name}]");
-        let adamp = AdamPConfig::new().with_weight_decay(0.1).build();
-        low_precision(&name("adamp"), &adamp, formats, &device);
-        let sgdp = SgdpConfig::new().with_momentum(0.9).build();
-        low_precision(&name("sgdp"), &sgdp, formats, &device);
-        let spam = StableSpamConfig::new().build();
-        low_precision(&name("stable-spam"), &spam, formats, &device);
-        let width = WidthScaledAdamWConfig::new(64, 256).build(WidthRole::Matrix);
-        low_precision(&name("width-scaled adamw"), &width, formats, &device);
-        let projected = RadialProjectionConfig::new().wrap(adam());
-        low_precision(
-            &name("radial projection (adam)"),
-            &projected,
-            formats,
-            &device,
-        );
-        let nap = NapConfig::new().wrap(adam());
-        low_precision(&name("nap (adam)"), &nap, formats, &device);
+        for_each_optimizer(&mut LowPrecision(device_name, formats, &device));
     }
 }
 

@@ -9,8 +9,8 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use scaleinv::models::{Digits, DigitsCnn, DigitsCnnConfig};
 use scaleinv::{
-    AdamPConfig, CheckedLoad, NapConfig, NapScope, NormAffine, RadialProjectionConfig,
-    RecordMismatch, SgdpConfig, StableSpamConfig, WidthScaledAdamWConfig,
+    AdamPConfig, CheckedLoad, NapConfig, NapScope, NormAffine, RecordMismatch, SgdpConfig,
+    StableSpamConfig,
 };
 
 const BATCH: usize = 32;
@@ -69,7 +69,11 @@ fn setup() -> (Device, Digits, DigitsCnn) {
     (device, Digits::load().unwrap(), init)
 }
 
-fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file: bool) {
+fn assert_resume_is_exact(
+    name: &str,
+    make: impl Fn(&DigitsCnn) -> ModuleOptimizer,
+    via_file: bool,
+) {
     let (device, data, init) = setup();
 
     let mut straight = make(&init);
@@ -79,7 +83,7 @@ fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file
     let halfway = train(init.clone(), &mut first, 0..3, &data, &device);
     assert!(
         !first.to_record().is_empty(),
-        "the optimizer saved no state"
+        "{name}: the optimizer saved no state"
     );
     // Burn reads a loaded record's tensors lazily: the file must outlive the next step.
     // One folder per call: the tests of this file run in parallel and each removes its own.
@@ -102,33 +106,25 @@ fn assert_resume_is_exact(make: impl Fn(&DigitsCnn) -> ModuleOptimizer, via_file
     assert_eq!(
         weights(&uninterrupted),
         weights(&resumed_model),
-        "resumed run differs"
+        "{name}: resumed run differs (via a file: {via_file})"
     );
 }
 
+/// Every optimizer of the catalog, through the record's bytes and through a file.
 #[test]
-fn adamp_resumes_exactly() {
-    assert_resume_is_exact(
-        |m| AdamPConfig::new().with_weight_decay(1e-2).init_for(m),
-        false,
-    );
+fn every_optimizer_resumes_exactly() {
+    for (entry, init_for) in common::catalog::module_optimizers::<DigitsCnn>() {
+        assert_resume_is_exact(entry.name, init_for, false);
+        assert_resume_is_exact(entry.name, init_for, true);
+    }
 }
 
 #[test]
-fn adamp_resumes_exactly_from_a_file() {
-    assert_resume_is_exact(|m| AdamPConfig::new().with_nesterov(true).init_for(m), true);
-}
-
-#[test]
-fn sgdp_resumes_exactly() {
+fn adamp_with_nesterov_resumes_exactly_from_a_file() {
     assert_resume_is_exact(
-        |m| {
-            SgdpConfig::new()
-                .with_momentum(0.9)
-                .with_weight_decay(1e-4)
-                .init_for(m)
-        },
-        false,
+        "AdamP (Nesterov)",
+        |m| AdamPConfig::new().with_nesterov(true).init_for(m),
+        true,
     );
 }
 
@@ -137,6 +133,7 @@ fn stable_spam_resumes_exactly_across_a_reset() {
     // A reset at step 4 (after the reload), AMSGrad and the cosine multiplier: every field of
     // the state matters to the continued run.
     assert_resume_is_exact(
+        "Stable-SPAM (reset, AMSGrad, cosine)",
         |_| {
             StableSpamConfig::new()
                 .with_reset_interval(4)
@@ -150,39 +147,16 @@ fn stable_spam_resumes_exactly_across_a_reset() {
 }
 
 #[test]
-fn nap_resumes_exactly() {
+fn nap_resumes_exactly_off_its_radius() {
     // Projection every 2 steps: at the reload (after step 3) the weights are off their radius,
     // so the radius must come from the saved state, together with Adam's moments.
     assert_resume_is_exact(
+        "NaP (every 2 steps, rows, decayed scale)",
         |m| {
             NapConfig::new()
                 .with_project_every(2)
                 .with_scope(NapScope::Row)
                 .with_norm_affine(NormAffine::DecayScale { rate: 0.5 })
-                .init_for(AdamConfig::new().with_epsilon(1e-8).build(), m)
-        },
-        true,
-    );
-}
-
-#[test]
-fn width_scaled_adamw_resumes_exactly() {
-    assert_resume_is_exact(
-        |m| {
-            WidthScaledAdamWConfig::new(4, 16)
-                .with_weight_decay(0.1)
-                .init_for(m)
-        },
-        false,
-    );
-}
-
-#[test]
-fn projected_adam_resumes_exactly() {
-    assert_resume_is_exact(
-        |m| {
-            RadialProjectionConfig::new()
-                .with_weight_decay(1e-2)
                 .init_for(AdamConfig::new().with_epsilon(1e-8).build(), m)
         },
         true,

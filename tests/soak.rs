@@ -1,4 +1,4 @@
-//! A 100,000-step soak of a small normalized network with each optimizer of the crate:
+//! A 100,000-step soak of a small normalized network with each optimizer of the catalog:
 //! no NaN at any checkpoint, the loss goes down, NaP's norms stay on their targets, and
 //! Stable-SPAM comes through gradient spikes of 10⁴×. `SCALEINV_SOAK_STEPS` shortens the run
 //! for local iteration; CI runs the full length.
@@ -10,13 +10,11 @@ use std::sync::Mutex;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use scaleinv::{
-    AdamPConfig, NapConfig, RadialProjectionConfig, SgdpConfig, StableSpamConfig,
-    WidthScaledAdamWConfig, weight_norms,
-};
+use common::catalog::{Entry, InitFor};
+use scaleinv::weight_norms;
 
 const INPUTS: usize = 8;
 const WIDTH: usize = 16;
@@ -163,85 +161,57 @@ fn soak(
     }
 }
 
-fn no_spike(_: usize) -> f32 {
-    1.0
-}
-
-fn adam() -> burn::optim::Adam {
-    AdamConfig::new().with_epsilon(1e-8).build()
-}
-
+/// Every optimizer of the catalog, each soaked on its own thread at its entry's rate. An entry
+/// that holds norms (NaP) keeps every weight matrix at its initial norm to 1e-5 (relative)
+/// after the run; an entry built to absorb spikes (Stable-SPAM) sees every 2,500th step's
+/// gradient multiplied by 10⁴ and still ends well below where it started.
 #[test]
-fn adamp_soak() {
-    let make = |m: &Net| AdamPConfig::new().with_weight_decay(1e-2).init_for(m);
-    soak("AdamP", make, 1e-3, no_spike);
+fn every_optimizer_soaks() {
+    let entries = common::catalog::module_optimizers::<Net>();
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let runs: Vec<_> = entries
+            .iter()
+            .map(|&(entry, init_for)| {
+                (entry.name, scope.spawn(move || soak_entry(entry, init_for)))
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(name, run)| {
+                let panic = run.join().err()?;
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Some(format!("{name}: {message}"))
+            })
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn sgdp_soak() {
-    let make = |m: &Net| {
-        SgdpConfig::new()
-            .with_momentum(0.9)
-            .with_nesterov(true)
-            .with_weight_decay(1e-4)
-            .init_for(m)
-    };
-    soak("SGDP", make, 1e-2, no_spike);
-}
-
-#[test]
-fn width_scaled_adamw_soak() {
-    let make = |m: &Net| {
-        WidthScaledAdamWConfig::new(WIDTH, 2 * WIDTH)
-            .with_weight_decay(1e-2)
-            .init_for(m)
-    };
-    soak("width-scaled AdamW", make, 1e-3, no_spike);
-}
-
-#[test]
-fn projected_adam_soak() {
-    let make = |m: &Net| {
-        RadialProjectionConfig::new()
-            .with_weight_decay(1e-2)
-            .init_for(adam(), m)
-    };
-    soak("projected Adam", make, 1e-3, no_spike);
-}
-
-/// NaP holds every weight matrix at its initial norm to 1e-5 (relative) after 100,000 steps.
-#[test]
-fn nap_soak_holds_the_norms() {
-    let make = |m: &Net| NapConfig::new().init_for(adam(), m);
-    let out = soak("NaP(Adam)", make, 1e-3, no_spike);
-    let (before, after) = (weight_norms(&out.initial), weight_norms(&out.model));
-    let mut projected = 0;
-    for (before, after) in before.iter().zip(&after) {
-        if before.rank >= 2 {
-            projected += 1;
-            let drift = (after.norm - before.norm).abs() / before.norm;
-            assert!(
-                drift < 1e-5,
-                "{}: {} -> {} (relative drift {drift:e})",
-                before.path,
-                before.norm,
-                after.norm
-            );
-        }
-    }
-    assert_eq!(projected, 3);
-}
-
-/// Every 2,500th step multiplies the gradient by 10⁴: Stable-SPAM's clipping and norm
-/// control absorb it; the loss still ends well below where it started.
-#[test]
-fn stable_spam_soak_survives_spikes() {
-    let spike = |k: usize| if k % 2500 == 1250 { 1e4 } else { 1.0 };
-    let out = soak(
-        "Stable-SPAM",
-        |_| StableSpamConfig::new().init(),
-        1e-3,
-        spike,
-    );
+fn soak_entry(entry: &Entry, init_for: InitFor<Net>) {
+    let spikes = entry.absorbs_spikes;
+    let spike = move |k: usize| if spikes && k % 2500 == 1250 { 1e4 } else { 1.0 };
+    let out = soak(entry.name, init_for, entry.lr, spike);
     assert!(out.last_loss.is_finite() && out.first_loss.is_finite());
+    if entry.holds_norms {
+        let (before, after) = (weight_norms(&out.initial), weight_norms(&out.model));
+        let mut projected = 0;
+        for (before, after) in before.iter().zip(&after) {
+            if before.rank >= 2 {
+                projected += 1;
+                let drift = (after.norm - before.norm).abs() / before.norm;
+                assert!(
+                    drift < 1e-5,
+                    "{}: {}: {} -> {} (relative drift {drift:e})",
+                    entry.name,
+                    before.path,
+                    before.norm,
+                    after.norm
+                );
+            }
+        }
+        assert_eq!(projected, 3, "{}", entry.name);
+    }
 }

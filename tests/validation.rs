@@ -205,3 +205,36 @@ fn a_negative_learning_rate_is_refused_at_the_step() {
     let p = burn::tensor::Tensor::<1>::ones([3], &device);
     let _ = AdamPConfig::new().build().step(-1e-3, p.clone(), p, None);
 }
+
+/// Every optimizer of the catalog refuses a negative learning rate at the step with a message
+/// that names it (`try_step`'s error: tests/non_finite.rs).
+#[test]
+fn every_optimizer_names_a_negative_learning_rate() {
+    use burn::optim::Optimizer;
+    use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
+    struct Refused(usize);
+    impl OptimizerVisitor for Refused {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            let optim = build(Settings::default());
+            let p = burn::tensor::Tensor::<2>::ones([3, 2], &common::cpu_device());
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                optim.step(-1e-3, p.clone(), p.clone(), None)
+            }));
+            let message = match result {
+                Ok(_) => panic!("{}: a negative learning rate was accepted", entry.name),
+                Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+            };
+            // The message names the rate passed to the step (width-scaled AdamW too, not
+            // its rate after the width scaling).
+            assert!(
+                message.contains("learning rate -0.001 is invalid: expected a finite value ≥ 0"),
+                "{}: {message}",
+                entry.name
+            );
+            self.0 += 1;
+        }
+    }
+    let mut refused = Refused(0);
+    for_each_optimizer(&mut refused);
+    assert_eq!(refused.0, common::catalog::names().len());
+}

@@ -1,65 +1,23 @@
-//! Helpers shared by the integration tests: the devices to run on.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: the devices to run on and the catalog of
+//! optimizers, both from the optimizer crate's tests (one copy of each).
+#![allow(dead_code, unused_imports)]
 
-use burn::tensor::{Device, Int, Tensor};
-use scaleinv::ProjectionBranch;
+use burn::tensor::Device;
 
-/// Every backend compiled into this test build, by name. `wgpu` is listed only when an
-/// adapter answers (Mesa's software Vulkan on machines without a GPU); when
-/// `SCALEINV_REQUIRE_WGPU=1`, a missing adapter is a failure rather than a printed notice.
-#[allow(clippy::vec_init_then_push)] // which pushes exist depends on the enabled features
-pub fn devices() -> Vec<(&'static str, Device)> {
-    let mut out = Vec::new();
+#[path = "../../crates/scaleinv-optim/tests/common/devices.rs"]
+mod devices;
+pub use devices::*;
+
+#[path = "../../crates/scaleinv-optim/tests/common/catalog.rs"]
+pub mod catalog;
+
+/// Flex when this build has the `flex` feature.
+fn flex_device() -> Option<Device> {
     #[cfg(feature = "flex")]
-    out.push(("flex", Device::flex()));
-    #[cfg(feature = "ndarray")]
-    #[allow(deprecated)]
-    out.push(("ndarray", Device::ndarray()));
-    #[cfg(feature = "wgpu")]
-    match wgpu_device() {
-        Some(device) => out.push(("wgpu", device)),
-        None if std::env::var("SCALEINV_REQUIRE_WGPU").as_deref() == Ok("1") => {
-            panic!("SCALEINV_REQUIRE_WGPU=1 but wgpu found no adapter")
-        }
-        None => eprintln!("wgpu: no adapter on this machine; the wgpu runs are not made"),
-    }
-    assert!(
-        !out.is_empty(),
-        "no backend compiled in: enable flex, ndarray or wgpu"
-    );
-    out
+    return Some(Device::flex());
+    #[cfg(not(feature = "flex"))]
+    None
 }
 
 /// The first CPU device compiled in (flex, else ndarray).
-#[allow(unused_imports)] // not every test file uses it
 pub use scaleinv::models::device::cpu_device;
-
-#[cfg(feature = "wgpu")]
-fn wgpu_device() -> Option<Device> {
-    use std::sync::OnceLock;
-    static PROBE: OnceLock<Option<Device>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| {
-            std::panic::catch_unwind(|| {
-                let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-                let _ = Tensor::<1>::zeros([1], &device).into_data();
-                device
-            })
-            .ok()
-        })
-        .clone()
-}
-
-/// Flat `f32` values of a tensor.
-pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 data")
-}
-
-/// Reads back a branch code from [`scaleinv::ScaleInvariance::branch`].
-pub fn branch(code: Tensor<1, Int>) -> ProjectionBranch {
-    let code = values(code.float())[0] as i64;
-    ProjectionBranch::from_code(code).unwrap_or_else(|| panic!("{code} is not a branch code"))
-}

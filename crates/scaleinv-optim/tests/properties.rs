@@ -6,7 +6,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::tensor::{Tensor, TensorData};
 use proptest::prelude::*;
-use scaleinv::{
+use scaleinv_optim::{
     AdamPConfig, NonFinitePolicy, ProjectionBranch, ScaleInvariance, SgdpConfig, StableSpamConfig,
 };
 
@@ -235,7 +235,7 @@ fn run<O: Optimizer>(
 }
 
 /// AdamP with δ = 0: the scale-invariance test can never pass.
-fn adamp_without_projection(wd: f64, beta_1: f64, beta_2: f64) -> scaleinv::AdamP {
+fn adamp_without_projection(wd: f64, beta_1: f64, beta_2: f64) -> scaleinv_optim::AdamP {
     AdamPConfig::new()
         .with_delta(0.0)
         .with_weight_decay(wd)

@@ -5,6 +5,17 @@
 //! (AdamP, SGDP) when the projection branch differs from the recorded one. Cases come from
 //! `tests/golden/` and from the folder named by `SCALEINV_GOLDEN_DIR`; a case from that folder
 //! whose optimizer does not exist fails.
+//!
+//! Which path the flex replay takes depends on this crate's `flex` feature, which compiles the
+//! fused flex steps in: plain `cargo test -p scaleinv-optim` has flex through the dev-dependency
+//! on Burn but not the feature, so it replays every case on flex through the tensor ops;
+//! `--features flex`, and the workspace's `--all-features`, replay AdamP, SGDP, Stable-SPAM and
+//! width-scaled AdamW on flex through the fused path (on by default in their configs) and on
+//! ndarray and wgpu through the tensor ops.
+//!
+//! A case's config keys reach the optimizer's config through one rename table per optimizer
+//! (`ADAMP_KEYS`, `SGDP_KEYS`, …): each key goes to a path in the config's JSON and the result
+//! is deserialized, so a change of a config's layout is a change of paths in its table.
 
 mod common;
 
@@ -15,11 +26,12 @@ use burn::optim::Optimizer;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use scaleinv::{
+use scaleinv_optim::{
     AdamPConfig, Nap, NapConfig, RadialProjectionConfig, ResetMode, SgdpConfig, StableSpamConfig,
     WidthRole, WidthScaledAdamWConfig,
 };
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 const ABS_TOL: f64 = 1e-6;
@@ -75,18 +87,18 @@ macro_rules! replay_projecting {
 }
 
 replay_projecting!(
-    scaleinv::AdamP,
-    scaleinv::Sgdp,
-    scaleinv::RadialProjection<burn::optim::Adam>
+    scaleinv_optim::AdamP,
+    scaleinv_optim::Sgdp,
+    scaleinv_optim::RadialProjection<burn::optim::Adam>
 );
 
-impl Replayable for scaleinv::StableSpam {
+impl Replayable for scaleinv_optim::StableSpam {
     fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
         None
     }
 }
 
-impl Replayable for scaleinv::WidthScaledAdamW {
+impl Replayable for scaleinv_optim::WidthScaledAdamW {
     fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
         None
     }
@@ -98,146 +110,218 @@ impl<O: Optimizer> Replayable for Nap<O> {
     }
 }
 
-/// Reads config keys, failing on any key the case's optimizer does not know.
-struct Keys<'a> {
-    config: &'a BTreeMap<String, Value>,
+/// Where a case's config key (named as in the reference) goes in the optimizer's config, read
+/// and written as the config's JSON (Burn's configs are serde types).
+enum To {
+    /// The value, at this path of the config's JSON.
+    Path(&'static [&'static str]),
+    /// Like [`To::Path`], and the case must give the key.
+    Required(&'static [&'static str]),
+    /// A pair `[a, b]`, to two paths.
+    Pair(&'static [&'static str], &'static [&'static str]),
+    /// The value converted by `convert(value, the config's JSON so far)`, to a path.
+    Convert(
+        &'static [&'static str],
+        fn(&Value, &Value) -> Result<Value, String>,
+    ),
+    /// A key with no counterpart in this config (`lr`: Burn passes it to every step).
+    Ignored,
 }
 
-impl<'a> Keys<'a> {
-    fn new(config: &'a BTreeMap<String, Value>, known: &[&str]) -> Result<Self, String> {
-        match config.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(unknown) => Err(format!("unknown config key `{unknown}`")),
-            None => Ok(Self { config }),
-        }
-    }
+/// One table per optimizer: every key its cases may hold, applied in this order. A key that
+/// is not in the table fails the case. Paths are checked: a path the config does not have
+/// fails the case too, so these tables are the one place to follow a change of the configs'
+/// layout.
+type Table = &'static [(&'static str, To)];
 
-    /// `set(c, value)` when `key` holds a number, else `c`.
-    fn f64<C>(&self, key: &str, c: C, set: impl FnOnce(C, f64) -> C) -> C {
-        match self.config.get(key).and_then(Value::as_f64) {
-            Some(v) => set(c, v),
-            None => c,
-        }
-    }
+/// AdamP's ε, δ and the decay ratio are its projection's (the reference's `eps` serves both).
+const ADAMP_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["projection", "epsilon"])),
+    ("weight_decay", To::Path(&["weight_decay"])),
+    ("delta", To::Path(&["projection", "delta"])),
+    ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
+    ("nesterov", To::Path(&["nesterov"])),
+];
 
-    /// `set(c, value)` when `key` holds a boolean, else `c`.
-    fn bool<C>(&self, key: &str, c: C, set: impl FnOnce(C, bool) -> C) -> C {
-        match self.config.get(key).and_then(Value::as_bool) {
-            Some(v) => set(c, v),
-            None => c,
-        }
-    }
+const SGDP_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("momentum", To::Path(&["momentum"])),
+    ("dampening", To::Path(&["dampening"])),
+    ("weight_decay", To::Path(&["weight_decay"])),
+    ("nesterov", To::Path(&["nesterov"])),
+    ("eps", To::Path(&["projection", "epsilon"])),
+    ("delta", To::Path(&["projection", "delta"])),
+    ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
+];
 
-    /// `set(c, value)` when `key` holds a non-negative integer, else `c`.
-    fn usize<C>(&self, key: &str, c: C, set: impl FnOnce(C, usize) -> C) -> C {
-        match self.config.get(key).and_then(Value::as_u64) {
-            Some(v) => set(c, v as usize),
-            None => c,
-        }
-    }
+/// Stable-SPAM's β1, read by the `gamma1 = -1` conversion.
+const STABLE_SPAM_BETA_1: &[&str] = &["beta_1"];
 
-    /// `set(c, (a, b))` when `key` holds a pair of numbers, else `c`.
-    fn pair<C>(&self, key: &str, c: C, set: impl FnOnce(C, (f64, f64)) -> C) -> C {
-        let pair = self
-            .config
-            .get(key)
-            .and_then(Value::as_array)
-            .and_then(|v| Some((v.first()?.as_f64()?, v.get(1)?.as_f64()?)));
-        match pair {
-            Some(v) => set(c, v),
-            None => c,
+const STABLE_SPAM_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("betas", To::Pair(STABLE_SPAM_BETA_1, &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+    ("weight_decay", To::Path(&["weight_decay"])),
+    ("amsgrad", To::Path(&["amsgrad"])),
+    ("gamma1", To::Convert(&["gamma_1"], gamma_1_or_beta_1)),
+    ("gamma2", To::Path(&["gamma_2"])),
+    ("gamma3", To::Path(&["theta"])),
+    ("update_proj_gap", To::Path(&["reset_interval"])),
+    ("total_T", To::Path(&["total_steps"])),
+    ("eta_min", To::Path(&["eta_min"])),
+    ("reset_mode", To::Convert(&["reset_mode"], reset_mode)),
+];
+
+const WIDTH_SCALED_ADAMW_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("weight_decay", To::Path(&["weight_decay"])),
+    ("base_width", To::Required(&["base_width"])),
+    ("width", To::Required(&["width"])),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+];
+
+/// NaP's base optimizer when the case's `base` is `adam`: Burn's `AdamConfig`.
+const NAP_ADAM_KEYS: Table = &[
+    ("base", To::Ignored),
+    ("lr", To::Ignored),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+];
+
+/// NaP's base optimizer when the case's `base` is `sgd`: Burn's `SgdConfig`.
+const NAP_SGD_KEYS: Table = &[
+    ("base", To::Ignored),
+    ("lr", To::Ignored),
+    ("momentum", To::Convert(&["momentum"], pytorch_momentum)),
+];
+
+/// An AdamP case replayed as Burn's Adam inside a radial projection: Adam's part.
+const PROJECTED_ADAM_ADAM_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+    ("weight_decay", To::Ignored),
+    ("delta", To::Ignored),
+    ("wd_ratio", To::Ignored),
+    ("nesterov", To::Ignored),
+];
+
+/// An AdamP case replayed as Burn's Adam inside a radial projection: the projection's part.
+const PROJECTED_ADAM_PROJECTION_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("betas", To::Ignored),
+    ("eps", To::Path(&["projection", "epsilon"])),
+    ("weight_decay", To::Path(&["weight_decay"])),
+    ("delta", To::Path(&["projection", "delta"])),
+    ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
+    ("nesterov", To::Ignored),
+];
+
+/// The reference's `gamma1 = -1` means "use β1".
+fn gamma_1_or_beta_1(value: &Value, config: &Value) -> Result<Value, String> {
+    if value.as_f64() == Some(-1.0) {
+        at(config, STABLE_SPAM_BETA_1).cloned()
+    } else {
+        Ok(value.clone())
+    }
+}
+
+fn reset_mode(value: &Value, _: &Value) -> Result<Value, String> {
+    let mode = match value.as_str() {
+        Some("reference") => ResetMode::Reference,
+        Some("clean") => ResetMode::Clean,
+        _ => return Err(format!("unknown reset_mode `{value}`")),
+    };
+    serde_json::to_value(mode).map_err(|e| e.to_string())
+}
+
+/// PyTorch's SGD momentum: no dampening, no Nesterov (Burn's default dampening is 0.1); none
+/// at 0.
+fn pytorch_momentum(value: &Value, _: &Value) -> Result<Value, String> {
+    let momentum = value
+        .as_f64()
+        .ok_or(format!("momentum `{value}` is not a number"))?;
+    if momentum == 0.0 {
+        return Ok(Value::Null);
+    }
+    let config = MomentumConfig::new()
+        .with_momentum(momentum)
+        .with_dampening(0.0);
+    serde_json::to_value(config).map_err(|e| e.to_string())
+}
+
+/// The value at `path` of a config's JSON.
+fn at<'v>(config: &'v Value, path: &[&str]) -> Result<&'v Value, String> {
+    path.iter().try_fold(config, |v, field| {
+        v.get(field)
+            .ok_or(format!("the config has no field `{}`", path.join(".")))
+    })
+}
+
+/// Sets the value at `path`, which the config must have.
+fn set(config: &mut Value, path: &[&str], value: Value) -> Result<(), String> {
+    let mut v = config;
+    for field in path {
+        v = v
+            .get_mut(field)
+            .ok_or(format!("the config has no field `{}`", path.join(".")))?;
+    }
+    *v = value;
+    Ok(())
+}
+
+/// `start` with the case's `config` keys put in through `table`.
+fn overlay<C: Serialize + DeserializeOwned>(
+    start: C,
+    table: Table,
+    config: &BTreeMap<String, Value>,
+) -> Result<C, String> {
+    if let Some(unknown) = config
+        .keys()
+        .find(|k| !table.iter().any(|(key, _)| key == k))
+    {
+        return Err(format!("unknown config key `{unknown}`"));
+    }
+    let mut json = serde_json::to_value(start).map_err(|e| e.to_string())?;
+    for (key, to) in table {
+        let value = config.get(*key);
+        match (to, value) {
+            (To::Required(_), None) => return Err(format!("`{key}` is required")),
+            (To::Ignored, _) | (_, None) => {}
+            (To::Path(path) | To::Required(path), Some(v)) => set(&mut json, path, v.clone())?,
+            (To::Pair(a, b), Some(v)) => match v.as_array().map(Vec::as_slice) {
+                Some([x, y]) => {
+                    set(&mut json, a, x.clone())?;
+                    set(&mut json, b, y.clone())?;
+                }
+                _ => return Err(format!("`{key}` must be a pair, not {v}")),
+            },
+            (To::Convert(path, convert), Some(v)) => {
+                let v = convert(v, &json).map_err(|e| format!("`{key}`: {e}"))?;
+                set(&mut json, path, v)?;
+            }
         }
     }
+    serde_json::from_value(json).map_err(|e| format!("config: {e}"))
 }
 
 fn adamp_config(config: &BTreeMap<String, Value>) -> Result<AdamPConfig, String> {
-    let k = Keys::new(
-        config,
-        &[
-            "lr",
-            "betas",
-            "eps",
-            "weight_decay",
-            "delta",
-            "wd_ratio",
-            "nesterov",
-        ],
-    )?;
-    let c = AdamPConfig::new();
-    let c = k.pair("betas", c, |c, (b1, b2)| c.with_beta_1(b1).with_beta_2(b2));
-    let c = k.f64("eps", c, AdamPConfig::with_epsilon);
-    let c = k.f64("weight_decay", c, AdamPConfig::with_weight_decay);
-    let c = k.f64("delta", c, AdamPConfig::with_delta);
-    let c = k.f64("wd_ratio", c, AdamPConfig::with_wd_ratio);
-    let c = k.bool("nesterov", c, AdamPConfig::with_nesterov);
+    let c = overlay(AdamPConfig::new(), ADAMP_KEYS, config)?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
 
 fn sgdp_config(config: &BTreeMap<String, Value>) -> Result<SgdpConfig, String> {
-    let k = Keys::new(
-        config,
-        &[
-            "lr",
-            "momentum",
-            "dampening",
-            "weight_decay",
-            "nesterov",
-            "eps",
-            "delta",
-            "wd_ratio",
-        ],
-    )?;
-    let c = SgdpConfig::new();
-    let c = k.f64("momentum", c, SgdpConfig::with_momentum);
-    let c = k.f64("dampening", c, SgdpConfig::with_dampening);
-    let c = k.f64("weight_decay", c, SgdpConfig::with_weight_decay);
-    let c = k.bool("nesterov", c, SgdpConfig::with_nesterov);
-    let c = k.f64("eps", c, SgdpConfig::with_epsilon);
-    let c = k.f64("delta", c, SgdpConfig::with_delta);
-    let c = k.f64("wd_ratio", c, SgdpConfig::with_wd_ratio);
+    let c = overlay(SgdpConfig::new(), SGDP_KEYS, config)?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
 
 fn stable_spam_config(config: &BTreeMap<String, Value>) -> Result<StableSpamConfig, String> {
-    let k = Keys::new(
-        config,
-        &[
-            "lr",
-            "betas",
-            "eps",
-            "weight_decay",
-            "amsgrad",
-            "gamma1",
-            "gamma2",
-            "gamma3",
-            "update_proj_gap",
-            "total_T",
-            "eta_min",
-            "reset_mode",
-        ],
-    )?;
-    let c = StableSpamConfig::new();
-    let c = k.pair("betas", c, |c, (b1, b2)| c.with_beta_1(b1).with_beta_2(b2));
-    let c = k.f64("eps", c, StableSpamConfig::with_epsilon);
-    let c = k.f64("weight_decay", c, StableSpamConfig::with_weight_decay);
-    let c = k.bool("amsgrad", c, StableSpamConfig::with_amsgrad);
-    // The reference's `gamma1 = -1` means "use β1".
-    let c = k.f64("gamma1", c, |c, g| {
-        let g = if g == -1.0 { c.beta_1 } else { g };
-        c.with_gamma_1(g)
-    });
-    let c = k.f64("gamma2", c, StableSpamConfig::with_gamma_2);
-    let c = k.f64("gamma3", c, StableSpamConfig::with_theta);
-    let c = k.usize("update_proj_gap", c, StableSpamConfig::with_reset_interval);
-    let c = k.usize("total_T", c, |c, t| c.with_total_steps(Some(t)));
-    let c = k.f64("eta_min", c, StableSpamConfig::with_eta_min);
-    let mode = match config.get("reset_mode").and_then(Value::as_str) {
-        None | Some("reference") => ResetMode::Reference,
-        Some("clean") => ResetMode::Clean,
-        Some(other) => return Err(format!("unknown reset_mode `{other}`")),
-    };
-    let c = c.with_reset_mode(mode);
+    let c = overlay(StableSpamConfig::new(), STABLE_SPAM_KEYS, config)?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
 }
@@ -245,23 +329,19 @@ fn stable_spam_config(config: &BTreeMap<String, Value>) -> Result<StableSpamConf
 fn width_scaled_adamw_config(
     config: &BTreeMap<String, Value>,
 ) -> Result<WidthScaledAdamWConfig, String> {
-    let k = Keys::new(
+    // Both widths come from the case (`Required`).
+    let c = overlay(
+        WidthScaledAdamWConfig::new(1, 1),
+        WIDTH_SCALED_ADAMW_KEYS,
         config,
-        &["lr", "weight_decay", "base_width", "width", "betas", "eps"],
     )?;
-    let width = |key: &str| {
-        config
-            .get(key)
-            .and_then(Value::as_u64)
-            .map(|w| w as usize)
-            .ok_or(format!("`{key}` must be a positive integer"))
-    };
-    let c = WidthScaledAdamWConfig::new(width("base_width")?, width("width")?);
-    let c = k.pair("betas", c, |c, (b1, b2)| c.with_beta_1(b1).with_beta_2(b2));
-    let c = k.f64("eps", c, WidthScaledAdamWConfig::with_epsilon);
-    let c = k.f64("weight_decay", c, WidthScaledAdamWConfig::with_weight_decay);
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+/// Burn's Adam with the reference's ε (Burn's default is 1e-5), before a case's keys.
+fn reference_adam() -> AdamConfig {
+    AdamConfig::new().with_epsilon(1e-8)
 }
 
 /// The role a width-scaled AdamW case gives a tensor (`matrix` or `vector`).
@@ -281,35 +361,16 @@ enum NapBase {
 
 fn nap_base(config: &BTreeMap<String, Value>) -> Result<NapBase, String> {
     match config.get("base").and_then(Value::as_str) {
-        Some("adam") => {
-            let k = Keys::new(config, &["base", "lr", "betas", "eps"])?;
-            // The reference's ε (Burn's default is 1e-5).
-            let c = AdamConfig::new().with_epsilon(1e-8);
-            let c = k.pair("betas", c, |c, (b1, b2)| {
-                c.with_beta_1(b1 as f32).with_beta_2(b2 as f32)
-            });
-            Ok(NapBase::Adam(
-                k.f64("eps", c, |c, e| c.with_epsilon(e as f32)),
-            ))
-        }
-        Some("sgd") => {
-            Keys::new(config, &["base", "lr", "momentum"])?;
-            let momentum = config
-                .get("momentum")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            let c = SgdConfig::new();
-            Ok(NapBase::Sgd(if momentum == 0.0 {
-                c
-            } else {
-                // PyTorch's SGD: no dampening, no Nesterov (Burn's default dampening is 0.1).
-                c.with_momentum(Some(
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0),
-                ))
-            }))
-        }
+        Some("adam") => Ok(NapBase::Adam(overlay(
+            reference_adam(),
+            NAP_ADAM_KEYS,
+            config,
+        )?)),
+        Some("sgd") => Ok(NapBase::Sgd(overlay(
+            SgdConfig::new(),
+            NAP_SGD_KEYS,
+            config,
+        )?)),
         other => Err(format!("unknown NaP base optimizer {other:?}")),
     }
 }
@@ -562,21 +623,20 @@ fn projected_burn_adam_matches_the_adamp_cases() {
         if case.optimizer != "adamp" {
             continue;
         }
-        let c = adamp_config(&case.config).expect("a valid AdamP case");
-        if c.nesterov {
+        adamp_config(&case.config).expect("a valid AdamP case");
+        if case.config.get("nesterov") == Some(&Value::Bool(true)) {
             report(format!("projected adam {}: skipped (Nesterov)", case.name));
             continue;
         }
-        let adam = AdamConfig::new()
-            .with_beta_1(c.beta_1 as f32)
-            .with_beta_2(c.beta_2 as f32)
-            .with_epsilon(c.projection.epsilon as f32)
+        let adam = overlay(reference_adam(), PROJECTED_ADAM_ADAM_KEYS, &case.config)
+            .expect("Adam's part of an AdamP case")
             .build();
-        let projection = RadialProjectionConfig::new()
-            .with_delta(c.projection.delta)
-            .with_wd_ratio(c.projection.wd_ratio)
-            .with_epsilon(c.projection.epsilon)
-            .with_weight_decay(c.weight_decay);
+        let projection = overlay(
+            RadialProjectionConfig::new(),
+            PROJECTED_ADAM_PROJECTION_KEYS,
+            &case.config,
+        )
+        .expect("the projection's part of an AdamP case");
         for (device_name, device) in common::devices() {
             let label = format!("projected adam {} [{device_name}]", case.name);
             let outcome = replay_with(
@@ -611,4 +671,112 @@ fn report(line: String) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
+}
+
+/// Every path of every rename table exists in its config, so a change of a config's layout
+/// shows here by name, before any replay.
+#[test]
+fn every_rename_table_path_exists_in_its_config() {
+    let json = |v: Result<Value, serde_json::Error>| v.expect("a config serializes");
+    let tables: [(&str, Table, Value); 8] = [
+        (
+            "adamp",
+            ADAMP_KEYS,
+            json(serde_json::to_value(AdamPConfig::new())),
+        ),
+        (
+            "sgdp",
+            SGDP_KEYS,
+            json(serde_json::to_value(SgdpConfig::new())),
+        ),
+        (
+            "stable_spam",
+            STABLE_SPAM_KEYS,
+            json(serde_json::to_value(StableSpamConfig::new())),
+        ),
+        (
+            "width_scaled_adamw",
+            WIDTH_SCALED_ADAMW_KEYS,
+            json(serde_json::to_value(WidthScaledAdamWConfig::new(1, 1))),
+        ),
+        (
+            "nap adam",
+            NAP_ADAM_KEYS,
+            json(serde_json::to_value(reference_adam())),
+        ),
+        (
+            "nap sgd",
+            NAP_SGD_KEYS,
+            json(serde_json::to_value(SgdConfig::new())),
+        ),
+        (
+            "projected adam: adam",
+            PROJECTED_ADAM_ADAM_KEYS,
+            json(serde_json::to_value(reference_adam())),
+        ),
+        (
+            "projected adam: projection",
+            PROJECTED_ADAM_PROJECTION_KEYS,
+            json(serde_json::to_value(RadialProjectionConfig::new())),
+        ),
+    ];
+    for (name, table, config) in tables {
+        for (key, to) in table {
+            let paths: Vec<&[&str]> = match to {
+                To::Path(p) | To::Required(p) | To::Convert(p, _) => vec![p],
+                To::Pair(a, b) => vec![a, b],
+                To::Ignored => vec![],
+            };
+            for path in paths {
+                if let Err(e) = at(&config, path) {
+                    panic!("{name}: `{key}`: {e}");
+                }
+            }
+        }
+    }
+}
+
+/// A config key that the optimizer's table does not list fails the case, naming the key; the
+/// listed keys reach the config.
+#[test]
+fn an_unknown_config_key_is_refused_by_name() {
+    let config = |text: &str| -> BTreeMap<String, Value> {
+        serde_json::from_str(text).expect("a JSON object")
+    };
+    let err = adamp_config(&config(r#"{"lr": 1e-3, "epsilon_typo": 1e-6}"#)).unwrap_err();
+    assert!(err.contains("`epsilon_typo`"), "{err}");
+    let err = nap_base(&config(r#"{"base": "sgd", "betas": [0.9, 0.99]}"#))
+        .err()
+        .expect("betas refused for NaP's SGD");
+    assert!(err.contains("`betas`"), "{err}");
+    let err = width_scaled_adamw_config(&config(r#"{"width": 4}"#)).unwrap_err();
+    assert!(err.contains("`base_width`"), "{err}");
+
+    let given = adamp_config(&config(
+        r#"{"eps": 1e-6, "betas": [0.8, 0.9], "nesterov": true}"#,
+    ))
+    .expect("valid");
+    let want = AdamPConfig::new()
+        .with_epsilon(1e-6)
+        .with_beta_1(0.8)
+        .with_beta_2(0.9)
+        .with_nesterov(true);
+    assert_eq!(
+        serde_json::to_value(given).unwrap(),
+        serde_json::to_value(want).unwrap()
+    );
+    let spam = stable_spam_config(&config(
+        r#"{"betas": [0.7, 0.9], "gamma1": -1, "reset_mode": "clean", "total_T": 9}"#,
+    ))
+    .expect("valid");
+    let want = StableSpamConfig::new()
+        .with_beta_1(0.7)
+        .with_beta_2(0.9)
+        .with_gamma_1(0.7)
+        .with_reset_mode(ResetMode::Clean)
+        .with_total_steps(Some(9));
+    assert_eq!(
+        serde_json::to_value(spam).unwrap(),
+        serde_json::to_value(want).unwrap()
+    );
 }

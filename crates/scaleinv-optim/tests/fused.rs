@@ -2,12 +2,17 @@
 //! convolution kernels (channel axis 0), Linear weights (axis 1), rank 3 and biases, with
 //! gradients that make the projection fire channel-wise, layer-wise or not at all. The golden
 //! replays run the fused path on flex and the tensor ops on ndarray and wgpu.
+//!
+//! The fused path is compiled in by this crate's `flex` feature only: `cargo test -p
+//! scaleinv-optim --features flex --test fused` (or the workspace's `--all-features`) runs this
+//! file; without the feature it is empty.
+#![cfg(feature = "flex")]
 
 mod common;
 
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
-use scaleinv::{
+use scaleinv_optim::{
     AdamPConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 
@@ -105,6 +110,28 @@ fn every_shape<O: Optimizer>(label: &str, build: impl Fn(usize, bool) -> O, devi
         agree(label, &fused, &ops, [6, 5], 1, kind, device);
         agree(label, &fused, &ops, [3, 4, 5], 1, kind, device);
     }
+}
+
+/// Every catalog entry with a fused path agrees with its tensor ops on every shape, kind of
+/// gradient and channel axis.
+#[test]
+fn every_fused_optimizer_of_the_catalog_matches_its_tensor_ops() {
+    use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
+    struct Agree(Vec<&'static str>);
+    impl OptimizerVisitor for Agree {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            if !entry.fused {
+                return;
+            }
+            let device = burn::tensor::Device::flex();
+            let build = |axis: usize, fused: bool| build(Settings::fused(fused, axis));
+            every_shape(entry.name, build, &device);
+            self.0.push(entry.name);
+        }
+    }
+    let mut agree = Agree(Vec::new());
+    for_each_optimizer(&mut agree);
+    assert!(agree.0.len() >= 4, "fused entries: {:?}", agree.0);
 }
 
 #[test]

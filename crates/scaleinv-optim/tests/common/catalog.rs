@@ -1,0 +1,241 @@
+//! The catalog: every optimizer the generic tests iterate (edge tensors, non-finite
+//! gradients, learning-rate checks, fused paths, resume, soak, data parallel). One file for
+//! the optimizer crate's tests and the workspace's (`tests/common/mod.rs` includes it with
+//! `#[path]`).
+//!
+//! Burn's `Optimizer` is not object-safe, so the per-tensor list is walked by a visitor:
+//! [`for_each_optimizer`] calls [`OptimizerVisitor::visit`] once per entry with a builder
+//! `Fn(Settings) -> O`. The module-level list, [`module_optimizers`], gives each entry's
+//! `ModuleOptimizer` for a model.
+//!
+//! Adding an optimizer: a `const` [`Entry`], one line in [`for_each_optimizer`] and one in
+//! [`module_optimizers`], in the same position (`crates/scaleinv-optim/tests/catalog.rs`
+//! checks that the two lists name the same entries in the same order).
+#![allow(dead_code)]
+
+use burn::module::Module;
+use burn::optim::{Adam, AdamConfig, ModuleOptimizer, Optimizer};
+use scaleinv_optim::{
+    AdamPConfig, NapConfig, NonFinitePolicy, RadialProjectionConfig, SgdpConfig, StableSpamConfig,
+    WidthRole, WidthScaledAdamWConfig,
+};
+
+/// One optimizer of the catalog and what the generic tests need to know about it.
+#[derive(Debug)]
+pub struct Entry {
+    /// The name in test messages.
+    pub name: &'static str,
+    /// A constant learning rate it trains the soak's network with.
+    pub lr: f64,
+    /// Whether it owns its whole state. A wrapper (`false`) keeps part of its state in its
+    /// inner optimizer, whose state a skipped step need not return bit for bit.
+    pub owns_state: bool,
+    /// Whether it holds the norms of the tensors it projects (NaP): a zero weight on such a
+    /// tensor is an error, and the norms are checked after the soak.
+    pub holds_norms: bool,
+    /// Whether it has a fused flex path, switched by [`Settings::fused`].
+    pub fused: bool,
+    /// Whether it is built to absorb gradient spikes (the soak spikes its gradients).
+    pub absorbs_spikes: bool,
+}
+
+/// What a generic test may vary when it builds an entry.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// The policy for NaN and ±∞ gradients.
+    pub non_finite: NonFinitePolicy,
+    /// The fused flex path on (the default) or off (entries with [`Entry::fused`]).
+    pub fused: bool,
+    /// The channel axis of the optimizers that project per channel.
+    pub channel_axis: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            non_finite: NonFinitePolicy::default(),
+            fused: true,
+            channel_axis: 0,
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults with the policy `non_finite`.
+    pub fn non_finite(non_finite: NonFinitePolicy) -> Self {
+        Self {
+            non_finite,
+            ..Self::default()
+        }
+    }
+
+    /// The defaults with the fused path `fused` and the channel axis `channel_axis`.
+    pub fn fused(fused: bool, channel_axis: usize) -> Self {
+        Self {
+            fused,
+            channel_axis,
+            ..Self::default()
+        }
+    }
+}
+
+/// A test run once per catalog entry.
+pub trait OptimizerVisitor {
+    /// Called with the entry and a builder of its per-tensor optimizer.
+    fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O);
+}
+
+pub const ADAMP: Entry = Entry {
+    name: "AdamP",
+    lr: 1e-3,
+    owns_state: true,
+    holds_norms: false,
+    fused: true,
+    absorbs_spikes: false,
+};
+pub const SGDP: Entry = Entry {
+    name: "SGDP (momentum, Nesterov)",
+    lr: 1e-2,
+    owns_state: true,
+    holds_norms: false,
+    fused: true,
+    absorbs_spikes: false,
+};
+pub const STABLE_SPAM: Entry = Entry {
+    name: "Stable-SPAM",
+    lr: 1e-3,
+    owns_state: true,
+    holds_norms: false,
+    fused: true,
+    absorbs_spikes: true,
+};
+pub const WIDTH_SCALED_ADAMW: Entry = Entry {
+    name: "width-scaled AdamW (matrix)",
+    lr: 1e-3,
+    owns_state: true,
+    holds_norms: false,
+    fused: true,
+    absorbs_spikes: false,
+};
+pub const RADIAL_ADAM: Entry = Entry {
+    name: "RadialProjection(Burn Adam)",
+    lr: 1e-3,
+    owns_state: false,
+    holds_norms: false,
+    fused: false,
+    absorbs_spikes: false,
+};
+pub const NAP_ADAM: Entry = Entry {
+    name: "NaP(Burn Adam)",
+    lr: 1e-3,
+    owns_state: false,
+    holds_norms: true,
+    fused: false,
+    absorbs_spikes: false,
+};
+pub const NAP_ADAMP: Entry = Entry {
+    name: "NaP(AdamP)",
+    lr: 1e-3,
+    owns_state: false,
+    holds_norms: true,
+    // Through the inner AdamP.
+    fused: true,
+    absorbs_spikes: false,
+};
+
+/// Burn's Adam with the references' ε (Burn's default is 1e-5).
+fn adam() -> Adam {
+    AdamConfig::new().with_epsilon(1e-8).build()
+}
+
+fn adamp(s: Settings) -> AdamPConfig {
+    AdamPConfig::new()
+        .with_weight_decay(1e-2)
+        .with_non_finite(s.non_finite)
+        .with_fused(s.fused)
+        .with_channel_axis(s.channel_axis)
+}
+
+fn sgdp(s: Settings) -> SgdpConfig {
+    SgdpConfig::new()
+        .with_momentum(0.9)
+        .with_nesterov(true)
+        .with_weight_decay(1e-3)
+        .with_non_finite(s.non_finite)
+        .with_fused(s.fused)
+        .with_channel_axis(s.channel_axis)
+}
+
+fn stable_spam(s: Settings) -> StableSpamConfig {
+    StableSpamConfig::new()
+        .with_non_finite(s.non_finite)
+        .with_fused(s.fused)
+}
+
+/// The soak's network is 16 wide: twice the base width.
+fn width_scaled_adamw(s: Settings) -> WidthScaledAdamWConfig {
+    WidthScaledAdamWConfig::new(16, 32)
+        .with_weight_decay(1e-2)
+        .with_non_finite(s.non_finite)
+        .with_fused(s.fused)
+}
+
+fn radial(s: Settings) -> RadialProjectionConfig {
+    RadialProjectionConfig::new()
+        .with_weight_decay(1e-2)
+        .with_non_finite(s.non_finite)
+        .with_channel_axis(s.channel_axis)
+}
+
+fn nap(s: Settings) -> NapConfig {
+    NapConfig::new().with_non_finite(s.non_finite)
+}
+
+/// Visits every per-tensor optimizer of the catalog.
+pub fn for_each_optimizer(v: &mut impl OptimizerVisitor) {
+    v.visit(&ADAMP, &|s| adamp(s).build());
+    v.visit(&SGDP, &|s| sgdp(s).build());
+    v.visit(&STABLE_SPAM, &|s| stable_spam(s).build());
+    v.visit(&WIDTH_SCALED_ADAMW, &|s| {
+        width_scaled_adamw(s).build(WidthRole::Matrix)
+    });
+    v.visit(&RADIAL_ADAM, &|s| radial(s).wrap(adam()));
+    v.visit(&NAP_ADAM, &|s| nap(s).wrap(adam()));
+    v.visit(&NAP_ADAMP, &|s| nap(s).wrap(adamp(s).build()));
+}
+
+/// Builds an entry's `ModuleOptimizer` for a model (default [`Settings`]).
+pub type InitFor<M> = fn(&M) -> ModuleOptimizer;
+
+/// Every entry of the catalog as a `ModuleOptimizer` for a model of type `M`: the same entries
+/// as [`for_each_optimizer`], in the same order.
+pub fn module_optimizers<M: Module>() -> Vec<(&'static Entry, InitFor<M>)> {
+    vec![
+        (&ADAMP, |m| adamp(Settings::default()).init_for(m)),
+        (&SGDP, |m| sgdp(Settings::default()).init_for(m)),
+        (&STABLE_SPAM, |_| stable_spam(Settings::default()).init()),
+        (&WIDTH_SCALED_ADAMW, |m| {
+            width_scaled_adamw(Settings::default()).init_for(m)
+        }),
+        (&RADIAL_ADAM, |m| {
+            radial(Settings::default()).init_for(adam(), m)
+        }),
+        (&NAP_ADAM, |m| nap(Settings::default()).init_for(adam(), m)),
+        (&NAP_ADAMP, |m| {
+            nap(Settings::default()).init_for(adamp(Settings::default()).build(), m)
+        }),
+    ]
+}
+
+/// The names of [`for_each_optimizer`]'s entries, in order.
+pub fn names() -> Vec<&'static str> {
+    struct Names(Vec<&'static str>);
+    impl OptimizerVisitor for Names {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, _: &dyn Fn(Settings) -> O) {
+            self.0.push(entry.name);
+        }
+    }
+    let mut names = Names(Vec::new());
+    for_each_optimizer(&mut names);
+    names.0
+}
