@@ -3,9 +3,9 @@
 //! gradients that make the projection fire channel-wise, layer-wise or not at all. The golden
 //! replays run the fused path on flex and the tensor ops on ndarray and wgpu.
 //!
-//! The fused path is compiled in by this crate's `flex` feature only: `cargo test -p
-//! scaleinv-optim --features flex --test fused` (or the workspace's `--all-features`) runs this
-//! file; without the feature it is empty.
+//! The fused path is compiled in by this crate's `flex` feature (on by default): `cargo test -p
+//! scaleinv-optim --test fused` (or the workspace's `--all-features`) runs this file; with
+//! `--no-default-features` it is empty.
 #![cfg(feature = "flex")]
 
 mod common;

@@ -6,12 +6,11 @@
 //! `tests/golden/` and from the folder named by `SCALEINV_GOLDEN_DIR`; a case from that folder
 //! whose optimizer does not exist fails.
 //!
-//! Which path the flex replay takes depends on this crate's `flex` feature, which compiles the
-//! fused flex steps in: plain `cargo test -p scaleinv-optim` has flex through the dev-dependency
-//! on Burn but not the feature, so it replays every case on flex through the tensor ops;
-//! `--features flex`, and the workspace's `--all-features`, replay AdamP, SGDP, Stable-SPAM and
-//! width-scaled AdamW on flex through the fused path (on by default in their configs) and on
-//! ndarray and wgpu through the tensor ops.
+//! Which path the flex replay takes depends on this crate's `flex` feature (on by default),
+//! which compiles the fused flex steps in: `cargo test -p scaleinv-optim`, and the workspace's
+//! `--all-features`, replay AdamP, SGDP, Stable-SPAM and width-scaled AdamW on flex through the
+//! fused path (on by default in their configs) and on ndarray and wgpu through the tensor ops;
+//! `--no-default-features` replays every case on flex through the tensor ops.
 //!
 //! A case's config keys reach the optimizer's config through one rename table per optimizer
 //! (`ADAMP_KEYS`, `SGDP_KEYS`, …): each key goes to a path in the config's JSON and the result
