@@ -23,7 +23,8 @@ use burn::tensor::{Float, Tensor};
 pub(crate) trait Arith:
     Sized + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
 {
-    /// `self · s`
+    /// `self · s` (a tensor is returned as it is for `s = 1`: the same values, one operation
+    /// fewer; an element is multiplied, which keeps the loops free of branches).
     fn mul_s(self, s: f64) -> Self;
     /// `self + s`
     fn add_s(self, s: f64) -> Self;
@@ -103,7 +104,7 @@ impl Arith for f64 {
 
 impl<const D: usize> Arith for Tensor<D> {
     fn mul_s(self, s: f64) -> Self {
-        self * s
+        if s == 1.0 { self } else { self * s }
     }
     fn add_s(self, s: f64) -> Self {
         self + s

@@ -7,14 +7,10 @@
 
 use super::Arith;
 
-/// `(1 − τ)·g`; `g` itself when τ = 0.
+/// `(1 − τ)·g` (a tensor is not multiplied when τ = 0, see [`Arith::mul_s`]).
 #[inline(always)]
 pub(crate) fn damped<T: Arith>(g: T, dampening: f64) -> T {
-    if dampening == 0.0 {
-        g
-    } else {
-        g.mul_s(1.0 - dampening)
-    }
+    g.mul_s(1.0 - dampening)
 }
 
 /// The buffer after the damped gradient: `μ·b + d`.
