@@ -401,7 +401,7 @@ fn bench_size(
     if !pairs {
         let mut slots: Vec<Slot> = optims
             .iter()
-            .map(|(o, make)| Slot::new(*o, make, channels, device))
+            .map(|(o, make)| Slot::new(o, make, channels, device))
             .collect();
         let times = round_robin(&mut slots, device, warmup, rounds);
         let index = |o: &str| slots.iter().position(|s| s.optimizer == o);
@@ -423,7 +423,7 @@ fn bench_size(
             let base = base_of(o).and_then(|b| optims.iter().find(|(n, _)| *n == b));
             let mut slots = vec![Slot::new(o, make, channels, device)];
             if let Some((b, make_b)) = base {
-                slots.push(Slot::new(*b, make_b, channels, device));
+                slots.push(Slot::new(b, make_b, channels, device));
             }
             let times = round_robin(&mut slots, device, warmup, rounds);
             let speedups = if times.len() == 2 {

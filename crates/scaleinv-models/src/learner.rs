@@ -450,7 +450,7 @@ pub struct RunOutcome {
     pub seconds: f64,
 }
 
-/// Trains the default [`ResNet`](crate::resnet::ResNet) on [`mnist_splits`] with Burn's
+/// Trains the default [`ResNet`] on [`mnist_splits`] with Burn's
 /// `Learner` on `device` (made autodiff): accuracy, loss and learning-rate metrics, a
 /// [`warmup_cosine`] schedule, the optimizer named in `settings`, a [`LineRenderer`].
 pub fn train_mnist(settings: &RunSettings, device: &Device) -> Result<RunOutcome, String> {

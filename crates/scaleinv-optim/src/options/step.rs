@@ -73,7 +73,8 @@ impl StepPolicy {
         }
     }
 
-    /// Whether a step skips non-finite gradients.
+    /// Whether a step skips non-finite gradients (read by the fused loops).
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     pub fn skips(&self) -> bool {
         self.non_finite == NonFinitePolicy::Skip
     }
@@ -92,6 +93,7 @@ pub(crate) trait TwoPaths: Optimizer {
     }
 
     /// Whether the fused loops can step `param` (see [`StepPolicy::fuses`]).
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool;
 
     /// Whether the fused loops take this step: the parameter can be fused, and the gradient
@@ -163,6 +165,7 @@ pub(crate) trait TwoPaths: Optimizer {
 }
 
 /// The tensors of a per-parameter state, for the fused path's check that they fit.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) trait StateTensors<const D: usize> {
     /// The tensors shaped like the parameter.
     fn tensors(&self) -> Vec<&Tensor<D>>;
