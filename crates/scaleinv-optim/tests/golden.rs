@@ -64,10 +64,12 @@ struct Step {
     expect: BTreeMap<String, Vec<f32>>,
 }
 
-/// An optimizer the replay can drive, with its projection decision when it has one.
+/// An optimizer the replay can drive, with its projection decision when it has one (none by
+/// default).
 trait Replayable: Optimizer {
-    fn branch<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>)
-    -> Option<Tensor<1, Int>>;
+    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
+        None
+    }
 }
 
 /// The optimizers that project: their decision is their `scale_invariance().branch`.
@@ -91,23 +93,11 @@ replay_projecting!(
     scaleinv_optim::RadialProjection<burn::optim::Adam>
 );
 
-impl Replayable for scaleinv_optim::StableSpam {
-    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
-        None
-    }
-}
+impl Replayable for scaleinv_optim::StableSpam {}
 
-impl Replayable for scaleinv_optim::WidthScaledAdamW {
-    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
-        None
-    }
-}
+impl Replayable for scaleinv_optim::WidthScaledAdamW {}
 
-impl<O: Optimizer> Replayable for Nap<O> {
-    fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
-        None
-    }
-}
+impl<O: Optimizer> Replayable for Nap<O> {}
 
 /// Where a case's config key (named as in the reference) goes in the optimizer's config, read
 /// and written as the config's JSON (Burn's configs are serde types).
