@@ -37,3 +37,28 @@ pub use scaleinv_optim::*;
 /// Example models and bundled data (the `models` feature, on by default).
 #[cfg(feature = "models")]
 pub use scaleinv_models as models;
+
+/// The README's and the guide's Rust blocks, compiled and run as doctests.
+#[cfg(doctest)]
+mod guide {
+    macro_rules! pages {
+        ($($name:ident => $path:literal),* $(,)?) => {$(
+            #[doc = include_str!($path)]
+            struct $name;
+        )*};
+    }
+    pages!(
+        Readme => "../README.md",
+        GettingStarted => "../docs/getting-started.md",
+        AdampSgdp => "../docs/adamp-sgdp.md",
+        StableSpam => "../docs/stable-spam.md",
+        Nap => "../docs/nap.md",
+        WidthScaledAdamw => "../docs/width-scaled-adamw.md",
+        ProbeAndDiagnostics => "../docs/probe-and-diagnostics.md",
+        Guarantees => "../docs/guarantees.md",
+        Performance => "../docs/performance.md",
+        Architecture => "../docs/architecture.md",
+        Faq => "../docs/faq.md",
+        Data => "../docs/data.md",
+    );
+}
