@@ -30,4 +30,4 @@ mod sums;
 pub(crate) use adam::AdamPass;
 pub(crate) use buffer::{Buffer, accepts, all_finite, fit, norm, scalar_on_flex, single_value};
 pub(crate) use sgd::SgdPass;
-pub(crate) use spike::{SpikePass, SpikeScalars};
+pub(crate) use spike::SpikeScalars;

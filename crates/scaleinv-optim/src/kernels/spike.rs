@@ -3,27 +3,8 @@
 //! parameter.
 
 use super::sums::blocked_sum;
-use crate::math::adam::Adam;
+use crate::math::spike::SpikeStep;
 use crate::math::{decay, spike};
-
-/// One Stable-SPAM step's hyperparameters (β1 and γ1 already scaled by the cosine multiplier).
-pub(crate) struct SpikePass {
-    pub adam: Adam,
-    pub weight_decay: f64,
-    pub gamma_1: f64,
-    pub gamma_2: f64,
-    pub theta: f64,
-    /// The statistics' bias-correction count `t` (steps since the last reset, this one
-    /// included) and Adam's (`1` on a reset step).
-    pub time: usize,
-    pub adam_time: usize,
-    /// Whether Adam's moments are zeroed at this step, and whether before the update (clean)
-    /// or after it (the reference).
-    pub reset: bool,
-    pub clean_reset: bool,
-    pub skip_non_finite: bool,
-    pub lr: f64,
-}
 
 /// The per-tensor statistics: AdaClip's average of `max|g|`, AdaGN's averages of the norm and
 /// of its square.
@@ -33,7 +14,7 @@ pub(crate) struct SpikeScalars<'a> {
     pub norm_sq_mean: &'a mut f32,
 }
 
-impl SpikePass {
+impl SpikeStep {
     /// Steps `p` with gradient `g`, moments `m`, `v` and AMSGrad's running maximum `max_v`.
     /// Under `skip_non_finite`, a non-finite clipped norm leaves `p`, the moments and the
     /// statistics as they were (a reset after the update still happens, as on the tensor path).

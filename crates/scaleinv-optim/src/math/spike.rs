@@ -6,6 +6,7 @@
 //! g ← g · (μ̂ / (√ν̂ + ε)) / n   (n > 0)
 //! ```
 
+use super::adam::Adam;
 use super::{Arith, ema, ratio};
 
 /// An average's bias correction after `t` updates: `avg / (1 − decay^t)`.
@@ -52,4 +53,28 @@ pub(crate) fn target_norm<T: Arith>(mean_hat: T, sq_mean_hat: T, epsilon: f64) -
 #[inline(always)]
 pub(crate) fn rescale<T: Arith>(target: T, norm: T) -> T {
     ratio(target, norm)
+}
+
+/// One Stable-SPAM step's hyperparameters, decided once on the host for both paths (β1 and γ1
+/// already scaled by the cosine multiplier). The tensor path reads the counts and the reset
+/// from its state's tensors as well; the flags below are the fused loop's.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(crate) struct SpikeStep {
+    /// The global step `k` (1-based, never reset).
+    pub global_step: usize,
+    pub adam: Adam,
+    pub weight_decay: f64,
+    pub gamma_1: f64,
+    pub gamma_2: f64,
+    pub theta: f64,
+    /// The statistics' bias-correction count `t` (steps since the last reset, this one
+    /// included) and Adam's (`1` on a reset step).
+    pub time: usize,
+    pub adam_time: usize,
+    /// Whether Adam's moments are zeroed at this step, and whether before the update (clean)
+    /// or after it (the reference).
+    pub reset: bool,
+    pub clean_reset: bool,
+    pub skip_non_finite: bool,
+    pub lr: f64,
 }

@@ -125,6 +125,7 @@ impl TwoPaths for AdamP {
         &self.projector.policy
     }
 
+    #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.takes_fused_path(param)
     }

@@ -96,8 +96,8 @@ impl<const D: usize> SgdpState<D> {
 }
 
 impl<const D: usize> StateTensors<D> for SgdpState<D> {
-    fn tensors(&self) -> Vec<&Tensor<D>> {
-        vec![&self.momentum]
+    fn tensors(&self) -> impl Iterator<Item = &Tensor<D>> {
+        core::iter::once(&self.momentum)
     }
 }
 
@@ -183,6 +183,7 @@ impl TwoPaths for Sgdp {
         &self.projector.policy
     }
 
+    #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.takes_fused_path(param)
     }

@@ -14,7 +14,7 @@ use crate::core::error::{ConfigError, Range, check};
 use crate::core::moments::MomentState;
 use crate::guard::non_finite::{Checkpoint, NonFinitePolicy, Revert};
 use crate::math::adam::Adam;
-use crate::math::spike;
+use crate::math::spike::{self, SpikeStep};
 use crate::options::constructors::{OptimizerConfig, constructors};
 use crate::options::step::{
     StateTensors, StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer,
@@ -256,12 +256,30 @@ impl StableSpam {
         }
     }
 
-    /// Adam's hyperparameters at cosine multiplier `s` (β1 scaled).
-    fn adam_at(&self, s: f64) -> Adam {
-        Adam {
-            beta_1: self.beta_1 * s,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
+    /// The hyperparameters of the step after `old`, for both paths: the global step `k`, the
+    /// cosine multiplier on β1 and γ1, the bias-correction counts and the reset.
+    fn step_at<const D: usize>(&self, old: &StableSpamState<D>, lr: LearningRate) -> SpikeStep {
+        let k = old.global_step + 1;
+        let s = self.momentum_scale(k);
+        let reset = self.resets_at(k);
+        let time = old.moments.time + 1;
+        SpikeStep {
+            global_step: k,
+            adam: Adam {
+                beta_1: self.beta_1 * s,
+                beta_2: self.beta_2,
+                epsilon: self.epsilon,
+            },
+            weight_decay: self.weight_decay,
+            gamma_1: self.gamma_1 * s,
+            gamma_2: self.gamma_2,
+            theta: self.theta,
+            time,
+            adam_time: if reset { 1 } else { time },
+            reset,
+            clean_reset: self.reset_mode == ResetMode::Clean,
+            skip_non_finite: self.policy.skips(),
+            lr,
         }
     }
 
@@ -299,6 +317,7 @@ impl TwoPaths for StableSpam {
         NonFinitePolicy::Propagate
     }
 
+    #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.policy.fuses(param, None, false)
     }
@@ -312,36 +331,35 @@ impl TwoPaths for StableSpam {
         state: Option<StableSpamState<D>>,
     ) -> (Tensor<D>, Option<StableSpamState<D>>) {
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
-        let k = old.global_step + 1;
-        let s = self.momentum_scale(k);
-        let t = old.moments.time + 1;
-        let new_param = decay(param.clone(), lr * self.weight_decay);
+        let step = self.step_at(&old, lr);
+        let t = step.time;
+        let new_param = decay(param.clone(), lr * step.weight_decay);
 
         // AdaClip: clip the elements above the bias-corrected average of max|g|.
         let max_abs = grad.clone().max_abs();
         let (clip_threshold, limit) =
-            spike::clip_limit(old.clip_threshold.clone(), max_abs.clone(), self.theta, t);
+            spike::clip_limit(old.clip_threshold.clone(), max_abs.clone(), step.theta, t);
         let grad = clip_spikes(grad, max_abs, limit);
 
         // AdaGN: rescale the gradient to the ratio of the bias-corrected norm averages.
         let norm = grad.clone().square().sum().sqrt();
-        let gamma_1 = self.gamma_1 * s;
+        let gamma_1 = step.gamma_1;
         let (norm_mean, norm_sq_mean) = spike::norm_averages(
             old.norm_mean.clone(),
             old.norm_sq_mean.clone(),
             norm.clone(),
             gamma_1,
-            self.gamma_2,
+            step.gamma_2,
         );
         let target = spike::target_norm(
             spike::bias_corrected(norm_mean.clone(), gamma_1, t),
-            spike::bias_corrected(norm_sq_mean.clone(), self.gamma_2, t),
-            self.epsilon,
+            spike::bias_corrected(norm_sq_mean.clone(), step.gamma_2, t),
+            step.adam.epsilon,
         );
         let grad = rescale_norm(grad, norm.clone(), target);
 
         // MoRet and Adam. `into` is what this step updates, `time` its bias-correction count.
-        let reset = self.resets_at(k);
+        let reset = step.reset;
         let into = match (reset, self.reset_mode) {
             (false, _) => Some(old.moments.clone()),
             (true, ResetMode::Reference) => Some(MomentState {
@@ -350,7 +368,7 @@ impl TwoPaths for StableSpam {
             }),
             (true, ResetMode::Clean) => None,
         };
-        let adam = self.adam_at(s);
+        let adam = step.adam;
         let moments = adam.update(&grad, into);
         let max_moment_2 = old
             .max_moment_2
@@ -359,7 +377,7 @@ impl TwoPaths for StableSpam {
         let new_param = new_param - adam.update_step(&moments, max_moment_2.clone(), lr);
 
         let mut next = StableSpamState {
-            global_step: k,
+            global_step: step.global_step,
             moments,
             max_moment_2,
             clip_threshold,
@@ -394,26 +412,9 @@ impl TwoPaths for StableSpam {
         grad: Tensor<D>,
         state: Option<StableSpamState<D>>,
     ) -> (Tensor<D>, Option<StableSpamState<D>>) {
-        use crate::kernels::{Buffer, SpikePass, SpikeScalars};
+        use crate::kernels::{Buffer, SpikeScalars};
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
-        let k = old.global_step + 1;
-        let s = self.momentum_scale(k);
-        let reset = self.resets_at(k);
-        let time = old.moments.time + 1;
-        let adam_time = if reset { 1 } else { time };
-        let pass = SpikePass {
-            adam: self.adam_at(s),
-            weight_decay: self.weight_decay,
-            gamma_1: self.gamma_1 * s,
-            gamma_2: self.gamma_2,
-            theta: self.theta,
-            time,
-            adam_time,
-            reset,
-            clean_reset: self.reset_mode == ResetMode::Clean,
-            skip_non_finite: self.policy.skips(),
-            lr,
-        };
+        let pass = self.step_at(&old, lr);
         let mut p = Buffer::new(param);
         let g = Buffer::new(grad);
         let mut m = Buffer::new(old.moments.moment_1);
@@ -436,9 +437,9 @@ impl TwoPaths for StableSpam {
             scalars,
         );
         let state = StableSpamState {
-            global_step: k,
+            global_step: pass.global_step,
             moments: MomentState {
-                time: adam_time,
+                time: pass.adam_time,
                 moment_1: m.tensor(),
                 moment_2: v.tensor(),
             },
@@ -454,13 +455,12 @@ impl TwoPaths for StableSpam {
 two_paths_optimizer!(StableSpam => StableSpamState);
 
 impl<const D: usize> StateTensors<D> for StableSpamState<D> {
-    fn tensors(&self) -> Vec<&Tensor<D>> {
-        let moments = self.moments.tensors().into_iter();
-        moments.chain(&self.max_moment_2).collect()
+    fn tensors(&self) -> impl Iterator<Item = &Tensor<D>> {
+        self.moments.tensors().into_iter().chain(&self.max_moment_2)
     }
 
-    fn scalars(&self) -> Vec<&Tensor<1>> {
-        vec![&self.clip_threshold, &self.norm_mean, &self.norm_sq_mean]
+    fn scalars(&self) -> impl Iterator<Item = &Tensor<1>> {
+        [&self.clip_threshold, &self.norm_mean, &self.norm_sq_mean].into_iter()
     }
 }
 

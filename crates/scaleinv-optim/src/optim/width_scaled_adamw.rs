@@ -3,11 +3,12 @@
 
 use burn::config::Config;
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::{Module, ParamGroup};
+use burn::module::Module;
 use burn::optim::{LearningRate, ModuleOptimizer};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
+use crate::core::channel_axes::grouped;
 use crate::core::decay::decay;
 use crate::core::error::{ConfigError, Range, check};
 use crate::core::moments::MomentState;
@@ -170,7 +171,12 @@ impl WidthScaledAdamWConfig {
     /// [`ModuleOptimizer::with_group`].
     pub fn try_build(&self, role: WidthRole) -> Result<WidthScaledAdamW, ConfigError> {
         self.validate()?;
-        Ok(WidthScaledAdamW {
+        Ok(self.for_role(role))
+    }
+
+    /// The optimizer for tensors of `role` (the config is valid).
+    fn for_role(&self, role: WidthRole) -> WidthScaledAdamW {
+        WidthScaledAdamW {
             adam: Adam {
                 beta_1: self.beta_1,
                 beta_2: self.beta_2,
@@ -179,7 +185,7 @@ impl WidthScaledAdamWConfig {
             lr_scale: self.lr_scale(role),
             weight_decay: self.weight_decay_for(role),
             policy: self.step.policy(),
-        })
+        }
     }
 
     /// Like [`try_build`](Self::try_build); panics with the validation error.
@@ -220,27 +226,25 @@ impl crate::options::constructors::OptimizerConfig for WidthScaledAdamWConfig {
 
     /// The vector-role optimizer (the fallback group of [`init_for`](Self::init_for)).
     fn for_axis(&self, _: usize) -> WidthScaledAdamW {
-        or_panic(self.try_build(WidthRole::Vector))
+        self.for_role(WidthRole::Vector)
     }
 
     /// One parameter group per role (see [`roles`](WidthScaledAdamWConfig::roles)).
     fn for_model<M: Module>(&self, model: &M) -> Result<ModuleOptimizer, ConfigError> {
-        let vector = self.try_build(WidthRole::Vector)?;
-        let matrix = self.try_build(WidthRole::Matrix)?;
+        self.validate()?;
         let matrices: Vec<_> = params::walk(model, false)
             .into_iter()
             .filter(|p| self.role_of(p) == WidthRole::Matrix)
             .map(|p| p.id)
             .collect();
+        let matrix_group =
+            (!matrices.is_empty()).then(|| (matrices, self.for_role(WidthRole::Matrix)));
         let clipping = self.clipping().map(GradientClippingConfig::init);
-        let mut optim = ModuleOptimizer::from(vector);
-        if let Some(clipping) = &clipping {
-            optim = optim.with_grad_clipping(clipping.clone());
-        }
-        if !matrices.is_empty() {
-            optim = optim.with_group(ParamGroup::from_ids(matrices), matrix, clipping);
-        }
-        Ok(optim)
+        Ok(grouped(
+            self.for_role(WidthRole::Vector),
+            matrix_group,
+            clipping,
+        ))
     }
 }
 
@@ -261,6 +265,7 @@ impl TwoPaths for WidthScaledAdamW {
         &self.policy
     }
 
+    #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.policy.fuses(param, None, false)
     }

@@ -93,11 +93,12 @@ pub(crate) trait TwoPaths: Optimizer {
     }
 
     /// Whether the fused loops can step `param` (see [`StepPolicy::fuses`]).
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool;
 
     /// Whether the fused loops take this step: the parameter can be fused, and the gradient
     /// and the state are f32 flex tensors that fit it.
+    #[cfg(feature = "flex")]
     fn fuses<const D: usize>(
         &self,
         param: &Tensor<D>,
@@ -107,31 +108,28 @@ pub(crate) trait TwoPaths: Optimizer {
     where
         Self::State<D>: StateTensors<D>,
     {
-        #[cfg(feature = "flex")]
-        {
-            use crate::kernels::{fit, scalar_on_flex};
-            self.fuses_param(param)
-                && fit(param, grad, state.iter().flat_map(|s| s.tensors()))
-                && state.iter().flat_map(|s| s.scalars()).all(scalar_on_flex)
-        }
-        #[cfg(not(feature = "flex"))]
-        {
-            let _ = (param, grad, state);
-            false
-        }
+        use crate::kernels::{fit, scalar_on_flex};
+        self.fuses_param(param)
+            && fit(
+                param,
+                grad,
+                state.into_iter().flat_map(StateTensors::tensors),
+            )
+            && state
+                .into_iter()
+                .flat_map(StateTensors::scalars)
+                .all(scalar_on_flex)
     }
 
     /// The step as the fused loops (called only when [`fuses`](Self::fuses)).
+    #[cfg(feature = "flex")]
     fn fused<const D: usize>(
         &self,
         lr: LearningRate,
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let _ = (lr, grad);
-        (param, state)
-    }
+    ) -> (Tensor<D>, Option<Self::State<D>>);
 
     /// The step as tensor operations, inside the frame.
     fn tensor_ops<const D: usize>(
@@ -154,6 +152,7 @@ pub(crate) trait TwoPaths: Optimizer {
     where
         Self::State<D>: Revert<D> + StateTensors<D>,
     {
+        #[cfg(feature = "flex")]
         if self.fuses(&param, &grad, state.as_ref()) {
             crate::guard::frame::check_lr(lr);
             return self.fused(lr, param, grad, state);
@@ -168,16 +167,16 @@ pub(crate) trait TwoPaths: Optimizer {
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) trait StateTensors<const D: usize> {
     /// The tensors shaped like the parameter.
-    fn tensors(&self) -> Vec<&Tensor<D>>;
+    fn tensors(&self) -> impl Iterator<Item = &Tensor<D>>;
     /// The per-tensor statistics (shape `[1]`).
-    fn scalars(&self) -> Vec<&Tensor<1>> {
-        Vec::new()
+    fn scalars(&self) -> impl Iterator<Item = &Tensor<1>> {
+        core::iter::empty()
     }
 }
 
 impl<const D: usize> StateTensors<D> for MomentState<D> {
-    fn tensors(&self) -> Vec<&Tensor<D>> {
-        MomentState::tensors(self).to_vec()
+    fn tensors(&self) -> impl Iterator<Item = &Tensor<D>> {
+        MomentState::tensors(self).into_iter()
     }
 }
 
