@@ -6,6 +6,7 @@ const LANES: usize = 8;
 const BLOCK: usize = 1024;
 
 /// `Σ f(x_i)` over `x`, blocked.
+#[inline]
 pub(super) fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0.0f64;
     for block in x.chunks(BLOCK) {
@@ -23,6 +24,7 @@ pub(super) fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 }
 
 /// `(Σ p·g, Σ p², Σ g²)`, blocked.
+#[inline]
 pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
     let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
     for (pb, gb) in p.chunks(BLOCK).zip(g.chunks(BLOCK)) {
@@ -50,6 +52,7 @@ pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
 }
 
 /// Whether every element is finite: `x·0` is 0 for a finite `x` and NaN for ±∞ or NaN.
+#[inline]
 pub(super) fn finite(x: &[f32]) -> bool {
     blocked_sum(x, |v| v * 0.0).is_finite()
 }
