@@ -36,7 +36,10 @@ use burn::module::{Module, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
+use clap::Parser;
+use scaleinv::models::cli::{DevicesArg, positive, positive_finite};
 use scaleinv::models::device::device_from_name;
+use scaleinv::models::progress::Progress;
 use scaleinv::{
     AdamPConfig, ChannelAxes, NapConfig, NonFinitePolicy, ProjectionObserver,
     RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
@@ -294,13 +297,19 @@ impl Slot {
 
 /// Steps `slots` round-robin: `warmup` untimed rounds, then `rounds` timed ones, round `r`
 /// starting at slot `r mod n`. Returns each slot's step times in milliseconds, one per round.
-fn round_robin(slots: &mut [Slot], device: &Device, warmup: usize, rounds: usize) -> Vec<Vec<f64>> {
+fn round_robin(
+    slots: &mut [Slot],
+    device: &Device,
+    (warmup, rounds): (usize, usize),
+    progress: &Progress,
+) -> Vec<Vec<f64>> {
     let n = slots.len();
     let mut times = vec![Vec::with_capacity(rounds); n];
     for r in 0..warmup + rounds {
         for k in 0..n {
             let i = (r + k) % n;
             let t = slots[i].step(device);
+            progress.inc(1);
             if r >= warmup {
                 times[i].push(t * 1e3);
             }
@@ -383,9 +392,9 @@ fn bench_size(
     channels: usize,
     params: usize,
     pairs: bool,
-    warmup: usize,
-    rounds: usize,
+    (warmup, rounds): (usize, usize),
     copy: f64,
+    progress: &Progress,
 ) -> Vec<Row> {
     let optims = optimizers();
     let row = |optimizer: &'static str, mode: &'static str, ms: Vec<f64>, speedups: Vec<f64>| Row {
@@ -403,7 +412,7 @@ fn bench_size(
             .iter()
             .map(|(o, make)| Slot::new(o, make, channels, device))
             .collect();
-        let times = round_robin(&mut slots, device, warmup, rounds);
+        let times = round_robin(&mut slots, device, (warmup, rounds), progress);
         let index = |o: &str| slots.iter().position(|s| s.optimizer == o);
         return slots
             .iter()
@@ -425,7 +434,7 @@ fn bench_size(
             if let Some((b, make_b)) = base {
                 slots.push(Slot::new(b, make_b, channels, device));
             }
-            let times = round_robin(&mut slots, device, warmup, rounds);
+            let times = round_robin(&mut slots, device, (warmup, rounds), progress);
             let speedups = if times.len() == 2 {
                 ratios(&times[1], &times[0])
             } else {
@@ -436,67 +445,71 @@ fn bench_size(
         .collect()
 }
 
+/// Time per optimizer step on a conv-net-shaped parameter set, against Burn's own optimizers
+/// measured in the same run, round-robin.
+#[derive(Parser)]
 struct Args {
-    devices: Vec<String>,
+    #[command(flatten)]
+    devices: DevicesArg,
+    /// Parameter-set sizes in millions of parameters, comma-separated.
+    #[arg(long, value_name = "MILLIONS", value_delimiter = ',', default_value = "1,4,16", value_parser = positive_finite)]
     sizes: Vec<f64>,
+    /// Timed rounds; each steps every optimizer once.
+    #[arg(long, visible_alias = "steps", value_name = "N", default_value = "20", value_parser = positive::<usize>)]
     rounds: usize,
+    /// Untimed rounds before the timed ones.
+    #[arg(long, value_name = "N", default_value = "3")]
     warmup: usize,
+    /// Round-robin each optimizer with its base alone (less memory).
+    #[arg(long)]
     pairs: bool,
+    /// Memory budget in GB for all states at once [default: 80 % of the available memory on
+    /// the CPU backends, no limit on others]; over it the bench falls back to pairs.
+    #[arg(long, value_name = "G", value_parser = positive_finite)]
     mem_gb: Option<f64>,
+    /// Writes one JSON record per row here.
+    #[arg(long, value_name = "PATH")]
     json: Option<String>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        devices: vec!["flex".into()],
-        sizes: vec![1.0, 4.0, 16.0],
-        rounds: 20,
-        warmup: 3,
-        pairs: false,
-        mem_gb: None,
-        json: None,
+/// Whether a size falls back to pairs: forced, or all states over the memory budget.
+fn falls_back(params: usize, budget: Option<f64>, forced: bool) -> bool {
+    forced || budget.is_some_and(|b| state_bytes(params) > b)
+}
+
+/// The memory all optimizers' slots need at once for `params` parameters each.
+fn state_bytes(params: usize) -> f64 {
+    optimizers()
+        .iter()
+        .map(|(o, _)| slot_bytes_per_param(o) * params as f64)
+        .sum()
+}
+
+/// Optimizer steps one size takes: every slot in every round, each row's base again in pairs.
+fn steps_per_size(pairs: bool, warmup: usize, rounds: usize) -> u64 {
+    let optims = optimizers();
+    let slots = match pairs {
+        false => optims.len(),
+        true => optims.iter().map(|(o, _)| 1 + base_of(o).is_some() as usize).sum(),
     };
-    let count = |v: String, flag: &str| {
-        v.parse::<usize>()
-            .map_err(|_| format!("{flag} needs a count"))
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.devices = value()?.split(',').map(str::to_string).collect(),
-            "--sizes" => {
-                args.sizes = value()?
-                    .split(',')
-                    .map(|s| {
-                        s.parse::<f64>()
-                            .map_err(|_| format!("--sizes: `{s}` is not a number"))
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-            // `--steps` is the old name: timed steps per optimizer, now one per round.
-            "--rounds" | "--steps" => args.rounds = count(value()?, &flag)?.max(1),
-            "--warmup" => args.warmup = count(value()?, &flag)?,
-            "--pairs" => args.pairs = true,
-            "--mem-gb" => {
-                args.mem_gb = Some(
-                    value()?
-                        .parse()
-                        .map_err(|_| "--mem-gb needs a number".to_string())?,
-                )
-            }
-            "--json" => args.json = Some(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench [--device flex,ndarray,wgpu] [--sizes 1,4,16] [--rounds N] \
-                     [--warmup N] [--pairs] [--mem-gb G] [--json PATH]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    Ok(args)
+    (slots * (warmup + rounds)) as u64
+}
+
+/// Parameters of the set of about `millions` million: `LAYERS` kernels `[c, c, 3, 3]` and
+/// biases `[c]`.
+fn channels_and_params(millions: f64) -> (usize, usize) {
+    let channels = ((millions * 1e6 / LAYERS as f64 / 9.0).sqrt()).round() as usize;
+    (channels, LAYERS * (channels * channels * 9 + channels))
+}
+
+/// The memory budget of a device: the CPU backends hold everything in host memory.
+fn budget_of(name: &str, mem_gb: Option<f64>) -> Option<f64> {
+    mem_gb.map(|g| g * 1e9).or_else(|| {
+        matches!(name, "flex" | "ndarray")
+            .then(mem_available)
+            .flatten()
+            .map(|m| 0.8 * m)
+    })
 }
 
 /// The step's floor (`bytes · params / bandwidth`) as a percentage of its measured time.
@@ -519,43 +532,42 @@ fn json_num(x: f64, decimals: usize) -> String {
 }
 
 fn main() {
-    let args = parse_args().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
+    let args = Args::parse();
     let started = Instant::now();
     let mut rows = Vec::new();
-    for name in &args.devices {
-        let device = device_from_name(name).unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(2)
-        });
+    let total: u64 = args
+        .devices
+        .names
+        .iter()
+        .flat_map(|name| args.sizes.iter().map(move |&m| (name, m)))
+        .map(|(name, millions)| {
+            let pairs = falls_back(
+                channels_and_params(millions).1,
+                budget_of(name, args.mem_gb),
+                args.pairs,
+            );
+            steps_per_size(pairs, args.warmup, args.rounds)
+        })
+        .sum();
+    let progress = Progress::new(total, "steps");
+    for name in &args.devices.names {
+        let device = device_from_name(name).expect("--device was checked when parsed");
         let copy = copy_bandwidth(&device);
-        eprintln!("  {name:<8} copy bandwidth {:.1} GB/s", copy / 1e9);
-        // The memory budget: the CPU backends hold everything in host memory.
-        let budget = args.mem_gb.map(|g| g * 1e9).or_else(|| {
-            matches!(name.as_str(), "flex" | "ndarray")
-                .then(mem_available)
-                .flatten()
-                .map(|m| 0.8 * m)
-        });
+        progress.println(format!("  {name:<8} copy bandwidth {:.1} GB/s", copy / 1e9));
+        let budget = budget_of(name, args.mem_gb);
         for &millions in &args.sizes {
-            let channels = ((millions * 1e6 / LAYERS as f64 / 9.0).sqrt()).round() as usize;
-            let params = LAYERS * (channels * channels * 9 + channels);
-            let need: f64 = optimizers()
-                .iter()
-                .map(|(o, _)| slot_bytes_per_param(o) * params as f64)
-                .sum();
-            let mut pairs = args.pairs;
-            if let Some(budget) = budget.filter(|&b| need > b && !pairs) {
-                eprintln!(
+            let (channels, params) = channels_and_params(millions);
+            let need = state_bytes(params);
+            let pairs = falls_back(params, budget, args.pairs);
+            if pairs && !args.pairs {
+                progress.println(format!(
                     "  {name:<8} {params:>9}: all states at once need about {:.1} GB, over the \
                      {:.1} GB budget: falling back to pairs (each row round-robin with its base)",
                     need / 1e9,
-                    budget / 1e9
-                );
-                pairs = true;
+                    budget.unwrap_or(f64::NAN) / 1e9
+                ));
             }
+            progress.set_message(format!("{name} {params}"));
             let t0 = Instant::now();
             let size_rows = bench_size(
                 name,
@@ -563,27 +575,28 @@ fn main() {
                 channels,
                 params,
                 pairs,
-                args.warmup,
-                args.rounds,
+                (args.warmup, args.rounds),
                 copy,
+                &progress,
             );
-            eprintln!(
+            progress.println(format!(
                 "  {name:<8} {params:>9}: {} rounds in {:.1} s, estimated {:.2} GB, peak RSS {}",
                 args.rounds,
                 t0.elapsed().as_secs_f64(),
                 need / 1e9,
                 peak_rss().map_or("?".into(), |b| format!("{:.2} GB", b / 1e9))
-            );
+            ));
             for r in &size_rows {
-                eprintln!(
+                progress.println(format!(
                     "  {name:<8} {params:>9} {:<22} {:9.2} ms/step",
                     r.optimizer,
                     r.ms_per_step()
-                );
+                ));
             }
             rows.extend(size_rows);
         }
     }
+    progress.finish();
 
     let mode = if rows.iter().any(|r| r.mode == "pairs") {
         "pairs (some sizes)"

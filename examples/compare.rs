@@ -16,64 +16,45 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use burn::tensor::Device;
-use scaleinv::models::cli::{mean_std, or_exit, positive, write_files};
-use scaleinv::models::device::device_from_name;
+use clap::Parser;
+use clap::builder::PossibleValuesParser;
+use scaleinv::models::cli::{
+    DeviceArg, EpochsArg, OutArg, SeedsArg, default, mean_std, or_exit, write_files,
+};
 use scaleinv::models::learner::{OPTIMIZERS, RunSettings, train_mnist};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::{ResNet, ResNetConfig};
 use scaleinv::weight_norms;
 
+/// Adam against AdamP and SGD against SGDP (and any other optimizer by name) on the bundled
+/// MNIST digits with Burn's `Learner`, over several seeds.
+#[derive(Parser)]
+#[command(
+    mut_arg("seeds", default("3")),
+    mut_arg("epochs", default("3")),
+    mut_arg("out", default("results/compare"))
+)]
 struct Args {
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// The optimizers compared, comma-separated.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "adam,adamp,sgd,sgdp",
+        value_parser = PossibleValuesParser::new(OPTIMIZERS)
+    )]
     optimizers: Vec<String>,
-    seeds: u64,
-    epochs: usize,
-    out: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        optimizers: ["adam", "adamp", "sgd", "sgdp"].map(String::from).to_vec(),
-        seeds: 3,
-        epochs: 3,
-        out: PathBuf::from("results/compare"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--optimizers" => {
-                args.optimizers = value()?.split(',').map(str::to_string).collect();
-                if let Some(bad) = args
-                    .optimizers
-                    .iter()
-                    .find(|o| !OPTIMIZERS.contains(&o.as_str()))
-                {
-                    return Err(format!(
-                        "--optimizers: `{bad}` is not one of {}",
-                        OPTIMIZERS.join(", ")
-                    ));
-                }
-            }
-            "--seeds" => args.seeds = positive(&flag, &value()?)?,
-            "--epochs" => args.epochs = positive(&flag, &value()?)?,
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: compare [--device flex|ndarray|wgpu] [--optimizers a,b,..] \
-                     [--seeds N] [--epochs N] [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    seeds: SeedsArg,
+    #[command(flatten)]
+    epochs: EpochsArg,
+    #[command(flatten)]
+    out: OutArg,
 }
 
 /// Mean norm of the BatchNorm-fed conv kernels (every rank-4 weight).
@@ -105,8 +86,9 @@ struct Results {
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let (seeds, epochs) = (args.seeds.seeds, args.epochs.epochs);
+    let device = args.device.device();
     let scratch = std::env::temp_dir().join(format!("scaleinv-compare-{}", std::process::id()));
     let mut results: BTreeMap<String, Results> = BTreeMap::new();
     let mut runs_csv = String::from(
@@ -115,11 +97,13 @@ fn main() {
     let mut epochs_csv =
         String::from("optimizer,seed,epoch,train_loss,valid_loss,valid_accuracy\n");
 
-    for seed in 0..args.seeds {
+    let progress = Progress::new(seeds * args.optimizers.len() as u64, "runs");
+    for seed in 0..seeds {
         for name in &args.optimizers {
+            progress.set_message(format!("{name}, seed {seed}"));
             let settings = RunSettings {
                 optimizer: name.clone(),
-                epochs: args.epochs,
+                epochs,
                 batch_size: 64,
                 lr: None,
                 weight_decay: 0.0,
@@ -130,7 +114,7 @@ fn main() {
                 resume: None,
                 quiet: true,
             };
-            println!("== {name}, seed {seed}");
+            progress.println(format!("== {name}, seed {seed}"));
             let outcome = or_exit(train_mnist(&settings, &device));
             let r = results.entry(name.clone()).or_default();
             let train: Vec<_> = outcome
@@ -173,22 +157,24 @@ fn main() {
                 "{name},{seed},{},{per_epoch:.2},{before},{after}",
                 outcome.test_accuracy
             );
-            println!(
+            progress.println(format!(
                 "   test accuracy {:.4}, {per_epoch:.1}s per epoch, conv ‖w‖ {before:.3} → {after:.3}",
                 outcome.test_accuracy
-            );
+            ));
+            progress.inc(1);
             r.test_accuracy.push(outcome.test_accuracy);
             r.seconds_per_epoch.push(per_epoch);
             r.norm_before.push(before);
             r.norm_after.push(after);
         }
     }
+    progress.finish();
     std::fs::remove_dir_all(&scratch).ok();
 
     println!(
         "\n{:<20} {:>22} {:>14} {:>22}",
         "optimizer",
-        format!("test accuracy ({} seeds)", args.seeds),
+        format!("test accuracy ({seeds} seeds)"),
         "s / epoch",
         "conv ‖w‖ after/before"
     );
@@ -209,7 +195,7 @@ fn main() {
             format!("{acc:.4} ± {acc_sd:.4}"),
             format!("{growth:.3} ± {growth_sd:.3}")
         );
-        let points = (0..args.epochs)
+        let points = (0..epochs)
             .map(|e| {
                 let at: Vec<f64> = r
                     .valid_accuracy
@@ -227,7 +213,7 @@ fn main() {
         });
     }
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("runs.csv", runs_csv),
             ("epochs.csv", epochs_csv),

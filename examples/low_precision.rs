@@ -13,61 +13,40 @@
 //! step) and `loss.svg` into `--out`, and prints the table.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, ModuleOptimizer};
+use clap::Parser;
 use scaleinv::StableSpamConfig;
-use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
-use scaleinv::models::device::device_from_name;
+use scaleinv::models::cli::{DeviceArg, OutArg, default, positive, positive_finite, write_files};
 use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::{CharCorpus, TinyLmConfig};
 
+/// Low-precision training of a small causal transformer on tiny-shakespeare: Adam against
+/// Stable-SPAM at several learning rates, the same steps, batches and initial weights.
+#[derive(Parser)]
+#[command(mut_arg("out", default("results/low_precision")))]
 struct Args {
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Training steps per run.
+    #[arg(long, value_name = "N", default_value = "600", value_parser = positive::<usize>)]
     steps: usize,
+    /// Peak learning rates, comma-separated; every optimizer runs at each.
+    #[arg(
+        long,
+        value_name = "LRS",
+        value_delimiter = ',',
+        default_value = "3e-3,3e-2,1e-1",
+        value_parser = positive_finite
+    )]
     lrs: Vec<f64>,
+    /// Bits of the fake-quantized linear layers (0 = full precision).
+    #[arg(long, value_name = "B", default_value = "4", value_parser = clap::value_parser!(u32).range(0..=16))]
     bits: u32,
-    out: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        steps: 600,
-        lrs: vec![3e-3, 3e-2, 1e-1],
-        bits: 4,
-        out: PathBuf::from("results/low_precision"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--steps" => args.steps = positive(&flag, &value()?)?,
-            "--lrs" => {
-                args.lrs = positive_list(&flag, &value()?)?;
-                if args.lrs.iter().any(|lr: &f64| !lr.is_finite()) {
-                    return Err("--lrs: every learning rate must be finite".into());
-                }
-            }
-            "--bits" => {
-                let v = value()?;
-                args.bits = v.parse().ok().filter(|&b| b <= 16).ok_or(format!(
-                    "--bits: `{v}` is not in 0..=16 (0 = full precision)"
-                ))?;
-            }
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: low_precision [--device flex|ndarray|wgpu] [--steps N] [--lrs a,b,c] [--bits B] [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    out: OutArg,
 }
 
 /// The two optimizers compared: Burn's Adam with the reference ε, and Stable-SPAM with the
@@ -120,8 +99,8 @@ fn final_loss(run: &LmRun) -> f64 {
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let device = args.device.device();
 
     let corpus = CharCorpus::load();
     let (train, val) = corpus.split(0.9);
@@ -144,13 +123,15 @@ fn main() {
         settings.steps,
         settings.batch_size,
         settings.seq_len,
-        args.device
+        args.device.name
     );
 
     let mut rows = Vec::new();
     let mut curves = String::from("optimizer,lr,step,loss,grad_norm\n");
+    let progress = Progress::new((2 * args.lrs.len() * args.steps) as u64, "steps");
     for name in ["adam", "stable_spam"] {
         for &lr in &args.lrs {
+            progress.set_message(format!("{name} lr {lr:.0e}"));
             let autodiff = device.clone().autodiff();
             autodiff.seed(42);
             let model = config.init(&autodiff);
@@ -168,20 +149,23 @@ fn main() {
                 &s,
                 &device,
                 |step, loss, norm| {
+                    progress.inc(1);
                     if (step + 1) % report_every == 0 || !loss.is_finite() {
-                        eprintln!(
+                        progress.println(format!(
                             "  {name:<12} lr {lr:<7.0e} step {:>5}/{}: loss {loss:.4}, grad norm {norm:.3}",
                             step + 1,
                             s.steps
-                        );
+                        ));
                     }
                 },
             );
+            // A diverged run stops early: its remaining steps count as done.
+            progress.inc((s.steps - run.losses.len()) as u64);
             for (step, (loss, norm)) in run.losses.iter().zip(&run.grad_norms).enumerate() {
                 let _ = writeln!(curves, "{name},{lr:e},{step},{loss},{norm}");
             }
             let max_norm = run.grad_norms.iter().cloned().fold(0.0, f64::max);
-            println!(
+            progress.println(format!(
                 "{name:<12} lr {lr:<7.0e} final loss {:.4}  val loss {:.4}  loss spikes {:>3}  grad-norm spikes {:>3}  max grad norm {max_norm:>8.3}  {:.0} s{}",
                 final_loss(&run),
                 run.val_loss,
@@ -190,10 +174,12 @@ fn main() {
                 run.seconds,
                 run.diverged_at
                     .map_or(String::new(), |s| format!("  diverged at step {s}"))
-            );
+            ));
             rows.push((name, lr, run));
         }
     }
+
+    progress.finish();
 
     let mut table = String::from(
         "optimizer,lr,final_train_loss,val_loss,loss_spikes,grad_norm_spikes,max_grad_norm,diverged_at,seconds\n",
@@ -236,7 +222,7 @@ fn main() {
     }
 
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("runs.csv", table),
             ("curves.csv", curves),

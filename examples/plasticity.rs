@@ -18,82 +18,81 @@
 //! prints the table.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::optim::{AdamConfig, ModuleOptimizer};
-use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
-use scaleinv::models::device::device_from_name;
+use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use scaleinv::models::cli::{DeviceArg, OutArg, default, positive, positive_finite, write_files};
 use scaleinv::models::plasticity::{SequenceSettings, TaskKind, make_tasks, train_task};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::{Digits, NormKind, NormMlp, NormMlpConfig};
 use scaleinv::{NapConfig, StepKind, WeightNorm, weight_norms};
 
-struct Args {
-    device: String,
-    settings: SequenceSettings,
-    hidden: Vec<usize>,
-    variants: Vec<String>,
-    out: PathBuf,
-}
-
 const VARIANTS: [&str; 4] = ["adam", "adam+ln", "nap", "nap-free-head"];
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        settings: SequenceSettings::default(),
-        hidden: vec![256, 256],
-        variants: VARIANTS.iter().map(|v| v.to_string()).collect(),
-        out: PathBuf::from("results/plasticity"),
-    };
-    let s = &mut args.settings;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--tasks" => s.tasks = positive(&flag, &value()?)?,
-            "--steps" => s.steps_per_task = positive(&flag, &value()?)?,
-            "--samples" => s.samples = positive(&flag, &value()?)?,
-            "--batch" => s.batch_size = positive(&flag, &value()?)?,
-            "--lr" => s.lr = positive(&flag, &value()?)?,
-            "--seed" => {
-                let v = value()?;
-                s.seed = v
-                    .parse()
-                    .map_err(|_| format!("--seed: `{v}` is not an integer"))?;
-            }
-            "--hidden" => args.hidden = positive_list(&flag, &value()?)?,
-            "--kind" => {
-                let v = value()?;
-                s.kind = TaskKind::from_name(&v).ok_or(format!(
-                    "--kind: `{v}` is not random-labels or permuted-pixels"
-                ))?;
-            }
-            "--variants" => {
-                args.variants = value()?.split(',').map(str::to_string).collect();
-                if let Some(bad) = args
-                    .variants
-                    .iter()
-                    .find(|v| !VARIANTS.contains(&v.as_str()))
-                {
-                    return Err(format!("--variants: `{bad}` is not one of {VARIANTS:?}"));
-                }
-            }
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: plasticity [--device flex|ndarray|wgpu] [--tasks N] [--steps N] [--samples N] \
-                     [--batch N] [--lr X] [--hidden 256,256] [--kind random-labels|permuted-pixels] \
-                     [--variants adam,adam+ln,nap] [--seed S] [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
+/// Plasticity over a sequence of tasks: the same MLP learns one task after another, with Adam,
+/// Adam and LayerNorm, or NaP.
+#[derive(Parser)]
+#[command(mut_arg("out", default("results/plasticity")))]
+struct Args {
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Tasks in the sequence.
+    #[arg(long, value_name = "N", default_value_t = SequenceSettings::default().tasks, value_parser = positive::<usize>)]
+    tasks: usize,
+    /// Optimizer steps per task.
+    #[arg(long, value_name = "N", default_value_t = SequenceSettings::default().steps_per_task, value_parser = positive::<usize>)]
+    steps: usize,
+    /// Images per task (the first N of the bundled digits).
+    #[arg(long, value_name = "N", default_value_t = SequenceSettings::default().samples, value_parser = positive::<usize>)]
+    samples: usize,
+    /// Images per step.
+    #[arg(long, value_name = "N", default_value_t = SequenceSettings::default().batch_size, value_parser = positive::<usize>)]
+    batch: usize,
+    /// Learning rate (constant).
+    #[arg(long, value_name = "X", default_value_t = SequenceSettings::default().lr, value_parser = positive_finite)]
+    lr: f64,
+    /// Hidden layer widths, comma-separated.
+    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', default_value = "256,256", value_parser = positive::<usize>)]
+    hidden: Vec<usize>,
+    /// How each task differs from the previous one.
+    #[arg(
+        long,
+        default_value = "random-labels",
+        value_parser = PossibleValuesParser::new(["random-labels", "permuted-pixels"])
+            .map(|name| TaskKind::from_name(&name).expect("a possible value"))
+    )]
+    kind: TaskKind,
+    /// The variants compared, comma-separated.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "adam,adam+ln,nap,nap-free-head",
+        value_parser = PossibleValuesParser::new(VARIANTS)
+    )]
+    variants: Vec<String>,
+    /// Seed of the labels, permutations and batches.
+    #[arg(long, default_value_t = SequenceSettings::default().seed)]
+    seed: u64,
+    #[command(flatten)]
+    out: OutArg,
+}
+
+impl Args {
+    fn settings(&self) -> SequenceSettings {
+        SequenceSettings {
+            kind: self.kind,
+            tasks: self.tasks,
+            samples: self.samples,
+            steps_per_task: self.steps,
+            batch_size: self.batch,
+            lr: self.lr,
+            seed: self.seed,
         }
     }
-    Ok(args)
 }
 
 /// The network and optimizer of a variant. Adam uses the reference ε = 1e-8.
@@ -148,9 +147,9 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
-    let s = &args.settings;
+    let args = Args::parse();
+    let device = args.device.device();
+    let s = &args.settings();
     let data = Digits::load().expect("the bundled digits decode");
     let autodiff = device.clone().autodiff();
     let tasks = make_tasks(&data, s, &autodiff);
@@ -168,11 +167,13 @@ fn main() {
         s.steps_per_task,
         s.batch_size,
         s.lr,
-        args.device
+        args.device.name
     );
 
     let mut runs = Vec::new();
+    let progress = Progress::new((args.variants.len() * s.tasks) as u64, "tasks");
     for name in &args.variants {
+        progress.set_message(name.clone());
         let start = Instant::now();
         let (mut model, mut optim) = variant(name, &config, &autodiff);
         let mut run = Run {
@@ -185,7 +186,7 @@ fn main() {
             let (next, result) = train_task(model, &mut optim, task, s, &mut |m| m);
             model = next;
             let norms = weight_norms(&model);
-            eprintln!(
+            progress.println(format!(
                 "  {name:<8} task {:>3}/{}: accuracy {:.3}  loss {:.3}  hidden weight norm {:.2}  {:.1} s",
                 task.index + 1,
                 s.tasks,
@@ -193,7 +194,8 @@ fn main() {
                 result.loss,
                 weight_norm(&norms, "hidden."),
                 result.seconds
-            );
+            ));
+            progress.inc(1);
             run.results
                 .push((result.accuracy, result.loss, result.seconds));
             run.norms.push(norms);
@@ -201,12 +203,13 @@ fn main() {
         run.seconds = start.elapsed().as_secs_f64();
         runs.push(run);
     }
+    progress.finish();
 
     write_outputs(&args, &runs);
 }
 
 fn write_outputs(args: &Args, runs: &[Run]) {
-    let s = &args.settings;
+    let s = &args.settings();
     let late = (s.tasks / 4).max(1);
     println!(
         "\n| variant | task 1 accuracy | mean of the last {late} tasks | last task | hidden ‖W‖ before → after | output ‖W‖ before → after | seconds |"
@@ -303,7 +306,7 @@ fn write_outputs(args: &Args, runs: &[Run]) {
             });
     }
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("tasks.csv", tasks_csv),
             ("norms.csv", norms_csv),

@@ -20,13 +20,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::optim::AdamConfig;
 use burn::tensor::Device;
-use scaleinv::models::cli::{mean_std, or_exit, positive, write_files};
-use scaleinv::models::device::device_from_name;
+use clap::Parser;
+use scaleinv::models::cli::{
+    DeviceArg, EpochsArg, OutArg, SeedsArg, default, mean_std, or_exit, write_files,
+};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::train::{TrainSettings, train_digits_with};
 use scaleinv::models::{CharCorpus, Digits, DigitsCnn, DigitsCnnConfig, TinyLmConfig};
 use scaleinv::{
@@ -34,39 +36,23 @@ use scaleinv::{
     RadialProjectionConfig, ScaleProbe,
 };
 
+/// Which weights are scale-invariant, found by the probe; then AdamP, Adam projected where the
+/// probe says, and AdamW trained on the bundled digits over several seeds.
+#[derive(Parser)]
+#[command(
+    mut_arg("seeds", default("3")),
+    mut_arg("epochs", default("12")),
+    mut_arg("out", default("results/probe"))
+)]
 struct Args {
-    device: String,
-    seeds: u64,
-    epochs: usize,
-    out: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        seeds: 3,
-        epochs: TrainSettings::default().epochs,
-        out: PathBuf::from("results/probe"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--seeds" => args.seeds = positive(&flag, &value()?)?,
-            "--epochs" => args.epochs = positive(&flag, &value()?)?,
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: probe [--device flex|ndarray|wgpu] [--seeds N] [--epochs N] \
-                     [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    seeds: SeedsArg,
+    #[command(flatten)]
+    epochs: EpochsArg,
+    #[command(flatten)]
+    out: OutArg,
 }
 
 /// The probe of the quickstart network at initialisation on 256 training digits.
@@ -97,8 +83,8 @@ const OPTIMIZERS: [&str; 3] = ["adamp", "adam+probe", "adamw"];
 const WEIGHT_DECAY: f64 = 1e-2;
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let device = args.device.device();
     let digits = Digits::load().expect("the embedded digits data decodes");
     let (train, test) = digits.split(0.2);
 
@@ -117,7 +103,7 @@ fn main() {
 
     // AdamP, Adam projected where the probe says, and AdamW, on the same seeds.
     let settings = TrainSettings {
-        epochs: args.epochs,
+        epochs: args.epochs.epochs,
         ..TrainSettings::default()
     };
     let adamp = AdamPConfig::new().with_weight_decay(WEIGHT_DECAY);
@@ -126,9 +112,11 @@ fn main() {
     let mut accuracy: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut branches_csv = String::from("seed,path,none,channel,layer\n");
     let mut adamp_counts: BTreeMap<String, [usize; 3]> = BTreeMap::new();
-    for seed in 0..args.seeds {
+    let progress = Progress::new(args.seeds.seeds * OPTIMIZERS.len() as u64, "runs");
+    for seed in 0..args.seeds.seeds {
         let settings = TrainSettings { seed, ..settings };
         for name in OPTIMIZERS {
+            progress.set_message(format!("{name}, seed {seed}"));
             let start = Instant::now();
             let mut tracker = DiagnosticsTracker::new(10).with_sigma(None);
             let observer = tracker.observer().clone();
@@ -156,11 +144,12 @@ fn main() {
                 |_| {},
                 &mut tracker,
             );
-            println!(
+            progress.println(format!(
                 "seed {seed}  {name:<11} test accuracy {:.4}  ({:.1}s)",
                 last.test_accuracy,
                 start.elapsed().as_secs_f64()
-            );
+            ));
+            progress.inc(1);
             accuracy.entry(name).or_default().push(last.test_accuracy);
             for (path, counts) in tracker.branch_counts() {
                 let _ = writeln!(
@@ -175,6 +164,8 @@ fn main() {
             }
         }
     }
+
+    progress.finish();
 
     println!("\n== which weights are projected (rank ≥ 2)");
     println!(
@@ -194,7 +185,7 @@ fn main() {
         );
     }
 
-    println!("\n== test accuracy over {} seeds", args.seeds);
+    println!("\n== test accuracy over {} seeds", args.seeds.seeds);
     let mut accuracy_csv = String::from("optimizer,seed,test_accuracy\n");
     for name in OPTIMIZERS {
         let values = &accuracy[name];
@@ -205,7 +196,7 @@ fn main() {
         }
     }
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("digits_cnn.csv", cnn.to_csv()),
             ("tiny_lm.csv", lm.to_csv()),

@@ -7,47 +7,28 @@
 
 use std::time::Instant;
 
+use clap::Parser;
+
 use scaleinv::AdamPConfig;
 use scaleinv::ChannelAxes;
-use scaleinv::models::cli::or_exit;
-use scaleinv::models::device::device_from_name;
+use scaleinv::models::cli::{DeviceArg, EpochsArg, default};
 use scaleinv::models::train::{TrainSettings, train_digits};
 use scaleinv::models::{Digits, DigitsCnnConfig};
 
+/// Trains a small BatchNorm CNN on the bundled 8×8 digits with AdamP and prints its test
+/// accuracy.
+#[derive(Parser)]
+#[command(mut_arg("epochs", default("12")))]
 struct Args {
-    device: String,
-    epochs: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        epochs: TrainSettings::default().epochs,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--epochs" => {
-                let v = value()?;
-                args.epochs = v
-                    .parse()
-                    .map_err(|_| format!("--epochs: `{v}` is not a count"))?;
-            }
-            "-h" | "--help" => {
-                println!("usage: quickstart [--device flex|ndarray|wgpu] [--epochs N]");
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    epochs: EpochsArg,
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let device = args.device.device();
 
     let digits = Digits::load().expect("the embedded digits data decodes");
     let (train, test) = digits.split(0.2);
@@ -55,7 +36,7 @@ fn main() {
         "digits: {} train / {} test images, device {}",
         train.len(),
         test.len(),
-        args.device
+        args.device.name
     );
 
     // The channel axis AdamP uses for each weight (Burn's Linear stores [d_input, d_output]).
@@ -68,7 +49,7 @@ fn main() {
     }
 
     let settings = TrainSettings {
-        epochs: args.epochs,
+        epochs: args.epochs.epochs,
         ..TrainSettings::default()
     };
     let config = AdamPConfig::new().with_weight_decay(1e-2);

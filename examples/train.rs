@@ -19,74 +19,64 @@
 
 use std::path::PathBuf;
 
-use scaleinv::models::cli::{or_exit, positive};
-use scaleinv::models::device::device_from_name;
+use clap::Parser;
+use clap::builder::PossibleValuesParser;
+use scaleinv::models::cli::{DeviceArg, EpochsArg, default, non_negative, positive, positive_finite};
 use scaleinv::models::learner::{OPTIMIZERS, RunSettings, train_mnist};
 
-fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid value"))
-}
-
-fn parse_args() -> Result<(RunSettings, String), String> {
-    let mut s = RunSettings {
-        optimizer: "adamp".into(),
-        epochs: 3,
-        batch_size: 64,
-        lr: None,
-        weight_decay: 0.0,
-        warmup: None,
-        seed: 0,
-        artifacts: PathBuf::new(),
-        checkpoints: true,
-        resume: None,
-        quiet: false,
-    };
-    let mut device = "flex".to_string();
-    let mut artifacts = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--optimizer" => s.optimizer = value()?,
-            "--device" => device = value()?,
-            "--epochs" => s.epochs = positive(&flag, &value()?)?,
-            "--batch" => s.batch_size = positive(&flag, &value()?)?,
-            "--lr" => s.lr = Some(positive(&flag, &value()?)?),
-            "--weight-decay" => s.weight_decay = number(&flag, &value()?)?,
-            "--warmup" => s.warmup = Some(number(&flag, &value()?)?),
-            "--seed" => s.seed = number(&flag, &value()?)?,
-            "--artifacts" => artifacts = Some(PathBuf::from(value()?)),
-            "--resume" => s.resume = Some(positive(&flag, &value()?)?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: train --optimizer {} [--device flex|ndarray|wgpu] [--epochs N] \
-                     [--batch N] [--lr X] [--weight-decay X] [--warmup STEPS] [--seed S] \
-                     [--artifacts DIR] [--resume EPOCH]",
-                    OPTIMIZERS.join("|")
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    if !OPTIMIZERS.contains(&s.optimizer.as_str()) {
-        return Err(format!(
-            "--optimizer: `{}` is not one of {}",
-            s.optimizer,
-            OPTIMIZERS.join(", ")
-        ));
-    }
-    if !(s.weight_decay >= 0.0 && s.weight_decay.is_finite()) {
-        return Err("--weight-decay must be a finite value ≥ 0".into());
-    }
-    s.artifacts = artifacts.unwrap_or_else(|| PathBuf::from(format!("runs/train-{}", s.optimizer)));
-    Ok((s, device))
+/// Trains a small BatchNorm ResNet on the bundled MNIST digits with Burn's `Learner` and any
+/// optimizer by name (Burn's or this crate's); prints the test accuracy.
+#[derive(Parser)]
+#[command(mut_arg("epochs", default("3")))]
+struct Args {
+    /// The optimizer.
+    #[arg(long, default_value = "adamp", value_parser = PossibleValuesParser::new(OPTIMIZERS))]
+    optimizer: String,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    epochs: EpochsArg,
+    /// Images per batch.
+    #[arg(long, value_name = "N", default_value = "64", value_parser = positive::<usize>)]
+    batch: usize,
+    /// Peak learning rate [default: the optimizer's own, see `default_lr`].
+    #[arg(long, value_name = "X", value_parser = positive_finite)]
+    lr: Option<f64>,
+    /// Weight decay (each optimizer's own kind: decoupled or L2).
+    #[arg(long, value_name = "X", default_value = "0", value_parser = non_negative)]
+    weight_decay: f64,
+    /// Linear warm-up steps [default: the first 5 % of the run].
+    #[arg(long, value_name = "STEPS")]
+    warmup: Option<usize>,
+    /// Seed of the initial weights and the batch order.
+    #[arg(long, default_value = "0")]
+    seed: u64,
+    /// Folder for the Learner's logs and checkpoints [default: runs/train-<optimizer>].
+    #[arg(long, value_name = "DIR")]
+    artifacts: Option<PathBuf>,
+    /// Continue from the checkpoint of this epoch.
+    #[arg(long, value_name = "EPOCH", value_parser = positive::<usize>)]
+    resume: Option<usize>,
 }
 
 fn main() {
-    let (settings, device) = or_exit(parse_args());
-    let device = or_exit(device_from_name(&device));
+    let args = Args::parse();
+    let device = args.device.device();
+    let settings = RunSettings {
+        artifacts: args
+            .artifacts
+            .unwrap_or_else(|| PathBuf::from(format!("runs/train-{}", args.optimizer))),
+        optimizer: args.optimizer,
+        epochs: args.epochs.epochs,
+        batch_size: args.batch,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        warmup: args.warmup,
+        seed: args.seed,
+        checkpoints: true,
+        resume: args.resume,
+        quiet: false,
+    };
     println!(
         "MNIST: 7000 train / 1000 validation / 2000 test digits; optimizer {}, {} epochs",
         settings.optimizer, settings.epochs

@@ -8,10 +8,11 @@
 
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
+use clap::{Parser, ValueEnum};
 use scaleinv::AdamPConfig;
-use scaleinv::models::cli::{or_exit, positive};
-use scaleinv::models::device::device_from_name;
+use scaleinv::models::cli::{DeviceArg, EpochsArg, default};
 use scaleinv::models::learner::{mnist_splits, test_accuracy};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::rng::SplitMix64;
 use scaleinv::models::train::cosine_lr;
 use scaleinv::models::{ResNet, ResNetConfig};
@@ -19,39 +20,49 @@ use scaleinv::models::{ResNet, ResNetConfig};
 const BATCH: usize = 64;
 const PEAK_LR: f64 = 1e-2;
 
+/// A hand-written training loop (forward, backward, `GradientsParams`, `step`): the small
+/// BatchNorm ResNet on the bundled MNIST digits, with Adam or AdamP.
+#[derive(Parser)]
+#[command(mut_arg("epochs", default("2")))]
+struct Args {
+    /// The optimizer; the only line of the loop that differs between the two.
+    #[arg(long, value_enum, default_value_t = Choice::Adamp)]
+    optimizer: Choice,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    epochs: EpochsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Choice {
+    /// Burn's Adam with the reference ε = 1e-8.
+    Adam,
+    /// AdamP, channel axes from the model.
+    Adamp,
+}
+
 fn main() {
-    let mut optimizer = "adamp".to_string();
-    let mut device = "flex".to_string();
-    let mut epochs = 2usize;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--optimizer" if ["adam", "adamp"].contains(&value.as_str()) => optimizer = value,
-            "--device" => device = value,
-            "--epochs" => epochs = or_exit(positive(&flag, &value)),
-            _ => or_exit(Err(format!(
-                "usage: train_loop [--optimizer adam|adamp] [--device NAME] [--epochs N] \
-                 (got `{flag} {value}`)"
-            ))),
-        }
-    }
-    let device = or_exit(device_from_name(&device)).autodiff();
+    let args = Args::parse();
+    let epochs = args.epochs.epochs;
+    let device = args.device.device().autodiff();
     let (train, valid, test) = mnist_splits();
     device.seed(0);
     let mut model: ResNet = ResNetConfig::default().init(&device);
 
     // The only line that differs between Adam and AdamP:
-    let mut optim: ModuleOptimizer = match optimizer.as_str() {
-        "adam" => AdamConfig::new().with_epsilon(1e-8).init(),
-        _ => AdamPConfig::new().init_for(&model),
+    let mut optim: ModuleOptimizer = match args.optimizer {
+        Choice::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+        Choice::Adamp => AdamPConfig::new().init_for(&model),
     };
 
     let steps_per_epoch = train.len().div_ceil(BATCH);
     let total = epochs * steps_per_epoch;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut step = 0;
+    let progress = Progress::new(total as u64, "steps");
     for epoch in 1..=epochs {
+        progress.set_message(format!("epoch {epoch}/{epochs}"));
         SplitMix64(epoch as u64).shuffle(&mut order);
         let mut losses = Vec::with_capacity(steps_per_epoch);
         for batch in order.chunks(BATCH) {
@@ -62,6 +73,7 @@ fn main() {
             model = optim.step(cosine_lr(PEAK_LR, step, total), model, grads); // the update
             losses.push(loss.detach());
             step += 1;
+            progress.inc(1);
         }
         // One read-back per epoch, not per step.
         let mean_loss = Tensor::cat(losses, 0)
@@ -69,11 +81,13 @@ fn main() {
             .into_data()
             .try_to_vec::<f32>();
         let accuracy = test_accuracy(&model, &valid, &device.clone().inner());
-        println!(
+        progress.println(format!(
             "epoch {epoch}/{epochs}  train loss {:.4}  validation accuracy {accuracy:.4}",
             mean_loss.map_or(f32::NAN, |v| v[0])
-        );
+        ));
     }
+    progress.finish();
     let accuracy = test_accuracy(&model, &test, &device.clone().inner());
-    println!("{optimizer}: test accuracy {accuracy:.4}");
+    let name = args.optimizer.to_possible_value().expect("no variant is skipped");
+    println!("{}: test accuracy {accuracy:.4}", name.get_name());
 }

@@ -18,72 +18,44 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, SgdConfig};
+use clap::Parser;
 use scaleinv::models::Digits;
-use scaleinv::models::cli::{or_exit, positive, write_files};
-use scaleinv::models::device::device_from_name;
+use scaleinv::models::cli::{DeviceArg, EpochsArg, OutArg, default, non_negative, positive, write_files};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::train::{TrainSettings, train_digits_with};
 use scaleinv::{
     AdamPConfig, DiagnosticRow, DiagnosticsTracker, ProjectionView, RadialProjectionConfig,
     SgdpConfig, weight_norms,
 };
 
+/// How the norm of BatchNorm-fed weights grows under Adam and SGD, and what AdamP and SGDP do
+/// about it, on the bundled digits.
+#[derive(Parser)]
+#[command(
+    mut_arg("epochs", default("30")),
+    mut_arg("out", default("results/weight_norms"))
+)]
 struct Args {
-    device: String,
-    epochs: usize,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    epochs: EpochsArg,
+    /// Steps between two samples of the weight norms.
+    #[arg(long, value_name = "N", default_value = "5", value_parser = positive::<usize>)]
     every: usize,
+    /// Decoupled weight decay of every optimizer.
+    #[arg(long, value_name = "X", default_value = "0", value_parser = non_negative)]
     weight_decay: f64,
+    /// Seed of the initial weights and the batch order.
+    #[arg(long, default_value = "0")]
     seed: u64,
-    out: PathBuf,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        epochs: 30,
-        every: 5,
-        weight_decay: 0.0,
-        seed: 0,
-        out: PathBuf::from("results/weight_norms"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--epochs" => args.epochs = positive(&flag, &value()?)?,
-            "--every" => args.every = positive(&flag, &value()?)?,
-            "--weight-decay" => {
-                let v = value()?;
-                args.weight_decay = v
-                    .parse()
-                    .ok()
-                    .filter(|w: &f64| *w >= 0.0 && w.is_finite())
-                    .ok_or(format!("--weight-decay: `{v}` is not a number ≥ 0"))?;
-            }
-            "--seed" => {
-                let v = value()?;
-                args.seed = v
-                    .parse()
-                    .map_err(|_| format!("--seed: `{v}` is not an integer"))?;
-            }
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: weight_norms [--device flex|ndarray|wgpu] [--epochs N] [--every N] \
-                     [--weight-decay X] [--seed S] [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    Ok(args)
+    #[command(flatten)]
+    out: OutArg,
 }
 
 const MOMENTUM: f64 = 0.9;
@@ -133,15 +105,17 @@ fn second_half_mean(curve: &[(f64, f64)]) -> f64 {
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let device = args.device.device();
     let digits = Digits::load().expect("the embedded digits data decodes");
     let (train, test) = digits.split(0.2);
 
     let mut runs = Vec::new();
+    let progress = Progress::new((OPTIMIZERS.len() * args.epochs.epochs) as u64, "epochs");
     for (name, lr) in OPTIMIZERS {
+        progress.set_message(name);
         let settings = TrainSettings {
-            epochs: args.epochs,
+            epochs: args.epochs.epochs,
             lr,
             seed: args.seed,
             ..TrainSettings::default()
@@ -187,15 +161,15 @@ fn main() {
             &train,
             &test,
             settings,
-            |_| {},
+            |_| progress.inc(1),
             &mut tracker,
         );
         let seconds = start.elapsed().as_secs_f64();
-        println!(
+        progress.println(format!(
             "{name:<6} test accuracy {:.4}  ({seconds:.1}s, {} samples)",
             last.test_accuracy,
             tracker.rows().len()
-        );
+        ));
         runs.push(Run {
             name,
             initial_norms,
@@ -205,6 +179,8 @@ fn main() {
             seconds,
         });
     }
+
+    progress.finish();
 
     let mut summary = String::from(
         "optimizer,test_accuracy,seconds,conv_norm_ratio_final,conv_effective_step_first,\
@@ -303,7 +279,7 @@ fn main() {
         &|r| r.mean_curve(|row| row.radial_fraction),
     );
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("diagnostics.csv", csv),
             ("summary.csv", summary),

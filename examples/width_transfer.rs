@@ -18,76 +18,51 @@
 //! learning rate there), `loss_vs_lr.svg` and `sigma.svg` into `--out`, and prints the tables.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
-use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
-use scaleinv::models::device::device_from_name;
+use clap::Parser;
+use scaleinv::models::cli::{DeviceArg, OutArg, default, non_negative, positive, positive_finite, write_files};
 use scaleinv::models::lm_train::{LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::{CharCorpus, TinyLmConfig};
 use scaleinv::{LayerSpectrum, PowerIteration, WidthScaledAdamWConfig, spectral_report};
 
 const HEAD_DIM: usize = 16;
 const METHODS: [&str; 2] = ["plain", "scaled"];
 
+/// Learning-rate transfer across widths with width-scaled AdamW: a small transformer on
+/// tiny-shakespeare at several widths and learning rates, with and without the scaling rule.
+#[derive(Parser)]
+#[command(mut_arg("out", default("results/width_transfer")))]
 struct Args {
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Model widths, comma-separated, multiples of 16 (the head dimension); the first is the
+    /// proxy width the hyperparameters are tuned at.
+    #[arg(long, value_name = "WIDTHS", value_delimiter = ',', default_value = "64,128,256", value_parser = width)]
     widths: Vec<usize>,
+    /// Peak learning rates, comma-separated.
+    #[arg(long, value_name = "LRS", value_delimiter = ',', default_value = "1e-3,3e-3,1e-2,3e-2", value_parser = positive_finite)]
     lrs: Vec<f64>,
+    /// Training steps per run.
+    #[arg(long, value_name = "N", default_value = "200", value_parser = positive::<usize>)]
     steps: usize,
+    /// Sequences per batch.
+    #[arg(long, value_name = "N", default_value = "8", value_parser = positive::<usize>)]
     batch: usize,
+    /// Decoupled weight decay λ at the proxy width.
+    #[arg(long, value_name = "X", default_value = "0.1", value_parser = non_negative)]
     weight_decay: f64,
-    out: PathBuf,
+    #[command(flatten)]
+    out: OutArg,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        device: "flex".into(),
-        widths: vec![64, 128, 256],
-        lrs: vec![1e-3, 3e-3, 1e-2, 3e-2],
-        steps: 200,
-        batch: 8,
-        weight_decay: 0.1,
-        out: PathBuf::from("results/width_transfer"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--device" => args.device = value()?,
-            "--widths" => args.widths = positive_list(&flag, &value()?)?,
-            "--lrs" => args.lrs = positive_list(&flag, &value()?)?,
-            "--steps" => args.steps = positive(&flag, &value()?)?,
-            "--batch" => args.batch = positive(&flag, &value()?)?,
-            "--weight-decay" => {
-                let v = value()?;
-                args.weight_decay = v
-                    .parse()
-                    .map_err(|_| format!("--weight-decay: `{v}` is not a number"))?;
-            }
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: width_transfer [--device flex|ndarray|wgpu] [--widths 64,128,256] \
-                     [--lrs 1e-3,3e-3,1e-2,3e-2] [--steps N] [--batch N] [--weight-decay X] [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    if let Some(w) = args.widths.iter().find(|&&w| w == 0 || w % HEAD_DIM != 0) {
-        return Err(format!(
-            "--widths: {w} is not a positive multiple of {HEAD_DIM}"
-        ));
-    }
-    if args.lrs.iter().any(|lr| !lr.is_finite()) {
-        return Err("--lrs: every learning rate must be finite".into());
-    }
-    if !(args.weight_decay >= 0.0 && args.weight_decay.is_finite()) {
-        return Err("--weight-decay must be non-negative".into());
-    }
-    Ok(args)
+/// Value parser for a model width: a positive multiple of the head dimension.
+fn width(value: &str) -> Result<usize, String> {
+    positive::<usize>(value)
+        .ok()
+        .filter(|w| w % HEAD_DIM == 0)
+        .ok_or(format!("`{value}` is not a positive multiple of {HEAD_DIM}"))
 }
 
 /// One training run.
@@ -101,8 +76,8 @@ struct Run {
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let device = args.device.device();
     let corpus = CharCorpus::load();
     let (train, val) = corpus.split(0.9);
     let settings = LmSettings {
@@ -119,10 +94,13 @@ fn main() {
         settings.seq_len,
         args.lrs,
         args.weight_decay,
-        args.device
+        args.device.name
     );
 
     let mut runs: Vec<Run> = Vec::new();
+    // At the proxy width one run serves both methods.
+    let trained = (2 * args.widths.len() - 1) * args.lrs.len();
+    let progress = Progress::new((trained * args.steps) as u64, "steps");
     for &width in &args.widths {
         for &lr in &args.lrs {
             for method in METHODS {
@@ -153,13 +131,17 @@ fn main() {
                     peak_lr: lr,
                     ..settings.clone()
                 };
+                progress.set_message(format!("{method} width {width} lr {lr:.0e}"));
                 let (model, run) =
-                    train_lm(model, &mut optim, &train, &val, &s, &device, |_, _, _| {});
+                    train_lm(model, &mut optim, &train, &val, &s, &device, |_, _, _| {
+                        progress.inc(1)
+                    });
+                progress.inc((s.steps - run.losses.len()) as u64);
                 let spectra = spectral_report(&model, &PowerIteration::default());
-                eprintln!(
+                progress.println(format!(
                     "  {method:<6} width {width:>4} lr {lr:<7.0e} val loss {:.4}  {:.0} s",
                     run.val_loss, run.seconds
-                );
+                ));
                 runs.push(Run {
                     method,
                     width,
@@ -171,6 +153,7 @@ fn main() {
             }
         }
     }
+    progress.finish();
     report(&args, &runs);
 }
 
@@ -310,7 +293,7 @@ fn report(args: &Args, runs: &[Run]) {
     }
 
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("runs.csv", runs_csv),
             ("spectra.csv", spectra_csv),

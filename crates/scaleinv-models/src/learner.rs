@@ -217,7 +217,9 @@ pub struct SplitMetrics {
 }
 
 /// A renderer that prints a progress line every tenth of a split and the metrics' means at
-/// the end of each split, and keeps those means for the caller.
+/// the end of each split, and keeps those means for the caller. Given another renderer
+/// ([`LineRenderer::forward_to`], e.g. Burn's terminal dashboard), it prints nothing and
+/// hands every event on to it, still keeping the means.
 pub struct LineRenderer {
     names: HashMap<MetricId, String>,
     sums: HashMap<String, (f64, usize)>,
@@ -230,6 +232,7 @@ pub struct LineRenderer {
     started: Instant,
     quiet: bool,
     history: Arc<Mutex<Vec<SplitMetrics>>>,
+    inner: Option<Box<dyn MetricsRenderer>>,
 }
 
 impl LineRenderer {
@@ -249,11 +252,23 @@ impl LineRenderer {
             started: Instant::now(),
             quiet,
             history: history.clone(),
+            inner: None,
         };
         (renderer, history)
     }
 
-    fn record(&mut self, state: MetricState) {
+    /// Shows training through `inner` instead of printed lines; the history is still kept.
+    pub fn forward_to(mut self, inner: Box<dyn MetricsRenderer>) -> Self {
+        self.inner = Some(inner);
+        self
+    }
+
+    /// Whether this renderer prints its own lines.
+    fn prints(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    fn record(&mut self, state: &MetricState) {
         let MetricState::Numeric(entry, Some(value)) = state else {
             return;
         };
@@ -262,7 +277,7 @@ impl LineRenderer {
         };
         match value {
             NumericEntry::Final(v) => {
-                self.finals.insert(name.clone(), v);
+                self.finals.insert(name.clone(), *v);
             }
             other => {
                 let sum = self.sums.entry(name.clone()).or_default();
@@ -273,13 +288,24 @@ impl LineRenderer {
     }
 }
 
+/// Hands a renderer call on to the forwarded renderer, if any.
+macro_rules! forward {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        if let Some(inner) = $self.inner.as_mut() {
+            inner.$method($($arg),*);
+        }
+    };
+}
+
 impl MetricsRendererTraining for LineRenderer {
     fn update_train(&mut self, state: MetricState) {
-        self.record(state);
+        self.record(&state);
+        forward!(self.update_train(state));
     }
 
     fn update_valid(&mut self, state: MetricState) {
-        self.record(state);
+        self.record(&state);
+        forward!(self.update_valid(state));
     }
 }
 
@@ -288,11 +314,12 @@ impl TrainingProgressLogger for LineRenderer {
         &mut self,
         total_epochs: usize,
         starting_epoch: usize,
-        _: Option<usize>,
-        _: Option<&str>,
+        total_iterations: Option<usize>,
+        name: Option<&str>,
     ) {
         self.epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
+        forward!(self.start(total_epochs, starting_epoch, total_iterations, name));
     }
 
     fn start_split(&mut self, split_name: &str, total_items: usize) {
@@ -302,11 +329,18 @@ impl TrainingProgressLogger for LineRenderer {
         self.sums.clear();
         self.finals.clear();
         self.started = Instant::now();
+        forward!(self.start_split(split_name, total_items));
     }
 
     fn update_split(&mut self, items_processed: usize) {
+        forward!(self.update_split(items_processed));
         let training = self.split == "train";
-        if self.quiet || !training || items_processed < self.next_report || self.total == 0 {
+        if self.quiet
+            || !self.prints()
+            || !training
+            || items_processed < self.next_report
+            || self.total == 0
+        {
             return;
         }
         self.next_report += self.total.div_ceil(10);
@@ -329,9 +363,11 @@ impl TrainingProgressLogger for LineRenderer {
 
     fn update_epoch(&mut self, epoch: usize) {
         self.epoch = epoch + 1;
+        forward!(self.update_epoch(epoch));
     }
 
     fn end_split(&mut self) {
+        forward!(self.end_split());
         // The epoch's final value where the metric gives one, else the mean over batches.
         let mut means: HashMap<String, f64> = self
             .sums
@@ -342,13 +378,15 @@ impl TrainingProgressLogger for LineRenderer {
         let mut shown: Vec<String> = means.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         shown.sort();
         let seconds = self.started.elapsed().as_secs_f64();
-        println!(
-            "epoch {}/{} {:<5} {}  ({seconds:.1}s)",
-            self.epoch,
-            self.epochs,
-            self.split,
-            shown.join("  ")
-        );
+        if self.prints() {
+            println!(
+                "epoch {}/{} {:<5} {}  ({seconds:.1}s)",
+                self.epoch,
+                self.epochs,
+                self.split,
+                shown.join("  ")
+            );
+        }
         self.history
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -360,30 +398,51 @@ impl TrainingProgressLogger for LineRenderer {
             });
     }
 
-    fn end(&mut self) {}
+    fn end(&mut self) {
+        forward!(self.end());
+    }
 
-    fn log_event_training(&mut self, _event: String) {}
+    fn log_event_training(&mut self, event: String) {
+        forward!(self.log_event_training(event));
+    }
 }
 
 impl EvaluationProgressLogger for LineRenderer {
-    fn start_global_progress(&mut self, _: usize) {}
-    fn start_test(&mut self, _: &str, _: usize) {}
-    fn update_test_progress(&mut self, _: usize) {}
-    fn end_test(&mut self) {}
-    fn end_global_progress(&mut self) {}
-    fn log_event_evaluation(&mut self, _: String) {}
+    fn start_global_progress(&mut self, total: usize) {
+        forward!(self.start_global_progress(total));
+    }
+    fn start_test(&mut self, name: &str, total: usize) {
+        forward!(self.start_test(name, total));
+    }
+    fn update_test_progress(&mut self, items: usize) {
+        forward!(self.update_test_progress(items));
+    }
+    fn end_test(&mut self) {
+        forward!(self.end_test());
+    }
+    fn end_global_progress(&mut self) {
+        forward!(self.end_global_progress());
+    }
+    fn log_event_evaluation(&mut self, event: String) {
+        forward!(self.log_event_evaluation(event));
+    }
 }
 
 impl MetricsRendererEvaluation for LineRenderer {
-    fn update_test(&mut self, _: EvaluationName, _: MetricState) {}
+    fn update_test(&mut self, name: EvaluationName, state: MetricState) {
+        forward!(self.update_test(name, state));
+    }
 }
 
 impl MetricsRenderer for LineRenderer {
-    fn manual_close(&mut self) {}
+    fn manual_close(&mut self) {
+        forward!(self.manual_close());
+    }
 
     fn register_metric(&mut self, definition: MetricDefinition) {
         self.names
-            .insert(definition.metric_id, definition.name.to_string());
+            .insert(definition.metric_id.clone(), definition.name.to_string());
+        forward!(self.register_metric(definition));
     }
 }
 
@@ -471,15 +530,29 @@ pub fn train_mnist(settings: &RunSettings, device: &Device) -> Result<RunOutcome
     let scheduler = warmup_cosine(lr, settings.warmup.unwrap_or(total / 20), total)?;
 
     let (renderer, history) = LineRenderer::new(settings.quiet);
-    let mut training = SupervisedTraining::new(
+    let training = SupervisedTraining::new(
         &settings.artifacts,
         loader(&train, settings.batch_size, Some(settings.seed), &device),
         loader(&valid, 256, None, &device),
     )
     .metrics((AccuracyMetric::new(), LossMetric::new()))
     .metric_train_numeric(LearningRateMetric::new())
-    .renderer(Box::new(renderer))
     .num_epochs(settings.epochs);
+    // With the `tui` feature, in a terminal: Burn's dashboard, fed through the line renderer.
+    #[cfg(feature = "tui")]
+    let renderer = if settings.quiet {
+        renderer
+    } else {
+        use std::io::IsTerminal;
+        match std::io::stdout().is_terminal() {
+            true => renderer.forward_to(burn::train::renderer::default_renderer(
+                training.interrupter(),
+                settings.resume,
+            )),
+            false => renderer,
+        }
+    };
+    let mut training = training.renderer(Box::new(renderer));
     if settings.checkpoints {
         training = training.with_default_checkpointers();
     }

@@ -27,6 +27,7 @@ pub mod lm_train;
 pub mod normalized;
 pub mod plasticity;
 pub mod plot;
+pub mod progress;
 pub mod quant;
 pub mod resnet;
 pub mod rng;
