@@ -490,7 +490,10 @@ fn steps_per_size(pairs: bool, warmup: usize, rounds: usize) -> u64 {
     let optims = optimizers();
     let slots = match pairs {
         false => optims.len(),
-        true => optims.iter().map(|(o, _)| 1 + base_of(o).is_some() as usize).sum(),
+        true => optims
+            .iter()
+            .map(|(o, _)| 1 + base_of(o).is_some() as usize)
+            .sum(),
     };
     (slots * (warmup + rounds)) as u64
 }

@@ -21,7 +21,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
-use scaleinv::models::cli::{DeviceArg, EpochsArg, default, non_negative, positive, positive_finite};
+use scaleinv::models::cli::{
+    DeviceArg, EpochsArg, default, non_negative, positive, positive_finite,
+};
 use scaleinv::models::learner::{OPTIMIZERS, RunSettings, train_mnist};
 
 /// Trains a small BatchNorm ResNet on the bundled MNIST digits with Burn's `Learner` and any

@@ -88,6 +88,9 @@ fn main() {
     }
     progress.finish();
     let accuracy = test_accuracy(&model, &test, &device.clone().inner());
-    let name = args.optimizer.to_possible_value().expect("no variant is skipped");
+    let name = args
+        .optimizer
+        .to_possible_value()
+        .expect("no variant is skipped");
     println!("{}: test accuracy {accuracy:.4}", name.get_name());
 }

@@ -24,7 +24,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, SgdConfig};
 use clap::Parser;
 use scaleinv::models::Digits;
-use scaleinv::models::cli::{DeviceArg, EpochsArg, OutArg, default, non_negative, positive, write_files};
+use scaleinv::models::cli::{
+    DeviceArg, EpochsArg, OutArg, default, non_negative, positive, write_files,
+};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
 use scaleinv::models::progress::Progress;
 use scaleinv::models::train::{TrainSettings, train_digits_with};

@@ -20,7 +20,9 @@
 use std::fmt::Write as _;
 
 use clap::Parser;
-use scaleinv::models::cli::{DeviceArg, OutArg, default, non_negative, positive, positive_finite, write_files};
+use scaleinv::models::cli::{
+    DeviceArg, OutArg, default, non_negative, positive, positive_finite, write_files,
+};
 use scaleinv::models::lm_train::{LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
 use scaleinv::models::progress::Progress;
@@ -62,7 +64,9 @@ fn width(value: &str) -> Result<usize, String> {
     positive::<usize>(value)
         .ok()
         .filter(|w| w % HEAD_DIM == 0)
-        .ok_or(format!("`{value}` is not a positive multiple of {HEAD_DIM}"))
+        .ok_or(format!(
+            "`{value}` is not a positive multiple of {HEAD_DIM}"
+        ))
 }
 
 /// One training run.

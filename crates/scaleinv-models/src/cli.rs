@@ -188,7 +188,9 @@ mod tests {
         assert_eq!(args.epochs.epochs, 4);
         assert_eq!(args.out.out, PathBuf::from("results/x"));
         assert_eq!(args.device.name, default_backend());
-        let help = Example::try_parse_from(["x", "--help"]).unwrap_err().to_string();
+        let help = Example::try_parse_from(["x", "--help"])
+            .unwrap_err()
+            .to_string();
         assert!(help.contains("[default: 4]") && help.contains("[default: results/x]"));
     }
 
