@@ -1,0 +1,133 @@
+//! Plots the benchmark's JSON (`bench --json`): parameters updated per second (Mparam/s) for
+//! every optimizer next to Burn's own, one chart per device, one bar per parameter-set size,
+//! each bar ending in its speed-up against its base.
+//!
+//! ```text
+//! cargo run --release --example bench -- --json results/bench.json
+//! cargo run --release --example bench_plot -- --json results/bench.json --out results/bench.svg
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::exit;
+
+use clap::Parser;
+use scaleinv::models::plot::{BarChart, Bars, PALETTE, bar_charts_svg};
+use serde::Deserialize;
+
+/// Plot the benchmark's JSON as bar charts (SVG): Mparam/s per optimizer, one chart per device.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The records written by `bench --json`.
+    #[arg(long, value_name = "PATH", default_value = "results/bench.json")]
+    json: PathBuf,
+    /// Where to write the SVG.
+    #[arg(long, value_name = "PATH", default_value = "results/bench.svg")]
+    out: PathBuf,
+}
+
+/// The fields of a `bench --json` record that the plot uses.
+#[derive(Deserialize, Debug)]
+struct Record {
+    optimizer: String,
+    device: String,
+    params: u64,
+    mparams_per_s: f64,
+    base: Option<String>,
+    speedup_median: Option<f64>,
+}
+
+/// Items in order of first appearance, without repeats.
+fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+/// One chart per device: a row per optimizer (labelled with its base), a bar per size.
+fn charts(records: &[Record]) -> Vec<BarChart> {
+    let devices = unique(records.iter().map(|r| r.device.as_str()));
+    devices
+        .into_iter()
+        .map(|device| {
+            let rows: Vec<&Record> = records.iter().filter(|r| r.device == device).collect();
+            let optimizers = unique(rows.iter().map(|r| r.optimizer.as_str()));
+            let base_of = |name: &str| {
+                rows.iter()
+                    .find(|r| r.optimizer == name)
+                    .and_then(|r| r.base.as_deref())
+            };
+            let categories = optimizers
+                .iter()
+                .map(|&name| match base_of(name) {
+                    Some(base) => format!("{name} (vs {base})"),
+                    None => name.to_string(),
+                })
+                .collect();
+            let sizes: BTreeSet<u64> = rows.iter().map(|r| r.params).collect();
+            let mut chart = BarChart::new(
+                &format!("Optimizer step throughput on {device} (bar ends: speed-up vs base)"),
+                "Mparam/s (million parameters updated per second)",
+                categories,
+            );
+            for (k, &size) in sizes.iter().enumerate() {
+                let at = |name: &str| {
+                    rows.iter()
+                        .find(|r| r.optimizer == name && r.params == size)
+                };
+                let values = optimizers
+                    .iter()
+                    .map(|&name| at(name).map_or(f64::NAN, |r| r.mparams_per_s))
+                    .collect();
+                let notes = optimizers
+                    .iter()
+                    .map(|&name| {
+                        at(name)
+                            .and_then(|r| r.speedup_median)
+                            .map_or(String::new(), |s| format!("{s:.2}x"))
+                    })
+                    .collect();
+                chart = chart.with_bars(Bars {
+                    name: format!("{:.2} M params", size as f64 / 1e6),
+                    values,
+                    notes,
+                    color: PALETTE[k % PALETTE.len()].into(),
+                });
+            }
+            chart
+        })
+        .collect()
+}
+
+fn main() {
+    let args = Args::parse();
+    let fail = |what: String| -> ! {
+        eprintln!("error: {what}");
+        exit(1)
+    };
+    let text = std::fs::read_to_string(&args.json)
+        .unwrap_or_else(|e| fail(format!("cannot read {}: {e}", args.json.display())));
+    let records: Vec<Record> = serde_json::from_str(&text)
+        .unwrap_or_else(|e| fail(format!("{} is not bench JSON: {e}", args.json.display())));
+    if records.is_empty() {
+        fail(format!("{} has no records", args.json.display()));
+    }
+    let charts = charts(&records);
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .unwrap_or_else(|e| fail(format!("cannot create {}: {e}", dir.display())));
+    }
+    std::fs::write(&args.out, bar_charts_svg(&charts))
+        .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", args.out.display())));
+    println!(
+        "wrote {} ({} records, {} device(s))",
+        args.out.display(),
+        records.len(),
+        charts.len()
+    );
+}
