@@ -64,6 +64,11 @@ impl fmt::Display for ConfigError {
             Self::UnknownParameter { path } => {
                 write!(f, "no parameter at path `{path}` in the module")
             }
+            Self::ChannelAxisOutOfRange { path, axis, rank } if *rank < 2 => write!(
+                f,
+                "`{path}` has rank {rank} and so no channel axis (channel axis {axis} given): \
+                 only parameters of rank >= 2 (weights, kernels) are projected per channel"
+            ),
             Self::ChannelAxisOutOfRange { path, axis, rank } => write!(
                 f,
                 "channel axis {axis} is out of range for `{path}`, a parameter of rank {rank}"

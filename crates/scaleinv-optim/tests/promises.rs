@@ -1,0 +1,210 @@
+//! The promises of the Guarantees page on the paths a user takes from outside the crate
+//! (issue 21): NaP's free parameters inside its step frame, records and paths checked,
+//! hyperparameters that cannot give finite f32 arithmetic refused, messages naming what the
+//! user passed, and `init()` on a `Linear` said to be wrong once.
+
+mod common;
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use scaleinv_optim::{
+    AdamPConfig, ChannelAxes, CheckedLoad, ConfigError, NapConfig, RecordMismatch,
+};
+
+/// A `Linear` 4 → 3 with fixed weights, in `dtype` (f32 when `None`).
+fn linear(device: &Device, dtype: Option<FloatDType>) -> Linear {
+    let w: Vec<f32> = (0..12).map(|i| (i as f32 * 0.7).sin() + 0.1).collect();
+    let weight = Tensor::<2>::from_data(TensorData::new(w, [4, 3]), device);
+    let bias = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, -0.2, 0.3], [3]), device);
+    let (weight, bias) = match dtype {
+        Some(d) => (weight.cast(d), bias.cast(d)),
+        None => (weight, bias),
+    };
+    Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    }
+}
+
+/// Gradients for `model`: `w` on every weight element, `b` on every bias element.
+fn grads(model: &Linear, w: f32, b: f32) -> GradientsParams {
+    let mut grads = GradientsParams::new();
+    grads.register(model.weight.id, model.weight.val().inner().ones_like() * w);
+    let bias = model.bias.as_ref().expect("bias");
+    grads.register(bias.id, bias.val().inner().ones_like() * b);
+    grads
+}
+
+fn bias_values(model: &Linear) -> Vec<f32> {
+    let bias = model.bias.as_ref().expect("bias").val().inner();
+    common::values(bias.cast(FloatDType::F32))
+}
+
+/// The device the models of these tests live on (autodiff over flex, as in training).
+fn device() -> Device {
+    common::cpu_device().autodiff()
+}
+
+fn adam() -> burn::optim::Adam {
+    AdamConfig::new().with_epsilon(1e-8).build()
+}
+
+// Finding 1: NaP built from the model keeps its free parameters inside its frame.
+
+#[test]
+fn nap_init_for_skips_a_non_finite_gradient_on_a_free_parameter() {
+    let device = device();
+    let model = linear(&device, None);
+    let before = bias_values(&model);
+    let mut optim = NapConfig::new().init_for(adam(), &model);
+    for bad in [f32::NAN, f32::INFINITY] {
+        let model = optim.step(1e-2, model.clone(), grads(&model, 0.5, bad));
+        assert_eq!(
+            bias_values(&model),
+            before,
+            "the free bias moved on a {bad} gradient"
+        );
+    }
+    // A finite gradient still moves it.
+    let model = optim.step(1e-2, model.clone(), grads(&model, 0.5, 0.5));
+    assert_ne!(bias_values(&model), before);
+}
+
+#[test]
+fn nap_init_for_refuses_a_negative_learning_rate_on_a_free_parameter() {
+    let device = device();
+    // Every weight free: only the free parameters' frame can see the rate.
+    let model = linear(&device, None);
+    let mut optim = NapConfig::new()
+        .with_free(vec!["weight".into(), "bias".into()])
+        .init_for(adam(), &model);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        optim.step(-1e-3, model.clone(), grads(&model, 0.5, 0.5))
+    }));
+    let message = match result {
+        Ok(_) => panic!("a negative learning rate was accepted"),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(
+        message.contains("learning rate -0.001 is invalid"),
+        "{message}"
+    );
+}
+
+#[test]
+fn nap_init_for_resumes_f16_free_parameters() {
+    let device = device();
+    let model = linear(&device, Some(FloatDType::F16));
+    let mut optim = NapConfig::new().init_for(adam(), &model);
+    let mut model = model;
+    for _ in 0..2 {
+        model = optim.step(1e-2, model.clone(), grads(&model, 0.5, 0.25));
+    }
+    let record = optim.to_record();
+    let mut resumed = NapConfig::new()
+        .init_for(adam(), &model)
+        .try_load_record(record, &model)
+        .expect("NaP's own record loads");
+    let next = resumed.step(1e-2, model.clone(), grads(&model, 0.5, 0.25));
+    assert_eq!(
+        next.bias.as_ref().expect("bias").val().dtype(),
+        burn::tensor::DType::F16
+    );
+    assert!(bias_values(&next).iter().all(|v| v.is_finite()));
+    assert_ne!(bias_values(&next), bias_values(&model));
+}
+
+// Finding 2: a model record is not an optimizer record.
+
+#[test]
+fn a_model_record_is_refused_by_the_checked_loader() {
+    let device = device();
+    let model = linear(&device, None);
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .expect("model record");
+    let record = OptimizerRecord::from_bytes(bytes).expect("burnpack bytes");
+    let err = AdamPConfig::new()
+        .init_for(&model)
+        .try_load_record(record, &model)
+        .err()
+        .expect("a model record loaded as an optimizer record");
+    assert!(
+        matches!(&err, RecordMismatch::Unreadable { reason } if reason.contains("model record")),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("scaleinv-promises-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.bpk");
+    model.clone().save_file(&path).expect("model saved");
+    let from_file = AdamPConfig::new().init_for(&model).try_load(&path, &model);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        matches!(from_file, Err(RecordMismatch::Unreadable { .. })),
+        "the model's .bpk file loaded as an optimizer record"
+    );
+
+    // An empty optimizer record (no step taken yet) still loads.
+    let empty = ModuleOptimizer::from(adam()).to_record();
+    assert!(
+        AdamPConfig::new()
+            .init_for(&model)
+            .try_load_record(empty, &model)
+            .is_ok()
+    );
+}
+
+// Finding 3: paths a user names are checked against the model.
+
+#[test]
+fn nap_refuses_a_free_path_that_matches_nothing() {
+    let model = linear(&device(), None);
+    let err = NapConfig::new()
+        .with_free(vec!["bias".into(), "wieght".into()])
+        .try_init_for(adam(), &model)
+        .err()
+        .expect("a free path that names nothing was accepted");
+    assert_eq!(
+        err,
+        ConfigError::UnknownParameter {
+            path: "wieght".into()
+        }
+    );
+    assert!(err.to_string().contains("`wieght`"), "{err}");
+    // A layer prefix and an exact path both match.
+    assert!(
+        NapConfig::new()
+            .with_free(vec!["bias".into()])
+            .try_init_for(adam(), &model)
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_axis_override_on_a_bias_says_it_has_no_channel_axis() {
+    let model = linear(&device(), None);
+    let err = ChannelAxes::infer(&model)
+        .with_axis("bias", 0)
+        .expect_err("an axis on a bias was accepted");
+    assert!(
+        matches!(&err, ConfigError::ChannelAxisOutOfRange { rank: 1, .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("no channel axis"), "{message}");
+    assert!(!message.contains("no parameter"), "{message}");
+    // A path the model does not have is still "no parameter".
+    let err = ChannelAxes::infer(&model).with_axis("head.weight", 0).err();
+    assert_eq!(
+        err,
+        Some(ConfigError::UnknownParameter {
+            path: "head.weight".into()
+        })
+    );
+}
+
