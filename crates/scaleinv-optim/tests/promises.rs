@@ -5,12 +5,14 @@
 
 mod common;
 
+use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use scaleinv_optim::{
-    AdamPConfig, ChannelAxes, CheckedLoad, ConfigError, NapConfig, RecordMismatch,
+    AdamPConfig, ChannelAxes, CheckedLoad, ConfigError, NapConfig, RadialProjectionConfig,
+    RecordMismatch, SgdpConfig, StableSpamConfig, WidthScaledAdamWConfig,
 };
 
 /// A `Linear` 4 → 3 with fixed weights, in `dtype` (f32 when `None`).
@@ -208,3 +210,148 @@ fn an_axis_override_on_a_bias_says_it_has_no_channel_axis() {
     );
 }
 
+// Finding 4: hyperparameters outside finite f32 arithmetic are refused.
+
+fn refused<T>(result: Result<T, ConfigError>, config: &str, field: &str) {
+    match result.err() {
+        Some(ConfigError::OutOfRange {
+            config: c,
+            field: f,
+            ..
+        }) => assert_eq!((c, f), (config, field)),
+        other => panic!("{config}.{field}: expected out of range, got {other:?}"),
+    }
+}
+
+#[test]
+fn nan_or_negative_clipping_thresholds_are_refused() {
+    use GradientClippingConfig::{Norm, Value};
+    for (clip, field) in [
+        (Norm(f32::NAN), "grad_clipping.norm"),
+        (Norm(-1.0), "grad_clipping.norm"),
+        (Norm(0.0), "grad_clipping.norm"),
+        (Value(f32::NAN), "grad_clipping.value"),
+        (Value(-0.5), "grad_clipping.value"),
+        (Value(f32::INFINITY), "grad_clipping.value"),
+    ] {
+        let c = Some(clip);
+        refused(
+            AdamPConfig::new().with_grad_clipping(c.clone()).try_init(),
+            "AdamPConfig",
+            field,
+        );
+        refused(
+            SgdpConfig::new().with_grad_clipping(c.clone()).try_build(),
+            "SgdpConfig",
+            field,
+        );
+        refused(
+            StableSpamConfig::new()
+                .with_grad_clipping(c.clone())
+                .try_init(),
+            "StableSpamConfig",
+            field,
+        );
+        refused(
+            WidthScaledAdamWConfig::new(64, 128)
+                .with_grad_clipping(c.clone())
+                .validate(),
+            "WidthScaledAdamWConfig",
+            field,
+        );
+    }
+    assert!(
+        AdamPConfig::new()
+            .with_grad_clipping(Some(Norm(1.0)))
+            .try_init()
+            .is_ok()
+    );
+}
+
+#[test]
+fn an_epsilon_below_f32s_range_is_refused() {
+    for eps in [1e-50, 1e-30, 1e-20, 1e39, 1e30] {
+        refused(
+            AdamPConfig::new().with_epsilon(eps).try_build(),
+            "AdamPConfig",
+            "epsilon",
+        );
+        refused(
+            SgdpConfig::new().with_epsilon(eps).try_build(),
+            "SgdpConfig",
+            "epsilon",
+        );
+        refused(
+            StableSpamConfig::new().with_epsilon(eps).try_build(),
+            "StableSpamConfig",
+            "epsilon",
+        );
+        refused(
+            WidthScaledAdamWConfig::new(64, 128)
+                .with_epsilon(eps)
+                .validate(),
+            "WidthScaledAdamWConfig",
+            "epsilon",
+        );
+        refused(
+            NapConfig::new().with_epsilon(eps).try_wrap(adam()),
+            "NapConfig",
+            "epsilon",
+        );
+        refused(
+            RadialProjectionConfig::new()
+                .with_epsilon(eps)
+                .try_wrap(adam()),
+            "RadialProjectionConfig",
+            "epsilon",
+        );
+    }
+    // Beyond f32's range anywhere is refused like ∞.
+    refused(
+        AdamPConfig::new().with_weight_decay(1e39).try_build(),
+        "AdamPConfig",
+        "weight_decay",
+    );
+    for eps in [1e-18, 1e-8, 1e18] {
+        assert!(AdamPConfig::new().with_epsilon(eps).try_build().is_ok());
+    }
+}
+
+// Finding 6: messages name what the user passed.
+
+#[test]
+fn width_scaled_adamw_names_the_learning_rate_passed_through_init_for() {
+    let device = device();
+    let model = linear(&device, None);
+    // Trained at twice the base width: the weight's rate is scaled by 1/2.
+    let config = WidthScaledAdamWConfig::new(64, 128);
+    let mut optim = config.init_for(&model);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        optim.step(-1e-3, model.clone(), grads(&model, 0.5, 0.5))
+    }));
+    let message = match result {
+        Ok(_) => panic!("a negative learning rate was accepted"),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(
+        message.contains("learning rate -0.001 is invalid"),
+        "{message}"
+    );
+    let nan = WidthScaledAdamWConfig::new(64, 128)
+        .with_weight_decay(f64::NAN)
+        .validate()
+        .expect_err("NaN weight decay");
+    assert!(nan.to_string().contains("weight_decay = NaN"), "{nan}");
+    // A finite exponent whose power leaves f32's range is refused, naming the exponent.
+    let err = WidthScaledAdamWConfig::new(64, 256)
+        .with_lr_exponent(-80.0)
+        .validate()
+        .expect_err("(256/64)^-80 accepted");
+    assert!(err.to_string().contains("lr_exponent"), "{err}");
+    let err = WidthScaledAdamWConfig::new(64, 256)
+        .with_weight_decay(0.1)
+        .with_wd_exponent(80.0)
+        .validate()
+        .expect_err("0.1·4^80 accepted");
+    assert!(err.to_string().contains("wd_exponent"), "{err}");
+}

@@ -81,7 +81,7 @@ impl AdamPConfig {
         check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
         self.projection.validate_in(C)?;
-        self.step.validate()
+        self.step.validate_in(C)
     }
 }
 

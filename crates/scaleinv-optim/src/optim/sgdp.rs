@@ -117,7 +117,7 @@ impl SgdpConfig {
         check(C, "dampening", self.dampening, Range::UnitClosed)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
         self.projection.validate_in(C)?;
-        self.step.validate()?;
+        self.step.validate_in(C)?;
         if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
             return Err(ConfigError::Conflict {
                 config: C,

@@ -49,7 +49,7 @@ impl ProjectionOptions {
     pub(crate) fn validate_in(&self, config: &'static str) -> Result<(), ConfigError> {
         check(config, "delta", self.delta, Range::NonNegative)?;
         check(config, "wd_ratio", self.wd_ratio, Range::UnitClosed)?;
-        check(config, "epsilon", self.epsilon, Range::Positive)
+        check(config, "epsilon", self.epsilon, Range::Epsilon)
     }
 
     /// The test and projection for parameters whose output channels lie on `channel_axis`.

@@ -137,7 +137,7 @@ impl NapConfig {
             self.project_every as f64,
             Range::AtLeastOne,
         )?;
-        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "epsilon", self.epsilon, Range::Epsilon)?;
         if let NormAffine::DecayScale { rate } = self.norm_affine {
             check(C, "norm_affine.rate", rate, Range::NonNegative)?;
         }
