@@ -355,3 +355,57 @@ fn width_scaled_adamw_names_the_learning_rate_passed_through_init_for() {
         .expect_err("0.1·4^80 accepted");
     assert!(err.to_string().contains("wd_exponent"), "{err}");
 }
+
+// Finding 7: `init()` by habit on Burn's Linear is said to be wrong, once.
+
+/// Run in a child process by [`init_by_habit_warns_once_pointing_to_init_for`], so that its
+/// standard error can be read; a no-op otherwise.
+#[test]
+fn child_steps_a_linear_with_init() {
+    let Ok(which) = std::env::var("SCALEINV_PROMISES_CHILD") else {
+        return;
+    };
+    let device = device();
+    let model = linear(&device, None);
+    let mut optim = match which.as_str() {
+        "adamp-init" => AdamPConfig::new().init(),
+        "sgdp-init" => SgdpConfig::new().with_momentum(0.9).init(),
+        "radial-init" => RadialProjectionConfig::new().init(adam()),
+        "adamp-init_for" => AdamPConfig::new().init_for(&model),
+        "adamp-axis-1" => AdamPConfig::new().with_channel_axis(1).init(),
+        other => panic!("unknown child {other}"),
+    };
+    let mut model = model;
+    for _ in 0..3 {
+        model = optim.step(1e-3, model.clone(), grads(&model, 0.5, 0.5));
+    }
+    eprintln!("child done");
+}
+
+#[test]
+fn init_by_habit_warns_once_pointing_to_init_for() {
+    let run = |which: &str| {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_steps_a_linear_with_init", "--nocapture"])
+            .env("SCALEINV_PROMISES_CHILD", which)
+            .output()
+            .expect("child process");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{which}: {stderr}");
+        assert!(stderr.contains("child done"), "{which}: {stderr}");
+        stderr
+    };
+    for which in ["adamp-init", "sgdp-init", "radial-init"] {
+        let stderr = run(which);
+        assert_eq!(
+            stderr.matches("init_for(&model)").count(),
+            1,
+            "{which}: {stderr}"
+        );
+        assert!(stderr.contains("[4, 3]"), "{which}: {stderr}");
+    }
+    for which in ["adamp-init_for", "adamp-axis-1"] {
+        let stderr = run(which);
+        assert!(!stderr.contains("warning"), "{which}: {stderr}");
+    }
+}

@@ -104,6 +104,12 @@ impl OptimizerConfig for AdamPConfig {
     fn default_axis(&self) -> usize {
         self.projection.channel_axis
     }
+
+    fn without_model(&self) -> AdamP {
+        let optim = self.for_axis(self.default_axis());
+        let projector = optim.projector.without_model("AdamPConfig");
+        AdamP { projector, ..optim }
+    }
 }
 
 impl AdamP {
@@ -123,6 +129,10 @@ impl AdamP {
 impl TwoPaths for AdamP {
     fn policy(&self) -> &StepPolicy {
         &self.projector.policy
+    }
+
+    fn notice<const D: usize>(&self, param: &Tensor<D>) {
+        self.projector.notice(param);
     }
 
     #[cfg(feature = "flex")]

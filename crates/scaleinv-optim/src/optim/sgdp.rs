@@ -145,6 +145,12 @@ impl OptimizerConfig for SgdpConfig {
     fn default_axis(&self) -> usize {
         self.projection.channel_axis
     }
+
+    fn without_model(&self) -> Sgdp {
+        let optim = self.for_axis(self.default_axis());
+        let projector = optim.projector.without_model("SgdpConfig");
+        Sgdp { projector, ..optim }
+    }
 }
 
 impl Sgdp {
@@ -181,6 +187,10 @@ impl Observed for Sgdp {
 impl TwoPaths for Sgdp {
     fn policy(&self) -> &StepPolicy {
         &self.projector.policy
+    }
+
+    fn notice<const D: usize>(&self, param: &Tensor<D>) {
+        self.projector.notice(param);
     }
 
     #[cfg(feature = "flex")]

@@ -103,6 +103,10 @@ pub(crate) trait TwoPaths: Optimizer {
         self.policy().non_finite
     }
 
+    /// A host-only look at `param` before each step (the projected optimizers' warning for a
+    /// tensor whose channel axis they cannot know, see `Projector::notice`).
+    fn notice<const D: usize>(&self, _param: &Tensor<D>) {}
+
     /// Whether the fused loops can step `param` (see [`StepPolicy::fuses`]).
     #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool;
@@ -163,6 +167,7 @@ pub(crate) trait TwoPaths: Optimizer {
     where
         Self::State<D>: Revert<D> + StateTensors<D>,
     {
+        self.notice(&param);
         #[cfg(feature = "flex")]
         if self.fuses(&param, &grad, state.as_ref()) {
             crate::guard::frame::check_lr(lr);
