@@ -190,34 +190,47 @@ fn every_constructor_skips_non_finite_gradients_on_every_parameter() {
     }
 }
 
-/// Through each of its constructors, every optimizer steps an f16 model (free parameters
-/// included), keeps its dtype, saves its record and resumes from it.
+/// Through each of its constructors, every optimizer steps an f16 and a bf16 model (free
+/// parameters included), keeps its dtype, saves its record and resumes from it.
 #[test]
 fn every_constructor_steps_and_resumes_a_half_precision_model() {
-    use scaleinv_optim::CheckedLoad;
     for (entry, name, init) in constructors::<Net>() {
-        let label = format!("{} {name}", entry.name);
-        let mut model = net(FloatDType::F16);
-        let mut optim = init(&model);
-        for _ in 0..2 {
-            let grads = gradients(&model, |_| false, 0.0);
-            model = optim.step(entry.lr, model, grads);
+        for dtype in [FloatDType::F16, FloatDType::BF16] {
+            half_precision_resume(entry, name, init, dtype);
         }
-        let mut resumed = init(&model)
-            .try_load_record(optim.to_record(), &model)
-            .unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+}
+
+/// Two steps of a `dtype` model, its record saved and loaded through the checked loader, one
+/// more step: the dtype kept, every parameter finite, the model moved.
+fn half_precision_resume(
+    entry: &Entry,
+    name: &str,
+    init: common::catalog::InitFor<Net>,
+    dtype: FloatDType,
+) {
+    use scaleinv_optim::CheckedLoad;
+    let label = format!("{} {name} {dtype:?}", entry.name);
+    let mut model = net(dtype);
+    let mut optim = init(&model);
+    for _ in 0..2 {
         let grads = gradients(&model, |_| false, 0.0);
-        let before = bits(&model);
-        let model = resumed.step(entry.lr, model, grads);
-        assert_eq!(
-            model.body.bias.as_ref().unwrap().val().dtype(),
-            burn::tensor::DType::F16,
-            "{label}"
-        );
-        let after = bits(&model);
-        assert_ne!(after, before, "{label}: the resumed step did not move");
-        for v in after.iter().flatten() {
-            assert!(f32::from_bits(*v).is_finite(), "{label}: {after:?}");
-        }
+        model = optim.step(entry.lr, model, grads);
+    }
+    let mut resumed = init(&model)
+        .try_load_record(optim.to_record(), &model)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let grads = gradients(&model, |_| false, 0.0);
+    let before = bits(&model);
+    let model = resumed.step(entry.lr, model, grads);
+    assert_eq!(
+        model.body.bias.as_ref().unwrap().val().dtype(),
+        burn::tensor::DType::from(dtype),
+        "{label}"
+    );
+    let after = bits(&model);
+    assert_ne!(after, before, "{label}: the resumed step did not move");
+    for v in after.iter().flatten() {
+        assert!(f32::from_bits(*v).is_finite(), "{label}: {after:?}");
     }
 }
