@@ -4,6 +4,7 @@
 
 mod common;
 
+use burn::grad_clipping::GradientClippingConfig::{Norm, Value};
 use burn::optim::AdamConfig;
 use scaleinv::models::DigitsCnnConfig;
 use scaleinv::{
@@ -30,6 +31,7 @@ const POSITIVE: &str = "(0, inf), finite";
 const NON_NEGATIVE: &str = "[0, inf), finite";
 const FINITE: &str = "(-inf, inf), finite";
 const AT_LEAST_ONE: &str = "[1, inf), an integer";
+const EPSILON: &str = "[1e-18, 1e18] (ε and ε² normal in f32)";
 
 /// One `#[test]` per entry: `name: expression => field, range;`.
 macro_rules! rejects {
@@ -52,8 +54,8 @@ rejects! {
     adamp_beta_1_negative: AdamPConfig::new().with_beta_1(-0.1).try_init() => "beta_1", UNIT_HALF_OPEN;
     adamp_beta_2_one: AdamPConfig::new().with_beta_2(1.0).try_build() => "beta_2", UNIT_HALF_OPEN;
     adamp_beta_2_nan: AdamPConfig::new().with_beta_2(f64::NAN).try_build() => "beta_2", UNIT_HALF_OPEN;
-    adamp_epsilon_zero: AdamPConfig::new().with_epsilon(0.0).try_build() => "epsilon", POSITIVE;
-    adamp_epsilon_infinite: AdamPConfig::new().with_epsilon(f64::INFINITY).try_build() => "epsilon", POSITIVE;
+    adamp_epsilon_zero: AdamPConfig::new().with_epsilon(0.0).try_build() => "epsilon", EPSILON;
+    adamp_epsilon_infinite: AdamPConfig::new().with_epsilon(f64::INFINITY).try_build() => "epsilon", EPSILON;
     adamp_weight_decay_negative: AdamPConfig::new().with_weight_decay(-1e-4).try_build() => "weight_decay", NON_NEGATIVE;
     adamp_delta_negative: AdamPConfig::new().with_delta(-0.1).try_build() => "delta", NON_NEGATIVE;
     adamp_delta_nan: AdamPConfig::new().with_delta(f64::NAN).try_build() => "delta", NON_NEGATIVE;
@@ -64,13 +66,13 @@ rejects! {
     sgdp_momentum_negative: SgdpConfig::new().with_momentum(-0.5).try_init() => "momentum", UNIT_HALF_OPEN;
     sgdp_dampening_above_one: SgdpConfig::new().with_dampening(1.5).try_build() => "dampening", UNIT_CLOSED;
     sgdp_weight_decay_negative: SgdpConfig::new().with_weight_decay(-1.0).try_build() => "weight_decay", NON_NEGATIVE;
-    sgdp_epsilon_zero: SgdpConfig::new().with_epsilon(0.0).try_build() => "epsilon", POSITIVE;
+    sgdp_epsilon_zero: SgdpConfig::new().with_epsilon(0.0).try_build() => "epsilon", EPSILON;
     sgdp_delta_negative: SgdpConfig::new().with_delta(-1.0).try_build() => "delta", NON_NEGATIVE;
     sgdp_wd_ratio_above_one: SgdpConfig::new().with_wd_ratio(2.0).try_build() => "wd_ratio", UNIT_CLOSED;
 
     stable_spam_beta_1_one: StableSpamConfig::new().with_beta_1(1.0).try_build() => "beta_1", UNIT_HALF_OPEN;
     stable_spam_beta_2_negative: StableSpamConfig::new().with_beta_2(-0.5).try_init() => "beta_2", UNIT_HALF_OPEN;
-    stable_spam_epsilon_zero: StableSpamConfig::new().with_epsilon(0.0).try_build() => "epsilon", POSITIVE;
+    stable_spam_epsilon_zero: StableSpamConfig::new().with_epsilon(0.0).try_build() => "epsilon", EPSILON;
     stable_spam_weight_decay_negative: StableSpamConfig::new().with_weight_decay(-1.0).try_build() => "weight_decay", NON_NEGATIVE;
     stable_spam_gamma_1_zero: StableSpamConfig::new().with_gamma_1(0.0).try_build() => "gamma_1", UNIT_OPEN;
     stable_spam_gamma_2_one: StableSpamConfig::new().with_gamma_2(1.0).try_build() => "gamma_2", UNIT_OPEN;
@@ -83,19 +85,28 @@ rejects! {
     width_scaled_base_width_zero: WidthScaledAdamWConfig::new(0, 64).validate() => "base_width", AT_LEAST_ONE;
     width_scaled_beta_1_one: WidthScaledAdamWConfig::new(64, 128).with_beta_1(1.0).validate() => "beta_1", UNIT_HALF_OPEN;
     width_scaled_beta_2_one: WidthScaledAdamWConfig::new(64, 128).with_beta_2(1.0).validate() => "beta_2", UNIT_HALF_OPEN;
-    width_scaled_epsilon_negative: WidthScaledAdamWConfig::new(64, 128).with_epsilon(-1e-8).validate() => "epsilon", POSITIVE;
+    width_scaled_epsilon_negative: WidthScaledAdamWConfig::new(64, 128).with_epsilon(-1e-8).validate() => "epsilon", EPSILON;
     width_scaled_weight_decay_negative: WidthScaledAdamWConfig::new(64, 128).with_weight_decay(-0.1).validate() => "weight_decay", NON_NEGATIVE;
     width_scaled_lr_exponent_nan: WidthScaledAdamWConfig::new(64, 128).with_lr_exponent(f64::NAN).validate() => "lr_exponent", FINITE;
     width_scaled_wd_exponent_infinite: WidthScaledAdamWConfig::new(64, 128).with_wd_exponent(f64::INFINITY).try_build(scaleinv::WidthRole::Matrix) => "wd_exponent", FINITE;
 
     nap_project_every_zero: NapConfig::new().with_project_every(0).try_wrap(adam()) => "project_every", AT_LEAST_ONE;
-    nap_epsilon_zero: NapConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", POSITIVE;
+    nap_epsilon_zero: NapConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", EPSILON;
     nap_scale_decay_negative: NapConfig::new().with_norm_affine(NormAffine::DecayScale { rate: -1.0 }).try_wrap(adam()) => "norm_affine.rate", NON_NEGATIVE;
 
     projection_delta_negative: RadialProjectionConfig::new().with_delta(-0.1).try_wrap(adam()) => "delta", NON_NEGATIVE;
     projection_wd_ratio_above_one: RadialProjectionConfig::new().with_wd_ratio(1.1).try_wrap(adam()) => "wd_ratio", UNIT_CLOSED;
-    projection_epsilon_zero: RadialProjectionConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", POSITIVE;
+    projection_epsilon_zero: RadialProjectionConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", EPSILON;
     projection_weight_decay_nan: RadialProjectionConfig::new().with_weight_decay(f64::NAN).try_wrap(adam()) => "weight_decay", NON_NEGATIVE;
+
+    adamp_epsilon_below_f32: AdamPConfig::new().with_epsilon(1e-50).try_build() => "epsilon", EPSILON;
+    stable_spam_epsilon_below_f32: StableSpamConfig::new().with_epsilon(1e-30).try_build() => "epsilon", EPSILON;
+    nap_epsilon_below_f32: NapConfig::new().with_epsilon(1e-50).try_wrap(adam()) => "epsilon", EPSILON;
+    adamp_weight_decay_beyond_f32: AdamPConfig::new().with_weight_decay(1e39).try_build() => "weight_decay", NON_NEGATIVE;
+    adamp_grad_clipping_norm_nan: AdamPConfig::new().with_grad_clipping(Some(Norm(f32::NAN))).try_init() => "grad_clipping.norm", POSITIVE;
+    sgdp_grad_clipping_norm_negative: SgdpConfig::new().with_grad_clipping(Some(Norm(-1.0))).try_build() => "grad_clipping.norm", POSITIVE;
+    stable_spam_grad_clipping_value_nan: StableSpamConfig::new().with_grad_clipping(Some(Value(f32::NAN))).try_build() => "grad_clipping.value", POSITIVE;
+    width_scaled_grad_clipping_value_negative: WidthScaledAdamWConfig::new(64, 128).with_grad_clipping(Some(Value(-0.5))).validate() => "grad_clipping.value", POSITIVE;
 }
 
 #[test]

@@ -13,7 +13,8 @@ mod common;
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use scaleinv_optim::{
-    AdamPConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
+    AdamPConfig, ProjectionBranch, ResetMode, ScaleInvariance, SgdpConfig, StableSpamConfig,
+    WidthRole, WidthScaledAdamWConfig,
 };
 
 /// How the gradient relates to the weight.
@@ -69,6 +70,19 @@ fn close(label: &str, got: &[f32], want: &[f32]) {
     }
 }
 
+/// Agreement to `1e-5` of the tensor's largest magnitude: at 1e19–1e30 an element that is the
+/// small difference of two huge ones keeps only the rounding of those (a different branch
+/// would differ at the tensor's own scale).
+fn close_to_scale(label: &str, got: &[f32], want: &[f32]) {
+    let scale = want.iter().fold(0.0f32, |m, w| m.max(w.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-30 + 1e-5 * scale,
+            "{label}: element {i}: fused {g}, tensor ops {w} (scale {scale})"
+        );
+    }
+}
+
 /// Five steps with `fused` and `ops` from the same weights and gradients; the parameters agree
 /// to the golden tolerance at every step.
 fn agree<O: Optimizer, const D: usize>(
@@ -80,20 +94,39 @@ fn agree<O: Optimizer, const D: usize>(
     kind: Grad,
     device: &Device,
 ) {
+    agree_at(label, fused, ops, (dims, axis), kind, (1.0, 1.0), device);
+}
+
+/// [`agree`] with the weights scaled by `ws` and every gradient by `gs`.
+fn agree_at<O: Optimizer, const D: usize>(
+    label: &str,
+    fused: &O,
+    ops: &O,
+    (dims, axis): ([usize; D], usize),
+    kind: Grad,
+    (ws, gs): (f32, f32),
+    device: &Device,
+) {
     let t = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), device);
     let n: usize = dims.iter().product();
-    let (mut a, mut b) = (t(wave(n, 1)), t(wave(n, 1)));
+    let start: Vec<f32> = wave(n, 1).iter().map(|x| x * ws).collect();
+    let (mut a, mut b) = (t(start.clone()), t(start));
     let (mut sa, mut sb) = (None, None);
     for k in 0..5 {
         let w = common::values(b.clone());
-        let g = gradient(&w, &dims, axis, kind, k);
+        let g: Vec<f32> = gradient(&w, &dims, axis, kind, k)
+            .iter()
+            .map(|x| x * gs)
+            .collect();
         (a, sa) = fused.step(1e-2, a, t(g.clone()), sa);
         (b, sb) = ops.step(1e-2, b, t(g), sb);
-        close(
-            &format!("{label} {dims:?} {kind:?} step {k}"),
-            &common::values(a.clone()),
-            &common::values(b.clone()),
-        );
+        let label = format!("{label} {dims:?} {kind:?} ×({ws:e}, {gs:e}) step {k}");
+        let (got, want) = (common::values(a.clone()), common::values(b.clone()));
+        if (ws, gs) == (1.0, 1.0) {
+            close(&label, &got, &want);
+        } else {
+            close_to_scale(&label, &got, &want);
+        }
     }
 }
 
@@ -257,4 +290,122 @@ fn other_backends_and_dtypes_take_the_tensor_ops() {
     }
     let half = Tensor::<2>::zeros([3, 3], &Device::flex()).cast(burn::tensor::FloatDType::F16);
     assert!(!adamp.takes_fused_path(&half));
+}
+
+/// Weight and gradient magnitudes near f32's range limits, `(weight, gradient)`: squared in f32
+/// they underflow (1e-38) or overflow (beyond 1.8e19).
+const EXTREMES: [(f32, f32); 8] = [
+    (1.0, 1e-38),
+    (1.0, 1e19),
+    (1.0, 1e20),
+    (1.0, 1e30),
+    (1e20, 1.0),
+    (1e30, 1e-3),
+    (1e-38, 1.0),
+    (1e19, 1e19),
+];
+
+/// The scale-invariance test in f64 (the fused loops' statistics): channel view first, then
+/// layer view.
+fn reference_branch(
+    w: &[f32],
+    g: &[f32],
+    dims: &[usize],
+    axis: usize,
+    inv: &ScaleInvariance,
+) -> ProjectionBranch {
+    let (group, n) = (channels(dims, axis), dims[axis]);
+    let (mut dot, mut ww, mut gg) = (vec![0.0f64; n], vec![0.0f64; n], vec![0.0f64; n]);
+    for i in 0..w.len() {
+        let (p, q) = (f64::from(w[i]), f64::from(g[i]));
+        dot[group[i]] += p * q;
+        ww[group[i]] += p * p;
+        gg[group[i]] += q * q;
+    }
+    let eps = inv.epsilon;
+    let cos = |d: f64, w: f64, q: f64| d.abs() / (q.sqrt().max(eps) * w.sqrt().max(eps));
+    let max_cos = (0..n)
+        .map(|c| cos(dot[c], ww[c], gg[c]))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let total = |v: &[f64]| v.iter().sum::<f64>();
+    let numel = w.len() as f64;
+    if max_cos < inv.delta / (numel / n as f64).sqrt() {
+        ProjectionBranch::Channel
+    } else if cos(total(&dot), total(&ww), total(&gg)) < inv.delta / numel.sqrt() {
+        ProjectionBranch::Layer
+    } else {
+        ProjectionBranch::None
+    }
+}
+
+/// The tensor ops' branch equals the f64 test's at `(ws, gs)`; then AdamP's and SGDP's fused
+/// steps agree with their tensor ops there.
+fn extreme_case<const D: usize>(dims: [usize; D], axis: usize, (ws, gs): (f32, f32)) {
+    let device = Device::flex();
+    let t = |v: &[f32]| Tensor::<D>::from_data(TensorData::new(v.to_vec(), dims), &device);
+    let n: usize = dims.iter().product();
+    let w: Vec<f32> = wave(n, 1).iter().map(|x| x * ws).collect();
+    for kind in KINDS {
+        let g: Vec<f32> = gradient(&w, &dims, axis, kind, 0)
+            .iter()
+            .map(|x| x * gs)
+            .collect();
+        let inv = *SgdpConfig::new()
+            .with_channel_axis(axis)
+            .build()
+            .scale_invariance();
+        let want = reference_branch(&w, &g, &dims, axis, &inv);
+        let got = common::branch(inv.branch(&t(&w), &t(&g)));
+        assert_eq!(
+            got, want,
+            "tensor-op branch {dims:?} {kind:?} ×({ws:e}, {gs:e})"
+        );
+
+        let sgdp = |fused: bool| {
+            SgdpConfig::new()
+                .with_momentum(0.9)
+                .with_weight_decay(1e-3)
+                .with_channel_axis(axis)
+                .with_fused(fused)
+                .build()
+        };
+        let label = "SGDP near the range limits";
+        agree_at(
+            label,
+            &sgdp(true),
+            &sgdp(false),
+            (dims, axis),
+            kind,
+            (ws, gs),
+            &device,
+        );
+        let adamp = |fused: bool| {
+            AdamPConfig::new()
+                .with_weight_decay(0.1)
+                .with_channel_axis(axis)
+                .with_fused(fused)
+                .build()
+        };
+        let label = "AdamP near the range limits";
+        agree_at(
+            label,
+            &adamp(true),
+            &adamp(false),
+            (dims, axis),
+            kind,
+            (ws, gs),
+            &device,
+        );
+    }
+}
+
+/// At gradients and weights near f32's range limits (1e-38, 1e19–1e30) the tensor ops take the
+/// branch the fused loops' f64 statistics take, and the two paths agree step for step.
+#[test]
+fn fused_and_tensor_ops_agree_near_f32s_range_limits() {
+    for scales in EXTREMES {
+        extreme_case([8, 4, 3, 3], 0, scales);
+        extreme_case([6, 5], 1, scales);
+        extreme_case([3, 4, 5], 1, scales);
+    }
 }

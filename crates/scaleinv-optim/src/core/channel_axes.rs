@@ -89,9 +89,12 @@ impl ChannelAxisRules {
     ///
     /// Fails when a rule gives an axis beyond a parameter's rank.
     pub fn infer<M: Module>(&self, module: &M) -> Result<ChannelAxes, ConfigError> {
-        let entries = params::walk(module, false)
+        let (matrices, vectors): (Vec<_>, Vec<_>) = params::walk(module, false)
             .into_iter()
-            .filter(|p| p.rank >= 2)
+            .partition(|p| p.rank >= 2);
+        let without_axis = vectors.into_iter().map(|p| (p.path, p.rank)).collect();
+        let entries = matrices
+            .into_iter()
             .map(|p| ParamAxis {
                 axis: self.axis_for(&p.owner),
                 path: p.path,
@@ -103,7 +106,10 @@ impl ChannelAxisRules {
         for entry in &entries {
             check_axis(entry)?;
         }
-        Ok(ChannelAxes { entries })
+        Ok(ChannelAxes {
+            entries,
+            without_axis,
+        })
     }
 }
 
@@ -123,6 +129,8 @@ fn check_axis(entry: &ParamAxis) -> Result<(), ConfigError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelAxes {
     entries: Vec<ParamAxis>,
+    /// The parameters of rank < 2 (path, rank): they exist, but have no channel axis.
+    without_axis: Vec<(String, usize)>,
 }
 
 impl ChannelAxes {
@@ -133,8 +141,17 @@ impl ChannelAxes {
             .expect("the burn_nn rules only name axis 0 and 1, and every entry has rank >= 2")
     }
 
-    /// Overrides the axis of the parameter at `path`.
+    /// Overrides the axis of the parameter at `path`. Fails when the module has no parameter
+    /// there, or when it has one of rank < 2 (a bias, a norm's scale), which has no channel
+    /// axis.
     pub fn with_axis(mut self, path: &str, axis: usize) -> Result<Self, ConfigError> {
+        if let Some((_, rank)) = self.without_axis.iter().find(|(p, _)| p == path) {
+            return Err(ConfigError::ChannelAxisOutOfRange {
+                path: path.to_string(),
+                axis,
+                rank: *rank,
+            });
+        }
         let entry = self
             .entries
             .iter_mut()

@@ -64,6 +64,11 @@ impl fmt::Display for ConfigError {
             Self::UnknownParameter { path } => {
                 write!(f, "no parameter at path `{path}` in the module")
             }
+            Self::ChannelAxisOutOfRange { path, axis, rank } if *rank < 2 => write!(
+                f,
+                "`{path}` has rank {rank} and so no channel axis (channel axis {axis} given): \
+                 only parameters of rank >= 2 (weights, kernels) are projected per channel"
+            ),
             Self::ChannelAxisOutOfRange { path, axis, rank } => write!(
                 f,
                 "channel axis {axis} is out of range for `{path}`, a parameter of rank {rank}"
@@ -96,11 +101,20 @@ pub(crate) enum Range {
     Finite,
     /// An integer ≥ 1.
     AtLeastOne,
+    /// An ε: `[1e-18, 1e18]`, so that ε and ε² are normal, finite `f32` numbers (a smaller
+    /// ε rounds to 0 in f32, or its square does, and `0/0` turns a zero tensor into NaN).
+    Epsilon,
 }
 
+/// The bounds of [`Range::Epsilon`].
+const EPSILON_RANGE: (f64, f64) = (1e-18, 1e18);
+
 impl Range {
+    /// Whether `v` lies in the range. Every range holds only values finite in `f32` too (the
+    /// steps run in f32), so `1e39` is refused wherever `inf` is.
     fn contains(self, v: f64) -> bool {
         v.is_finite()
+            && v.abs() <= f64::from(f32::MAX)
             && match self {
                 Self::UnitHalfOpen => (0.0..1.0).contains(&v),
                 Self::UnitClosed => (0.0..=1.0).contains(&v),
@@ -109,6 +123,7 @@ impl Range {
                 Self::NonNegative => v >= 0.0,
                 Self::Finite => true,
                 Self::AtLeastOne => v >= 1.0,
+                Self::Epsilon => (EPSILON_RANGE.0..=EPSILON_RANGE.1).contains(&v),
             }
     }
 
@@ -121,6 +136,7 @@ impl Range {
             Self::NonNegative => "[0, inf), finite",
             Self::Finite => "(-inf, inf), finite",
             Self::AtLeastOne => "[1, inf), an integer",
+            Self::Epsilon => "[1e-18, 1e18] (ε and ε² normal in f32)",
         }
     }
 }

@@ -55,15 +55,43 @@ enum Decision {
     Tested(Box<Tests>),
 }
 
-/// Per-row statistics of a (weight, gradient) pair, kept in the channel view's shape
-/// (every axis but the channel axis reduced to length 1).
+/// A tensor divided by its largest `|element|` (at least `f32::MIN_POSITIVE`), and that
+/// scale: squares and products of the scaled tensor cannot overflow f32, whatever the
+/// magnitude of the weights or gradients (up to f32's range limits).
+struct Scaled<const D: usize> {
+    /// `x / s`, every element in `[-1, 1]`.
+    tensor: Tensor<D>,
+    /// `s`, shape `[1]`.
+    scale: Tensor<1>,
+}
+
+impl<const D: usize> Scaled<D> {
+    fn new(x: &Tensor<D>) -> Self {
+        let scale = x.clone().abs().max().clamp_min(f32::MIN_POSITIVE);
+        Self {
+            tensor: x.clone() / scale.clone().reshape([1; D]),
+            scale,
+        }
+    }
+
+    /// The scale with shape `[1, …, 1]`.
+    fn scale_d(&self) -> Tensor<D> {
+        self.scale.clone().reshape([1; D])
+    }
+}
+
+/// Per-row statistics of a (weight, gradient) pair, on the scaled tensors, kept in the
+/// channel view's shape (every axis but the channel axis reduced to length 1).
 struct RowStats<const D: usize> {
-    /// `⟨P_i, G_i⟩`
+    /// `⟨P̃_i, G̃_i⟩`
     dot: Tensor<D>,
-    /// `‖P_i‖²`
+    /// `‖P̃_i‖²`
     weight_sq: Tensor<D>,
-    /// `‖G_i‖²`
+    /// `‖G̃_i‖²`
     grad_sq: Tensor<D>,
+    /// `s_P`, `s_G` (shape `[1]`).
+    weight_scale: Tensor<1>,
+    grad_scale: Tensor<1>,
 }
 
 /// The outcome of the two cosine tests, as one-element boolean tensors.
@@ -102,24 +130,37 @@ impl ScaleInvariance {
         sum_except(x, self.channel_axis)
     }
 
-    fn row_stats<const D: usize>(&self, param: &Tensor<D>, grad: &Tensor<D>) -> RowStats<D> {
+    fn row_stats<const D: usize>(&self, param: &Scaled<D>, grad: &Tensor<D>) -> RowStats<D> {
+        let grad = Scaled::new(grad);
+        let p = &param.tensor;
         RowStats {
-            dot: self.row_sum(param.clone() * grad.clone()),
-            weight_sq: self.row_sum(param.clone().square()),
-            grad_sq: self.row_sum(grad.clone().square()),
+            dot: self.row_sum(p.clone() * grad.tensor.clone()),
+            weight_sq: self.row_sum(p.clone().square()),
+            grad_sq: self.row_sum(grad.tensor.square()),
+            weight_scale: param.scale.clone(),
+            grad_scale: grad.scale,
         }
     }
 
     fn tests<const D: usize>(&self, stats: &RowStats<D>, numel: usize) -> Tests {
         let channels = stats.dot.dims()[self.channel_axis];
-        let channel_cos = self.cosine(
+        let (sp, sg) = (stats.weight_scale.clone(), stats.grad_scale.clone());
+        let (sp_d, sg_d) = (sp.clone().reshape([1; D]), sg.clone().reshape([1; D]));
+        // `(‖x‖, s)` from `‖x̃‖²` and `s`.
+        let norm = |sq: Tensor<D>, s: Tensor<D>| (sq.sqrt() * s.clone(), s);
+        let norm_1 = |sq: Tensor<1>, s: Tensor<1>| (sq.sqrt() * s.clone(), s);
+        let channel_cos = self.scaled_cosine(
             stats.dot.clone(),
-            stats.weight_sq.clone(),
-            stats.grad_sq.clone(),
+            norm(stats.weight_sq.clone(), sp_d),
+            norm(stats.grad_sq.clone(), sg_d),
         );
         let weight_sq = stats.weight_sq.clone().sum();
         let grad_sq = stats.grad_sq.clone().sum();
-        let layer_cos = self.cosine(stats.dot.clone().sum(), weight_sq.clone(), grad_sq.clone());
+        let layer_cos = self.scaled_cosine(
+            stats.dot.clone().sum(),
+            norm_1(weight_sq.clone(), sp),
+            norm_1(grad_sq.clone(), sg),
+        );
         let channel = channel_cos
             .max()
             .lower_scalar(self.threshold(numel / channels));
@@ -164,7 +205,8 @@ impl ScaleInvariance {
             ProjectionView::Off => fixed(ProjectionBranch::None),
             ProjectionView::Detect => {
                 let numel = param.shape().num_elements();
-                self.tests(&self.row_stats(param, grad), numel).code()
+                let stats = self.row_stats(&Scaled::new(param), grad);
+                self.tests(&stats, numel).code()
             }
         }
     }
@@ -193,30 +235,35 @@ impl ScaleInvariance {
             decay_ratio: ones(&device) * self.wd_ratio,
             decision: Decision::Fixed(branch),
         };
-        // Radial coefficient ⟨P, U⟩ / (‖P‖ + ε)² per row (channel) or for the whole tensor
-        // (layer).
-        let row_dot_update = self.row_sum(param.clone() * update.clone());
-        let channel_coef =
-            |weight_sq: Tensor<D>| self.radial_coefficient(row_dot_update.clone(), weight_sq);
+        // Radial coefficient per row (channel) or for the whole tensor (layer), on the scaled
+        // weight P̃ = P / s_P: U − c·P = U − c̃·P̃, c̃ = ⟨P̃, U⟩ · (s_P / (‖P‖ + ε))².
+        let p = Scaled::new(param);
+        let row_dot_update = self.row_sum(p.tensor.clone() * update.clone());
+        let channel_coef = |weight_sq: Tensor<D>| {
+            let norm = weight_sq.sqrt() * p.scale_d();
+            self.scaled_radial_coefficient(row_dot_update.clone(), norm, p.scale_d())
+        };
         let layer_coef = |weight_sq: Tensor<D>| {
-            self.radial_coefficient(row_dot_update.clone().sum(), weight_sq.sum())
+            let norm = weight_sq.sum().sqrt() * p.scale.clone();
+            let dot = row_dot_update.clone().sum();
+            self.scaled_radial_coefficient(dot, norm, p.scale.clone())
         };
         match self.view {
             ProjectionView::Channel => {
-                let coef = channel_coef(self.row_sum(param.clone().square()));
-                fixed(update - param.clone() * coef, ProjectionBranch::Channel)
+                let coef = channel_coef(self.row_sum(p.tensor.clone().square()));
+                fixed(update - p.tensor.clone() * coef, ProjectionBranch::Channel)
             }
             ProjectionView::Layer => {
-                let coef = layer_coef(self.row_sum(param.clone().square()));
+                let coef = layer_coef(self.row_sum(p.tensor.clone().square()));
                 fixed(
-                    update - param.clone() * coef.unsqueeze::<D>(),
+                    update - p.tensor.clone() * coef.unsqueeze::<D>(),
                     ProjectionBranch::Layer,
                 )
             }
             // Excluded by `projects`.
             ProjectionView::Off => unreachable!("an Off view never projects"),
             ProjectionView::Detect => {
-                let stats = self.row_stats(param, grad);
+                let stats = self.row_stats(&p, grad);
                 let tests = self.tests(&stats, param.shape().num_elements());
                 let channel = channel_coef(stats.weight_sq.clone());
                 let layer = layer_coef(stats.weight_sq);
@@ -232,7 +279,7 @@ impl ScaleInvariance {
                         layer.unsqueeze::<D>().expand(row_shape.clone()),
                     )
                     .mask_where(mask(&tests.channel), channel);
-                let update = update - param.clone() * coef;
+                let update = update - p.tensor.clone() * coef;
 
                 let fired = tests.channel.clone().bool_or(tests.layer.clone());
                 let decay_ratio = ones(&device).mask_fill(fired, self.wd_ratio);

@@ -170,12 +170,33 @@ fn contents(bytes: Bytes) -> Result<Contents, RecordMismatch> {
         }
     }
     for tensor in reader.into_tensors().map_err(unreadable)? {
-        if let Some((id, field)) = split_key(&tensor.name) {
-            let shape = tensor.shape.iter().copied().collect();
-            out.fields.entry(id).or_default().insert(field, Some(shape));
-        }
+        let Some((id, field)) = split_key(&tensor.name) else {
+            return Err(not_an_optimizer_record(&tensor.name));
+        };
+        let shape = tensor.shape.iter().copied().collect();
+        out.fields.entry(id).or_default().insert(field, Some(shape));
+    }
+    // Every state an optimizer record holds comes with its parameter's rank: fields without
+    // one are a model record's tensors (`0.weight` of a `Vec` of layers, say).
+    if let Some((id, fields)) = out
+        .fields
+        .iter()
+        .find(|(id, _)| !out.ranks.contains_key(id))
+    {
+        let field = fields.keys().next().map(String::as_str).unwrap_or_default();
+        return Err(not_an_optimizer_record(&format!("{id}.{field}")));
     }
     Ok(out)
+}
+
+/// The error for a record whose tensor `name` is not an optimizer's `"{param id}.{field}"`
+/// with the parameter's rank beside it.
+fn not_an_optimizer_record(name: &str) -> RecordMismatch {
+    unreadable(format!(
+        "it holds the tensor `{name}`, which is not an optimizer state (`{{param id}}.{{field}}` \
+         with the parameter's rank): this looks like a model record (Module::save_file), not \
+         one written by ModuleOptimizer::save"
+    ))
 }
 
 /// `"{id}.{field}"` → `(id, field)`.

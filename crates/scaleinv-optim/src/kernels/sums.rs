@@ -1,6 +1,6 @@
 //! Blocked reductions: eight f32 partial sums the compiler keeps in one vector register, over
 //! blocks short enough (1,024 elements) that f32 loses nothing that matters, each block then
-//! added in f64.
+//! added in f64 (a block whose f32 squares overflow is summed again in f64).
 
 const LANES: usize = 8;
 const BLOCK: usize = 1024;
@@ -38,15 +38,37 @@ pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
             }
         }
         let wide = |l: [f32; LANES]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-        d += wide(dl);
-        w += wide(wl);
-        q += wide(ql);
-        for (&pi, &gi) in pc.remainder().iter().zip(gc.remainder()) {
-            let (pi, gi) = (f64::from(pi), f64::from(gi));
-            d += pi * gi;
-            w += pi * pi;
-            q += gi * gi;
+        let (bd, bw, bq) = (wide(dl), wide(wl), wide(ql));
+        if bd.is_finite() && bw.is_finite() && bq.is_finite() {
+            d += bd;
+            w += bw;
+            q += bq;
+            let tail = pc.remainder().iter().zip(gc.remainder());
+            let (td, tw, tq) = dots_f64(tail);
+            d += td;
+            w += tw;
+            q += tq;
+        } else {
+            // A square beyond f32's range (|x| > 1.8e19) or a non-finite element: the block
+            // again in f64, where only a NaN or ±∞ element stays non-finite.
+            let (bd, bw, bq) = dots_f64(pb.iter().zip(gb));
+            d += bd;
+            w += bw;
+            q += bq;
         }
+    }
+    (d, w, q)
+}
+
+/// `(Σ p·g, Σ p², Σ g²)` in f64.
+#[inline]
+fn dots_f64<'a>(pairs: impl Iterator<Item = (&'a f32, &'a f32)>) -> (f64, f64, f64) {
+    let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
+    for (&pi, &gi) in pairs {
+        let (pi, gi) = (f64::from(pi), f64::from(gi));
+        d += pi * gi;
+        w += pi * pi;
+        q += gi * gi;
     }
     (d, w, q)
 }

@@ -7,6 +7,11 @@
 //! passes: max_i cos_i < δ / √K                                   K = row width
 //! coefficient_i = ⟨P_i, U_i⟩ / (‖P_i‖ + ε)²                       U_i ← U_i − coefficient_i · P_i
 //! ```
+//!
+//! The fused loops sum these statistics in f64, where no weight or gradient an f32 tensor can
+//! hold overflows when squared. The tensor path works in f32, so it computes them on the
+//! tensors divided by their largest `|element|` (`scaled_cosine`,
+//! `scaled_radial_coefficient`): the same numbers, finite up to f32's range limits.
 
 use serde::{Deserialize, Serialize};
 
@@ -123,9 +128,25 @@ impl ScaleInvariance {
     /// The reference's cosine `|dot| / (max(√grad_sq, ε) · max(√weight_sq, ε))`, each norm
     /// clamped separately.
     #[inline(always)]
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))] // the fused loops' form
     pub(crate) fn cosine<T: Arith>(&self, dot: T, weight_sq: T, grad_sq: T) -> T {
         let eps = self.epsilon;
         dot.abs() / (grad_sq.sqrt().max_s(eps) * weight_sq.sqrt().max_s(eps))
+    }
+
+    /// The same cosine from statistics of scaled rows `P̃ = P / s_P`, `G̃ = G / s_G` (the
+    /// tensor path's, which would overflow f32 squaring weights or gradients beyond ~1.8e19):
+    /// `|⟨P̃, G̃⟩| · (s_G / max(‖G‖, ε)) · (s_P / max(‖P‖, ε))`, with `‖P‖ = s_P·‖P̃‖`. Each
+    /// factor is at most 1 when `s` is the largest `|element|`, so nothing overflows; with
+    /// `s = 1` it is [`cosine`](Self::cosine).
+    pub(crate) fn scaled_cosine<T: Arith>(
+        &self,
+        dot: T,
+        (weight_norm, weight_scale): (T, T),
+        (grad_norm, grad_scale): (T, T),
+    ) -> T {
+        let eps = self.epsilon;
+        dot.abs() * (grad_scale / grad_norm.max_s(eps)) * (weight_scale / weight_norm.max_s(eps))
     }
 
     /// The test's threshold `δ / √K` for rows of `width` elements (a channel's row, or the
@@ -137,7 +158,20 @@ impl ScaleInvariance {
     /// The radial coefficient `⟨P, U⟩ / (‖P‖ + ε)²` of a row (or of the whole tensor), from
     /// `⟨P, U⟩` and `‖P‖²`.
     #[inline(always)]
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))] // the fused loops' form
     pub(crate) fn radial_coefficient<T: Arith>(&self, param_dot_update: T, weight_sq: T) -> T {
         param_dot_update / weight_sq.sqrt().add_s(self.epsilon).square()
+    }
+
+    /// The radial coefficient on the scaled weight `P̃ = P / s_P` (the tensor path's):
+    /// `U − c·P = U − c̃·P̃` with `c̃ = ⟨P̃, U⟩ · (s_P / (‖P‖ + ε))²`, `‖P‖ = s_P·‖P̃‖`; the
+    /// factor is at most 1, so `‖P‖²` is never formed.
+    pub(crate) fn scaled_radial_coefficient<T: Arith>(
+        &self,
+        scaled_dot_update: T,
+        weight_norm: T,
+        weight_scale: T,
+    ) -> T {
+        scaled_dot_update * (weight_scale / weight_norm.add_s(self.epsilon)).square()
     }
 }

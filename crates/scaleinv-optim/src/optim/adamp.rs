@@ -81,7 +81,7 @@ impl AdamPConfig {
         check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
         self.projection.validate_in(C)?;
-        self.step.validate()
+        self.step.validate_in(C)
     }
 }
 
@@ -104,6 +104,12 @@ impl OptimizerConfig for AdamPConfig {
     fn default_axis(&self) -> usize {
         self.projection.channel_axis
     }
+
+    fn without_model(&self) -> AdamP {
+        let optim = self.for_axis(self.default_axis());
+        let projector = optim.projector.without_model("AdamPConfig");
+        AdamP { projector, ..optim }
+    }
 }
 
 impl AdamP {
@@ -123,6 +129,10 @@ impl AdamP {
 impl TwoPaths for AdamP {
     fn policy(&self) -> &StepPolicy {
         &self.projector.policy
+    }
+
+    fn notice<const D: usize>(&self, param: &Tensor<D>) {
+        self.projector.notice(param);
     }
 
     #[cfg(feature = "flex")]

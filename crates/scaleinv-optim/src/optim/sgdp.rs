@@ -117,7 +117,7 @@ impl SgdpConfig {
         check(C, "dampening", self.dampening, Range::UnitClosed)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
         self.projection.validate_in(C)?;
-        self.step.validate()?;
+        self.step.validate_in(C)?;
         if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
             return Err(ConfigError::Conflict {
                 config: C,
@@ -144,6 +144,12 @@ impl OptimizerConfig for SgdpConfig {
 
     fn default_axis(&self) -> usize {
         self.projection.channel_axis
+    }
+
+    fn without_model(&self) -> Sgdp {
+        let optim = self.for_axis(self.default_axis());
+        let projector = optim.projector.without_model("SgdpConfig");
+        Sgdp { projector, ..optim }
     }
 }
 
@@ -181,6 +187,10 @@ impl Observed for Sgdp {
 impl TwoPaths for Sgdp {
     fn policy(&self) -> &StepPolicy {
         &self.projector.policy
+    }
+
+    fn notice<const D: usize>(&self, param: &Tensor<D>) {
+        self.projector.notice(param);
     }
 
     #[cfg(feature = "flex")]

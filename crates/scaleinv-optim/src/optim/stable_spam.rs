@@ -202,7 +202,7 @@ impl StableSpamConfig {
         const C: &str = "StableSpamConfig";
         check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
         check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
-        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "epsilon", self.epsilon, Range::Epsilon)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
         check(C, "gamma_1", self.gamma_1, Range::UnitOpen)?;
         check(C, "gamma_2", self.gamma_2, Range::UnitOpen)?;
@@ -212,7 +212,7 @@ impl StableSpamConfig {
             // `None` turns the cosine decay off; a length must be at least one step.
             check(C, "total_steps", total as f64, Range::AtLeastOne)?;
         }
-        Ok(())
+        self.step.validate_in(C)
     }
 }
 

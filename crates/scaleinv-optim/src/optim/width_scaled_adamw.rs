@@ -139,11 +139,28 @@ impl WidthScaledAdamWConfig {
         check(C, "width", self.width as f64, Range::AtLeastOne)?;
         check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
         check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
-        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "epsilon", self.epsilon, Range::Epsilon)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
         check(C, "lr_exponent", self.lr_exponent, Range::Finite)?;
         check(C, "wd_exponent", self.wd_exponent, Range::Finite)?;
-        self.step.validate()
+        // `m^exponent` of a finite exponent can still leave f32's range (m = 4, exponent 70).
+        let in_f32 = |x: f64| (f64::from(f32::MIN_POSITIVE)..=f64::from(f32::MAX)).contains(&x);
+        if !in_f32(self.lr_scale(WidthRole::Matrix)) {
+            return Err(ConfigError::Conflict {
+                config: C,
+                reason: "(width / base_width)^lr_exponent, the matrices' learning-rate factor, \
+                         is 0 or beyond f32's range: use a smaller |lr_exponent|",
+            });
+        }
+        let decay = self.weight_decay_for(WidthRole::Matrix);
+        if decay > 0.0 && !in_f32(decay) {
+            return Err(ConfigError::Conflict {
+                config: C,
+                reason: "weight_decay · (width / base_width)^wd_exponent, the matrices' decay, \
+                         is 0 or beyond f32's range: use a smaller |wd_exponent|",
+            });
+        }
+        self.step.validate_in(C)
     }
 
     /// The width multiplier `m = width / base_width`.

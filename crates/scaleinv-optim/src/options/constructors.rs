@@ -37,10 +37,16 @@ pub(crate) trait OptimizerConfig: HasStepOptions + Checked {
         self.step_options().grad_clipping.as_ref()
     }
 
+    /// The optimizer for [`default_axis`](Self::default_axis), built without a model
+    /// (`build`, `init`); the projected optimizers mark it so (see `Projector::without_model`).
+    fn without_model(&self) -> Self::Optim {
+        self.for_axis(self.default_axis())
+    }
+
     /// The validated optimizer for [`default_axis`](Self::default_axis).
     fn checked_build(&self) -> Result<Self::Optim, ConfigError> {
         self.check()?;
-        Ok(self.for_axis(self.default_axis()))
+        Ok(self.without_model())
     }
 
     /// One optimizer, with the default axis, for every parameter.

@@ -2,6 +2,8 @@
 //! [`SgdpConfig`](crate::SgdpConfig) and
 //! [`RadialProjectionConfig`](crate::RadialProjectionConfig).
 
+use std::sync::{Arc, Once};
+
 use burn::config::Config;
 use burn::tensor::Tensor;
 
@@ -49,7 +51,7 @@ impl ProjectionOptions {
     pub(crate) fn validate_in(&self, config: &'static str) -> Result<(), ConfigError> {
         check(config, "delta", self.delta, Range::NonNegative)?;
         check(config, "wd_ratio", self.wd_ratio, Range::UnitClosed)?;
-        check(config, "epsilon", self.epsilon, Range::Positive)
+        check(config, "epsilon", self.epsilon, Range::Epsilon)
     }
 
     /// The test and projection for parameters whose output channels lie on `channel_axis`.
@@ -69,12 +71,23 @@ impl ProjectionOptions {
 }
 
 /// What a projecting optimizer carries at run time: the test and projection for its channel
-/// axis, the observer it reports to (if any), and its step policy.
+/// axis, the observer it reports to (if any), its step policy, and whether its axis was
+/// chosen without the model.
 #[derive(Debug, Clone)]
 pub(crate) struct Projector {
     pub invariance: ScaleInvariance,
     observer: Option<ObserverTag>,
     pub policy: StepPolicy,
+    unplaced: Option<Unplaced>,
+}
+
+/// An optimizer built without the model (`build`, `init`, `wrap`) on the default channel
+/// axis 0: it cannot tell where a rank-2 tensor's output channels lie (axis 1 for Burn's
+/// `Linear`, `[d_input, d_output]`), and says so once, at the first one it steps.
+#[derive(Debug, Clone)]
+struct Unplaced {
+    optimizer: &'static str,
+    warned: Arc<Once>,
 }
 
 impl Projector {
@@ -83,7 +96,47 @@ impl Projector {
             invariance,
             observer: None,
             policy,
+            unplaced: None,
         }
+    }
+
+    /// The same, built without a model by `optimizer`'s `build`/`init`/`wrap`: when its axis
+    /// is the default 0, the first rank-2 tensor it steps prints a warning pointing to
+    /// `init_for(&model)` (an axis set with `with_channel_axis(n)`, n ≠ 0, is the user's
+    /// choice and prints nothing).
+    pub fn without_model(self, optimizer: &'static str) -> Self {
+        let unplaced = (self.invariance.channel_axis == 0).then(|| Unplaced {
+            optimizer,
+            warned: Arc::new(Once::new()),
+        });
+        Self { unplaced, ..self }
+    }
+
+    /// Called at the top of every step (host only): the warning of
+    /// [`without_model`](Self::without_model), once per optimizer.
+    pub fn notice<const D: usize>(&self, param: &Tensor<D>) {
+        let Some(unplaced) = &self.unplaced else {
+            return;
+        };
+        if D != 2
+            || matches!(
+                self.invariance.view,
+                ProjectionView::Off | ProjectionView::Layer
+            )
+        {
+            return;
+        }
+        unplaced.warned.call_once(|| {
+            eprintln!(
+                "scaleinv warning: {} was built without the model (init/build/wrap), so it \
+                 projects every weight per row of axis 0; this rank-2 weight of shape {:?} may \
+                 store its output channels on axis 1, as Burn's Linear does ([d_input, \
+                 d_output]). Use init_for(&model) to take each weight's axis from its layer \
+                 (or with_channel_axis(n), try_init_with(&axes)). Printed once.",
+                unplaced.optimizer,
+                param.dims()
+            );
+        });
     }
 
     /// The same, reporting to `tag`.

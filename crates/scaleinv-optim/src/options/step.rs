@@ -6,7 +6,7 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::{LearningRate, Optimizer};
 use burn::tensor::Tensor;
 
-use crate::core::error::ConfigError;
+use crate::core::error::{ConfigError, Range, check};
 use crate::core::moments::MomentState;
 use crate::guard::frame::framed_step;
 use crate::guard::non_finite::{NonFinitePolicy, Revert};
@@ -30,9 +30,20 @@ pub struct StepOptions {
 }
 
 impl StepOptions {
-    /// Checks the options (every combination is valid today).
+    /// Checks the options: a clipping threshold must be in `(0, ∞)` and finite in f32 (NaN
+    /// would freeze every gradient it touches, a negative one flip or zero them).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
+        self.validate_in("StepOptions")
+    }
+
+    /// [`validate`](Self::validate), with errors naming the owning config.
+    pub(crate) fn validate_in(&self, config: &'static str) -> Result<(), ConfigError> {
+        let (field, threshold) = match self.grad_clipping {
+            None => return Ok(()),
+            Some(GradientClippingConfig::Value(v)) => ("grad_clipping.value", v),
+            Some(GradientClippingConfig::Norm(n)) => ("grad_clipping.norm", n),
+        };
+        check(config, field, f64::from(threshold), Range::Positive)
     }
 
     /// What the per-tensor optimizer keeps of the options.
@@ -91,6 +102,10 @@ pub(crate) trait TwoPaths: Optimizer {
     fn frame_policy(&self) -> NonFinitePolicy {
         self.policy().non_finite
     }
+
+    /// A host-only look at `param` before each step (the projected optimizers' warning for a
+    /// tensor whose channel axis they cannot know, see `Projector::notice`).
+    fn notice<const D: usize>(&self, _param: &Tensor<D>) {}
 
     /// Whether the fused loops can step `param` (see [`StepPolicy::fuses`]).
     #[cfg(feature = "flex")]
@@ -152,6 +167,7 @@ pub(crate) trait TwoPaths: Optimizer {
     where
         Self::State<D>: Revert<D> + StateTensors<D>,
     {
+        self.notice(&param);
         #[cfg(feature = "flex")]
         if self.fuses(&param, &grad, state.as_ref()) {
             crate::guard::frame::check_lr(lr);

@@ -53,10 +53,11 @@ pub struct NapConfig {
     /// What happens to the scale and offset of normalization layers (`init_for` only).
     #[config(default = "NormAffine::Free")]
     pub norm_affine: NormAffine,
-    /// Module paths left to the base optimizer (`init_for` only). A parameter is free when
-    /// its path equals an entry or starts with an entry followed by `.`; e.g. `"head"` frees
-    /// an output layer, which is not followed by a normalization and whose scale is the
-    /// logits' scale.
+    /// Module paths left to the base optimizer (`init_for` only; still inside NaP's step
+    /// frame). A parameter is free when its path equals an entry or starts with an entry
+    /// followed by `.`; e.g. `"head"` frees an output layer, which is not followed by a
+    /// normalization and whose scale is the logits' scale. An entry that matches no parameter
+    /// of the model is an error.
     #[config(default = "Vec::new()")]
     pub free: Vec<String>,
     /// What a step does when a gradient holds NaN or ±∞; under `Skip` the base optimizer
@@ -136,7 +137,7 @@ impl NapConfig {
             self.project_every as f64,
             Range::AtLeastOne,
         )?;
-        check(C, "epsilon", self.epsilon, Range::Positive)?;
+        check(C, "epsilon", self.epsilon, Range::Epsilon)?;
         if let NormAffine::DecayScale { rate } = self.norm_affine {
             check(C, "norm_affine.rate", rate, Range::NonNegative)?;
         }
@@ -170,20 +171,30 @@ impl NapConfig {
     ///   [`free`](Self::free) nor a normalization layer's scale or offset (per row along its
     ///   layer's output-channel axis for [`NapScope::Row`]);
     /// - normalization scale and offset: as [`norm_affine`](Self::norm_affine) says;
-    /// - everything else: `inner` alone.
+    /// - everything else: `inner`, unprojected, inside the same step frame as the rest
+    ///   (learning-rate check, f32 for half precision, [`non_finite`](Self::non_finite)).
     ///
-    /// Fails on an invalid config and on a projected tensor whose norm is zero (a
-    /// zero-initialised weight cannot be projected: free it with [`free`](Self::free)).
+    /// Fails on an invalid config, on a [`free`](Self::free) entry that names no parameter of
+    /// `model`, and on a projected tensor whose norm is zero (a zero-initialised weight cannot
+    /// be projected: free it with [`free`](Self::free)).
     pub fn try_init_for<O: Optimizer, M: Module>(
         &self,
         inner: O,
         model: &M,
     ) -> Result<ModuleOptimizer, ConfigError> {
         self.validate()?;
+        let params = params::walk(model, true);
+        if let Some(path) = self
+            .free
+            .iter()
+            .find(|prefix| !params.iter().any(|p| p.is_under(prefix)))
+        {
+            return Err(ConfigError::UnknownParameter { path: path.clone() });
+        }
         let axes = (self.scope == NapScope::Row).then(|| ChannelAxes::infer(model));
         let mut projected: Vec<(Option<usize>, Vec<ParamId>)> = Vec::new();
         let mut decayed = Vec::new();
-        for param in params::walk(model, true) {
+        for param in params {
             match self.role(&param) {
                 Role::Free => {}
                 Role::DecayScale => decayed.push(param.id),
@@ -205,8 +216,10 @@ impl NapConfig {
             }
         }
 
-        // The fallback (first) optimizer takes the free parameters.
-        let mut optim = ModuleOptimizer::from(inner.clone());
+        // The fallback (first) optimizer takes the free parameters: `inner` inside NaP's
+        // frame (learning-rate check, f32 for half precision, the non-finite policy), with
+        // nothing projected or decayed.
+        let mut optim = ModuleOptimizer::from(self.pass_through(inner.clone()));
         for (axis, ids) in projected {
             optim = optim.with_group(
                 ParamGroup::from_ids(ids),
@@ -216,9 +229,8 @@ impl NapConfig {
         }
         if let (NormAffine::DecayScale { rate }, false) = (self.norm_affine, decayed.is_empty()) {
             let decay_only = Nap {
-                min_rank: usize::MAX,
                 scale_decay: rate,
-                ..self.nap(inner.clone(), None)
+                ..self.pass_through(inner.clone())
             };
             optim = optim.with_group(ParamGroup::from_ids(decayed), decay_only, None);
         }
@@ -248,6 +260,15 @@ impl NapConfig {
             epsilon: self.epsilon,
             scale_decay: 0.0,
             non_finite: self.non_finite,
+        }
+    }
+
+    /// `inner` in NaP's step frame, projecting nothing: for the parameters `init_for` leaves
+    /// free.
+    fn pass_through<O>(&self, inner: O) -> Nap<O> {
+        Nap {
+            min_rank: usize::MAX,
+            ..self.nap(inner, None)
         }
     }
 

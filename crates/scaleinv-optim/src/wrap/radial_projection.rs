@@ -111,7 +111,12 @@ impl RadialProjectionConfig {
     /// [`ModuleOptimizer::with_group`]).
     pub fn try_wrap<O: Optimizer>(&self, inner: O) -> Result<RadialProjection<O>, ConfigError> {
         self.validate()?;
-        Ok(self.for_axis(inner, self.projection.channel_axis, self.view))
+        let wrapped = self.for_axis(inner, self.projection.channel_axis, self.view);
+        let projector = wrapped.projector.without_model("RadialProjectionConfig");
+        Ok(RadialProjection {
+            projector,
+            ..wrapped
+        })
     }
 
     /// A [`ModuleOptimizer`] applying [`wrap`](Self::wrap)`(inner)` to every parameter, with
@@ -210,6 +215,7 @@ impl<O: Optimizer> Optimizer for RadialProjection<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        self.projector.notice(&param);
         framed_wrapper_step(
             lr,
             self.projector.policy.non_finite,

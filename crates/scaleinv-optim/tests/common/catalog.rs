@@ -227,6 +227,72 @@ pub fn module_optimizers<M: Module>() -> Vec<(&'static Entry, InitFor<M>)> {
     ]
 }
 
+/// A constructor of an entry's `ModuleOptimizer` by name (`init`, `init_for`, …), for a model
+/// of type `M` (default [`Settings`]).
+pub type Constructor<M> = (&'static Entry, &'static str, InitFor<M>);
+
+/// Every entry of the catalog through each of its module-level constructors: what a user
+/// calls (`init`, `init_for`, `try_init_with`, `init_observed`, and the wrappers' `init` and
+/// `init_for` around their inner optimizer). Each entry appears at least once, in catalog
+/// order.
+pub fn constructors<M: Module>() -> Vec<Constructor<M>> {
+    use scaleinv_optim::{ChannelAxes, ProjectionObserver};
+    vec![
+        (&ADAMP, "init", |_| adamp(Settings::default()).init()),
+        (&ADAMP, "init_for", |m| {
+            adamp(Settings::default()).init_for(m)
+        }),
+        (&ADAMP, "try_init_with", |m| {
+            adamp(Settings::default())
+                .try_init_with(&ChannelAxes::infer(m))
+                .unwrap()
+        }),
+        (&ADAMP, "init_observed", |m| {
+            adamp(Settings::default()).init_observed(m, &ProjectionObserver::new())
+        }),
+        (&SGDP, "init", |_| sgdp(Settings::default()).init()),
+        (&SGDP, "init_for", |m| sgdp(Settings::default()).init_for(m)),
+        (&SGDP, "try_init_with", |m| {
+            sgdp(Settings::default())
+                .try_init_with(&ChannelAxes::infer(m))
+                .unwrap()
+        }),
+        (&SGDP, "init_observed", |m| {
+            sgdp(Settings::default()).init_observed(m, &ProjectionObserver::new())
+        }),
+        (&STABLE_SPAM, "init", |_| {
+            stable_spam(Settings::default()).init()
+        }),
+        (&STABLE_SPAM, "init_for", |m| {
+            stable_spam(Settings::default()).init_for(m)
+        }),
+        (&WIDTH_SCALED_ADAMW, "init_for", |m| {
+            width_scaled_adamw(Settings::default()).init_for(m)
+        }),
+        (&RADIAL_ADAM, "init", |_| {
+            radial(Settings::default()).init(adam())
+        }),
+        (&RADIAL_ADAM, "init_for", |m| {
+            radial(Settings::default()).init_for(adam(), m)
+        }),
+        (&RADIAL_ADAM, "try_init_with", |m| {
+            radial(Settings::default())
+                .try_init_with(adam(), &ChannelAxes::infer(m))
+                .unwrap()
+        }),
+        (&NAP_ADAM, "init", |_| nap(Settings::default()).init(adam())),
+        (&NAP_ADAM, "init_for", |m| {
+            nap(Settings::default()).init_for(adam(), m)
+        }),
+        (&NAP_ADAMP, "init", |_| {
+            nap(Settings::default()).init(adamp(Settings::default()).build())
+        }),
+        (&NAP_ADAMP, "init_for", |m| {
+            nap(Settings::default()).init_for(adamp(Settings::default()).build(), m)
+        }),
+    ]
+}
+
 /// The names of [`for_each_optimizer`]'s entries, in order.
 pub fn names() -> Vec<&'static str> {
     struct Names(Vec<&'static str>);
