@@ -432,18 +432,16 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
-/// A short tick label.
+/// A short tick label: the number with as many decimals as it needs (plotters' ticks are
+/// round numbers, `1.05`, `0.25`), in scientific notation when very small or large.
 fn tick(v: f64) -> String {
     let a = v.abs();
-    if a != 0.0 && !(1e-2..1e4).contains(&a) {
-        format!("{v:.0e}")
-    } else if a >= 100.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        return format!("{v:.0e}");
     }
+    let fixed = format!("{v:.6}");
+    let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
+    if trimmed == "-0" { "0".into() } else { trimmed.into() }
 }
 
 #[cfg(test)]
@@ -607,9 +605,17 @@ mod tests {
         assert_eq!(rgb("#1f77b4"), RGBColor(0x1f, 0x77, 0xb4));
         assert_eq!(rgb("red"), BLACK);
         assert_eq!(rgb("#12345"), BLACK);
-        assert_eq!(tick(0.5), "0.50");
+    }
+
+    #[test]
+    fn neighbouring_ticks_get_distinct_labels() {
+        assert_eq!(tick(0.5), "0.5");
         assert_eq!(tick(2.5), "2.5");
         assert_eq!(tick(300.0), "300");
         assert_eq!(tick(1e-4), "1e-4");
+        assert_eq!(tick(-0.0), "0");
+        // Ticks 0.05 apart near 1 (a norm ratio's axis), as plotters places them.
+        let labels: Vec<String> = (0..8).map(|i| tick(1.0 + 0.05 * i as f64)).collect();
+        assert_eq!(labels, ["1", "1.05", "1.1", "1.15", "1.2", "1.25", "1.3", "1.35"]);
     }
 }
