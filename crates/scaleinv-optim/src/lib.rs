@@ -100,6 +100,7 @@ pub use guard::checked_load::{CheckedLoad, RecordMismatch};
 pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
 pub use guard::non_finite::NonFinitePolicy;
 pub use math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
+pub use optim::adamc::{AdamC, AdamCConfig, AdamCState};
 pub use optim::adamp::{AdamP, AdamPConfig, AdamPState};
 pub use optim::sgdp::{Sgdp, SgdpConfig, SgdpState};
 pub use optim::stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
@@ -108,6 +109,9 @@ pub use optim::width_scaled_adamw::{
 };
 pub use options::projection::ProjectionOptions;
 pub use options::step::StepOptions;
+pub use wrap::gradient_stabilizer::{
+    GradientStabilizer, GradientStabilizerConfig, GradientStabilizerState,
+};
 pub use wrap::nap::{Nap, NapConfig, NapScope, NapState};
 pub use wrap::radial_projection::{RadialProjection, RadialProjectionConfig};
 
