@@ -98,6 +98,7 @@ pub use diagnostics::{
 };
 pub use guard::checked_load::{CheckedLoad, RecordMismatch};
 pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
+pub use guard::global_clip::{GlobalNorm, GlobalNormClip, clip_grad_norm, global_norm};
 pub use guard::non_finite::NonFinitePolicy;
 pub use math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
 pub use optim::adamc::{AdamC, AdamCConfig, AdamCState};
