@@ -26,3 +26,18 @@ pub(crate) fn plain<T: Arith>(p: T, rate: f64) -> T {
 pub(crate) fn corrected_scale(lr: f64, peak_lr: f64) -> f64 {
     if peak_lr > 0.0 { lr / peak_lr } else { 0.0 }
 }
+
+/// λ at learning rate `lr` for a tensor of rank `rank`: `λ·η_t/η_max` for rank ≥ 2 when a peak
+/// `η_max` is given (the decay rate `η_t·λ` becomes AdamC's `λ·η_t²/η_max`), else `λ`.
+#[inline(always)]
+pub(crate) fn corrected_weight_decay(
+    weight_decay: f64,
+    peak_lr: Option<f64>,
+    lr: f64,
+    rank: usize,
+) -> f64 {
+    match peak_lr {
+        Some(peak) if rank >= 2 => weight_decay * corrected_scale(lr, peak),
+        _ => weight_decay,
+    }
+}
