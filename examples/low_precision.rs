@@ -1,5 +1,6 @@
 //! 4-bit training of a small causal transformer on tiny-shakespeare: Adam against Stable-SPAM
-//! at three learning rates, the same steps, batches and initial weights.
+//! and GradientStabilizer (around AdamW and around Adam) at three learning rates, the same
+//! steps, batches and initial weights.
 //!
 //! ```text
 //! cargo run --release --example low_precision [-- --device flex|ndarray|wgpu] [--steps N]
@@ -10,13 +11,15 @@
 //! gradient). A loss spike is a step whose loss exceeds 1.2× the mean of the 20 steps before
 //! it; a gradient-norm spike, a step whose global gradient norm exceeds 3× the median of the 50
 //! steps before it. Writes `runs.csv` (one row per run), `curves.csv` (loss and gradient norm per
-//! step) and `loss.svg` into `--out`, and prints the table.
+//! step), `loss.svg` (Adam against Stable-SPAM) and `loss_gs.svg` (Adam against
+//! GradientStabilizer around AdamW) into `--out`, and prints the table. `--optimizers` picks a
+//! subset of `adam,stable_spam,gs_adamw,gs_adam`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use burn::optim::{AdamConfig, ModuleOptimizer};
-use scaleinv::StableSpamConfig;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
+use scaleinv::{GradientStabilizerConfig, StableSpamConfig};
 use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
@@ -29,7 +32,11 @@ struct Args {
     lrs: Vec<f64>,
     bits: u32,
     out: PathBuf,
+    optimizers: Vec<String>,
 }
+
+/// Every optimizer the example can run, in the table's order.
+const OPTIMIZERS: [&str; 4] = ["adam", "stable_spam", "gs_adamw", "gs_adam"];
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -38,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         lrs: vec![3e-3, 3e-2, 1e-1],
         bits: 4,
         out: PathBuf::from("results/low_precision"),
+        optimizers: OPTIMIZERS.iter().map(|s| s.to_string()).collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,9 +66,23 @@ fn parse_args() -> Result<Args, String> {
                 ))?;
             }
             "--out" => args.out = PathBuf::from(value()?),
+            "--optimizers" => {
+                let v = value()?;
+                args.optimizers = v.split(',').map(|s| s.trim().to_string()).collect();
+                if let Some(bad) = args
+                    .optimizers
+                    .iter()
+                    .find(|o| !OPTIMIZERS.contains(&o.as_str()))
+                {
+                    return Err(format!(
+                        "--optimizers: unknown `{bad}` (choose from {})",
+                        OPTIMIZERS.join(",")
+                    ));
+                }
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: low_precision [--device flex|ndarray|wgpu] [--steps N] [--lrs a,b,c] [--bits B] [--out DIR]"
+                    "usage: low_precision [--device flex|ndarray|wgpu] [--steps N] [--lrs a,b,c] [--bits B] [--out DIR] [--optimizers adam,stable_spam,gs_adamw,gs_adam]"
                 );
                 std::process::exit(0);
             }
@@ -72,10 +94,19 @@ fn parse_args() -> Result<Args, String> {
 
 /// The two optimizers compared: Burn's Adam with the reference ε, and Stable-SPAM with the
 /// authors' 4-bit settings (γ1 = 0.7, γ2 = 0.9, θ = 0.999, reset every 500 steps, cosine β1/γ1
-/// over the run).
+/// over the run); GradientStabilizer with the reference's defaults (γ1 0.6, γ2 0.999) around
+/// AdamW (torch's defaults: ε 1e-8, λ 0.01) and around Adam.
 fn optimizer(name: &str, steps: usize) -> ModuleOptimizer {
+    let adam = || AdamConfig::new().with_epsilon(1e-8);
     match name {
-        "adam" => AdamConfig::new().with_epsilon(1e-8).init(),
+        "adam" => adam().init(),
+        "gs_adamw" => GradientStabilizerConfig::new().init(
+            AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(0.01)
+                .build(),
+        ),
+        "gs_adam" => GradientStabilizerConfig::new().init(adam().build()),
         "stable_spam" => StableSpamConfig::new()
             .with_gamma_1(0.7)
             .with_gamma_2(0.9)
@@ -149,7 +180,7 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut curves = String::from("optimizer,lr,step,loss,grad_norm\n");
-    for name in ["adam", "stable_spam"] {
+    for name in args.optimizers.iter().map(String::as_str) {
         for &lr in &args.lrs {
             let autodiff = device.clone().autodiff();
             autodiff.seed(42);
@@ -212,37 +243,48 @@ fn main() {
         );
     }
 
-    let mut plot = LinePlot::new(
-        &format!("{}-bit training loss on tiny-shakespeare", args.bits),
-        "step",
-        "training loss (moving average of 10)",
-    );
-    plot.y_range = Some((1.0, 4.5));
-    for (i, (name, lr, run)) in rows.iter().enumerate() {
-        let color = PALETTE[i % args.lrs.len()];
-        plot = plot.with_series(Series {
-            name: format!(
-                "{} lr {lr:.0e}",
-                if *name == "adam" {
-                    "Adam"
-                } else {
-                    "Stable-SPAM"
-                }
-            ),
-            points: moving_average(&run.losses, 10),
-            color: color.into(),
-            dashed: *name == "adam",
-        });
-    }
+    let plot = |against: &str, title: &str| {
+        let mut plot = LinePlot::new(
+            &format!("{}-bit training loss on tiny-shakespeare: {title}", args.bits),
+            "step",
+            "training loss (moving average of 10)",
+        );
+        plot.y_range = Some((1.0, 4.5));
+        for (name, lr, run) in rows.iter().filter(|(n, _, _)| *n == "adam" || *n == against) {
+            let i = args.lrs.iter().position(|l| l == lr).unwrap_or(0);
+            plot = plot.with_series(Series {
+                name: format!("{} lr {lr:.0e}", label(name)),
+                points: moving_average(&run.losses, 10),
+                color: PALETTE[i % PALETTE.len()].into(),
+                dashed: *name == "adam",
+            });
+        }
+        plot.to_svg()
+    };
 
     write_files(
         &args.out,
         vec![
             ("runs.csv", table),
             ("curves.csv", curves),
-            ("loss.svg", plot.to_svg()),
+            ("loss.svg", plot("stable_spam", "Adam (dashed) and Stable-SPAM")),
+            (
+                "loss_gs.svg",
+                plot("gs_adamw", "Adam (dashed) and GradientStabilizer(AdamW)"),
+            ),
         ],
     );
+}
+
+/// The name of an optimizer in the plots.
+fn label(name: &str) -> &'static str {
+    match name {
+        "adam" => "Adam",
+        "stable_spam" => "Stable-SPAM",
+        "gs_adamw" => "GS(AdamW)",
+        "gs_adam" => "GS(Adam)",
+        _ => "?",
+    }
 }
 
 /// `(step, mean of the `window` losses ending at step)`.

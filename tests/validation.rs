@@ -7,8 +7,8 @@ mod common;
 use burn::optim::AdamConfig;
 use scaleinv::models::DigitsCnnConfig;
 use scaleinv::{
-    AdamPConfig, ConfigError, NapConfig, NormAffine, RadialProjectionConfig, SgdpConfig,
-    StableSpamConfig, WidthScaledAdamWConfig,
+    AdamCConfig, AdamPConfig, ConfigError, GradientStabilizerConfig, NapConfig, NormAffine,
+    RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthScaledAdamWConfig,
 };
 
 /// Checks that `result` is an out-of-range error for `field` with the range text `range`.
@@ -96,6 +96,20 @@ rejects! {
     projection_wd_ratio_above_one: RadialProjectionConfig::new().with_wd_ratio(1.1).try_wrap(adam()) => "wd_ratio", UNIT_CLOSED;
     projection_epsilon_zero: RadialProjectionConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", POSITIVE;
     projection_weight_decay_nan: RadialProjectionConfig::new().with_weight_decay(f64::NAN).try_wrap(adam()) => "weight_decay", NON_NEGATIVE;
+
+    adamc_beta_1_one: AdamCConfig::new().with_beta_1(1.0).try_build(true) => "beta_1", UNIT_HALF_OPEN;
+    adamc_beta_2_nan: AdamCConfig::new().with_beta_2(f64::NAN).try_build(false) => "beta_2", UNIT_HALF_OPEN;
+    adamc_epsilon_zero: AdamCConfig::new().with_epsilon(0.0).try_build(true) => "epsilon", POSITIVE;
+    adamc_weight_decay_negative: AdamCConfig::new().with_weight_decay(-0.1).try_build(true) => "weight_decay", NON_NEGATIVE;
+    adamc_peak_lr_zero: AdamCConfig::new().with_peak_lr(Some(0.0)).try_build(true) => "peak_lr", POSITIVE;
+
+    stabilizer_gamma_1_one: GradientStabilizerConfig::new().with_gamma_1(1.0).try_wrap(adam()) => "gamma_1", UNIT_HALF_OPEN;
+    stabilizer_gamma_2_negative: GradientStabilizerConfig::new().with_gamma_2(-0.1).try_init(adam()) => "gamma_2", UNIT_HALF_OPEN;
+    stabilizer_epsilon_zero: GradientStabilizerConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", POSITIVE;
+
+    adamp_corrected_decay_zero: AdamPConfig::new().with_corrected_decay(Some(0.0)).try_build() => "corrected_decay", POSITIVE;
+    sgdp_corrected_decay_nan: SgdpConfig::new().with_corrected_decay(Some(f64::NAN)).try_build() => "corrected_decay", POSITIVE;
+    width_scaled_corrected_decay_negative: WidthScaledAdamWConfig::new(64, 128).with_corrected_decay(Some(-1.0)).validate() => "corrected_decay", POSITIVE;
 }
 
 #[test]

@@ -49,9 +49,10 @@ pub(crate) fn is_norm_layer(owner: &str) -> bool {
 /// Whether each parameter of `params` (a module walk, in visiting order) is a weight that
 /// feeds a normalization layer, by the layer-type rule the model's structure allows: a
 /// `weight` of rank ≥ 2 of a layer that is not a normalization, when the next layer with
-/// parameters in visiting order is a normalization layer with the same parent module
-/// (`conv1, bn1` or `fc, norm` as fields of one struct, declared in forward order). A pre-norm
-/// block (`norm, attn`) and a layer whose output leaves its parent module get `false`.
+/// parameters in visiting order is a normalization layer inside the same parent module
+/// (`conv1, bn1` or `linear, norm.layer_norm` as fields of one struct, declared in forward
+/// order). A pre-norm block (`norm, attn`) and a layer whose output leaves its parent module
+/// (the last projection of an attention block, followed by the block's norm) get `false`.
 pub(crate) fn feeds_normalization(params: &[ParamInfo]) -> Vec<bool> {
     let parent = |layer: &str| layer.rsplit_once('.').map_or("", |(p, _)| p).to_string();
     // The layers in visiting order, each with its owner type.
@@ -71,9 +72,16 @@ pub(crate) fn feeds_normalization(params: &[ParamInfo]) -> Vec<bool> {
             let Some(at) = layers.iter().position(|(l, _)| *l == layer) else {
                 return false;
             };
+            let home = parent(layer);
+            let under_home = |next: &str| {
+                home.is_empty()
+                    || next
+                        .strip_prefix(home.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            };
             layers
                 .get(at + 1)
-                .is_some_and(|(next, owner)| is_norm_layer(owner) && parent(next) == parent(layer))
+                .is_some_and(|(next, owner)| is_norm_layer(owner) && under_home(next))
         })
         .collect()
 }
