@@ -95,7 +95,10 @@ fn flat(images: Tensor<4>) -> Tensor<2> {
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
-    t.into_data().convert::<f64>().to_vec::<f64>().map_or(f64::NAN, |v| v[0])
+    t.into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .map_or(f64::NAN, |v| v[0])
 }
 
 struct Run {
@@ -109,7 +112,8 @@ fn train(name: &str, seed: u64, data: (&Digits, &Digits), args: &Args, device: &
     let (train, test) = data;
     let autodiff = device.clone().autodiff();
     autodiff.seed(seed);
-    let mut model = NormMlpConfig::new(train.side * train.side, HIDDEN.to_vec(), 10).init(&autodiff);
+    let mut model =
+        NormMlpConfig::new(train.side * train.side, HIDDEN.to_vec(), 10).init(&autodiff);
     let mut optim = optimizer(name, &model, args);
     let mut rng = SplitMix64(seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -121,7 +125,9 @@ fn train(name: &str, seed: u64, data: (&Digits, &Digits), args: &Args, device: &
             rng.shuffle(&mut order);
             cursor = 0;
         }
-        let (x, y) = train.select(&order[cursor..cursor + BATCH]).to_tensors(&autodiff);
+        let (x, y) = train
+            .select(&order[cursor..cursor + BATCH])
+            .to_tensors(&autodiff);
         cursor += BATCH;
         let loss = model.loss(flat(x), y);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -171,7 +177,9 @@ fn main() {
     let probe_model = NormMlpConfig::new(64, HIDDEN.to_vec(), 10).init(&device);
     println!(
         "AdamC's normalized weights (init_for): {:?}",
-        AdamCConfig::new().normalized_paths(&probe_model).unwrap_or_default()
+        AdamCConfig::new()
+            .normalized_paths(&probe_model)
+            .unwrap_or_default()
     );
 
     let names = ["adamw", "adamc"];
@@ -213,7 +221,11 @@ fn main() {
     println!("\nmean ± std over {} seeds:", args.seeds);
     for name in names {
         let of = |f: &dyn Fn(&Run) -> f64| {
-            let values: Vec<f64> = runs.iter().filter(|r| r.0 == name).map(|r| f(&r.2)).collect();
+            let values: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.0 == name)
+                .map(|r| f(&r.2))
+                .collect();
             mean_std(&values)
         };
         let (rise_m, rise_s) = of(&|r| rise(&r.grad_norms));
@@ -242,7 +254,11 @@ fn main() {
             })
             .collect();
         plot = plot.with_series(Series {
-            name: if *name == "adamw" { "AdamW".into() } else { "AdamC".into() },
+            name: if *name == "adamw" {
+                "AdamW".into()
+            } else {
+                "AdamC".into()
+            },
             points,
             color: PALETTE[i].into(),
             dashed: *name == "adamw",

@@ -19,12 +19,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
-use scaleinv::{GradientStabilizerConfig, StableSpamConfig};
 use scaleinv::models::cli::{or_exit, positive, positive_list, write_files};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
 use scaleinv::models::{CharCorpus, TinyLmConfig};
+use scaleinv::{GradientStabilizerConfig, StableSpamConfig};
 
 struct Args {
     device: String,
@@ -245,12 +245,18 @@ fn main() {
 
     let plot = |against: &str, title: &str| {
         let mut plot = LinePlot::new(
-            &format!("{}-bit training loss on tiny-shakespeare: {title}", args.bits),
+            &format!(
+                "{}-bit training loss on tiny-shakespeare: {title}",
+                args.bits
+            ),
             "step",
             "training loss (moving average of 10)",
         );
         plot.y_range = Some((1.0, 4.5));
-        for (name, lr, run) in rows.iter().filter(|(n, _, _)| *n == "adam" || *n == against) {
+        for (name, lr, run) in rows
+            .iter()
+            .filter(|(n, _, _)| *n == "adam" || *n == against)
+        {
             let i = args.lrs.iter().position(|l| l == lr).unwrap_or(0);
             plot = plot.with_series(Series {
                 name: format!("{} lr {lr:.0e}", label(name)),
@@ -267,7 +273,10 @@ fn main() {
         vec![
             ("runs.csv", table),
             ("curves.csv", curves),
-            ("loss.svg", plot("stable_spam", "Adam (dashed) and Stable-SPAM")),
+            (
+                "loss.svg",
+                plot("stable_spam", "Adam (dashed) and Stable-SPAM"),
+            ),
             (
                 "loss_gs.svg",
                 plot("gs_adamw", "Adam (dashed) and GradientStabilizer(AdamW)"),

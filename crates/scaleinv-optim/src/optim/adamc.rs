@@ -195,8 +195,8 @@ impl AdamCConfig {
             .collect())
     }
 
-    /// A [`ModuleOptimizer`] whose normalized weights are those a [`ScaleProbe`]
-    /// (crate::ScaleProbe) found channel- or layer-invariant, the overrides applied; every
+    /// A [`ModuleOptimizer`] whose normalized weights are those a
+    /// [`ScaleProbe`](crate::ScaleProbe) found channel- or layer-invariant, the overrides applied; every
     /// other parameter gets AdamW's decay. Fails on an invalid config or an override path
     /// the report does not have.
     pub fn try_init_from_probe(
