@@ -34,11 +34,11 @@ pub struct AdamPConfig {
     /// Nesterov momentum in AdamP's form (bias correction stays `1 / (1 − β1^t)`).
     #[config(default = false)]
     pub nesterov: bool,
-    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct
-    /// AdamW only): `Some(η_max)`, the schedule's peak learning rate, decays every tensor of
-    /// rank ≥ 2 by `λ·η_t²/η_max` instead of `λ·η_t` (times wd_ratio where the projection fires), so the decay of the weights that
-    /// feed a normalization follows the schedule's shape rather than its scale. `None` (the
-    /// default): the reference's decay.
+    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct AdamW
+    /// only): `Some(η_max)`, the schedule's peak learning rate, decays every tensor of rank ≥ 2 by
+    /// `λ·η_t²/η_max` instead of `λ·η_t` (times wd_ratio where the projection fires), so the decay
+    /// of the weights that feed a normalization follows the schedule's shape rather than its scale.
+    /// `None` (the default): the reference's decay.
     pub corrected_decay: Option<f64>,
     /// The scale-invariance test and projection (δ, wd_ratio, ε — also Adam's — channel
     /// axis, zero tensors).

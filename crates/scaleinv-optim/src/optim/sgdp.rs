@@ -36,11 +36,11 @@ pub struct SgdpConfig {
     /// Decoupled weight decay λ, multiplied by the learning rate and divided by `1 − μ`.
     #[config(default = 0.0)]
     pub weight_decay: f64,
-    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct
-    /// AdamW only): `Some(η_max)`, the schedule's peak learning rate, decays every tensor of
-    /// rank ≥ 2 by `λ·η_t²/η_max` instead of `λ·η_t` (before the division by 1 − μ), so the decay of the weights that
-    /// feed a normalization follows the schedule's shape rather than its scale. `None` (the
-    /// default): the reference's decay.
+    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct AdamW
+    /// only): `Some(η_max)`, the schedule's peak learning rate, decays every tensor of rank ≥ 2 by
+    /// `λ·η_t²/η_max` instead of `λ·η_t` (before the division by 1 − μ), so the decay of the
+    /// weights that feed a normalization follows the schedule's shape rather than its scale. `None`
+    /// (the default): the reference's decay.
     pub corrected_decay: Option<f64>,
     /// Write the projected update back into the momentum buffer when Nesterov is off, as the
     /// reference does (`true`). `false` keeps the buffer unprojected, as timm ≥ 2026 and

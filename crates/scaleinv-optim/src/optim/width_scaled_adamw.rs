@@ -74,11 +74,11 @@ pub struct WidthScaledAdamWConfig {
     /// it followed by `.` gets [`head_role`](Self::head_role).
     #[config(default = "vec![String::from(\"head\")]")]
     pub head: Vec<String>,
-    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct
-    /// AdamW only): `Some(η_max)`, the schedule's peak learning rate, decays every matrix-like
-    /// tensor by `λ·η_t²/η_max` instead of `λ·η_t`, so the decay of the weights that
-    /// feed a normalization follows the schedule's shape rather than its scale. `None` (the
-    /// default): the reference's decay.
+    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct AdamW
+    /// only): `Some(η_max)`, the schedule's peak learning rate, decays every matrix-like tensor by
+    /// `λ·η_t²/η_max` instead of `λ·η_t`, so the decay of the weights that feed a normalization
+    /// follows the schedule's shape rather than its scale. `None` (the default): the reference's
+    /// decay.
     pub corrected_decay: Option<f64>,
     /// Fused path (on flex: one pass over memory, after a read of the gradient for the
     /// non-finite test), non-finite policy, gradient clipping.
