@@ -245,10 +245,7 @@ fn main() {
 
     let plot = |against: &str, title: &str| {
         let mut plot = LinePlot::new(
-            &format!(
-                "{}-bit training loss on tiny-shakespeare: {title}",
-                args.bits
-            ),
+            &format!("{}-bit loss: {title}", args.bits),
             "step",
             "training loss (moving average of 10)",
         );
@@ -275,12 +272,9 @@ fn main() {
             ("curves.csv", curves),
             (
                 "loss.svg",
-                plot("stable_spam", "Adam (dashed) and Stable-SPAM"),
+                plot("stable_spam", "Adam (dashed), Stable-SPAM"),
             ),
-            (
-                "loss_gs.svg",
-                plot("gs_adamw", "Adam (dashed) and GradientStabilizer(AdamW)"),
-            ),
+            ("loss_gs.svg", plot("gs_adamw", "Adam (dashed), GS(AdamW)")),
         ],
     );
 }

@@ -11,8 +11,8 @@
 //! The averages are AdaGN's ([`spike::norm_averages`], [`spike::target_norm`]); what differs
 //! from Stable-SPAM is the skip of an invalid norm, the floor `max(n, ε)` and the optional bias
 //! correction. The count `t` is a device tensor (it moves only when the norm is valid, which
-//! only the device knows), so its bias correction is written for tensors as
-//! `1 − exp(t·ln γ)`.
+//! only the device knows), so its bias correction is written for tensors from
+//! `x = t·ln γ` as `1 − eˣ = −tanh(x/2)·(1 + eˣ)`, exact to f32 rounding even when `γ^t ≈ 1`.
 
 use burn::tensor::Tensor;
 
@@ -58,8 +58,11 @@ impl Stabilizer {
             return (mean, sq_mean);
         }
         let correction = |decay: f64| {
-            // 1 − γ^t = 1 − exp(t·ln γ); γ = 0 gives ln γ = −∞ and a correction of 1 for t ≥ 1.
-            (count.clone() * decay.ln()).exp().mul_s(-1.0).add_s(1.0)
+            // 1 − γ^t = 1 − eˣ with x = t·ln γ ≤ 0, written as −tanh(x/2)·(1 + eˣ): no
+            // cancellation when γ^t is close to 1 (γ2 = 0.999 at t = 1 loses four digits in
+            // f32 as 1 − eˣ). γ = 0 gives x = −∞ and a correction of 1 for t ≥ 1.
+            let x = count.clone() * decay.ln();
+            (x.clone() * 0.5).tanh().mul_s(-1.0) * x.exp().add_s(1.0)
         };
         (
             mean / correction(self.gamma_1),
