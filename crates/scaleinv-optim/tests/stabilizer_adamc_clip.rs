@@ -21,11 +21,13 @@ fn t<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) -> Tens
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 
+/// Within the golden bound `1e-6 + 1e-4·|want|`: the tensor path's bias correction uses `exp`
+/// and `tanh`, which wgpu (and its software adapter) computes to about 1e-5 relative.
 fn close(got: &[f32], want: &[f64], label: &str) {
     assert_eq!(got.len(), want.len(), "{label}");
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         assert!(
-            (g as f64 - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+            (g as f64 - w).abs() <= 1e-6 + 1e-4 * w.abs(),
             "{label}[{i}]: {g} against {w}"
         );
     }
