@@ -1,5 +1,6 @@
 //! 4-bit training of a small causal transformer on tiny-shakespeare: Adam against Stable-SPAM
-//! at three learning rates, the same steps, batches and initial weights.
+//! and GradientStabilizer (around AdamW and around Adam) at three learning rates, the same
+//! steps, batches and initial weights.
 //!
 //! ```text
 //! cargo run --release --example low_precision [-- --device flex|ndarray|wgpu] [--steps N]
@@ -10,21 +11,25 @@
 //! gradient). A loss spike is a step whose loss exceeds 1.2× the mean of the 20 steps before
 //! it; a gradient-norm spike, a step whose global gradient norm exceeds 3× the median of the 50
 //! steps before it. Writes `runs.csv` (one row per run), `curves.csv` (loss and gradient norm per
-//! step) and `loss.svg` into `--out`, and prints the table.
+//! step), `loss.svg` (Adam against Stable-SPAM) and `loss_gs.svg` (Adam against
+//! GradientStabilizer around AdamW) into `--out`, and prints the table. `--optimizers` picks a
+//! subset of `adam,stable_spam,gs_adamw,gs_adam`.
 
 use std::fmt::Write as _;
 
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer};
 use clap::Parser;
-use scaleinv::StableSpamConfig;
+use clap::builder::PossibleValuesParser;
 use scaleinv::models::cli::{DeviceArg, OutArg, default, positive, positive_finite, write_files};
 use scaleinv::models::lm_train::{LmRun, LmSettings, train_lm};
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
 use scaleinv::models::progress::Progress;
 use scaleinv::models::{CharCorpus, TinyLmConfig};
+use scaleinv::{GradientStabilizerConfig, StableSpamConfig};
 
 /// Low-precision training of a small causal transformer on tiny-shakespeare: Adam against
-/// Stable-SPAM at several learning rates, the same steps, batches and initial weights.
+/// Stable-SPAM and GradientStabilizer at several learning rates, the same steps, batches and
+/// initial weights.
 #[derive(Parser)]
 #[command(mut_arg("out", default("results/low_precision")))]
 struct Args {
@@ -47,14 +52,35 @@ struct Args {
     bits: u32,
     #[command(flatten)]
     out: OutArg,
+    /// The optimizers compared, comma-separated, in the table's order.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        default_value = "adam,stable_spam,gs_adamw,gs_adam",
+        value_parser = PossibleValuesParser::new(OPTIMIZERS)
+    )]
+    optimizers: Vec<String>,
 }
+
+/// Every optimizer the example can run, in the table's order.
+const OPTIMIZERS: [&str; 4] = ["adam", "stable_spam", "gs_adamw", "gs_adam"];
 
 /// The two optimizers compared: Burn's Adam with the reference ε, and Stable-SPAM with the
 /// authors' 4-bit settings (γ1 = 0.7, γ2 = 0.9, θ = 0.999, reset every 500 steps, cosine β1/γ1
-/// over the run).
+/// over the run); GradientStabilizer with the reference's defaults (γ1 0.6, γ2 0.999) around
+/// AdamW (torch's defaults: ε 1e-8, λ 0.01) and around Adam.
 fn optimizer(name: &str, steps: usize) -> ModuleOptimizer {
+    let adam = || AdamConfig::new().with_epsilon(1e-8);
     match name {
-        "adam" => AdamConfig::new().with_epsilon(1e-8).init(),
+        "adam" => adam().init(),
+        "gs_adamw" => GradientStabilizerConfig::new().init(
+            AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(0.01)
+                .build(),
+        ),
+        "gs_adam" => GradientStabilizerConfig::new().init(adam().build()),
         "stable_spam" => StableSpamConfig::new()
             .with_gamma_1(0.7)
             .with_gamma_2(0.9)
@@ -128,8 +154,8 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut curves = String::from("optimizer,lr,step,loss,grad_norm\n");
-    let progress = Progress::new((2 * args.lrs.len() * args.steps) as u64, "steps");
-    for name in ["adam", "stable_spam"] {
+    let progress = Progress::new((args.optimizers.len() * args.lrs.len() * args.steps) as u64, "steps");
+    for name in args.optimizers.iter().map(String::as_str) {
         for &lr in &args.lrs {
             progress.set_message(format!("{name} lr {lr:.0e}"));
             let autodiff = device.clone().autodiff();
@@ -198,37 +224,51 @@ fn main() {
         );
     }
 
-    let mut plot = LinePlot::new(
-        &format!("{}-bit training loss on tiny-shakespeare", args.bits),
-        "step",
-        "training loss (moving average of 10)",
-    );
-    plot.y_range = Some((1.0, 4.5));
-    for (i, (name, lr, run)) in rows.iter().enumerate() {
-        let color = PALETTE[i % args.lrs.len()];
-        plot = plot.with_series(Series {
-            name: format!(
-                "{} lr {lr:.0e}",
-                if *name == "adam" {
-                    "Adam"
-                } else {
-                    "Stable-SPAM"
-                }
-            ),
-            points: moving_average(&run.losses, 10),
-            color: color.into(),
-            dashed: *name == "adam",
-        });
-    }
+    let plot = |against: &str, title: &str| {
+        let mut plot = LinePlot::new(
+            &format!("{}-bit loss: {title}", args.bits),
+            "step",
+            "training loss (moving average of 10)",
+        );
+        plot.y_range = Some((1.0, 4.5));
+        for (name, lr, run) in rows
+            .iter()
+            .filter(|(n, _, _)| *n == "adam" || *n == against)
+        {
+            let i = args.lrs.iter().position(|l| l == lr).unwrap_or(0);
+            plot = plot.with_series(Series {
+                name: format!("{} lr {lr:.0e}", label(name)),
+                points: moving_average(&run.losses, 10),
+                color: PALETTE[i % PALETTE.len()].into(),
+                dashed: *name == "adam",
+            });
+        }
+        plot.to_svg()
+    };
 
     write_files(
         &args.out.out,
         vec![
             ("runs.csv", table),
             ("curves.csv", curves),
-            ("loss.svg", plot.to_svg()),
+            (
+                "loss.svg",
+                plot("stable_spam", "Adam (dashed), Stable-SPAM"),
+            ),
+            ("loss_gs.svg", plot("gs_adamw", "Adam (dashed), GS(AdamW)")),
         ],
     );
+}
+
+/// The name of an optimizer in the plots.
+fn label(name: &str) -> &'static str {
+    match name {
+        "adam" => "Adam",
+        "stable_spam" => "Stable-SPAM",
+        "gs_adamw" => "GS(AdamW)",
+        "gs_adam" => "GS(Adam)",
+        _ => "?",
+    }
 }
 
 /// `(step, mean of the `window` losses ending at step)`.

@@ -54,6 +54,7 @@ mod guide {
         StableSpam => "../docs/stable-spam.md",
         Nap => "../docs/nap.md",
         WidthScaledAdamw => "../docs/width-scaled-adamw.md",
+        GradientStabilizerAdamc => "../docs/gradient-stabilizer-adamc.md",
         ProbeAndDiagnostics => "../docs/probe-and-diagnostics.md",
         Guarantees => "../docs/guarantees.md",
         Performance => "../docs/performance.md",

@@ -10,8 +10,9 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer, RecordState, StateSink
 use burn::tensor::{Device, Tensor, TensorData};
 use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
 use scaleinv::{
-    AdamPConfig, CheckedStep, NapConfig, NonFinitePolicy, RadialProjectionConfig, SgdpConfig,
-    StableSpamConfig, StepError, WidthRole, WidthScaledAdamWConfig, non_finite_gradients,
+    AdamCConfig, AdamPConfig, CheckedStep, GradientStabilizerConfig, NapConfig, NonFinitePolicy,
+    RadialProjectionConfig, SgdpConfig, StableSpamConfig, StepError, WidthRole,
+    WidthScaledAdamWConfig, non_finite_gradients,
 };
 
 const SHAPE: [usize; 2] = [4, 6];
@@ -183,6 +184,11 @@ fn skip_is_every_default() {
         &RadialProjectionConfig::new().wrap(adam()),
     );
     skips_by_default("NapConfig", &NapConfig::new().wrap(adam()));
+    skips_by_default("AdamCConfig", &AdamCConfig::new().build(true));
+    skips_by_default(
+        "GradientStabilizerConfig",
+        &GradientStabilizerConfig::new().wrap(adam()),
+    );
 }
 
 fn linear(device: &Device) -> Linear {

@@ -8,8 +8,8 @@ use burn::grad_clipping::GradientClippingConfig::{Norm, Value};
 use burn::optim::AdamConfig;
 use scaleinv::models::DigitsCnnConfig;
 use scaleinv::{
-    AdamPConfig, ConfigError, NapConfig, NormAffine, RadialProjectionConfig, SgdpConfig,
-    StableSpamConfig, WidthScaledAdamWConfig,
+    AdamCConfig, AdamPConfig, ConfigError, GradientStabilizerConfig, NapConfig, NormAffine,
+    RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthScaledAdamWConfig,
 };
 
 /// Checks that `result` is an out-of-range error for `field` with the range text `range`.
@@ -107,6 +107,20 @@ rejects! {
     sgdp_grad_clipping_norm_negative: SgdpConfig::new().with_grad_clipping(Some(Norm(-1.0))).try_build() => "grad_clipping.norm", POSITIVE;
     stable_spam_grad_clipping_value_nan: StableSpamConfig::new().with_grad_clipping(Some(Value(f32::NAN))).try_build() => "grad_clipping.value", POSITIVE;
     width_scaled_grad_clipping_value_negative: WidthScaledAdamWConfig::new(64, 128).with_grad_clipping(Some(Value(-0.5))).validate() => "grad_clipping.value", POSITIVE;
+
+    adamc_beta_1_one: AdamCConfig::new().with_beta_1(1.0).try_build(true) => "beta_1", UNIT_HALF_OPEN;
+    adamc_beta_2_nan: AdamCConfig::new().with_beta_2(f64::NAN).try_build(false) => "beta_2", UNIT_HALF_OPEN;
+    adamc_epsilon_zero: AdamCConfig::new().with_epsilon(0.0).try_build(true) => "epsilon", EPSILON;
+    adamc_weight_decay_negative: AdamCConfig::new().with_weight_decay(-0.1).try_build(true) => "weight_decay", NON_NEGATIVE;
+    adamc_peak_lr_zero: AdamCConfig::new().with_peak_lr(Some(0.0)).try_build(true) => "peak_lr", POSITIVE;
+
+    stabilizer_gamma_1_one: GradientStabilizerConfig::new().with_gamma_1(1.0).try_wrap(adam()) => "gamma_1", UNIT_HALF_OPEN;
+    stabilizer_gamma_2_negative: GradientStabilizerConfig::new().with_gamma_2(-0.1).try_init(adam()) => "gamma_2", UNIT_HALF_OPEN;
+    stabilizer_epsilon_zero: GradientStabilizerConfig::new().with_epsilon(0.0).try_wrap(adam()) => "epsilon", EPSILON;
+
+    adamp_corrected_decay_zero: AdamPConfig::new().with_corrected_decay(Some(0.0)).try_build() => "corrected_decay", POSITIVE;
+    sgdp_corrected_decay_nan: SgdpConfig::new().with_corrected_decay(Some(f64::NAN)).try_build() => "corrected_decay", POSITIVE;
+    width_scaled_corrected_decay_negative: WidthScaledAdamWConfig::new(64, 128).with_corrected_decay(Some(-1.0)).validate() => "corrected_decay", POSITIVE;
 }
 
 #[test]

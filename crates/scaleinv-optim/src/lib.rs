@@ -20,6 +20,13 @@
 //!   and the branch taken, sampled every N steps outside the step's hot path.
 //! - [`WidthScaledAdamW`] (Fan et al., 2025): AdamW with learning rate `∝ 1/d` and weight decay
 //!   `∝ √d` on matrix-like tensors, so hyperparameters tuned at a small width transfer.
+//! - [`GradientStabilizer`] (Huang et al., 2026): around any per-tensor optimizer, each
+//!   gradient keeps its direction and takes a running estimate of its norm.
+//! - [`AdamC`] (Defazio et al., 2025): AdamW whose weights that feed a normalization layer (found
+//!   by the probe or the layer types) decay by `λ·η_t²/η_max`, so the gradient norm does not
+//!   climb at the end of a decaying schedule.
+//! - [`GlobalNormClip`]: clipping of a whole step's gradients by their global norm (PyTorch's
+//!   `clip_grad_norm_`), in front of any optimizer.
 //!
 //! Every config is checked when the optimizer is built ([`ConfigError`] names the field and
 //! its range); a gradient holding NaN or ±∞ leaves the parameter and its state untouched by
@@ -44,8 +51,8 @@
 //! | `guard` | the step frame, the non-finite policy, checked steps and record loading |
 //! | `diagnostics` | probe, observer, tracker, spectral norms, weight norms |
 //! | `options` | the shared sub-configs and the constructor family of every config |
-//! | `optim` | one file per optimizer: AdamP, SGDP, Stable-SPAM, width-scaled AdamW |
-//! | `wrap` | optimizers around any optimizer: NaP, the radial projection |
+//! | `optim` | one file per optimizer: AdamC, AdamP, SGDP, Stable-SPAM, width-scaled AdamW |
+//! | `wrap` | optimizers around any optimizer: GradientStabilizer, NaP, the radial projection |
 //!
 //! A new optimizer is one file in `optim/` (its config with `step: StepOptions`, the
 //! `step_setters!` and `constructors!` lines, an `OptimizerConfig` impl, its step on `math`'s
@@ -98,8 +105,10 @@ pub use diagnostics::{
 };
 pub use guard::checked_load::{CheckedLoad, RecordMismatch};
 pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
+pub use guard::global_clip::{GlobalNorm, GlobalNormClip, clip_grad_norm, global_norm};
 pub use guard::non_finite::NonFinitePolicy;
 pub use math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
+pub use optim::adamc::{AdamC, AdamCConfig, AdamCState};
 pub use optim::adamp::{AdamP, AdamPConfig, AdamPState};
 pub use optim::sgdp::{Sgdp, SgdpConfig, SgdpState};
 pub use optim::stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
@@ -108,6 +117,9 @@ pub use optim::width_scaled_adamw::{
 };
 pub use options::projection::ProjectionOptions;
 pub use options::step::StepOptions;
+pub use wrap::gradient_stabilizer::{
+    GradientStabilizer, GradientStabilizerConfig, GradientStabilizerState,
+};
 pub use wrap::nap::{Nap, NapConfig, NapScope, NapState};
 pub use wrap::radial_projection::{RadialProjection, RadialProjectionConfig};
 

@@ -22,12 +22,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::optim::Optimizer;
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use scaleinv_optim::{
-    AdamPConfig, Nap, NapConfig, RadialProjectionConfig, ResetMode, SgdpConfig, StableSpamConfig,
-    WidthRole, WidthScaledAdamWConfig,
+    AdamCConfig, AdamPConfig, GradientStabilizer, GradientStabilizerConfig, Nap, NapConfig,
+    RadialProjectionConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole,
+    WidthScaledAdamWConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,7 @@ struct ParamSpec {
     channel_axis: Option<usize>,
     project: Option<bool>,
     role: Option<String>,
+    normalized: Option<bool>,
     init: Vec<f32>,
 }
 
@@ -98,6 +101,10 @@ impl Replayable for scaleinv_optim::StableSpam {}
 impl Replayable for scaleinv_optim::WidthScaledAdamW {}
 
 impl<O: Optimizer> Replayable for Nap<O> {}
+
+impl<O: Optimizer> Replayable for GradientStabilizer<O> {}
+
+impl Replayable for scaleinv_optim::AdamC {}
 
 /// Where a case's config key (named as in the reference) goes in the optimizer's config, read
 /// and written as the config's JSON (Burn's configs are serde types).
@@ -208,6 +215,90 @@ const PROJECTED_ADAM_PROJECTION_KEYS: Table = &[
     ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
     ("nesterov", To::Ignored),
 ];
+
+/// AdamC: `max_lr` is the fixed peak learning rate.
+const ADAMC_KEYS: Table = &[
+    ("lr", To::Ignored),
+    ("max_lr", To::Convert(&["peak_lr"], positive)),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+    ("weight_decay", To::Path(&["weight_decay"])),
+];
+
+/// GradientStabilizer's own keys (the base optimizer's are read by its table).
+const GS_KEYS: Table = &[
+    ("base", To::Ignored),
+    ("lr", To::Ignored),
+    ("betas", To::Ignored),
+    ("eps", To::Ignored),
+    ("weight_decay", To::Ignored),
+    ("amsgrad", To::Ignored),
+    ("momentum", To::Ignored),
+    ("gamma1", To::Path(&["gamma_1"])),
+    ("gamma2", To::Path(&["gamma_2"])),
+    ("gs_eps", To::Path(&["epsilon"])),
+    ("bias_correction", To::Path(&["bias_correction"])),
+];
+
+/// GradientStabilizer's base `adamw`: Burn's `AdamWConfig` (torch's AdamW: decay first).
+const GS_ADAMW_KEYS: Table = &[
+    ("base", To::Ignored),
+    ("lr", To::Ignored),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+    ("weight_decay", To::Path(&["weight_decay"])),
+    ("amsgrad", To::Path(&["amsgrad"])),
+    ("gamma1", To::Ignored),
+    ("gamma2", To::Ignored),
+    ("gs_eps", To::Ignored),
+    ("bias_correction", To::Ignored),
+];
+
+/// GradientStabilizer's base `adam`: Burn's `AdamConfig` (torch's Adam: L2 penalty).
+const GS_ADAM_KEYS: Table = &[
+    ("base", To::Ignored),
+    ("lr", To::Ignored),
+    ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+    ("eps", To::Path(&["epsilon"])),
+    ("weight_decay", To::Convert(&["weight_decay"], l2_penalty)),
+    ("amsgrad", To::Path(&["amsgrad"])),
+    ("gamma1", To::Ignored),
+    ("gamma2", To::Ignored),
+    ("gs_eps", To::Ignored),
+    ("bias_correction", To::Ignored),
+];
+
+/// GradientStabilizer's base `sgd`: Burn's `SgdConfig` with PyTorch's momentum.
+const GS_SGD_KEYS: Table = &[
+    ("base", To::Ignored),
+    ("lr", To::Ignored),
+    ("momentum", To::Convert(&["momentum"], pytorch_momentum)),
+    ("weight_decay", To::Convert(&["weight_decay"], l2_penalty)),
+    ("gamma1", To::Ignored),
+    ("gamma2", To::Ignored),
+    ("gs_eps", To::Ignored),
+    ("bias_correction", To::Ignored),
+];
+
+/// A number that must be positive.
+fn positive(value: &Value, _: &Value) -> Result<Value, String> {
+    match value.as_f64() {
+        Some(v) if v > 0.0 => Ok(value.clone()),
+        _ => Err(format!("`{value}` is not a positive number")),
+    }
+}
+
+/// PyTorch's coupled `weight_decay` (an L2 penalty added to the gradient): Burn's
+/// `WeightDecayConfig`; none at 0.
+fn l2_penalty(value: &Value, _: &Value) -> Result<Value, String> {
+    let penalty = value
+        .as_f64()
+        .ok_or(format!("weight_decay `{value}` is not a number"))?;
+    if penalty == 0.0 {
+        return Ok(Value::Null);
+    }
+    serde_json::to_value(WeightDecayConfig::new(penalty as f32)).map_err(|e| e.to_string())
+}
 
 /// The reference's `gamma1 = -1` means "use β1".
 fn gamma_1_or_beta_1(value: &Value, config: &Value) -> Result<Value, String> {
@@ -326,6 +417,74 @@ fn width_scaled_adamw_config(
     )?;
     c.validate().map_err(|e| e.to_string())?;
     Ok(c)
+}
+
+fn adamc_config(config: &BTreeMap<String, Value>) -> Result<AdamCConfig, String> {
+    let c = overlay(AdamCConfig::new(), ADAMC_KEYS, config)?;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn gradient_stabilizer_config(
+    config: &BTreeMap<String, Value>,
+) -> Result<GradientStabilizerConfig, String> {
+    let c = overlay(GradientStabilizerConfig::new(), GS_KEYS, config)?;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+/// Torch's AdamW defaults (ε 1e-8, λ 1e-2; Burn's are 1e-5 and 1e-4), before a case's keys.
+fn reference_adamw() -> AdamWConfig {
+    AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(1e-2)
+}
+
+/// GradientStabilizer's base optimizer, named by the case's `base` key.
+enum GsBase {
+    AdamW(AdamWConfig),
+    Adam(AdamConfig),
+    Sgd(SgdConfig),
+}
+
+fn gs_base(config: &BTreeMap<String, Value>) -> Result<GsBase, String> {
+    // Each base's table also lists GradientStabilizer's keys (ignored); a key of another base
+    // (`momentum` for AdamW) fails it by name.
+    let own = config;
+    match config.get("base").and_then(Value::as_str) {
+        Some("adamw") => Ok(GsBase::AdamW(overlay(
+            reference_adamw(),
+            GS_ADAMW_KEYS,
+            own,
+        )?)),
+        Some("adam") => Ok(GsBase::Adam(overlay(reference_adam(), GS_ADAM_KEYS, own)?)),
+        Some("sgd") => Ok(GsBase::Sgd(overlay(SgdConfig::new(), GS_SGD_KEYS, own)?)),
+        other => Err(format!(
+            "unknown GradientStabilizer base optimizer {other:?}"
+        )),
+    }
+}
+
+fn replay_gradient_stabilizer(case: &Case, device: &Device) -> Outcome {
+    let gs = match gradient_stabilizer_config(&case.config) {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(e),
+    };
+    match gs_base(&case.config) {
+        Ok(GsBase::AdamW(c)) => replay_with(|_| gs.wrap(c.build()), case, device),
+        Ok(GsBase::Adam(c)) => replay_with(|_| gs.wrap(c.build()), case, device),
+        Ok(GsBase::Sgd(c)) => replay_with(|_| gs.wrap(c.build()), case, device),
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+/// Replays an AdamC case: each tensor with the corrected decay when the case marks it
+/// `normalized`.
+fn replay_adamc(case: &Case, device: &Device) -> Outcome {
+    match adamc_config(&case.config) {
+        Ok(c) => replay_with(|s| c.build(s.normalized.unwrap_or(false)), case, device),
+        Err(e) => Outcome::Failed(e),
+    }
 }
 
 /// Burn's Adam with the reference's ε (Burn's default is 1e-5), before a case's keys.
@@ -515,6 +674,8 @@ fn replay(case: &Case, device: &Device) -> Outcome {
             Err(e) => Outcome::Failed(e),
         },
         "nap" => replay_nap(case, device),
+        "gradient_stabilizer" => replay_gradient_stabilizer(case, device),
+        "adamc" => replay_adamc(case, device),
         "width_scaled_adamw" => {
             let roles: Result<Vec<_>, _> = case.params.iter().map(width_role).collect();
             match (width_scaled_adamw_config(&case.config), roles) {
@@ -667,7 +828,32 @@ fn report(line: String) {
 #[test]
 fn every_rename_table_path_exists_in_its_config() {
     let json = |v: Result<Value, serde_json::Error>| v.expect("a config serializes");
-    let tables: [(&str, Table, Value); 8] = [
+    let tables: [(&str, Table, Value); 13] = [
+        (
+            "adamc",
+            ADAMC_KEYS,
+            json(serde_json::to_value(AdamCConfig::new())),
+        ),
+        (
+            "gradient_stabilizer",
+            GS_KEYS,
+            json(serde_json::to_value(GradientStabilizerConfig::new())),
+        ),
+        (
+            "gradient_stabilizer adamw",
+            GS_ADAMW_KEYS,
+            json(serde_json::to_value(reference_adamw())),
+        ),
+        (
+            "gradient_stabilizer adam",
+            GS_ADAM_KEYS,
+            json(serde_json::to_value(reference_adam())),
+        ),
+        (
+            "gradient_stabilizer sgd",
+            GS_SGD_KEYS,
+            json(serde_json::to_value(SgdConfig::new())),
+        ),
         (
             "adamp",
             ADAMP_KEYS,

@@ -41,6 +41,51 @@ pub enum NormAffine {
     },
 }
 
+/// Whether `owner` (a layer's type name) is one of Burn's normalization layers.
+pub(crate) fn is_norm_layer(owner: &str) -> bool {
+    NORM_LAYERS.contains(&owner)
+}
+
+/// Whether each parameter of `params` (a module walk, in visiting order) is a weight that
+/// feeds a normalization layer, by the layer-type rule the model's structure allows: a
+/// `weight` of rank ≥ 2 of a layer that is not a normalization, when the next layer with
+/// parameters in visiting order is a normalization layer inside the same parent module
+/// (`conv1, bn1` or `linear, norm.layer_norm` as fields of one struct, declared in forward
+/// order). A pre-norm block (`norm, attn`) and a layer whose output leaves its parent module
+/// (the last projection of an attention block, followed by the block's norm) get `false`.
+pub(crate) fn feeds_normalization(params: &[ParamInfo]) -> Vec<bool> {
+    let parent = |layer: &str| layer.rsplit_once('.').map_or("", |(p, _)| p).to_string();
+    // The layers in visiting order, each with its owner type.
+    let mut layers: Vec<(&str, &str)> = Vec::new();
+    for p in params {
+        if layers.last().is_none_or(|(l, _)| *l != p.layer_path()) {
+            layers.push((p.layer_path(), p.owner.as_str()));
+        }
+    }
+    params
+        .iter()
+        .map(|p| {
+            if p.rank < 2 || p.field() != "weight" || is_norm_layer(&p.owner) {
+                return false;
+            }
+            let layer = p.layer_path();
+            let Some(at) = layers.iter().position(|(l, _)| *l == layer) else {
+                return false;
+            };
+            let home = parent(layer);
+            let under_home = |next: &str| {
+                home.is_empty()
+                    || next
+                        .strip_prefix(home.as_str())
+                        .is_some_and(|rest| rest.starts_with('.'))
+            };
+            layers
+                .get(at + 1)
+                .is_some_and(|(next, owner)| is_norm_layer(owner) && under_home(next))
+        })
+        .collect()
+}
+
 /// Whether `param` is the scale or offset of a normalization layer.
 pub(crate) fn is_norm_affine(param: &ParamInfo) -> bool {
     NORM_LAYERS.contains(&param.owner.as_str()) && matches!(param.field(), "gamma" | "beta")

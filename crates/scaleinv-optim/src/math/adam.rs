@@ -53,3 +53,17 @@ impl Adam {
         }
     }
 }
+
+impl Adam {
+    /// This Adam with ε moved before the bias correction: `√v / √(1 − β2^t) + ε'` with
+    /// `ε' = ε / √(1 − β2^t)` is exactly `(√v + ε) / √(1 − β2^t)`, the denominator of
+    /// `pytorch_optimizer` (AdamC) at step `t`, so that one formula,
+    /// [`denominator`](Self::denominator), serves both placements.
+    pub fn with_epsilon_before_correction(&self, time: usize) -> Self {
+        let (_, bc2) = self.bias_corrections(time);
+        Self {
+            epsilon: self.epsilon / bc2.sqrt(),
+            ..*self
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub(crate) mod decay;
 pub(crate) mod invariance;
 pub(crate) mod sgd;
 pub(crate) mod spike;
+pub(crate) mod stabilizer;
 
 use core::ops::{Add, Div, Mul, Sub};
 

@@ -10,6 +10,7 @@ use crate::core::error::{ConfigError, Range, check};
 use crate::core::moments::MomentState;
 use crate::diagnostics::observer::{Observed, ObserverTag};
 use crate::math::adam::Adam;
+use crate::math::decay::corrected_weight_decay;
 use crate::math::invariance::ScaleInvariance;
 use crate::options::constructors::{OptimizerConfig, constructors};
 use crate::options::projection::{ProjectionOptions, Projector, projection_setters};
@@ -33,6 +34,12 @@ pub struct AdamPConfig {
     /// Nesterov momentum in AdamP's form (bias correction stays `1 / (1 − β1^t)`).
     #[config(default = false)]
     pub nesterov: bool,
+    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct AdamW
+    /// only): `Some(η_max)`, the schedule's peak learning rate, decays every tensor of rank ≥ 2 by
+    /// `λ·η_t²/η_max` instead of `λ·η_t` (times wd_ratio where the projection fires), so the decay
+    /// of the weights that feed a normalization follows the schedule's shape rather than its scale.
+    /// `None` (the default): the reference's decay.
+    pub corrected_decay: Option<f64>,
     /// The scale-invariance test and projection (δ, wd_ratio, ε — also Adam's — channel
     /// axis, zero tensors).
     #[config(default = "ProjectionOptions::new()")]
@@ -70,6 +77,7 @@ pub struct AdamP {
     adam: Adam,
     projector: Projector,
     weight_decay: f64,
+    corrected_decay: Option<f64>,
     nesterov: bool,
 }
 
@@ -80,6 +88,9 @@ impl AdamPConfig {
         check(C, "beta_1", self.beta_1, Range::UnitHalfOpen)?;
         check(C, "beta_2", self.beta_2, Range::UnitHalfOpen)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        if let Some(peak) = self.corrected_decay {
+            check(C, "corrected_decay", peak, Range::Positive)?;
+        }
         self.projection.validate_in(C)?;
         self.step.validate_in(C)
     }
@@ -97,6 +108,7 @@ impl OptimizerConfig for AdamPConfig {
             },
             projector: self.projection.projector(channel_axis, self.step.policy()),
             weight_decay: self.weight_decay,
+            corrected_decay: self.corrected_decay,
             nesterov: self.nesterov,
         }
     }
@@ -123,6 +135,12 @@ impl AdamP {
     /// The scale-invariance test and projection this optimizer applies.
     pub fn scale_invariance(&self) -> &ScaleInvariance {
         &self.projector.invariance
+    }
+
+    /// λ at learning rate `lr` for a tensor of rank `D` (scaled by `η_t/η_max` under
+    /// [`corrected_decay`](AdamPConfig::corrected_decay)).
+    fn weight_decay_at<const D: usize>(&self, lr: LearningRate) -> f64 {
+        corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D)
     }
 }
 
@@ -157,7 +175,8 @@ impl TwoPaths for AdamP {
             self.adam
                 .direction(state.moment_1.clone(), grad.clone(), denom, self.nesterov);
         let projected = self.projector.project(&param, &grad, update);
-        let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
+        let rate = lr * self.weight_decay_at::<D>(lr);
+        let param = decoupled_decay(param, rate, projected.decay_ratio);
         let param = param - projected.update * (lr / bc1);
         (param, Some(state))
     }
@@ -176,7 +195,7 @@ impl TwoPaths for AdamP {
             nesterov: self.nesterov,
             time,
             lr,
-            weight_decay: self.weight_decay,
+            weight_decay: self.weight_decay_at::<D>(lr),
             projection: Some(&self.projector.invariance),
             skip_non_finite: self.projector.policy.skips(),
         };

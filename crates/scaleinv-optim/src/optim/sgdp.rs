@@ -9,6 +9,7 @@ use crate::core::decay::decoupled_decay;
 use crate::core::error::{ConfigError, Range, check};
 use crate::diagnostics::observer::{Observed, ObserverTag};
 use crate::guard::non_finite::{Checkpoint, Revert};
+use crate::math::decay::corrected_weight_decay;
 use crate::math::invariance::ScaleInvariance;
 use crate::math::sgd;
 use crate::options::constructors::{OptimizerConfig, constructors};
@@ -35,6 +36,12 @@ pub struct SgdpConfig {
     /// Decoupled weight decay λ, multiplied by the learning rate and divided by `1 − μ`.
     #[config(default = 0.0)]
     pub weight_decay: f64,
+    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct AdamW
+    /// only): `Some(η_max)`, the schedule's peak learning rate, decays every tensor of rank ≥ 2 by
+    /// `λ·η_t²/η_max` instead of `λ·η_t` (before the division by 1 − μ), so the decay of the
+    /// weights that feed a normalization follows the schedule's shape rather than its scale. `None`
+    /// (the default): the reference's decay.
+    pub corrected_decay: Option<f64>,
     /// Write the projected update back into the momentum buffer when Nesterov is off, as the
     /// reference does (`true`). `false` keeps the buffer unprojected, as timm ≥ 2026 and
     /// pytorch_optimizer do.
@@ -74,6 +81,7 @@ pub struct Sgdp {
     dampening: f64,
     nesterov: bool,
     weight_decay: f64,
+    corrected_decay: Option<f64>,
     project_momentum_buffer: bool,
     projector: Projector,
 }
@@ -116,6 +124,9 @@ impl SgdpConfig {
         check(C, "momentum", self.momentum, Range::UnitHalfOpen)?;
         check(C, "dampening", self.dampening, Range::UnitClosed)?;
         check(C, "weight_decay", self.weight_decay, Range::NonNegative)?;
+        if let Some(peak) = self.corrected_decay {
+            check(C, "corrected_decay", peak, Range::Positive)?;
+        }
         self.projection.validate_in(C)?;
         self.step.validate_in(C)?;
         if self.nesterov && (self.momentum == 0.0 || self.dampening != 0.0) {
@@ -137,6 +148,7 @@ impl OptimizerConfig for SgdpConfig {
             dampening: self.dampening,
             nesterov: self.nesterov,
             weight_decay: self.weight_decay,
+            corrected_decay: self.corrected_decay,
             project_momentum_buffer: self.project_momentum_buffer,
             projector: self.projection.projector(channel_axis, self.step.policy()),
         }
@@ -162,8 +174,11 @@ impl Sgdp {
     }
 
     /// The decoupled decay rate at learning rate `lr`: `η·λ / (1 − μ)`, as in the reference.
-    fn decay_rate(&self, lr: LearningRate) -> f64 {
-        lr * self.weight_decay / (1.0 - self.momentum)
+    /// (λ scaled by `η_t/η_max` for a tensor of rank ≥ 2 under
+    /// [`corrected_decay`](SgdpConfig::corrected_decay).)
+    fn decay_rate<const D: usize>(&self, lr: LearningRate) -> f64 {
+        let weight_decay = corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D);
+        lr * weight_decay / (1.0 - self.momentum)
     }
 
     /// Whether the projected update is written back into the buffer.
@@ -219,7 +234,7 @@ impl TwoPaths for Sgdp {
         } else {
             buffer
         };
-        let param = decoupled_decay(param, self.decay_rate(lr), projected.decay_ratio);
+        let param = decoupled_decay(param, self.decay_rate::<D>(lr), projected.decay_ratio);
         let param = param - projected.update * lr;
         let state = (mu != 0.0).then_some(SgdpState { momentum: buffer });
         (param, state)
@@ -247,7 +262,7 @@ impl TwoPaths for Sgdp {
             nesterov: self.nesterov,
             write_back: self.writes_back(),
             lr,
-            decay_rate: self.decay_rate(lr),
+            decay_rate: self.decay_rate::<D>(lr),
             projection: Some(&self.projector.invariance),
             skip_non_finite: self.projector.policy.skips(),
         };

@@ -14,6 +14,7 @@ use crate::core::error::{ConfigError, Range, check};
 use crate::core::moments::MomentState;
 use crate::core::params::{self, ParamInfo};
 use crate::math::adam::Adam;
+use crate::math::decay::corrected_weight_decay;
 use crate::options::constructors::{constructors, or_panic};
 use crate::options::step::{StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer};
 
@@ -73,6 +74,12 @@ pub struct WidthScaledAdamWConfig {
     /// it followed by `.` gets [`head_role`](Self::head_role).
     #[config(default = "vec![String::from(\"head\")]")]
     pub head: Vec<String>,
+    /// AdamC's corrected decay, an extension with no reference (Defazio et al. 2025 correct AdamW
+    /// only): `Some(η_max)`, the schedule's peak learning rate, decays every matrix-like tensor by
+    /// `λ·η_t²/η_max` instead of `λ·η_t`, so the decay of the weights that feed a normalization
+    /// follows the schedule's shape rather than its scale. `None` (the default): the reference's
+    /// decay.
+    pub corrected_decay: Option<f64>,
     /// Fused path (on flex: one pass over memory, after a read of the gradient for the
     /// non-finite test), non-finite policy, gradient clipping.
     #[config(default = "StepOptions::new()")]
@@ -117,6 +124,7 @@ pub struct WidthScaledAdamW {
     adam: Adam,
     lr_scale: f64,
     weight_decay: f64,
+    corrected_decay: Option<f64>,
     policy: StepPolicy,
 }
 
@@ -160,6 +168,9 @@ impl WidthScaledAdamWConfig {
                          is 0 or beyond f32's range: use a smaller |wd_exponent|",
             });
         }
+        if let Some(peak) = self.corrected_decay {
+            check(C, "corrected_decay", peak, Range::Positive)?;
+        }
         self.step.validate_in(C)
     }
 
@@ -201,6 +212,7 @@ impl WidthScaledAdamWConfig {
             },
             lr_scale: self.lr_scale(role),
             weight_decay: self.weight_decay_for(role),
+            corrected_decay: self.corrected_decay,
             policy: self.step.policy(),
         }
     }
@@ -275,6 +287,14 @@ impl WidthScaledAdamW {
     pub fn weight_decay(&self) -> f64 {
         self.weight_decay
     }
+
+    /// λ_g at the tensor's learning rate `lr` (scaled by `η_g/η_max` under
+    /// [`corrected_decay`](WidthScaledAdamWConfig::corrected_decay), where `η_max` is the
+    /// peak given, scaled like `η_g`).
+    fn weight_decay_at(&self, lr: LearningRate) -> f64 {
+        let peak = self.corrected_decay.map(|peak| peak * self.lr_scale);
+        corrected_weight_decay(self.weight_decay, peak, lr, 2)
+    }
 }
 
 impl TwoPaths for WidthScaledAdamW {
@@ -296,7 +316,7 @@ impl TwoPaths for WidthScaledAdamW {
         state: Option<MomentState<D>>,
     ) -> (Tensor<D>, Option<MomentState<D>>) {
         let lr = lr * self.lr_scale;
-        let param = decay(param, lr * self.weight_decay);
+        let param = decay(param, lr * self.weight_decay_at(lr));
         let moments = self.adam.update(&grad, state);
         let param = param - self.adam.update_step(&moments, None, lr);
         (param, Some(moments))
@@ -317,7 +337,7 @@ impl TwoPaths for WidthScaledAdamW {
             nesterov: false,
             time,
             lr: lr * self.lr_scale,
-            weight_decay: self.weight_decay,
+            weight_decay: self.weight_decay_at(lr * self.lr_scale),
             projection: None,
             skip_non_finite: self.policy.skips(),
         };

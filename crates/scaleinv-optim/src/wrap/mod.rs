@@ -1,5 +1,6 @@
-//! Optimizers around any per-tensor optimizer (Burn's or this crate's): Normalize-and-Project
-//! and the radial projection. Same layers below as `optim`.
+//! Optimizers around any per-tensor optimizer (Burn's or this crate's): Normalize-and-Project,
+//! the radial projection and GradientStabilizer. Same layers below as `optim`.
 
+pub(crate) mod gradient_stabilizer;
 pub(crate) mod nap;
 pub(crate) mod radial_projection;

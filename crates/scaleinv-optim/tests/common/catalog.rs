@@ -14,10 +14,10 @@
 #![allow(dead_code)]
 
 use burn::module::Module;
-use burn::optim::{Adam, AdamConfig, ModuleOptimizer, Optimizer};
+use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, ModuleOptimizer, Optimizer};
 use scaleinv_optim::{
-    AdamPConfig, NapConfig, NonFinitePolicy, RadialProjectionConfig, SgdpConfig, StableSpamConfig,
-    WidthRole, WidthScaledAdamWConfig,
+    AdamCConfig, AdamPConfig, GradientStabilizerConfig, NapConfig, NonFinitePolicy,
+    RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 
 /// One optimizer of the catalog and what the generic tests need to know about it.
@@ -143,9 +143,46 @@ pub const NAP_ADAMP: Entry = Entry {
     absorbs_spikes: false,
 };
 
+pub const ADAMC: Entry = Entry {
+    name: "AdamC (normalized, running peak)",
+    lr: 1e-3,
+    owns_state: true,
+    holds_norms: false,
+    fused: true,
+    absorbs_spikes: false,
+};
+pub const STABILIZED_ADAMW: Entry = Entry {
+    name: "GradientStabilizer(Burn AdamW)",
+    lr: 1e-3,
+    owns_state: false,
+    holds_norms: false,
+    fused: false,
+    absorbs_spikes: true,
+};
+
 /// Burn's Adam with the references' ε (Burn's default is 1e-5).
 fn adam() -> Adam {
     AdamConfig::new().with_epsilon(1e-8).build()
+}
+
+/// Torch's AdamW defaults (Burn's ε is 1e-5, its decay 1e-4).
+fn adamw() -> AdamW {
+    AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(1e-2)
+        .build()
+}
+
+/// AdamC with the largest learning rate seen as its peak (the record carries it).
+fn adamc(s: Settings) -> AdamCConfig {
+    AdamCConfig::new()
+        .with_weight_decay(1e-2)
+        .with_non_finite(s.non_finite)
+        .with_fused(s.fused)
+}
+
+fn stabilizer(s: Settings) -> GradientStabilizerConfig {
+    GradientStabilizerConfig::new().with_non_finite(s.non_finite)
 }
 
 fn adamp(s: Settings) -> AdamPConfig {
@@ -202,6 +239,8 @@ pub fn for_each_optimizer(v: &mut impl OptimizerVisitor) {
     v.visit(&RADIAL_ADAM, &|s| radial(s).wrap(adam()));
     v.visit(&NAP_ADAM, &|s| nap(s).wrap(adam()));
     v.visit(&NAP_ADAMP, &|s| nap(s).wrap(adamp(s).build()));
+    v.visit(&ADAMC, &|s| adamc(s).build(true));
+    v.visit(&STABILIZED_ADAMW, &|s| stabilizer(s).wrap(adamw()));
 }
 
 /// Builds an entry's `ModuleOptimizer` for a model (default [`Settings`]).
@@ -223,6 +262,10 @@ pub fn module_optimizers<M: Module>() -> Vec<(&'static Entry, InitFor<M>)> {
         (&NAP_ADAM, |m| nap(Settings::default()).init_for(adam(), m)),
         (&NAP_ADAMP, |m| {
             nap(Settings::default()).init_for(adamp(Settings::default()).build(), m)
+        }),
+        (&ADAMC, |m| adamc(Settings::default()).init_for(m)),
+        (&STABILIZED_ADAMW, |m| {
+            stabilizer(Settings::default()).init_for(adamw(), m)
         }),
     ]
 }
