@@ -14,60 +14,53 @@
 //! `grad_norm.svg` into `--out` (`curves.csv`: every 10th step), and prints the table.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use scaleinv::models::cli::{mean_std, or_exit, positive, write_files};
-use scaleinv::models::device::device_from_name;
+use clap::Parser;
+use scaleinv::models::cli::{
+    DeviceArg, OutArg, SeedsArg, default, mean_std, or_exit, positive_finite, write_files,
+};
 use scaleinv::models::lm_train::warmup_cosine_lr;
 use scaleinv::models::plot::{LinePlot, PALETTE, Series};
+use scaleinv::models::progress::Progress;
 use scaleinv::models::rng::SplitMix64;
 use scaleinv::models::{Digits, NormMlp, NormMlpConfig};
 use scaleinv::{AdamCConfig, global_norm};
 
+/// AdamW against AdamC on a LayerNorm MLP trained to the end of a cosine schedule: the
+/// gradient norm over the last steps, over several seeds.
+#[derive(Parser)]
+#[command(
+    mut_arg("seeds", default("3")),
+    mut_arg("out", default("results/late_gradients"))
+)]
 struct Args {
+    /// Training steps per run (at least 40).
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = steps)]
     steps: usize,
+    /// Peak learning rate of the warm-up + cosine schedule (to 0).
+    #[arg(long, value_name = "X", default_value = "3e-3", value_parser = positive_finite)]
     lr: f64,
+    /// Decoupled weight decay λ.
+    #[arg(long, value_name = "X", default_value = "0.5", value_parser = positive_finite)]
     wd: f64,
-    seeds: usize,
-    device: String,
-    out: PathBuf,
+    #[command(flatten)]
+    seeds: SeedsArg,
+    #[command(flatten)]
+    device: DeviceArg,
+    #[command(flatten)]
+    out: OutArg,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        steps: 10_000,
-        lr: 3e-3,
-        wd: 0.5,
-        seeds: 3,
-        device: "flex".into(),
-        out: PathBuf::from("results/late_gradients"),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--steps" => args.steps = positive(&flag, &value()?)?,
-            "--lr" => args.lr = positive(&flag, &value()?)?,
-            "--wd" => args.wd = positive(&flag, &value()?)?,
-            "--seeds" => args.seeds = positive(&flag, &value()?)?,
-            "--device" => args.device = value()?,
-            "--out" => args.out = PathBuf::from(value()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: late_gradients [--steps N] [--lr LR] [--wd λ] [--seeds K] [--device flex|ndarray|wgpu] [--out DIR]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("unknown argument `{other}` (try --help)")),
-        }
-    }
-    if args.steps < 40 {
-        return Err("--steps: at least 40".into());
-    }
-    Ok(args)
+/// Value parser for `--steps`: at least 40 (the table averages over the last 5 %).
+fn steps(value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n >= 40)
+        .ok_or(format!("`{value}` is not a step count of at least 40"))
 }
 
 const BATCH: usize = 64;
@@ -108,7 +101,14 @@ struct Run {
     test_accuracy: f64,
 }
 
-fn train(name: &str, seed: u64, data: (&Digits, &Digits), args: &Args, device: &Device) -> Run {
+fn train(
+    name: &str,
+    seed: u64,
+    data: (&Digits, &Digits),
+    args: &Args,
+    device: &Device,
+    progress: &Progress,
+) -> Run {
     let (train, test) = data;
     let autodiff = device.clone().autodiff();
     autodiff.seed(seed);
@@ -136,6 +136,7 @@ fn train(name: &str, seed: u64, data: (&Digits, &Digits), args: &Args, device: &
         grad_norms.push(norm);
         let lr = warmup_cosine_lr(args.lr, step, args.steps, warmup, 0.0);
         model = optim.step(lr, model, grads);
+        progress.inc(1);
     }
     let model = model.valid();
     let (x, y): (Tensor<4>, Tensor<1, Int>) = test.to_tensors(device);
@@ -159,8 +160,8 @@ fn rise(norms: &[f64]) -> f64 {
 }
 
 fn main() {
-    let args = or_exit(parse_args());
-    let device = or_exit(device_from_name(&args.device));
+    let args = Args::parse();
+    let device = args.device.device();
     let digits = or_exit(Digits::load().map_err(|e| e.to_string()));
     let (train_set, test_set) = digits.split(0.2);
     println!(
@@ -171,8 +172,8 @@ fn main() {
         args.steps,
         args.lr,
         args.wd,
-        args.seeds,
-        args.device
+        args.seeds.seeds,
+        args.device.name
     );
     let probe_model = NormMlpConfig::new(64, HIDDEN.to_vec(), 10).init(&device);
     println!(
@@ -184,19 +185,30 @@ fn main() {
 
     let names = ["adamw", "adamc"];
     let mut runs: Vec<(&str, u64, Run)> = Vec::new();
+    let runs_total = names.len() as u64 * args.seeds.seeds;
+    let progress = Progress::new(runs_total * args.steps as u64, "steps");
     for name in names {
-        for seed in 0..args.seeds as u64 {
-            let run = train(name, seed, (&train_set, &test_set), &args, &device);
-            println!(
+        for seed in 0..args.seeds.seeds {
+            progress.set_message(format!("{name}, seed {seed}"));
+            let run = train(
+                name,
+                seed,
+                (&train_set, &test_set),
+                &args,
+                &device,
+                &progress,
+            );
+            progress.println(format!(
                 "{name:<6} seed {seed}: final train loss {:.4}  test loss {:.4}  test accuracy {:.4}  grad-norm rise (last 5 % / 75–80 %) {:.2}",
                 mean(&run.losses[run.losses.len() * 95 / 100..]),
                 run.test_loss,
                 run.test_accuracy,
                 rise(&run.grad_norms)
-            );
+            ));
             runs.push((name, seed, run));
         }
     }
+    progress.finish();
 
     let mut table = String::from(
         "optimizer,seed,final_train_loss,test_loss,test_accuracy,grad_norm_75_80,grad_norm_last_5,rise\n",
@@ -221,7 +233,7 @@ fn main() {
             }
         }
     }
-    println!("\nmean ± std over {} seeds:", args.seeds);
+    println!("\nmean ± std over {} seeds:", args.seeds.seeds);
     for name in names {
         let of = |f: &dyn Fn(&Run) -> f64| {
             let values: Vec<f64> = runs
@@ -270,7 +282,7 @@ fn main() {
         });
     }
     write_files(
-        &args.out,
+        &args.out.out,
         vec![
             ("runs.csv", table),
             ("curves.csv", curves),

@@ -154,7 +154,10 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut curves = String::from("optimizer,lr,step,loss,grad_norm\n");
-    let progress = Progress::new((args.optimizers.len() * args.lrs.len() * args.steps) as u64, "steps");
+    let progress = Progress::new(
+        (args.optimizers.len() * args.lrs.len() * args.steps) as u64,
+        "steps",
+    );
     for name in args.optimizers.iter().map(String::as_str) {
         for &lr in &args.lrs {
             progress.set_message(format!("{name} lr {lr:.0e}"));

@@ -441,7 +441,11 @@ fn tick(v: f64) -> String {
     }
     let fixed = format!("{v:.6}");
     let trimmed = fixed.trim_end_matches('0').trim_end_matches('.');
-    if trimmed == "-0" { "0".into() } else { trimmed.into() }
+    if trimmed == "-0" {
+        "0".into()
+    } else {
+        trimmed.into()
+    }
 }
 
 #[cfg(test)]
@@ -616,6 +620,9 @@ mod tests {
         assert_eq!(tick(-0.0), "0");
         // Ticks 0.05 apart near 1 (a norm ratio's axis), as plotters places them.
         let labels: Vec<String> = (0..8).map(|i| tick(1.0 + 0.05 * i as f64)).collect();
-        assert_eq!(labels, ["1", "1.05", "1.1", "1.15", "1.2", "1.25", "1.3", "1.35"]);
+        assert_eq!(
+            labels,
+            ["1", "1.05", "1.1", "1.15", "1.2", "1.25", "1.3", "1.35"]
+        );
     }
 }
