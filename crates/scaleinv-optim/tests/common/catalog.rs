@@ -333,7 +333,9 @@ pub fn constructors<M: Module>() -> Vec<Constructor<M>> {
         (&NAP_ADAMP, "init_for", |m| {
             nap(Settings::default()).init_for(adamp(Settings::default()).build(), m)
         }),
-        (&ADAMC, "init_for", |m| adamc(Settings::default()).init_for(m)),
+        (&ADAMC, "init_for", |m| {
+            adamc(Settings::default()).init_for(m)
+        }),
         (&STABILIZED_ADAMW, "init", |_| {
             stabilizer(Settings::default()).init(adamw())
         }),
