@@ -149,14 +149,14 @@ impl ScaleInvariance {
         // `(‖x‖, s)` from `‖x̃‖²` and `s`.
         let norm = |sq: Tensor<D>, s: Tensor<D>| (sq.sqrt() * s.clone(), s);
         let norm_1 = |sq: Tensor<1>, s: Tensor<1>| (sq.sqrt() * s.clone(), s);
-        let channel_cos = self.scaled_cosine(
+        let channel_cos = self.cosine(
             stats.dot.clone(),
             norm(stats.weight_sq.clone(), sp_d),
             norm(stats.grad_sq.clone(), sg_d),
         );
         let weight_sq = stats.weight_sq.clone().sum();
         let grad_sq = stats.grad_sq.clone().sum();
-        let layer_cos = self.scaled_cosine(
+        let layer_cos = self.cosine(
             stats.dot.clone().sum(),
             norm_1(weight_sq.clone(), sp),
             norm_1(grad_sq.clone(), sg),
@@ -241,12 +241,12 @@ impl ScaleInvariance {
         let row_dot_update = self.row_sum(p.tensor.clone() * update.clone());
         let channel_coef = |weight_sq: Tensor<D>| {
             let norm = weight_sq.sqrt() * p.scale_d();
-            self.scaled_radial_coefficient(row_dot_update.clone(), norm, p.scale_d())
+            self.radial_coefficient(row_dot_update.clone(), norm, p.scale_d())
         };
         let layer_coef = |weight_sq: Tensor<D>| {
             let norm = weight_sq.sum().sqrt() * p.scale.clone();
             let dot = row_dot_update.clone().sum();
-            self.scaled_radial_coefficient(dot, norm, p.scale.clone())
+            self.radial_coefficient(dot, norm, p.scale.clone())
         };
         match self.view {
             ProjectionView::Channel => {

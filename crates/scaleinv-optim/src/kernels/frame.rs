@@ -89,11 +89,14 @@ impl Sums {
         let nonzero = projection.zero_is_invariant || (w > 0.0 && q > 0.0);
         match projection.view {
             ProjectionView::Detect => {
+                // The statistics are f64 sums of the unscaled rows: scale 1.
+                let cosine =
+                    |d: f64, w: f64, q: f64| projection.cosine(d, (w.sqrt(), 1.0), (q.sqrt(), 1.0));
                 let max_cos = (0..n)
-                    .map(|c| projection.cosine(self.dot[c], self.weight_sq[c], self.grad_sq[c]))
+                    .map(|c| cosine(self.dot[c], self.weight_sq[c], self.grad_sq[c]))
                     .fold(f64::NEG_INFINITY, f64::max);
                 let channel = nonzero && max_cos < projection.threshold(numel / n);
-                let layer = nonzero && projection.cosine(d, w, q) < projection.threshold(numel);
+                let layer = nonzero && cosine(d, w, q) < projection.threshold(numel);
                 (channel, layer && !channel)
             }
             ProjectionView::Channel => (true, false),
@@ -110,7 +113,7 @@ impl Sums {
         channel: bool,
         param_dot_update: &[f64],
     ) -> Vec<f32> {
-        let coef = |pu: f64, w: f64| projection.radial_coefficient(pu, w) as f32;
+        let coef = |pu: f64, w: f64| projection.radial_coefficient(pu, w.sqrt(), 1.0) as f32;
         if channel {
             let per_channel = param_dot_update.iter().zip(&self.weight_sq);
             per_channel.map(|(&pu, &w)| coef(pu, w)).collect()

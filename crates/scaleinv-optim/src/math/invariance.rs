@@ -9,9 +9,9 @@
 //! ```
 //!
 //! The fused loops sum these statistics in f64, where no weight or gradient an f32 tensor can
-//! hold overflows when squared. The tensor path works in f32, so it computes them on the
-//! tensors divided by their largest `|element|` (`scaled_cosine`,
-//! `scaled_radial_coefficient`): the same numbers, finite up to f32's range limits.
+//! hold overflows when squared, and pass a scale of 1. The tensor path works in f32, so it
+//! computes them on the tensors divided by their largest `|element|` and passes that scale:
+//! one formula (`cosine`, `radial_coefficient`), finite up to f32's range limits.
 
 use serde::{Deserialize, Serialize};
 
@@ -125,21 +125,14 @@ impl ScaleInvariance {
 }
 
 impl ScaleInvariance {
-    /// The reference's cosine `|dot| / (max(√grad_sq, ε) · max(√weight_sq, ε))`, each norm
-    /// clamped separately.
+    /// The reference's cosine `|⟨P, G⟩| / (max(‖G‖, ε) · max(‖P‖, ε))`, each norm clamped
+    /// separately, from statistics of the rows scaled by `s_P`, `s_G`: `P̃ = P / s_P`,
+    /// `G̃ = G / s_G`, `‖P‖ = s_P·‖P̃‖`, computed as
+    /// `|⟨P̃, G̃⟩| · (s_G / max(‖G‖, ε)) · (s_P / max(‖P‖, ε))`. The tensor path (f32) scales by
+    /// the largest `|element|`, so each factor is at most 1 and nothing overflows; the fused
+    /// loops sum in f64 and pass `s = 1`.
     #[inline(always)]
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))] // the fused loops' form
-    pub(crate) fn cosine<T: Arith>(&self, dot: T, weight_sq: T, grad_sq: T) -> T {
-        let eps = self.epsilon;
-        dot.abs() / (grad_sq.sqrt().max_s(eps) * weight_sq.sqrt().max_s(eps))
-    }
-
-    /// The same cosine from statistics of scaled rows `P̃ = P / s_P`, `G̃ = G / s_G` (the
-    /// tensor path's, which would overflow f32 squaring weights or gradients beyond ~1.8e19):
-    /// `|⟨P̃, G̃⟩| · (s_G / max(‖G‖, ε)) · (s_P / max(‖P‖, ε))`, with `‖P‖ = s_P·‖P̃‖`. Each
-    /// factor is at most 1 when `s` is the largest `|element|`, so nothing overflows; with
-    /// `s = 1` it is [`cosine`](Self::cosine).
-    pub(crate) fn scaled_cosine<T: Arith>(
+    pub(crate) fn cosine<T: Arith>(
         &self,
         dot: T,
         (weight_norm, weight_scale): (T, T),
@@ -155,18 +148,12 @@ impl ScaleInvariance {
         self.delta / (width as f64).sqrt()
     }
 
-    /// The radial coefficient `⟨P, U⟩ / (‖P‖ + ε)²` of a row (or of the whole tensor), from
-    /// `⟨P, U⟩` and `‖P‖²`.
+    /// The radial coefficient `c = ⟨P, U⟩ / (‖P‖ + ε)²` of a row (or of the whole tensor), on
+    /// the weight scaled by `s_P` (`P̃ = P / s_P`, `U − c·P = U − c̃·P̃`):
+    /// `c̃ = ⟨P̃, U⟩ · (s_P / (‖P‖ + ε))²`; with the tensor path's scale the factor is at most 1,
+    /// so `‖P‖²` is never formed. The fused loops pass `s = 1`.
     #[inline(always)]
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))] // the fused loops' form
-    pub(crate) fn radial_coefficient<T: Arith>(&self, param_dot_update: T, weight_sq: T) -> T {
-        param_dot_update / weight_sq.sqrt().add_s(self.epsilon).square()
-    }
-
-    /// The radial coefficient on the scaled weight `P̃ = P / s_P` (the tensor path's):
-    /// `U − c·P = U − c̃·P̃` with `c̃ = ⟨P̃, U⟩ · (s_P / (‖P‖ + ε))²`, `‖P‖ = s_P·‖P̃‖`; the
-    /// factor is at most 1, so `‖P‖²` is never formed.
-    pub(crate) fn scaled_radial_coefficient<T: Arith>(
+    pub(crate) fn radial_coefficient<T: Arith>(
         &self,
         scaled_dot_update: T,
         weight_norm: T,
