@@ -409,3 +409,116 @@ fn fused_and_tensor_ops_agree_near_f32s_range_limits() {
         extreme_case([3, 4, 5], 1, scales);
     }
 }
+
+/// `f` on a rayon pool of `threads` threads (the fused loops split over the current pool).
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a thread pool")
+        .install(f)
+}
+
+/// The bits of `steps` fused steps from the same weights and gradients.
+fn trajectory_bits<O: Optimizer, const D: usize>(
+    optim: &O,
+    (dims, axis): ([usize; D], usize),
+    kind: Grad,
+    steps: usize,
+) -> Vec<u32> {
+    let device = Device::flex();
+    let t = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device);
+    let n: usize = dims.iter().product();
+    let mut p = t(wave(n, 1));
+    let mut state = None;
+    let mut bits = Vec::new();
+    for k in 0..steps {
+        let w = common::values(p.clone());
+        let g = gradient(&w, &dims, axis, kind, k);
+        (p, state) = optim.step(1e-2, p, t(g), state);
+        bits.extend(common::values(p.clone()).iter().map(|x| x.to_bits()));
+    }
+    bits
+}
+
+/// Every fused optimizer of the catalog gives the same bits on 1, 2 and 3 threads, on tensors
+/// large enough to be split (a conv kernel, a Linear weight, a long bias), with the projection
+/// firing channel-wise, layer-wise and not at all.
+#[test]
+fn fused_steps_give_the_same_bits_on_any_number_of_threads() {
+    use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
+    struct Bits(Vec<&'static str>);
+    impl OptimizerVisitor for Bits {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            if !entry.fused {
+                return;
+            }
+            let (conv, linear) = (
+                build(Settings::fused(true, 0)),
+                build(Settings::fused(true, 1)),
+            );
+            for kind in KINDS {
+                let runs = |threads| {
+                    on_threads(threads, || {
+                        let mut bits = trajectory_bits(&conv, ([192, 96, 3, 3], 0), kind, 3);
+                        bits.extend(trajectory_bits(&linear, ([640, 320], 1), kind, 3));
+                        bits.extend(trajectory_bits(&conv, ([300_000], 0), kind, 2));
+                        bits
+                    })
+                };
+                let one = runs(1);
+                for threads in [2, 3] {
+                    let differ = one
+                        .iter()
+                        .zip(&runs(threads))
+                        .filter(|(a, b)| a != b)
+                        .count();
+                    assert_eq!(differ, 0, "{} {kind:?}: 1 vs {threads} threads", entry.name);
+                }
+            }
+            self.0.push(entry.name);
+        }
+    }
+    let mut bits = Bits(Vec::new());
+    for_each_optimizer(&mut bits);
+    assert!(bits.0.len() >= 4, "fused entries: {:?}", bits.0);
+}
+
+/// A parameter whose buffer another tensor shares (a model clone kept for EMA or evaluation)
+/// is written to a fresh buffer: the clone keeps the old values, the step gives the same bits.
+#[test]
+fn a_shared_parameter_buffer_is_left_as_it_was() {
+    let device = Device::flex();
+    let dims = [16, 8, 3, 3];
+    let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, dims), &device);
+    let start = wave(16 * 8 * 9, 1);
+    let g = gradient(&start, &dims, 0, Grad::ChannelOrthogonal, 0);
+    let adamp = AdamPConfig::new().with_weight_decay(0.1).build();
+    let sgdp = SgdpConfig::new().with_momentum(0.9).build();
+    let spam = StableSpamConfig::new().build();
+    let alone = |step: &dyn Fn(Tensor<4>) -> Tensor<4>| common::values(step(t(start.clone())));
+    let shared = |step: &dyn Fn(Tensor<4>) -> Tensor<4>| {
+        let p = t(start.clone());
+        let keep = p.clone();
+        let out = common::values(step(p));
+        assert_eq!(common::values(keep), start, "the shared buffer was written");
+        out
+    };
+    let steps: [(&str, Box<dyn Fn(Tensor<4>) -> Tensor<4>>); 3] = [
+        (
+            "AdamP",
+            Box::new(|p| adamp.step(1e-2, p, t(g.clone()), None).0),
+        ),
+        (
+            "SGDP",
+            Box::new(|p| sgdp.step(1e-2, p, t(g.clone()), None).0),
+        ),
+        (
+            "Stable-SPAM",
+            Box::new(|p| spam.step(1e-2, p, t(g.clone()), None).0),
+        ),
+    ];
+    for (name, step) in &steps {
+        assert_eq!(alone(step.as_ref()), shared(step.as_ref()), "{name}");
+    }
+}

@@ -92,20 +92,20 @@ impl<const D: usize> MomentState<D> {
         state: Option<Self>,
         pass: impl FnOnce(usize) -> crate::kernels::AdamPass<'a>,
     ) -> (Tensor<D>, Option<Self>) {
-        use crate::kernels::Buffer;
-        let mut p = Buffer::new(param);
+        use crate::kernels::{Buffer, Target};
         let g = Buffer::new(grad);
         let (time, mut m, mut v) = match state {
             Some(s) => (s.time + 1, Buffer::new(s.moment_1), Buffer::new(s.moment_2)),
-            None => (1, Buffer::zeros(&p), Buffer::zeros(&p)),
+            None => (1, Buffer::zeros(&g), Buffer::zeros(&g)),
         };
+        let mut p = Target::new(param);
         let dims = p.dims();
-        pass(time).run(&dims, p.get_mut(), g.get(), m.get_mut(), v.get_mut());
+        let written = pass(time).run(&dims, p.param(), g.get(), m.get_mut(), v.get_mut());
         let state = MomentState {
             time,
             moment_1: m.tensor(),
             moment_2: v.tensor(),
         };
-        (p.tensor(), Some(state))
+        (p.tensor(written), Some(state))
     }
 }

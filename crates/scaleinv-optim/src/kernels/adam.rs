@@ -1,6 +1,9 @@
 //! Adam's step (AdamP's, with its projection; AdamW's without) over one tensor's buffers.
 
-use super::frame::{Frame, Kernel};
+use std::ops::Range;
+
+use super::frame::{Frame, Kernel, Param, Part};
+use super::parallel::{split, split_mut, take_front, take_front_mut};
 use crate::math::adam::Adam;
 use crate::math::invariance::ScaleInvariance;
 
@@ -26,7 +29,7 @@ impl AdamPass<'_> {
     pub fn run(
         &self,
         dims: &[usize],
-        p: &mut [f32],
+        p: Param<'_>,
         g: &[f32],
         m: &mut [f32],
         v: &mut [f32],
@@ -39,48 +42,103 @@ impl AdamPass<'_> {
             scale: (self.lr / bc1) as f32,
         };
         let mut kernel = AdamKernel {
-            adam: self.adam,
+            rule: AdamRule {
+                adam: self.adam,
+                bc2,
+                nesterov: self.nesterov,
+            },
             g,
             m,
             v,
-            bc2,
-            nesterov: self.nesterov,
         };
         frame.run(dims, p, g, &mut kernel)
     }
 }
 
-/// Adam's moments of one tensor, element by element (`math::adam`'s formulas).
-struct AdamKernel<'a> {
+/// Adam's formulas at one step (`math::adam`).
+#[derive(Clone, Copy)]
+struct AdamRule {
     adam: Adam,
-    g: &'a [f32],
-    m: &'a mut [f32],
-    v: &'a mut [f32],
     bc2: f64,
     nesterov: bool,
 }
 
-impl AdamKernel<'_> {
+impl AdamRule {
     #[inline(always)]
-    fn direction(&self, i: usize, m: f32, v: f32) -> f32 {
+    fn direction(self, m: f32, g: f32, v: f32) -> f32 {
         let denom = self.adam.denominator(v, self.bc2);
-        self.adam.direction(m, self.g[i], denom, self.nesterov)
+        self.adam.direction(m, g, denom, self.nesterov)
     }
 }
 
+/// Adam's moments of one tensor.
+struct AdamKernel<'a> {
+    rule: AdamRule,
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
 impl Kernel for AdamKernel<'_> {
+    type Part<'a>
+        = AdamPart<'a>
+    where
+        Self: 'a;
+
+    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<AdamPart<'_>> {
+        let g = split(self.g, ranges);
+        let m = split_mut(self.m, ranges);
+        let v = split_mut(self.v, ranges);
+        let moments = g.into_iter().zip(m.into_iter().zip(v));
+        moments
+            .map(|(g, (m, v))| AdamPart {
+                rule: self.rule,
+                g,
+                m,
+                v,
+            })
+            .collect()
+    }
+}
+
+/// Adam's moments of one chunk.
+struct AdamPart<'a> {
+    rule: AdamRule,
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+}
+
+impl<'a> AdamPart<'a> {
+    /// The next `n` elements' gradient and moments.
     #[inline(always)]
-    fn advance(&mut self, i: usize) -> f32 {
-        let g = self.g[i];
-        let m = self.adam.first(self.m[i], g);
-        let v = self.adam.second(self.v[i], g);
-        self.m[i] = m;
-        self.v[i] = v;
-        self.direction(i, m, v)
+    fn next(&mut self, n: usize) -> (&'a [f32], &'a mut [f32], &'a mut [f32]) {
+        (
+            take_front(&mut self.g, n),
+            take_front_mut(&mut self.m, n),
+            take_front_mut(&mut self.v, n),
+        )
+    }
+}
+
+impl Part for AdamPart<'_> {
+    #[inline(always)]
+    fn advance(&mut self, u: &mut [f32]) {
+        let (rule, adam) = (self.rule, self.rule.adam);
+        let (g, m, v) = self.next(u.len());
+        for (((u, &g), m), v) in u.iter_mut().zip(g).zip(m).zip(v) {
+            *m = adam.first(*m, g);
+            *v = adam.second(*v, g);
+            *u = rule.direction(*m, g, *v);
+        }
     }
 
     #[inline(always)]
-    fn update(&self, i: usize) -> f32 {
-        self.direction(i, self.m[i], self.v[i])
+    fn update(&mut self, u: &mut [f32]) {
+        let rule = self.rule;
+        let (g, m, v) = self.next(u.len());
+        for (((u, &g), m), v) in u.iter_mut().zip(g).zip(&*m).zip(&*v) {
+            *u = rule.direction(*m, g, *v);
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! Flex tensors as CPU buffers: which tensors the fused loops can take, and the slices they
-//! work on (a copy only when a buffer is shared or not contiguous).
+//! work on (a copy only when a state buffer is shared or not contiguous; a shared parameter is
+//! read where it lies and written to a fresh buffer, see [`Target`]).
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor};
 
-use super::sums::{blocked_sum, finite};
+use super::frame::Param;
+use super::sums::{finite, squares};
 
 /// Whether `tensor` is an f32 tensor on flex (the fused path applies).
 fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
@@ -54,12 +56,18 @@ pub(crate) fn all_finite<const D: usize>(tensor: &Tensor<D>) -> Option<bool> {
 
 /// `‖tensor‖` (summed in f64), read on flex; `None` on other backends.
 pub(crate) fn norm<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
-    read(tensor, |x| blocked_sum(x, |v| v * v).sqrt())
+    read(tensor, |x| squares(x, |v| v).sqrt())
 }
 
 /// The value of a one-element tensor, read on flex; `None` on other backends.
 pub(crate) fn single_value<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
     read(tensor, |x| (x.len() == 1).then(|| f64::from(x[0]))).flatten()
+}
+
+/// The elements of a contiguous f32 flex tensor, writable (its buffer copied first if shared).
+fn elements_mut(flex: &mut FlexTensor) -> &mut [f32] {
+    let (start, end) = flex.layout().contiguous_offsets().expect("contiguous");
+    &mut flex.storage_mut::<f32>()[start..end]
 }
 
 /// A contiguous f32 flex buffer.
@@ -90,15 +98,59 @@ impl Buffer {
 
     /// The elements, writable (copied first if another tensor shares the buffer).
     pub fn get_mut(&mut self) -> &mut [f32] {
-        let (start, end) = self.0.layout().contiguous_offsets().expect("contiguous");
-        &mut self.0.storage_mut::<f32>()[start..end]
+        elements_mut(&mut self.0)
     }
 
     pub fn tensor<const D: usize>(self) -> Tensor<D> {
         Tensor::from_primitive::<Flex>(self.0)
     }
+}
+
+/// A parameter's buffer for a step that rewrites it: in place when no other tensor shares it;
+/// else (a model clone kept for EMA or evaluation) the step reads the shared buffer and writes
+/// a fresh one in the same pass, instead of copying it first.
+pub(crate) struct Target {
+    shared: Option<FlexTensor>,
+    out: FlexTensor,
+}
+
+impl Target {
+    pub fn new<const D: usize>(tensor: Tensor<D>) -> Self {
+        let Buffer(flex) = Buffer::new(tensor);
+        if flex.is_unique() {
+            Self {
+                shared: None,
+                out: flex,
+            }
+        } else {
+            let out = FlexTensor::empty(flex.layout().shape().clone(), DType::F32);
+            Self {
+                shared: Some(flex),
+                out,
+            }
+        }
+    }
+
+    /// The elements for the step: in place, or from the shared buffer into the fresh one.
+    pub fn param(&mut self) -> Param<'_> {
+        let out = elements_mut(&mut self.out);
+        match &self.shared {
+            None => Param::in_place(out),
+            Some(shared) => Param::copied(shared.as_slice::<f32>().expect("contiguous f32"), out),
+        }
+    }
 
     pub fn dims(&self) -> Vec<usize> {
-        self.0.layout().shape().iter().copied().collect()
+        self.out.layout().shape().iter().copied().collect()
+    }
+
+    /// The parameter after the step: the written buffer, or the old one when the step wrote
+    /// nothing (`written` is `false`: skipped for a non-finite gradient).
+    pub fn tensor<const D: usize>(self, written: bool) -> Tensor<D> {
+        let flex = match self.shared {
+            Some(shared) if !written => shared,
+            _ => self.out,
+        };
+        Tensor::from_primitive::<Flex>(flex)
     }
 }

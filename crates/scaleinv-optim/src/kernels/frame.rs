@@ -1,7 +1,15 @@
 //! The frame every fused step shares: the statistics pass, the host-side tests, and the one
 //! or two update passes, around an optimizer's per-element [`Kernel`].
+//!
+//! Every pass cuts the tensor into the fixed chunks of [`parallel`](super::parallel) (whole rows
+//! for a last-axis layout), one task each; within a chunk the elements go in segments of at
+//! most [`BLOCK`] that never cross a channel's run, through zipped slices: the kernel writes a
+//! segment's updates into a scratch block, the frame reduces or applies them.
 
-use super::sums::{blocked_dots, finite};
+use std::ops::Range;
+
+use super::parallel::{CHUNK, map, ranges, split, split_mut, take_front, take_front_mut};
+use super::sums::{BLOCK, blocked_dot, blocked_dots, finite, row_dots};
 use crate::math::decay::factor;
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
 
@@ -22,16 +30,69 @@ impl Channels {
         }
     }
 
-    /// Calls `f(channel, range)` for each contiguous run of one channel's elements.
+    fn numel(self) -> usize {
+        self.outer * self.count * self.inner
+    }
+
+    /// Whether each element is its own channel's run (the channel axis is the last, as in
+    /// Burn's `Linear`): rows of `count` elements, element `j` of a row in channel `j`.
+    fn by_rows(self) -> bool {
+        self.inner == 1
+    }
+
+    /// The fixed chunks: whole rows in a last-axis layout, [`CHUNK`] elements otherwise.
+    fn chunks(self) -> Vec<Range<usize>> {
+        let step = if self.by_rows() {
+            (CHUNK / self.count).max(1) * self.count
+        } else {
+            CHUNK
+        };
+        ranges(self.numel(), step)
+    }
+
+    /// Calls `f(channel, len)` for consecutive segments of `range` (at most [`BLOCK`] long):
+    /// within one channel's run, or for a last-axis layout within one row, starting at
+    /// channel `channel`.
     #[inline(always)]
-    fn for_each(self, mut f: impl FnMut(usize, std::ops::Range<usize>)) {
-        for o in 0..self.outer {
-            for c in 0..self.count {
-                let start = (o * self.count + c) * self.inner;
-                f(c, start..start + self.inner);
-            }
+    fn segments(self, range: Range<usize>, mut f: impl FnMut(usize, usize)) {
+        let mut i = range.start;
+        while i < range.end {
+            let (channel, end) = if self.by_rows() {
+                let c = i % self.count;
+                (c, i - c + self.count)
+            } else {
+                let run = i / self.inner;
+                (run % self.count, (run + 1) * self.inner)
+            };
+            let len = (end.min(range.end) - i).min(BLOCK);
+            f(channel, len);
+            i += len;
         }
     }
+}
+
+/// Per-channel sums of one chunk, `(channel, sums)` in the order met; [`combine`] adds the
+/// chunks' entries in chunk order.
+type Partial<const K: usize> = Vec<(usize, [f64; K])>;
+
+/// Adds `value` to the last entry when it is `channel`'s, else opens an entry.
+#[inline(always)]
+fn accumulate<const K: usize>(partial: &mut Partial<K>, channel: usize, value: [f64; K]) {
+    match partial.last_mut() {
+        Some((c, sums)) if *c == channel => sums.iter_mut().zip(value).for_each(|(s, v)| *s += v),
+        _ => partial.push((channel, value)),
+    }
+}
+
+/// The chunks' partial sums added per channel, in chunk order.
+fn combine<const K: usize>(partials: Vec<Partial<K>>, channels: usize) -> [Vec<f64>; K] {
+    let mut sums = std::array::from_fn(|_| vec![0.0; channels]);
+    for (c, value) in partials.into_iter().flatten() {
+        for (total, v) in sums.iter_mut().zip(value) {
+            total[c] += v;
+        }
+    }
+    sums
 }
 
 /// Per-channel sums of pass 1, and the test's verdict.
@@ -48,34 +109,35 @@ fn total(v: &[f64]) -> f64 {
 
 impl Sums {
     /// Pass 1 over `p` and `g`.
-    fn measure(channels: Channels, p: &[f32], g: &[f32]) -> Self {
-        let n = channels.count;
-        let mut sums = Self {
-            dot: vec![0.0; n],
-            weight_sq: vec![0.0; n],
-            grad_sq: vec![0.0; n],
-        };
-        if channels.inner == 1 {
-            // The channel axis is the last (Burn's Linear): rows of `count` channels, each
-            // element its own run; sum row by row, one accumulator per channel.
-            let rows = p.chunks_exact(n).zip(g.chunks_exact(n));
-            for (pr, gr) in rows {
-                for c in 0..n {
-                    let (pi, gi) = (f64::from(pr[c]), f64::from(gr[c]));
-                    sums.dot[c] += pi * gi;
-                    sums.weight_sq[c] += pi * pi;
-                    sums.grad_sq[c] += gi * gi;
+    fn measure(channels: Channels, chunks: &[Range<usize>], p: &[f32], g: &[f32]) -> Self {
+        let tasks: Vec<_> = chunks
+            .iter()
+            .cloned()
+            .zip(split(p, chunks).into_iter().zip(split(g, chunks)))
+            .collect();
+        let partials = map(tasks, channels.numel(), |(range, (mut p, mut g))| {
+            let mut partial = Partial::new();
+            if channels.by_rows() {
+                let mut sums = std::array::from_fn(|_| vec![0.0; channels.count]);
+                row_dots(p, g, channels.count, &mut sums);
+                let [d, w, q] = sums;
+                for (c, ((d, w), q)) in d.into_iter().zip(w).zip(q).enumerate() {
+                    partial.push((c, [d, w, q]));
                 }
+            } else {
+                channels.segments(range, |c, len| {
+                    let (d, w, q) = blocked_dots(take_front(&mut p, len), take_front(&mut g, len));
+                    accumulate(&mut partial, c, [d, w, q]);
+                });
             }
-            return sums;
-        }
-        channels.for_each(|c, range| {
-            let (d, w, q) = blocked_dots(&p[range.clone()], &g[range]);
-            sums.dot[c] += d;
-            sums.weight_sq[c] += w;
-            sums.grad_sq[c] += q;
+            partial
         });
-        sums
+        let [dot, weight_sq, grad_sq] = combine(partials, channels.count);
+        Self {
+            dot,
+            weight_sq,
+            grad_sq,
+        }
     }
 
     /// The view the test selects, channel first: `(channel, layer)`.
@@ -130,14 +192,109 @@ fn decay_factor(rate: f64, ratio: f32) -> Option<f32> {
     (rate != 0.0).then(|| factor(ratio, rate))
 }
 
-/// What the optimizer-specific part of a fused step provides, per element `i`.
+/// A parameter's elements for one step: read from `src` and written to `dst`, or read and
+/// written in place (`src` is `None`) — the copy-on-write of a shared buffer, in the pass that
+/// writes.
+pub(crate) struct Param<'a> {
+    src: Option<&'a [f32]>,
+    dst: &'a mut [f32],
+}
+
+impl<'a> Param<'a> {
+    /// The elements of `p`, rewritten in place.
+    pub fn in_place(p: &'a mut [f32]) -> Self {
+        Self { src: None, dst: p }
+    }
+
+    /// The elements of `src`, written to `dst` (of the same length).
+    pub fn copied(src: &'a [f32], dst: &'a mut [f32]) -> Self {
+        assert_eq!(src.len(), dst.len(), "a parameter and its new buffer");
+        Self {
+            src: Some(src),
+            dst,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.dst.len()
+    }
+
+    /// The values before the step.
+    pub fn old(&self) -> &[f32] {
+        match self.src {
+            Some(src) => src,
+            None => self.dst,
+        }
+    }
+
+    /// The elements cut at `ranges` (consecutive, from 0).
+    pub(super) fn split(self, ranges: &[Range<usize>]) -> Vec<Param<'a>> {
+        let dst = split_mut(self.dst, ranges);
+        match self.src {
+            None => dst.into_iter().map(Param::in_place).collect(),
+            Some(src) => split(src, ranges)
+                .into_iter()
+                .zip(dst)
+                .map(|(s, d)| Param::copied(s, d))
+                .collect(),
+        }
+    }
+
+    /// The first `n` elements, taken off the front.
+    #[inline(always)]
+    pub(super) fn take(&mut self, n: usize) -> Param<'a> {
+        Param {
+            src: self.src.as_mut().map(|s| take_front(s, n)),
+            dst: take_front_mut(&mut self.dst, n),
+        }
+    }
+
+    /// `p ← new(p, u)` element by element, `u` of the same length.
+    #[inline(always)]
+    pub(super) fn write(self, u: &[f32], new: impl Fn(f32, f32) -> f32) {
+        match self.src {
+            None => {
+                for (p, &u) in self.dst.iter_mut().zip(u) {
+                    *p = new(*p, u);
+                }
+            }
+            Some(src) => {
+                for ((p, &old), &u) in self.dst.iter_mut().zip(src).zip(u) {
+                    *p = new(old, u);
+                }
+            }
+        }
+    }
+
+    /// `p ← p·f − u·scale` (`p − u·scale` without a decay factor).
+    #[inline(always)]
+    fn step(self, u: &[f32], factor: Option<f32>, scale: f32) {
+        match factor {
+            Some(f) => self.write(u, |p, u| p * f - u * scale),
+            None => self.write(u, |p, u| p - u * scale),
+        }
+    }
+}
+
+/// The optimizer-specific part of a fused step: its state, cut into the parts the frame's
+/// tasks step.
 pub(super) trait Kernel {
-    /// Writes element `i`'s new state and returns its update `u`.
-    fn advance(&mut self, i: usize) -> f32;
-    /// The update `u` of element `i` from the state [`advance`](Self::advance) wrote.
-    fn update(&self, i: usize) -> f32;
-    /// Receives the projected update `u − c·p` of element `i`.
-    fn projected(&mut self, _i: usize, _update: f32) {}
+    type Part<'a>: Part
+    where
+        Self: 'a;
+    /// The state of each of `ranges` (consecutive, from element 0), one part each.
+    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<Self::Part<'_>>;
+}
+
+/// One chunk's state, stepped front to back in segments: each call takes the next `u.len()`
+/// elements.
+pub(super) trait Part: Send {
+    /// Writes the elements' new state and their updates `u`.
+    fn advance(&mut self, u: &mut [f32]);
+    /// The elements' updates `u` from the state [`advance`](Self::advance) wrote.
+    fn update(&mut self, u: &mut [f32]);
+    /// Receives the projected updates `u − c·p` of the elements [`update`](Self::update) gave.
+    fn projected(&mut self, _u: &[f32]) {}
 }
 
 /// The frame every fused step shares: the passes and the decisions between them. Returns
@@ -153,55 +310,134 @@ pub(super) struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    pub fn run<K: Kernel>(&self, dims: &[usize], p: &mut [f32], g: &[f32], kernel: &mut K) -> bool {
+    pub fn run<K: Kernel>(&self, dims: &[usize], p: Param<'_>, g: &[f32], kernel: &mut K) -> bool {
         let projection = self
             .projection
             .filter(|proj| dims.len() >= 2 && proj.view != ProjectionView::Off);
-        let axis = projection.map_or(0, |proj| proj.channel_axis);
-        let channels = Channels::new(dims, axis.min(dims.len() - 1));
-        let (sums, channel, layer) = if let Some(projection) = projection {
-            let sums = Sums::measure(channels, p, g);
-            if self.skip_non_finite && !total(&sums.grad_sq).is_finite() {
-                return false;
-            }
-            let (channel, layer) = sums.test(projection, p.len());
-            (Some((sums, projection)), channel, layer)
-        } else {
+        let Some(projection) = projection else {
             if self.skip_non_finite && !finite(g) {
                 return false;
             }
-            (None, false, false)
+            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
+            return true;
         };
-        let scale = self.scale;
-        match sums.filter(|_| channel || layer) {
-            None => {
-                let factor = decay_factor(self.decay_rate, 1.0);
-                for (i, p) in p.iter_mut().enumerate() {
-                    let u = kernel.advance(i);
-                    *p = factor.map_or(*p, |f| *p * f) - u * scale;
-                }
-            }
-            Some((sums, projection)) => {
-                let mut dots = vec![0.0; channels.count];
-                channels.for_each(|c, range| {
-                    let ps = &p[range.clone()];
-                    let start = range.start;
-                    let dot: f64 = range
-                        .map(|i| f64::from(ps[i - start]) * f64::from(kernel.advance(i)))
-                        .sum();
-                    dots[c] += dot;
-                });
-                let coefs = sums.coefficients(projection, channel, &dots);
-                let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
-                channels.for_each(|c, range| {
-                    for i in range {
-                        let projected = kernel.update(i) - p[i] * coefs[c];
-                        kernel.projected(i, projected);
-                        p[i] = factor.map_or(p[i], |f| p[i] * f) - projected * scale;
-                    }
-                });
-            }
+        let channels = Channels::new(dims, projection.channel_axis.min(dims.len() - 1));
+        let chunks = channels.chunks();
+        let sums = Sums::measure(channels, &chunks, p.old(), g);
+        if self.skip_non_finite && !total(&sums.grad_sq).is_finite() {
+            return false;
         }
+        let (channel, layer) = sums.test(projection, channels.numel());
+        if !(channel || layer) {
+            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
+            return true;
+        }
+        let dots = Self::dots(channels, &chunks, p.old(), kernel);
+        let coefs = sums.coefficients(projection, channel, &dots);
+        let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
+        self.projected(channels, &chunks, p, kernel, &coefs, factor);
         true
+    }
+
+    /// One pass: the state and `p ← p·f − η'·u`.
+    fn plain<K: Kernel>(&self, p: Param<'_>, kernel: &mut K, factor: Option<f32>) {
+        let numel = p.len();
+        let chunks = ranges(numel, CHUNK);
+        let tasks: Vec<_> = p
+            .split(&chunks)
+            .into_iter()
+            .zip(kernel.parts(&chunks))
+            .collect();
+        let scale = self.scale;
+        map(tasks, numel, |(mut p, mut part)| {
+            let mut u = [0.0f32; BLOCK];
+            while p.len() > 0 {
+                let u = &mut u[..p.len().min(BLOCK)];
+                part.advance(u);
+                p.take(u.len()).step(u, factor, scale);
+            }
+        });
+    }
+
+    /// Pass 2 of a projected step: the state, and `⟨P_c, U_c⟩` per channel.
+    fn dots<K: Kernel>(
+        channels: Channels,
+        chunks: &[Range<usize>],
+        p: &[f32],
+        kernel: &mut K,
+    ) -> Vec<f64> {
+        let tasks: Vec<_> = chunks
+            .iter()
+            .cloned()
+            .zip(split(p, chunks).into_iter().zip(kernel.parts(chunks)))
+            .collect();
+        let partials = map(tasks, channels.numel(), |(range, (mut p, mut part))| {
+            let mut u = [0.0f32; BLOCK];
+            let mut partial = Partial::new();
+            let mut row = vec![
+                0.0f64;
+                if channels.by_rows() {
+                    channels.count
+                } else {
+                    0
+                }
+            ];
+            channels.segments(range, |c, len| {
+                let u = &mut u[..len];
+                part.advance(u);
+                let p = take_front(&mut p, len);
+                if channels.by_rows() {
+                    let dots = row[c..c + len].iter_mut().zip(p.iter().zip(u.iter()));
+                    for (d, (&p, &u)) in dots {
+                        *d += f64::from(p) * f64::from(u);
+                    }
+                } else {
+                    accumulate(&mut partial, c, [blocked_dot(p, u)]);
+                }
+            });
+            partial.extend(row.into_iter().enumerate().map(|(c, d)| (c, [d])));
+            partial
+        });
+        let [dots] = combine(partials, channels.count);
+        dots
+    }
+
+    /// Pass 3 of a projected step: `p ← p·f − η'·(u − c·p)`.
+    fn projected<K: Kernel>(
+        &self,
+        channels: Channels,
+        chunks: &[Range<usize>],
+        p: Param<'_>,
+        kernel: &mut K,
+        coefs: &[f32],
+        factor: Option<f32>,
+    ) {
+        let tasks: Vec<_> = chunks
+            .iter()
+            .cloned()
+            .zip(p.split(chunks).into_iter().zip(kernel.parts(chunks)))
+            .collect();
+        let scale = self.scale;
+        map(tasks, channels.numel(), |(range, (mut p, mut part))| {
+            let mut u = [0.0f32; BLOCK];
+            channels.segments(range, |c, len| {
+                let u = &mut u[..len];
+                part.update(u);
+                let p = p.take(len);
+                if channels.by_rows() {
+                    let coefs = &coefs[c..c + len];
+                    for ((u, &p), &coef) in u.iter_mut().zip(p.old()).zip(coefs) {
+                        *u -= p * coef;
+                    }
+                } else {
+                    let coef = coefs[c];
+                    for (u, &p) in u.iter_mut().zip(p.old()) {
+                        *u -= p * coef;
+                    }
+                }
+                part.projected(u);
+                p.step(u, factor, scale);
+            });
+        });
     }
 }

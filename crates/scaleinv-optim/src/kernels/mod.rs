@@ -23,11 +23,14 @@
 mod adam;
 mod buffer;
 mod frame;
+mod parallel;
 mod sgd;
 mod spike;
 mod sums;
 
 pub(crate) use adam::AdamPass;
-pub(crate) use buffer::{Buffer, accepts, all_finite, fit, norm, scalar_on_flex, single_value};
+pub(crate) use buffer::{
+    Buffer, Target, accepts, all_finite, fit, norm, scalar_on_flex, single_value,
+};
 pub(crate) use sgd::SgdPass;
 pub(crate) use spike::SpikeScalars;

@@ -1,6 +1,9 @@
 //! SGDP's step over one tensor's buffers.
 
-use super::frame::{Frame, Kernel};
+use std::ops::Range;
+
+use super::frame::{Frame, Kernel, Param, Part};
+use super::parallel::{split, split_mut, take_front, take_front_mut};
 use crate::math::invariance::ScaleInvariance;
 use crate::math::sgd;
 
@@ -22,7 +25,7 @@ impl SgdPass<'_> {
     /// Steps `p` with gradient `g` and momentum buffer `b` (zeros before the first step; with
     /// μ = 0 scratch space the caller does not keep). Returns `false`, with nothing written,
     /// when the step is skipped for a non-finite gradient.
-    pub fn run(&self, dims: &[usize], p: &mut [f32], g: &[f32], b: &mut [f32]) -> bool {
+    pub fn run(&self, dims: &[usize], p: Param<'_>, g: &[f32], b: &mut [f32]) -> bool {
         let frame = Frame {
             projection: self.projection,
             skip_non_finite: self.skip_non_finite,
@@ -30,46 +33,102 @@ impl SgdPass<'_> {
             scale: self.lr as f32,
         };
         let mut kernel = SgdKernel {
+            rule: SgdRule {
+                momentum: self.momentum,
+                dampening: self.dampening,
+                nesterov: self.nesterov,
+                write_back: self.write_back,
+            },
             g,
             b,
-            momentum: self.momentum,
-            dampening: self.dampening,
-            nesterov: self.nesterov,
-            write_back: self.write_back,
         };
         frame.run(dims, p, g, &mut kernel)
     }
 }
 
-/// SGD's momentum buffer of one tensor, element by element (`math::sgd`'s formulas). From a
-/// zero buffer, `0·μ + x = x` exactly: the tensor path's first step.
-struct SgdKernel<'a> {
-    g: &'a [f32],
-    b: &'a mut [f32],
+/// SGD's formulas (`math::sgd`). From a zero buffer, `0·μ + x = x` exactly: the tensor path's
+/// first step.
+#[derive(Clone, Copy)]
+struct SgdRule {
     momentum: f64,
     dampening: f64,
     nesterov: bool,
     write_back: bool,
 }
 
+/// SGD's momentum buffer of one tensor.
+struct SgdKernel<'a> {
+    rule: SgdRule,
+    g: &'a [f32],
+    b: &'a mut [f32],
+}
+
 impl Kernel for SgdKernel<'_> {
+    type Part<'a>
+        = SgdPart<'a>
+    where
+        Self: 'a;
+
+    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<SgdPart<'_>> {
+        let g = split(self.g, ranges);
+        let b = split_mut(self.b, ranges);
+        let rule = self.rule;
+        g.into_iter()
+            .zip(b)
+            .map(|(g, b)| SgdPart {
+                rule,
+                g,
+                b,
+                pending: &mut [],
+            })
+            .collect()
+    }
+}
+
+/// SGD's momentum buffer of one chunk, and the buffer of the segment whose projected update
+/// is awaited (the write-back).
+struct SgdPart<'a> {
+    rule: SgdRule,
+    g: &'a [f32],
+    b: &'a mut [f32],
+    pending: &'a mut [f32],
+}
+
+impl Part for SgdPart<'_> {
     #[inline(always)]
-    fn advance(&mut self, i: usize) -> f32 {
-        let g = self.g[i];
-        let b = sgd::buffer(self.b[i], sgd::damped(g, self.dampening), self.momentum);
-        self.b[i] = b;
-        sgd::direction(g, b, self.momentum, self.nesterov)
+    fn advance(&mut self, u: &mut [f32]) {
+        let SgdRule {
+            momentum,
+            dampening,
+            nesterov,
+            ..
+        } = self.rule;
+        let n = u.len();
+        let (g, b) = (take_front(&mut self.g, n), take_front_mut(&mut self.b, n));
+        for ((u, &g), b) in u.iter_mut().zip(g).zip(b) {
+            *b = sgd::buffer(*b, sgd::damped(g, dampening), momentum);
+            *u = sgd::direction(g, *b, momentum, nesterov);
+        }
     }
 
     #[inline(always)]
-    fn update(&self, i: usize) -> f32 {
-        sgd::direction(self.g[i], self.b[i], self.momentum, self.nesterov)
+    fn update(&mut self, u: &mut [f32]) {
+        let SgdRule {
+            momentum, nesterov, ..
+        } = self.rule;
+        let n = u.len();
+        let (g, b) = (take_front(&mut self.g, n), take_front_mut(&mut self.b, n));
+        for ((u, &g), &b) in u.iter_mut().zip(g).zip(&*b) {
+            *u = sgd::direction(g, b, momentum, nesterov);
+        }
+        self.pending = b;
     }
 
     #[inline(always)]
-    fn projected(&mut self, i: usize, update: f32) {
-        if self.write_back {
-            self.b[i] = update;
+    fn projected(&mut self, u: &[f32]) {
+        let b = std::mem::take(&mut self.pending);
+        if self.rule.write_back {
+            b.copy_from_slice(u);
         }
     }
 }

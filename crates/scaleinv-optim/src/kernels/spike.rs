@@ -1,8 +1,11 @@
-//! Stable-SPAM's step over one tensor's buffers: two reads of `g` (`max|g|`, then the clipped
-//! norm), the per-tensor statistics on the CPU, then one pass for the moments and the
-//! parameter.
+//! Stable-SPAM's step over one tensor's buffers: one read of `g` for `max|g|` and `Σg²` (a
+//! second, `Σ clip(g)²`, only when some element is clipped), the per-tensor statistics on the
+//! CPU, then one pass for the moments and the parameter.
 
-use super::sums::blocked_sum;
+use super::frame::Param;
+use super::parallel::{CHUNK, map, ranges, split, split_mut, take_front, take_front_mut};
+use super::sums::{BLOCK, max_abs_and_squares, squares};
+use crate::math::adam::Adam;
 use crate::math::spike::SpikeStep;
 use crate::math::{decay, spike};
 
@@ -18,28 +21,31 @@ impl SpikeStep {
     /// Steps `p` with gradient `g`, moments `m`, `v` and AMSGrad's running maximum `max_v`.
     /// Under `skip_non_finite`, a non-finite clipped norm leaves `p`, the moments and the
     /// statistics as they were (a reset after the update still happens, as on the tensor path).
+    /// Returns whether `p` was written.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
-        p: &mut [f32],
+        p: Param<'_>,
         g: &[f32],
         m: &mut [f32],
         v: &mut [f32],
-        mut max_v: Option<&mut [f32]>,
+        max_v: Option<&mut [f32]>,
         scalars: SpikeScalars<'_>,
-    ) {
+    ) -> bool {
         let t = self.time;
         // AdaClip: the elements above the bias-corrected average of max|g| are scaled down.
-        let max_abs = g.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+        let (max_abs, all_squares) = max_abs_and_squares(g);
         let (threshold, limit) = spike::clip_limit(*scalars.clip_threshold, max_abs, self.theta, t);
         let spike_scale = spike::spike_scale(limit, max_abs);
-        let clipped = |x: f32| if x.abs() > limit { x * spike_scale } else { x };
-        // AdaGN: the norm of the clipped gradient, and the rescale to the averages' ratio.
-        let norm = blocked_sum(g, |x| {
-            let c = clipped(x);
-            c * c
-        })
-        .sqrt() as f32;
+        let clip = Clip { limit, spike_scale };
+        // AdaGN: the norm of the clipped gradient (of `g` itself when nothing is clipped), and
+        // the rescale to the averages' ratio.
+        let clipped_squares = if max_abs > limit {
+            squares(g, |x| clip.apply(x))
+        } else {
+            all_squares
+        };
+        let norm = clipped_squares.sqrt() as f32;
         let skip = self.skip_non_finite && !norm.is_finite();
         if !skip {
             let (mean, sq_mean) = spike::norm_averages(
@@ -68,31 +74,142 @@ impl SpikeStep {
                 v.fill(0.0);
             }
             let (bc1, bc2) = self.adam.bias_corrections(self.adam_time);
-            let step = (self.lr / bc1) as f32;
-            let rate = self.lr * self.weight_decay;
-            for i in 0..p.len() {
-                let g = clipped(g[i]) * rescale;
-                m[i] = self.adam.first(m[i], g);
-                v[i] = self.adam.second(v[i], g);
-                let second = match &mut max_v {
-                    Some(max) => {
-                        max[i] = max[i].max(v[i]);
-                        max[i]
-                    }
-                    None => v[i],
-                };
-                let update = m[i] / self.adam.denominator(second, bc2) * step;
-                let decayed = if rate != 0.0 {
-                    decay::plain(p[i], rate)
-                } else {
-                    p[i]
-                };
-                p[i] = decayed - update;
-            }
+            let rule = SpikeRule {
+                adam: self.adam,
+                clip,
+                rescale,
+                bc2,
+                step: (self.lr / bc1) as f32,
+                rate: self.lr * self.weight_decay,
+            };
+            rule.update(p, g, m, v, max_v);
         }
         if self.reset && !self.clean_reset {
             m.fill(0.0);
             v.fill(0.0);
+        }
+        !skip
+    }
+}
+
+/// AdaClip's scaling of the elements above the limit.
+#[derive(Clone, Copy)]
+struct Clip {
+    limit: f32,
+    spike_scale: f32,
+}
+
+impl Clip {
+    #[inline(always)]
+    fn apply(self, x: f32) -> f32 {
+        if x.abs() > self.limit {
+            x * self.spike_scale
+        } else {
+            x
+        }
+    }
+}
+
+/// The update pass's formulas at one step.
+#[derive(Clone, Copy)]
+struct SpikeRule {
+    adam: Adam,
+    clip: Clip,
+    rescale: f32,
+    bc2: f64,
+    step: f32,
+    rate: f64,
+}
+
+impl SpikeRule {
+    /// The moments (and AMSGrad's maximum) and `p ← p·(1 − ηλ) − η/(1 − β1^t)·m/denom`, over
+    /// fixed chunks in parallel.
+    fn update(
+        self,
+        p: Param<'_>,
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        max_v: Option<&mut [f32]>,
+    ) {
+        let chunks = ranges(g.len(), CHUNK);
+        let max_v: Vec<Option<&mut [f32]>> = match max_v {
+            Some(x) => split_mut(x, &chunks).into_iter().map(Some).collect(),
+            None => chunks.iter().map(|_| None).collect(),
+        };
+        let moments = split_mut(m, &chunks).into_iter().zip(split_mut(v, &chunks));
+        let tasks: Vec<_> = p
+            .split(&chunks)
+            .into_iter()
+            .zip(split(g, &chunks))
+            .zip(moments.zip(max_v))
+            .collect();
+        map(
+            tasks,
+            g.len(),
+            |((mut p, mut g), ((mut m, mut v), mut max_v))| {
+                let mut u = [0.0f32; BLOCK];
+                while p.len() > 0 {
+                    let n = p.len().min(BLOCK);
+                    let u = &mut u[..n];
+                    let (g, m, v) = (
+                        take_front(&mut g, n),
+                        take_front_mut(&mut m, n),
+                        take_front_mut(&mut v, n),
+                    );
+                    match max_v.as_mut() {
+                        Some(max_v) => self.moments_ams(u, g, m, v, take_front_mut(max_v, n)),
+                        None => self.moments(u, g, m, v),
+                    }
+                    let rate = self.rate;
+                    if rate != 0.0 {
+                        p.take(n).write(u, |p, u| decay::plain(p, rate) - u);
+                    } else {
+                        p.take(n).write(u, |p, u| p - u);
+                    }
+                }
+            },
+        );
+    }
+
+    /// The clipped, rescaled gradient.
+    #[inline(always)]
+    fn gradient(self, g: f32) -> f32 {
+        self.clip.apply(g) * self.rescale
+    }
+
+    /// `η'·m / denom` from the second moment (or its running maximum) `second`.
+    #[inline(always)]
+    fn step(self, m: f32, second: f32) -> f32 {
+        m / self.adam.denominator(second, self.bc2) * self.step
+    }
+
+    #[inline(always)]
+    fn moments(self, u: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        for (((u, &g), m), v) in u.iter_mut().zip(g).zip(m).zip(v) {
+            let g = self.gradient(g);
+            *m = self.adam.first(*m, g);
+            *v = self.adam.second(*v, g);
+            *u = self.step(*m, *v);
+        }
+    }
+
+    #[inline(always)]
+    fn moments_ams(
+        self,
+        u: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        max_v: &mut [f32],
+    ) {
+        let state = m.iter_mut().zip(v).zip(max_v);
+        for ((u, &g), ((m, v), max)) in u.iter_mut().zip(g).zip(state) {
+            let g = self.gradient(g);
+            *m = self.adam.first(*m, g);
+            *v = self.adam.second(*v, g);
+            *max = max.max(*v);
+            *u = self.step(*m, *max);
         }
     }
 }

@@ -1,24 +1,80 @@
 //! Blocked reductions: eight f32 partial sums the compiler keeps in one vector register, over
-//! blocks short enough (1,024 elements) that f32 loses nothing that matters, each block then
-//! added in f64 (a block whose f32 squares overflow is summed again in f64).
+//! blocks short enough ([`BLOCK`] elements) that f32 loses nothing that matters, each block then
+//! added in f64 (a block whose f32 sums overflow is summed again in f64, where no square of an
+//! f32 overflows). [`sum`] and [`max_abs_and_squares`] cut a whole tensor into the fixed chunks
+//! of [`parallel`](super::parallel) and add the chunks in order: the same bits on any pool.
+
+use super::parallel::{CHUNK, map, ranges, split};
 
 const LANES: usize = 8;
-const BLOCK: usize = 1024;
+/// Elements summed in f32 lanes before their total is added in f64.
+pub(super) const BLOCK: usize = 1024;
+/// Rows of a last-axis layout summed per channel in f32 before they are added in f64.
+const ROW_BLOCK: usize = 128;
+
+/// `K` sums over `a` (and `b`, of `a`'s length) in eight f32 lanes, the lanes then added in f64:
+/// `terms(a_i, b_i)` gives element `i`'s `K` terms.
+#[inline(always)]
+fn lanes<const K: usize>(a: &[f32], b: &[f32], terms: impl Fn(f32, f32) -> [f32; K]) -> [f64; K] {
+    let mut acc = [[0.0f32; LANES]; K];
+    let (mut ac, mut bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        for (j, (&x, &y)) in x.iter().zip(y).enumerate() {
+            let t = terms(x, y);
+            for k in 0..K {
+                acc[k][j] += t[k];
+            }
+        }
+    }
+    let mut out = acc.map(|l| l.iter().map(|&v| f64::from(v)).sum::<f64>());
+    for (&x, &y) in ac.remainder().iter().zip(bc.remainder()) {
+        let t = terms(x, y);
+        for k in 0..K {
+            out[k] += f64::from(t[k]);
+        }
+    }
+    out
+}
 
 /// `Σ f(x_i)` over `x`, blocked.
 #[inline]
-pub(super) fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut total = 0.0f64;
-    for block in x.chunks(BLOCK) {
-        let mut lanes = [0.0f32; LANES];
-        let mut chunks = block.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (lane, &v) in lanes.iter_mut().zip(chunk) {
-                *lane += f(v);
+fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    x.chunks(BLOCK).map(|b| lanes(b, b, |x, _| [f(x)])[0]).sum()
+}
+
+/// `Σ h(x_i)²` over `x`, blocked (a block again in f64 when its f32 sum is not finite).
+#[inline]
+fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
+    x.chunks(BLOCK)
+        .map(|b| {
+            let [s] = lanes(b, b, |x, _| {
+                let y = h(x);
+                [y * y]
+            });
+            if s.is_finite() {
+                s
+            } else {
+                b.iter().map(|&x| f64::from(h(x)).powi(2)).sum()
             }
-        }
-        let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
-        total += lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + f64::from(tail);
+        })
+        .sum()
+}
+
+/// `Σ p·u` over two slices of one length, blocked (a block again in f64 when its f32 sum is not
+/// finite).
+#[inline]
+pub(super) fn blocked_dot(p: &[f32], u: &[f32]) -> f64 {
+    let mut total = 0.0;
+    for (pb, ub) in p.chunks(BLOCK).zip(u.chunks(BLOCK)) {
+        let [d] = lanes(pb, ub, |p, u| [p * u]);
+        total += if d.is_finite() {
+            d
+        } else {
+            pb.iter()
+                .zip(ub)
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum()
+        };
     }
     total
 }
@@ -28,43 +84,26 @@ pub(super) fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
     let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
     for (pb, gb) in p.chunks(BLOCK).zip(g.chunks(BLOCK)) {
-        let (mut dl, mut wl, mut ql) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
-        let (mut pc, mut gc) = (pb.chunks_exact(LANES), gb.chunks_exact(LANES));
-        for (pch, gch) in (&mut pc).zip(&mut gc) {
-            for j in 0..LANES {
-                dl[j] += pch[j] * gch[j];
-                wl[j] += pch[j] * pch[j];
-                ql[j] += gch[j] * gch[j];
-            }
-        }
-        let wide = |l: [f32; LANES]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
-        let (bd, bw, bq) = (wide(dl), wide(wl), wide(ql));
-        if bd.is_finite() && bw.is_finite() && bq.is_finite() {
-            d += bd;
-            w += bw;
-            q += bq;
-            let tail = pc.remainder().iter().zip(gc.remainder());
-            let (td, tw, tq) = dots_f64(tail);
-            d += td;
-            w += tw;
-            q += tq;
+        let [bd, bw, bq] = lanes(pb, gb, |p, g| [p * g, p * p, g * g]);
+        let (bd, bw, bq) = if bd.is_finite() && bw.is_finite() && bq.is_finite() {
+            (bd, bw, bq)
         } else {
             // A square beyond f32's range (|x| > 1.8e19) or a non-finite element: the block
             // again in f64, where only a NaN or ±∞ element stays non-finite.
-            let (bd, bw, bq) = dots_f64(pb.iter().zip(gb));
-            d += bd;
-            w += bw;
-            q += bq;
-        }
+            dots_f64(pb, gb)
+        };
+        d += bd;
+        w += bw;
+        q += bq;
     }
     (d, w, q)
 }
 
 /// `(Σ p·g, Σ p², Σ g²)` in f64.
 #[inline]
-fn dots_f64<'a>(pairs: impl Iterator<Item = (&'a f32, &'a f32)>) -> (f64, f64, f64) {
+fn dots_f64(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
     let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
-    for (&pi, &gi) in pairs {
+    for (&pi, &gi) in p.iter().zip(g) {
         let (pi, gi) = (f64::from(pi), f64::from(gi));
         d += pi * gi;
         w += pi * pi;
@@ -73,8 +112,106 @@ fn dots_f64<'a>(pairs: impl Iterator<Item = (&'a f32, &'a f32)>) -> (f64, f64, f
     (d, w, q)
 }
 
+/// Per-channel `(Σ p·g, Σ p², Σ g²)` over rows of `channels` elements (a last-axis layout:
+/// element `j` of a row is channel `j`), added to `sums`: f32 across the channels over blocks
+/// of rows, each block then added in f64 (again in f64 when an f32 sum is not finite).
+pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f64>; 3]) {
+    let rows = channels * ROW_BLOCK;
+    let mut acc = [
+        vec![0.0f32; channels],
+        vec![0.0; channels],
+        vec![0.0; channels],
+    ];
+    for (pb, gb) in p.chunks(rows).zip(g.chunks(rows)) {
+        acc.iter_mut().for_each(|a| a.fill(0.0));
+        let [ad, aw, aq] = &mut acc;
+        for (pr, gr) in pb.chunks_exact(channels).zip(gb.chunks_exact(channels)) {
+            let lanes = ad.iter_mut().zip(aw.iter_mut()).zip(aq.iter_mut());
+            for (((d, w), q), (&pi, &gi)) in lanes.zip(pr.iter().zip(gr)) {
+                *d += pi * gi;
+                *w += pi * pi;
+                *q += gi * gi;
+            }
+        }
+        if acc.iter().all(|a| a.iter().all(|x| x.is_finite())) {
+            for (total, a) in sums.iter_mut().zip(&acc) {
+                total
+                    .iter_mut()
+                    .zip(a)
+                    .for_each(|(t, &x)| *t += f64::from(x));
+            }
+        } else {
+            for (pr, gr) in pb.chunks_exact(channels).zip(gb.chunks_exact(channels)) {
+                let [sd, sw, sq] = &mut *sums;
+                let totals = sd.iter_mut().zip(sw.iter_mut()).zip(sq.iter_mut());
+                for (((d, w), q), (&pi, &gi)) in totals.zip(pr.iter().zip(gr)) {
+                    let (pi, gi) = (f64::from(pi), f64::from(gi));
+                    *d += pi * gi;
+                    *w += pi * pi;
+                    *q += gi * gi;
+                }
+            }
+        }
+    }
+}
+
+/// `Σ h(x_i)²` over a whole tensor: blocked within fixed chunks, the chunks added in order.
+pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync + Send) -> f64 {
+    let chunks = split(x, &ranges(x.len(), CHUNK));
+    map(chunks, x.len(), |c| blocked_squares(c, &h))
+        .iter()
+        .sum()
+}
+
+/// `(max |x_i|, Σ x_i²)` over a whole tensor in one read: the maximum is exact in any order,
+/// the sum blocked within fixed chunks (a block again in f64 when its f32 sum is not finite),
+/// the chunks added in order. A NaN element makes the sum NaN.
+pub(super) fn max_abs_and_squares(x: &[f32]) -> (f32, f64) {
+    let chunks = split(x, &ranges(x.len(), CHUNK));
+    let parts = map(chunks, x.len(), |c| {
+        let (mut max, mut squares) = (0.0f32, 0.0f64);
+        for b in c.chunks(BLOCK) {
+            let [m, s] = lanes_max(b);
+            max = max.max(m as f32);
+            squares += if s.is_finite() {
+                s
+            } else {
+                b.iter().map(|&x| f64::from(x).powi(2)).sum()
+            };
+        }
+        (max, squares)
+    });
+    parts
+        .into_iter()
+        .fold((0.0, 0.0), |(m, s), (pm, ps)| (m.max(pm), s + ps))
+}
+
+/// `[max |x_i|, Σ x_i²]` of one block in eight f32 lanes.
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> [f64; 2] {
+    let (mut max, mut sq) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let mut chunks = x.chunks_exact(LANES);
+    for lane in &mut chunks {
+        for ((m, s), &v) in max.iter_mut().zip(sq.iter_mut()).zip(lane) {
+            *m = m.max(v.abs());
+            *s += v * v;
+        }
+    }
+    let mut out = [
+        f64::from(max.iter().fold(0.0f32, |a, &b| a.max(b))),
+        sq.iter().map(|&v| f64::from(v)).sum(),
+    ];
+    for &v in chunks.remainder() {
+        out[0] = out[0].max(f64::from(v.abs()));
+        out[1] += f64::from(v * v);
+    }
+    out
+}
+
 /// Whether every element is finite: `x·0` is 0 for a finite `x` and NaN for ±∞ or NaN.
 #[inline]
 pub(super) fn finite(x: &[f32]) -> bool {
-    blocked_sum(x, |v| v * 0.0).is_finite()
+    let chunks = split(x, &ranges(x.len(), CHUNK));
+    let sums = map(chunks, x.len(), |c| blocked_sum(c, |v| v * 0.0));
+    sums.iter().all(|s| s.is_finite())
 }

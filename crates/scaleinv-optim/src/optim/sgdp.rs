@@ -250,12 +250,12 @@ impl TwoPaths for Sgdp {
         grad: Tensor<D>,
         state: Option<SgdpState<D>>,
     ) -> (Tensor<D>, Option<SgdpState<D>>) {
-        use crate::kernels::Buffer;
+        use crate::kernels::{Buffer, Target};
         let mu = self.momentum;
-        let mut p = Buffer::new(param);
+        let mut p = Target::new(param);
         let g = Buffer::new(grad);
         let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
-        let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&p));
+        let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&g));
         let pass = crate::kernels::SgdPass {
             momentum: mu,
             dampening: self.dampening,
@@ -267,11 +267,11 @@ impl TwoPaths for Sgdp {
             skip_non_finite: self.projector.policy.skips(),
         };
         let dims = p.dims();
-        pass.run(&dims, p.get_mut(), g.get(), buffer.get_mut());
+        let written = pass.run(&dims, p.param(), g.get(), buffer.get_mut());
         let state = (mu != 0.0).then(|| SgdpState {
             momentum: buffer.tensor(),
         });
-        (p.tensor(), state)
+        (p.tensor(written), state)
     }
 }
 

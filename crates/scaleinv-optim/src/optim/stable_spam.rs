@@ -412,10 +412,10 @@ impl TwoPaths for StableSpam {
         grad: Tensor<D>,
         state: Option<StableSpamState<D>>,
     ) -> (Tensor<D>, Option<StableSpamState<D>>) {
-        use crate::kernels::{Buffer, SpikeScalars};
+        use crate::kernels::{Buffer, SpikeScalars, Target};
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
         let pass = self.step_at(&old, lr);
-        let mut p = Buffer::new(param);
+        let mut p = Target::new(param);
         let g = Buffer::new(grad);
         let mut m = Buffer::new(old.moments.moment_1);
         let mut v = Buffer::new(old.moments.moment_2);
@@ -428,8 +428,8 @@ impl TwoPaths for StableSpam {
             norm_mean: &mut norm_mean.get_mut()[0],
             norm_sq_mean: &mut norm_sq_mean.get_mut()[0],
         };
-        pass.run(
-            p.get_mut(),
+        let written = pass.run(
+            p.param(),
             g.get(),
             m.get_mut(),
             v.get_mut(),
@@ -448,7 +448,7 @@ impl TwoPaths for StableSpam {
             norm_mean: norm_mean.tensor(),
             norm_sq_mean: norm_sq_mean.tensor(),
         };
-        (p.tensor(), Some(state))
+        (p.tensor(written), Some(state))
     }
 }
 

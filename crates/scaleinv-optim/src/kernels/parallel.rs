@@ -1,0 +1,94 @@
+//! Work split over rayon's current pool, on boundaries that do not depend on the pool.
+//!
+//! A fused loop cuts its tensor into chunks whose boundaries depend only on the tensor's shape
+//! ([`CHUNK`] elements, or whole rows of a last-axis layout), runs one task per chunk, and
+//! combines the chunks' partial sums in chunk order. The results are therefore the same bits
+//! on any number of threads; only who computes each chunk changes. Small tensors stay on the
+//! calling thread ([`PARALLEL_MIN`]), where a task would cost more than it saves.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+/// Elements per chunk: a multiple of the reductions' block, small enough that a chunk's
+/// buffers stay in the core's L2 cache across the passes of one task.
+pub(super) const CHUNK: usize = 1 << 15;
+
+/// Tensors of fewer elements run on the calling thread.
+const PARALLEL_MIN: usize = 1 << 17;
+
+/// `0..len` cut into consecutive ranges of `step` (the last may be shorter; none if
+/// `len = 0`).
+pub(super) fn ranges(len: usize, step: usize) -> Vec<Range<usize>> {
+    let step = step.max(1);
+    (0..len.div_ceil(step))
+        .map(|k| k * step..((k + 1) * step).min(len))
+        .collect()
+}
+
+/// `f` on every item, in order of the items: in parallel on rayon's current pool when the work
+/// covers at least [`PARALLEL_MIN`] elements, else on this thread.
+pub(super) fn map<I: Send, R: Send>(
+    items: Vec<I>,
+    elements: usize,
+    f: impl Fn(I) -> R + Sync + Send,
+) -> Vec<R> {
+    if elements >= PARALLEL_MIN && items.len() > 1 && rayon::current_num_threads() > 1 {
+        items.into_par_iter().map(f).collect()
+    } else {
+        items.into_iter().map(f).collect()
+    }
+}
+
+/// `x` cut at `ranges` (consecutive, from 0), one mutable piece per range.
+pub(super) fn split_mut<'a, T>(mut x: &'a mut [T], ranges: &[Range<usize>]) -> Vec<&'a mut [T]> {
+    ranges
+        .iter()
+        .map(|r| {
+            let (head, tail) = std::mem::take(&mut x).split_at_mut(r.len());
+            x = tail;
+            head
+        })
+        .collect()
+}
+
+/// `x` cut at `ranges` (consecutive, from 0), one piece per range.
+pub(super) fn split<'a, T>(x: &'a [T], ranges: &[Range<usize>]) -> Vec<&'a [T]> {
+    ranges.iter().map(|r| &x[r.clone()]).collect()
+}
+
+/// Takes the first `n` elements off the front of `x`.
+#[inline(always)]
+pub(super) fn take_front<'a, T>(x: &mut &'a [T], n: usize) -> &'a [T] {
+    let (head, tail) = x.split_at(n);
+    *x = tail;
+    head
+}
+
+/// Takes the first `n` elements off the front of `x`, mutably.
+#[inline(always)]
+pub(super) fn take_front_mut<'a, T>(x: &mut &'a mut [T], n: usize) -> &'a mut [T] {
+    let (head, tail) = std::mem::take(x).split_at_mut(n);
+    *x = tail;
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_length_in_order() {
+        assert_eq!(ranges(10, 4), vec![0..4, 4..8, 8..10]);
+        assert_eq!(ranges(8, 4), vec![0..4, 4..8]);
+        assert!(ranges(0, 4).is_empty());
+    }
+
+    #[test]
+    fn split_mut_cuts_at_the_ranges() {
+        let mut x = [1, 2, 3, 4, 5];
+        let parts = split_mut(&mut x, &ranges(5, 2));
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[2], &mut [5]);
+    }
+}
