@@ -553,14 +553,24 @@ fn replay_projected<O: Optimizer>(nap: Nap<O>, case: &Case, device: &Device) -> 
 enum Outcome {
     Ok {
         max_abs_err: f64,
+        /// A hash of the bits of every value the replay produced, for comparing runs.
+        bits: u64,
     },
     Failed(String),
     /// A bundled case whose optimizer the crate does not have yet.
     Pending(String),
 }
 
-/// Largest error of one parameter over the run, or the first violation.
-type ParamResult = Result<f64, String>;
+/// Largest error of one parameter over the run and the hash of its values, or the first
+/// violation.
+type ParamResult = Result<(f64, u64), String>;
+
+/// FNV-1a over the bits of `values`, continuing from `hash`.
+fn hash_bits(hash: u64, values: &[f32]) -> u64 {
+    values.iter().fold(hash, |h, v| {
+        (h ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 fn tensor<const D: usize>(values: &[f32], shape: &[usize], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape.to_vec()), device)
@@ -584,6 +594,7 @@ fn replay_param<O: Replayable, const D: usize>(
     let mut param = tensor::<D>(&spec.init, &spec.shape, device);
     let mut state = None;
     let mut max_err = 0.0f64;
+    let mut bits = 0xcbf2_9ce4_8422_2325;
     for (k, step) in case.steps.iter().enumerate() {
         let (Some(g), Some(want)) = (step.grads.get(&spec.name), step.expect.get(&spec.name))
         else {
@@ -604,6 +615,7 @@ fn replay_param<O: Replayable, const D: usize>(
         }
         let (next, next_state) = opt.step(step.lr, param, grad, state);
         let got = common::values(next.clone());
+        bits = hash_bits(bits, &got);
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             let err = (g as f64 - w as f64).abs();
             if err.is_nan() || err > ABS_TOL + REL_TOL * (w as f64).abs() {
@@ -617,7 +629,7 @@ fn replay_param<O: Replayable, const D: usize>(
         param = next;
         state = next_state;
     }
-    Ok(max_err)
+    Ok((max_err, bits))
 }
 
 fn replay_with<O: Replayable>(
@@ -626,6 +638,7 @@ fn replay_with<O: Replayable>(
     device: &Device,
 ) -> Outcome {
     let mut max_abs_err = 0.0f64;
+    let mut bits = 0u64;
     for spec in &case.params {
         let opt = make(spec);
         let result = match spec.shape.len() {
@@ -637,11 +650,14 @@ fn replay_with<O: Replayable>(
             r => Err(format!("{}: rank {r} is not replayed", spec.name)),
         };
         match result {
-            Ok(e) => max_abs_err = max_abs_err.max(e),
+            Ok((e, b)) => {
+                max_abs_err = max_abs_err.max(e);
+                bits = bits.rotate_left(7) ^ b;
+            }
             Err(msg) => return Outcome::Failed(msg),
         }
     }
-    Outcome::Ok { max_abs_err }
+    Outcome::Ok { max_abs_err, bits }
 }
 
 fn replay(case: &Case, device: &Device) -> Outcome {
@@ -735,7 +751,7 @@ fn golden_cases_match_the_references() {
             for (device_name, device) in common::devices() {
                 let label = format!("golden {} [{device_name}]", case.name);
                 match replay(&case, &device) {
-                    Outcome::Ok { max_abs_err } => {
+                    Outcome::Ok { max_abs_err, .. } => {
                         report(format!("{label}: ok max_abs_err={max_abs_err:.3e}"));
                         passed += 1;
                     }
@@ -759,6 +775,32 @@ fn golden_cases_match_the_references() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Every case replayed on flex gives the same bits on 1, 2 and 3 threads (the fused loops split
+/// large tensors over rayon's current pool on fixed chunks).
+#[test]
+fn golden_cases_give_the_same_bits_on_any_number_of_threads() {
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")];
+    dirs.extend(std::env::var("SCALEINV_GOLDEN_DIR").map(PathBuf::from));
+    let device = Device::flex();
+    let mut compared = 0;
+    for (path, case) in dirs.iter().flat_map(|d| load_cases(d)) {
+        let Ok(case) = case else { continue };
+        let bits = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
+            match pool.expect("a thread pool").install(|| replay(&case, &device)) {
+                Outcome::Ok { bits, .. } => Some(bits),
+                _ => None,
+            }
+        };
+        let Some(one) = bits(1) else { continue };
+        for threads in [2, 3] {
+            assert_eq!(bits(threads), Some(one), "{}: 1 vs {threads} threads", path.display());
+        }
+        compared += 1;
+    }
+    assert!(compared >= 10, "only {compared} cases compared");
 }
 
 /// The radial projection around Burn's Adam is AdamP: replayed on every AdamP case that Burn's
@@ -800,7 +842,7 @@ fn projected_burn_adam_matches_the_adamp_cases() {
                 &device,
             );
             match outcome {
-                Outcome::Ok { max_abs_err } => {
+                Outcome::Ok { max_abs_err, .. } => {
                     report(format!("{label}: ok max_abs_err={max_abs_err:.3e}"));
                     replayed += 1;
                 }
