@@ -1,6 +1,7 @@
 //! Plots the benchmark's JSON (`bench --json`): parameters updated per second (Mparam/s) for
-//! every optimizer next to Burn's own, one chart per device, one bar per parameter-set size,
-//! each bar ending in its speed-up against its base.
+//! every optimizer next to Burn's own, one chart per device, parameter set and thread count,
+//! one bar per parameter-set size, each bar ending in its ratio to its base (base ms / row ms,
+//! median over rounds) and, for the optimizers that project, the branch taken.
 //!
 //! ```text
 //! cargo run --release --example bench -- --json results/bench.json
@@ -15,7 +16,8 @@ use clap::Parser;
 use scaleinv::models::plot::{BarChart, Bars, PALETTE, bar_charts_svg};
 use serde::Deserialize;
 
-/// Plot the benchmark's JSON as bar charts (SVG): Mparam/s per optimizer, one chart per device.
+/// Plot the benchmark's JSON as bar charts (SVG): Mparam/s per optimizer, one chart per device,
+/// parameter set and thread count.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -32,10 +34,31 @@ struct Args {
 struct Record {
     optimizer: String,
     device: String,
+    set: String,
     params: u64,
+    threads: u64,
     mparams_per_s: f64,
     base: Option<String>,
-    speedup_median: Option<f64>,
+    ratio_median: Option<f64>,
+    branch: String,
+}
+
+impl Record {
+    /// The chart the record belongs to.
+    fn chart_key(&self) -> (&str, &str, u64) {
+        (&self.device, &self.set, self.threads)
+    }
+
+    /// The text at the end of its bar: the ratio to its base, and the branch if it projects.
+    fn note(&self) -> String {
+        let ratio = self.ratio_median.map(|r| format!("{r:.2}x"));
+        let branch = (self.branch != "-").then(|| self.branch.clone());
+        [ratio, branch]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Items in order of first appearance, without repeats.
@@ -49,59 +72,69 @@ fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     seen
 }
 
-/// One chart per device: a row per optimizer (labelled with its base), a bar per size.
+/// One chart per (device, set, threads), in order of first appearance.
 fn charts(records: &[Record]) -> Vec<BarChart> {
-    let devices = unique(records.iter().map(|r| r.device.as_str()));
-    devices
-        .into_iter()
-        .map(|device| {
-            let rows: Vec<&Record> = records.iter().filter(|r| r.device == device).collect();
-            let optimizers = unique(rows.iter().map(|r| r.optimizer.as_str()));
-            let base_of = |name: &str| {
-                rows.iter()
-                    .find(|r| r.optimizer == name)
-                    .and_then(|r| r.base.as_deref())
-            };
-            let categories = optimizers
-                .iter()
-                .map(|&name| match base_of(name) {
-                    Some(base) => format!("{name} (vs {base})"),
-                    None => name.to_string(),
-                })
-                .collect();
-            let sizes: BTreeSet<u64> = rows.iter().map(|r| r.params).collect();
-            let mut chart = BarChart::new(
-                &format!("Optimizer step throughput on {device} (bar ends: speed-up vs base)"),
-                "Mparam/s (million parameters updated per second)",
-                categories,
-            );
-            for (k, &size) in sizes.iter().enumerate() {
-                let at = |name: &str| {
-                    rows.iter()
-                        .find(|r| r.optimizer == name && r.params == size)
-                };
-                let values = optimizers
-                    .iter()
-                    .map(|&name| at(name).map_or(f64::NAN, |r| r.mparams_per_s))
-                    .collect();
-                let notes = optimizers
-                    .iter()
-                    .map(|&name| {
-                        at(name)
-                            .and_then(|r| r.speedup_median)
-                            .map_or(String::new(), |s| format!("{s:.2}x"))
-                    })
-                    .collect();
-                chart = chart.with_bars(Bars {
-                    name: format!("{:.2} M params", size as f64 / 1e6),
-                    values,
-                    notes,
-                    color: PALETTE[k % PALETTE.len()].into(),
-                });
-            }
-            chart
+    let mut keys = Vec::new();
+    for r in records {
+        if !keys.contains(&r.chart_key()) {
+            keys.push(r.chart_key());
+        }
+    }
+    keys.into_iter()
+        .map(|key| {
+            let rows: Vec<&Record> = records.iter().filter(|r| r.chart_key() == key).collect();
+            chart(key, &rows)
         })
         .collect()
+}
+
+/// The chart of one (device, set, threads): a row per optimizer (labelled with its base), a bar
+/// per size.
+fn chart((device, set, threads): (&str, &str, u64), rows: &[&Record]) -> BarChart {
+    let optimizers = unique(rows.iter().map(|r| r.optimizer.as_str()));
+    let base_of = |name: &str| {
+        rows.iter()
+            .find(|r| r.optimizer == name)
+            .and_then(|r| r.base.as_deref())
+    };
+    let categories = optimizers
+        .iter()
+        .map(|&name| match base_of(name) {
+            Some(base) => format!("{name} (vs {base})"),
+            None => name.to_string(),
+        })
+        .collect();
+    let sizes: BTreeSet<u64> = rows.iter().map(|r| r.params).collect();
+    let threads = match threads {
+        1 => "1 thread".to_string(),
+        k => format!("{k} threads"),
+    };
+    let mut chart = BarChart::new(
+        &format!("Step throughput: {set} on {device}, {threads} (bar ends: ratio vs base)"),
+        "Mparam/s (million parameters updated per second)",
+        categories,
+    );
+    for (k, &size) in sizes.iter().enumerate() {
+        let at = |name: &str| {
+            rows.iter()
+                .find(|r| r.optimizer == name && r.params == size)
+        };
+        let values = optimizers
+            .iter()
+            .map(|&name| at(name).map_or(f64::NAN, |r| r.mparams_per_s))
+            .collect();
+        let notes = optimizers
+            .iter()
+            .map(|&name| at(name).map_or(String::new(), |r| r.note()))
+            .collect();
+        chart = chart.with_bars(Bars {
+            name: format!("{:.2} M params", size as f64 / 1e6),
+            values,
+            notes,
+            color: PALETTE[k % PALETTE.len()].into(),
+        });
+    }
+    chart
 }
 
 fn main() {
@@ -125,7 +158,7 @@ fn main() {
     std::fs::write(&args.out, bar_charts_svg(&charts))
         .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", args.out.display())));
     println!(
-        "wrote {} ({} records, {} device(s))",
+        "wrote {} ({} records, {} chart(s))",
         args.out.display(),
         records.len(),
         charts.len()
