@@ -789,14 +789,22 @@ fn golden_cases_give_the_same_bits_on_any_number_of_threads() {
         let Ok(case) = case else { continue };
         let bits = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
-            match pool.expect("a thread pool").install(|| replay(&case, &device)) {
+            match pool
+                .expect("a thread pool")
+                .install(|| replay(&case, &device))
+            {
                 Outcome::Ok { bits, .. } => Some(bits),
                 _ => None,
             }
         };
         let Some(one) = bits(1) else { continue };
         for threads in [2, 3] {
-            assert_eq!(bits(threads), Some(one), "{}: 1 vs {threads} threads", path.display());
+            assert_eq!(
+                bits(threads),
+                Some(one),
+                "{}: 1 vs {threads} threads",
+                path.display()
+            );
         }
         compared += 1;
     }

@@ -8,10 +8,13 @@
 
 use std::ops::Range;
 
-use super::parallel::{CHUNK, map, ranges, split, split_mut, take_front, take_front_mut};
+use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
 use super::sums::{BLOCK, blocked_dot, blocked_dots, finite, row_dots};
 use crate::math::decay::factor;
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
+
+/// The longest channel run projected in one pass (see [`Frame::runs`]): 1 MiB of updates.
+const MAX_RUN: usize = 1 << 18;
 
 /// A tensor seen as `[outer, channels, inner]` around its channel axis.
 #[derive(Clone, Copy)]
@@ -34,6 +37,12 @@ impl Channels {
         self.outer * self.count * self.inner
     }
 
+    /// Whether each channel is one contiguous run, short enough for a scratch buffer in cache
+    /// (the channel axis is the first, as in a convolution's kernel).
+    fn by_runs(self) -> bool {
+        self.outer == 1 && self.inner > 1 && self.inner <= MAX_RUN
+    }
+
     /// Whether each element is its own channel's run (the channel axis is the last, as in
     /// Burn's `Linear`): rows of `count` elements, element `j` of a row in channel `j`.
     fn by_rows(self) -> bool {
@@ -50,24 +59,46 @@ impl Channels {
         ranges(self.numel(), step)
     }
 
-    /// Calls `f(channel, len)` for consecutive segments of `range` (at most [`BLOCK`] long):
-    /// within one channel's run, or for a last-axis layout within one row, starting at
-    /// channel `channel`.
+    /// Consecutive segments of `range` (at most [`BLOCK`] long), as `(channel, len)`: within
+    /// one channel's run, or for a last-axis layout within one row, starting at channel
+    /// `channel`.
     #[inline(always)]
-    fn segments(self, range: Range<usize>, mut f: impl FnMut(usize, usize)) {
-        let mut i = range.start;
-        while i < range.end {
-            let (channel, end) = if self.by_rows() {
-                let c = i % self.count;
-                (c, i - c + self.count)
-            } else {
-                let run = i / self.inner;
-                (run % self.count, (run + 1) * self.inner)
-            };
-            let len = (end.min(range.end) - i).min(BLOCK);
-            f(channel, len);
-            i += len;
+    fn segments(self, range: Range<usize>) -> Segments {
+        Segments {
+            channels: self,
+            at: range.start,
+            end: range.end,
         }
+    }
+}
+
+/// The iterator of [`Channels::segments`] (an iterator rather than a callback, so that its loop
+/// body is compiled inline into each task).
+struct Segments {
+    channels: Channels,
+    at: usize,
+    end: usize,
+}
+
+impl Iterator for Segments {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let (i, ch) = (self.at, self.channels);
+        if i >= self.end {
+            return None;
+        }
+        let (channel, run_end) = if ch.by_rows() {
+            let c = i % ch.count;
+            (c, i - c + ch.count)
+        } else {
+            let run = i / ch.inner;
+            (run % ch.count, (run + 1) * ch.inner)
+        };
+        let len = (run_end.min(self.end) - i).min(BLOCK);
+        self.at += len;
+        Some((channel, len))
     }
 }
 
@@ -110,28 +141,15 @@ fn total(v: &[f64]) -> f64 {
 impl Sums {
     /// Pass 1 over `p` and `g`.
     fn measure(channels: Channels, chunks: &[Range<usize>], p: &[f32], g: &[f32]) -> Self {
-        let tasks: Vec<_> = chunks
-            .iter()
-            .cloned()
-            .zip(split(p, chunks).into_iter().zip(split(g, chunks)))
-            .collect();
-        let partials = map(tasks, channels.numel(), |(range, (mut p, mut g))| {
-            let mut partial = Partial::new();
-            if channels.by_rows() {
-                let mut sums = std::array::from_fn(|_| vec![0.0; channels.count]);
-                row_dots(p, g, channels.count, &mut sums);
-                let [d, w, q] = sums;
-                for (c, ((d, w), q)) in d.into_iter().zip(w).zip(q).enumerate() {
-                    partial.push((c, [d, w, q]));
-                }
-            } else {
-                channels.segments(range, |c, len| {
-                    let (d, w, q) = blocked_dots(take_front(&mut p, len), take_front(&mut g, len));
-                    accumulate(&mut partial, c, [d, w, q]);
-                });
-            }
-            partial
+        let pieces = split(p, chunks).into_iter().zip(split(g, chunks));
+        let tasks = chunks.iter().cloned().zip(pieces);
+        let tasks = tasks.map(|(range, (p, g))| Measure {
+            channels,
+            range,
+            p,
+            g,
         });
+        let partials = run_all(tasks.collect(), channels.numel());
         let [dot, weight_sq, grad_sq] = combine(partials, channels.count);
         Self {
             dot,
@@ -175,7 +193,7 @@ impl Sums {
         channel: bool,
         param_dot_update: &[f64],
     ) -> Vec<f32> {
-        let coef = |pu: f64, w: f64| projection.radial_coefficient(pu, w.sqrt(), 1.0) as f32;
+        let coef = |pu: f64, w: f64| coefficient(projection, pu, w);
         if channel {
             let per_channel = param_dot_update.iter().zip(&self.weight_sq);
             per_channel.map(|(&pu, &w)| coef(pu, w)).collect()
@@ -183,6 +201,49 @@ impl Sums {
             let layer = coef(total(param_dot_update), total(&self.weight_sq));
             vec![layer; self.dot.len()]
         }
+    }
+}
+
+/// The radial coefficient `⟨P, U⟩ / (‖P‖ + ε)²` from `⟨P, U⟩` and `‖P‖²` (f64 sums of the
+/// unscaled rows: scale 1).
+#[inline(always)]
+fn coefficient(projection: &ScaleInvariance, param_dot_update: f64, weight_sq: f64) -> f32 {
+    projection.radial_coefficient(param_dot_update, weight_sq.sqrt(), 1.0) as f32
+}
+
+/// Pass 1 over one chunk: per-channel `(⟨P_c, G_c⟩, ‖P_c‖², ‖G_c‖²)`.
+struct Measure<'a> {
+    channels: Channels,
+    range: Range<usize>,
+    p: &'a [f32],
+    g: &'a [f32],
+}
+
+impl Task for Measure<'_> {
+    type Output = Partial<3>;
+    #[inline(always)]
+    fn run(self) -> Partial<3> {
+        let Self {
+            channels,
+            range,
+            mut p,
+            mut g,
+        } = self;
+        let mut partial = Partial::new();
+        if channels.by_rows() {
+            let mut sums = std::array::from_fn(|_| vec![0.0; channels.count]);
+            row_dots(p, g, channels.count, &mut sums);
+            let [d, w, q] = sums;
+            for (c, ((d, w), q)) in d.into_iter().zip(w).zip(q).enumerate() {
+                partial.push((c, [d, w, q]));
+            }
+        } else {
+            for (c, len) in channels.segments(range) {
+                let (d, w, q) = blocked_dots(take_front(&mut p, len), take_front(&mut g, len));
+                accumulate(&mut partial, c, [d, w, q]);
+            }
+        }
+        partial
     }
 }
 
@@ -293,7 +354,8 @@ pub(super) trait Part: Send {
     fn advance(&mut self, u: &mut [f32]);
     /// The elements' updates `u` from the state [`advance`](Self::advance) wrote.
     fn update(&mut self, u: &mut [f32]);
-    /// Receives the projected updates `u − c·p` of the elements [`update`](Self::update) gave.
+    /// Receives the projected updates `u − c·p` of the elements the last call to
+    /// [`advance`](Self::advance) or [`update`](Self::update) gave.
     fn projected(&mut self, _u: &[f32]) {}
 }
 
@@ -332,31 +394,59 @@ impl Frame<'_> {
             self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
             return true;
         }
+        let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
+        if channel && channels.by_runs() {
+            self.runs(channels, p, kernel, (projection, &sums.weight_sq), factor);
+            return true;
+        }
         let dots = Self::dots(channels, &chunks, p.old(), kernel);
         let coefs = sums.coefficients(projection, channel, &dots);
-        let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
         self.projected(channels, &chunks, p, kernel, &coefs, factor);
         true
+    }
+
+    /// A channel-wise projection one channel's run at a time: its state, `⟨P_c, U_c⟩`, the
+    /// coefficient and `p ← p·f − η'·(u − c·p)`, with the run's updates kept in a scratch
+    /// buffer (in cache) in between — one pass after the statistics.
+    fn runs<K: Kernel>(
+        &self,
+        channels: Channels,
+        p: Param<'_>,
+        kernel: &mut K,
+        (projection, weight_sq): (&ScaleInvariance, &[f64]),
+        factor: Option<f32>,
+    ) {
+        let chunks = ranges(
+            channels.numel(),
+            (CHUNK / channels.inner).max(1) * channels.inner,
+        );
+        let tasks = p.split(&chunks).into_iter().zip(kernel.parts(&chunks));
+        let tasks = chunks.iter().zip(tasks).map(|(range, (p, part))| Runs {
+            first: range.start / channels.inner,
+            inner: channels.inner,
+            p,
+            part,
+            projection,
+            weight_sq,
+            factor,
+            scale: self.scale,
+        });
+        run_all(tasks.collect(), channels.numel());
     }
 
     /// One pass: the state and `p ← p·f − η'·u`.
     fn plain<K: Kernel>(&self, p: Param<'_>, kernel: &mut K, factor: Option<f32>) {
         let numel = p.len();
         let chunks = ranges(numel, CHUNK);
-        let tasks: Vec<_> = p
-            .split(&chunks)
-            .into_iter()
-            .zip(kernel.parts(&chunks))
-            .collect();
+        let tasks = p.split(&chunks).into_iter().zip(kernel.parts(&chunks));
         let scale = self.scale;
-        map(tasks, numel, |(mut p, mut part)| {
-            let mut u = [0.0f32; BLOCK];
-            while p.len() > 0 {
-                let u = &mut u[..p.len().min(BLOCK)];
-                part.advance(u);
-                p.take(u.len()).step(u, factor, scale);
-            }
+        let tasks = tasks.map(|(p, part)| Plain {
+            p,
+            part,
+            factor,
+            scale,
         });
+        run_all(tasks.collect(), numel);
     }
 
     /// Pass 2 of a projected step: the state, and `⟨P_c, U_c⟩` per channel.
@@ -366,38 +456,15 @@ impl Frame<'_> {
         p: &[f32],
         kernel: &mut K,
     ) -> Vec<f64> {
-        let tasks: Vec<_> = chunks
-            .iter()
-            .cloned()
-            .zip(split(p, chunks).into_iter().zip(kernel.parts(chunks)))
-            .collect();
-        let partials = map(tasks, channels.numel(), |(range, (mut p, mut part))| {
-            let mut u = [0.0f32; BLOCK];
-            let mut partial = Partial::new();
-            let mut row = vec![
-                0.0f64;
-                if channels.by_rows() {
-                    channels.count
-                } else {
-                    0
-                }
-            ];
-            channels.segments(range, |c, len| {
-                let u = &mut u[..len];
-                part.advance(u);
-                let p = take_front(&mut p, len);
-                if channels.by_rows() {
-                    let dots = row[c..c + len].iter_mut().zip(p.iter().zip(u.iter()));
-                    for (d, (&p, &u)) in dots {
-                        *d += f64::from(p) * f64::from(u);
-                    }
-                } else {
-                    accumulate(&mut partial, c, [blocked_dot(p, u)]);
-                }
-            });
-            partial.extend(row.into_iter().enumerate().map(|(c, d)| (c, [d])));
-            partial
+        let parts = split(p, chunks).into_iter().zip(kernel.parts(chunks));
+        let tasks = chunks.iter().cloned().zip(parts);
+        let tasks = tasks.map(|(range, (p, part))| Dots {
+            channels,
+            range,
+            p,
+            part,
         });
+        let partials = run_all(tasks.collect(), channels.numel());
         let [dots] = combine(partials, channels.count);
         dots
     }
@@ -412,32 +479,178 @@ impl Frame<'_> {
         coefs: &[f32],
         factor: Option<f32>,
     ) {
-        let tasks: Vec<_> = chunks
-            .iter()
-            .cloned()
-            .zip(p.split(chunks).into_iter().zip(kernel.parts(chunks)))
-            .collect();
-        let scale = self.scale;
-        map(tasks, channels.numel(), |(range, (mut p, mut part))| {
-            let mut u = [0.0f32; BLOCK];
-            channels.segments(range, |c, len| {
-                let u = &mut u[..len];
-                part.update(u);
-                let p = p.take(len);
-                if channels.by_rows() {
-                    let coefs = &coefs[c..c + len];
-                    for ((u, &p), &coef) in u.iter_mut().zip(p.old()).zip(coefs) {
-                        *u -= p * coef;
-                    }
-                } else {
-                    let coef = coefs[c];
-                    for (u, &p) in u.iter_mut().zip(p.old()) {
-                        *u -= p * coef;
-                    }
-                }
-                part.projected(u);
-                p.step(u, factor, scale);
-            });
+        let parts = p.split(chunks).into_iter().zip(kernel.parts(chunks));
+        let tasks = chunks.iter().cloned().zip(parts);
+        let tasks = tasks.map(|(range, (p, part))| Project {
+            channels,
+            range,
+            p,
+            part,
+            coefs,
+            factor,
+            scale: self.scale,
         });
+        run_all(tasks.collect(), channels.numel());
+    }
+}
+
+/// One pass over one chunk: the state and `p ← p·f − η'·u`.
+struct Plain<'a, P> {
+    p: Param<'a>,
+    part: P,
+    factor: Option<f32>,
+    scale: f32,
+}
+
+impl<P: Part> Task for Plain<'_, P> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            mut p,
+            mut part,
+            factor,
+            scale,
+        } = self;
+        let mut u = [0.0f32; BLOCK];
+        while p.len() > 0 {
+            let u = &mut u[..p.len().min(BLOCK)];
+            part.advance(u);
+            p.take(u.len()).step(u, factor, scale);
+        }
+    }
+}
+
+/// Pass 2 over one chunk: the state, and per-channel `⟨P_c, U_c⟩`.
+struct Dots<'a, P> {
+    channels: Channels,
+    range: Range<usize>,
+    p: &'a [f32],
+    part: P,
+}
+
+impl<P: Part> Task for Dots<'_, P> {
+    type Output = Partial<1>;
+    #[inline(always)]
+    fn run(self) -> Partial<1> {
+        let Self {
+            channels,
+            range,
+            mut p,
+            mut part,
+        } = self;
+        let mut u = [0.0f32; BLOCK];
+        let mut partial = Partial::new();
+        let mut row = vec![
+            0.0f64;
+            if channels.by_rows() {
+                channels.count
+            } else {
+                0
+            }
+        ];
+        for (c, len) in channels.segments(range) {
+            let u = &mut u[..len];
+            part.advance(u);
+            let p = take_front(&mut p, len);
+            if channels.by_rows() {
+                let dots = row[c..c + len].iter_mut().zip(p.iter().zip(u.iter()));
+                for (d, (&p, &u)) in dots {
+                    *d += f64::from(p) * f64::from(u);
+                }
+            } else {
+                accumulate(&mut partial, c, [blocked_dot(p, u)]);
+            }
+        }
+        partial.extend(row.into_iter().enumerate().map(|(c, d)| (c, [d])));
+        partial
+    }
+}
+
+/// Pass 3 over one chunk: `p ← p·f − η'·(u − c·p)`.
+struct Project<'a, P> {
+    channels: Channels,
+    range: Range<usize>,
+    p: Param<'a>,
+    part: P,
+    coefs: &'a [f32],
+    factor: Option<f32>,
+    scale: f32,
+}
+
+impl<P: Part> Task for Project<'_, P> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            channels,
+            range,
+            mut p,
+            mut part,
+            coefs,
+            factor,
+            scale,
+        } = self;
+        let mut u = [0.0f32; BLOCK];
+        for (c, len) in channels.segments(range) {
+            let u = &mut u[..len];
+            part.update(u);
+            let p = p.take(len);
+            if channels.by_rows() {
+                let coefs = &coefs[c..c + len];
+                for ((u, &p), &coef) in u.iter_mut().zip(p.old()).zip(coefs) {
+                    *u -= p * coef;
+                }
+            } else {
+                let coef = coefs[c];
+                for (u, &p) in u.iter_mut().zip(p.old()) {
+                    *u -= p * coef;
+                }
+            }
+            part.projected(u);
+            p.step(u, factor, scale);
+        }
+    }
+}
+
+/// A channel-wise projection over one chunk of whole runs (see [`Frame::runs`]).
+struct Runs<'a, P> {
+    /// The first run's channel.
+    first: usize,
+    inner: usize,
+    p: Param<'a>,
+    part: P,
+    projection: &'a ScaleInvariance,
+    weight_sq: &'a [f64],
+    factor: Option<f32>,
+    scale: f32,
+}
+
+impl<P: Part> Task for Runs<'_, P> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            first,
+            inner,
+            mut p,
+            mut part,
+            projection,
+            weight_sq,
+            factor,
+            scale,
+        } = self;
+        let mut u = vec![0.0f32; inner];
+        let runs = p.len() / inner;
+        for &weight_sq in &weight_sq[first..first + runs] {
+            part.advance(&mut u);
+            let p = p.take(inner);
+            let coef = coefficient(projection, blocked_dot(p.old(), &u), weight_sq);
+            for (u, &p) in u.iter_mut().zip(p.old()) {
+                *u -= p * coef;
+            }
+            part.projected(&u);
+            p.step(&u, factor, scale);
+        }
     }
 }

@@ -26,18 +26,39 @@ pub(super) fn ranges(len: usize, step: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// `f` on every item, in order of the items: in parallel on rayon's current pool when the work
-/// covers at least [`PARALLEL_MIN`] elements, else on this thread.
-pub(super) fn map<I: Send, R: Send>(
-    items: Vec<I>,
-    elements: usize,
-    f: impl Fn(I) -> R + Sync + Send,
-) -> Vec<R> {
-    if elements >= PARALLEL_MIN && items.len() > 1 && rayon::current_num_threads() > 1 {
-        items.into_par_iter().map(f).collect()
+/// One chunk's work. `run` is always inlined, so that the loops it calls (themselves always
+/// inlined) are compiled into [`run_all`]'s 256-bit copy too.
+pub(super) trait Task: Send {
+    type Output: Send;
+    fn run(self) -> Self::Output;
+}
+
+/// Every task, in order of the tasks: in parallel on rayon's current pool when the work covers
+/// at least [`PARALLEL_MIN`] elements, else on this thread.
+pub(super) fn run_all<T: Task>(tasks: Vec<T>, elements: usize) -> Vec<T::Output> {
+    if elements >= PARALLEL_MIN && tasks.len() > 1 && rayon::current_num_threads() > 1 {
+        tasks.into_par_iter().map(wide).collect()
     } else {
-        items.into_iter().map(f).collect()
+        tasks.into_iter().map(wide).collect()
     }
+}
+
+/// Runs `task` compiled for the CPU's 256-bit vectors (AVX2) when it has them: the loops then
+/// take eight f32 lanes per instruction instead of four. The same IEEE operations in the same
+/// order (no fused multiply-add, no reassociation): the same bits.
+fn wide<T: Task>(task: T) -> T::Output {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { with_avx2(task) };
+    }
+    task.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn with_avx2<T: Task>(task: T) -> T::Output {
+    task.run()
 }
 
 /// `x` cut at `ranges` (consecutive, from 0), one mutable piece per range.

@@ -85,8 +85,8 @@ impl Kernel for SgdKernel<'_> {
     }
 }
 
-/// SGD's momentum buffer of one chunk, and the buffer of the segment whose projected update
-/// is awaited (the write-back).
+/// SGD's momentum buffer of one chunk, and the buffer of the last segment stepped, whose
+/// projected update may follow (the write-back).
 struct SgdPart<'a> {
     rule: SgdRule,
     g: &'a [f32],
@@ -105,10 +105,11 @@ impl Part for SgdPart<'_> {
         } = self.rule;
         let n = u.len();
         let (g, b) = (take_front(&mut self.g, n), take_front_mut(&mut self.b, n));
-        for ((u, &g), b) in u.iter_mut().zip(g).zip(b) {
+        for ((u, &g), b) in u.iter_mut().zip(g).zip(b.iter_mut()) {
             *b = sgd::buffer(*b, sgd::damped(g, dampening), momentum);
             *u = sgd::direction(g, *b, momentum, nesterov);
         }
+        self.pending = b;
     }
 
     #[inline(always)]

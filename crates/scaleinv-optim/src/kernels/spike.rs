@@ -3,7 +3,7 @@
 //! CPU, then one pass for the moments and the parameter.
 
 use super::frame::Param;
-use super::parallel::{CHUNK, map, ranges, split, split_mut, take_front, take_front_mut};
+use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
 use super::sums::{BLOCK, max_abs_and_squares, squares};
 use crate::math::adam::Adam;
 use crate::math::spike::SpikeStep;
@@ -144,32 +144,17 @@ impl SpikeRule {
             .zip(split(g, &chunks))
             .zip(moments.zip(max_v))
             .collect();
-        map(
-            tasks,
-            g.len(),
-            |((mut p, mut g), ((mut m, mut v), mut max_v))| {
-                let mut u = [0.0f32; BLOCK];
-                while p.len() > 0 {
-                    let n = p.len().min(BLOCK);
-                    let u = &mut u[..n];
-                    let (g, m, v) = (
-                        take_front(&mut g, n),
-                        take_front_mut(&mut m, n),
-                        take_front_mut(&mut v, n),
-                    );
-                    match max_v.as_mut() {
-                        Some(max_v) => self.moments_ams(u, g, m, v, take_front_mut(max_v, n)),
-                        None => self.moments(u, g, m, v),
-                    }
-                    let rate = self.rate;
-                    if rate != 0.0 {
-                        p.take(n).write(u, |p, u| decay::plain(p, rate) - u);
-                    } else {
-                        p.take(n).write(u, |p, u| p - u);
-                    }
-                }
-            },
-        );
+        let tasks = tasks
+            .into_iter()
+            .map(|((p, g), ((m, v), max_v))| SpikeChunk {
+                rule: self,
+                p,
+                g,
+                m,
+                v,
+                max_v,
+            });
+        run_all(tasks.collect(), g.len());
     }
 
     /// The clipped, rescaled gradient.
@@ -210,6 +195,51 @@ impl SpikeRule {
             *v = self.adam.second(*v, g);
             *max = max.max(*v);
             *u = self.step(*m, *max);
+        }
+    }
+}
+
+/// The update pass over one chunk.
+struct SpikeChunk<'a> {
+    rule: SpikeRule,
+    p: Param<'a>,
+    g: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    max_v: Option<&'a mut [f32]>,
+}
+
+impl Task for SpikeChunk<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        let Self {
+            rule,
+            mut p,
+            mut g,
+            mut m,
+            mut v,
+            mut max_v,
+        } = self;
+        let mut u = [0.0f32; BLOCK];
+        while p.len() > 0 {
+            let n = p.len().min(BLOCK);
+            let u = &mut u[..n];
+            let (g, m, v) = (
+                take_front(&mut g, n),
+                take_front_mut(&mut m, n),
+                take_front_mut(&mut v, n),
+            );
+            match max_v.as_mut() {
+                Some(max_v) => rule.moments_ams(u, g, m, v, take_front_mut(max_v, n)),
+                None => rule.moments(u, g, m, v),
+            }
+            let rate = rule.rate;
+            if rate != 0.0 {
+                p.take(n).write(u, |p, u| decay::plain(p, rate) - u);
+            } else {
+                p.take(n).write(u, |p, u| p - u);
+            }
         }
     }
 }

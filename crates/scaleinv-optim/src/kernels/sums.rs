@@ -4,7 +4,7 @@
 //! f32 overflows). [`sum`] and [`max_abs_and_squares`] cut a whole tensor into the fixed chunks
 //! of [`parallel`](super::parallel) and add the chunks in order: the same bits on any pool.
 
-use super::parallel::{CHUNK, map, ranges, split};
+use super::parallel::{CHUNK, Task, ranges, run_all, split};
 
 const LANES: usize = 8;
 /// Elements summed in f32 lanes before their total is added in f64.
@@ -12,44 +12,57 @@ pub(super) const BLOCK: usize = 1024;
 /// Rows of a last-axis layout summed per channel in f32 before they are added in f64.
 const ROW_BLOCK: usize = 128;
 
-/// `K` sums over `a` (and `b`, of `a`'s length) in eight f32 lanes, the lanes then added in f64:
-/// `terms(a_i, b_i)` gives element `i`'s `K` terms.
+/// Eight f32 lanes.
+type Lane = [f32; LANES];
+
+/// `a·b` lane by lane.
 #[inline(always)]
-fn lanes<const K: usize>(a: &[f32], b: &[f32], terms: impl Fn(f32, f32) -> [f32; K]) -> [f64; K] {
-    let mut acc = [[0.0f32; LANES]; K];
+fn mul(a: Lane, b: Lane) -> Lane {
+    std::array::from_fn(|j| a[j] * b[j])
+}
+
+/// `f` lane by lane.
+#[inline(always)]
+fn each(a: Lane, f: impl Fn(f32) -> f32) -> Lane {
+    a.map(f)
+}
+
+/// `Σ term(a_i, b_i)` over `a` (and `b`, of `a`'s length) in eight f32 lanes, the lanes then
+/// added in f64. One sum per loop: several sums in one loop defeat the vectoriser, and a block
+/// read again comes from the L1 cache.
+#[inline(always)]
+fn lanes(a: &[f32], b: &[f32], term: impl Fn(Lane, Lane) -> Lane) -> f64 {
+    let mut acc = [0.0f32; LANES];
     let (mut ac, mut bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     for (x, y) in (&mut ac).zip(&mut bc) {
-        for (j, (&x, &y)) in x.iter().zip(y).enumerate() {
-            let t = terms(x, y);
-            for k in 0..K {
-                acc[k][j] += t[k];
-            }
+        let (x, y): (Lane, Lane) = (x.try_into().expect("8"), y.try_into().expect("8"));
+        for (a, t) in acc.iter_mut().zip(term(x, y)) {
+            *a += t;
         }
     }
-    let mut out = acc.map(|l| l.iter().map(|&v| f64::from(v)).sum::<f64>());
+    let mut out: f64 = acc.iter().map(|&v| f64::from(v)).sum();
     for (&x, &y) in ac.remainder().iter().zip(bc.remainder()) {
-        let t = terms(x, y);
-        for k in 0..K {
-            out[k] += f64::from(t[k]);
-        }
+        out += f64::from(term([x; LANES], [y; LANES])[0]);
     }
     out
 }
 
 /// `Σ f(x_i)` over `x`, blocked.
-#[inline]
+#[inline(always)]
 fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    x.chunks(BLOCK).map(|b| lanes(b, b, |x, _| [f(x)])[0]).sum()
+    x.chunks(BLOCK)
+        .map(|b| lanes(b, b, |x, _| each(x, &f)))
+        .sum()
 }
 
 /// `Σ h(x_i)²` over `x`, blocked (a block again in f64 when its f32 sum is not finite).
-#[inline]
+#[inline(always)]
 fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
     x.chunks(BLOCK)
         .map(|b| {
-            let [s] = lanes(b, b, |x, _| {
-                let y = h(x);
-                [y * y]
+            let s = lanes(b, b, |x, _| {
+                let y = each(x, &h);
+                mul(y, y)
             });
             if s.is_finite() {
                 s
@@ -62,11 +75,11 @@ fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
 
 /// `Σ p·u` over two slices of one length, blocked (a block again in f64 when its f32 sum is not
 /// finite).
-#[inline]
+#[inline(always)]
 pub(super) fn blocked_dot(p: &[f32], u: &[f32]) -> f64 {
     let mut total = 0.0;
     for (pb, ub) in p.chunks(BLOCK).zip(u.chunks(BLOCK)) {
-        let [d] = lanes(pb, ub, |p, u| [p * u]);
+        let d = lanes(pb, ub, mul);
         total += if d.is_finite() {
             d
         } else {
@@ -80,11 +93,11 @@ pub(super) fn blocked_dot(p: &[f32], u: &[f32]) -> f64 {
 }
 
 /// `(Σ p·g, Σ p², Σ g²)`, blocked.
-#[inline]
+#[inline(always)]
 pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
     let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
     for (pb, gb) in p.chunks(BLOCK).zip(g.chunks(BLOCK)) {
-        let [bd, bw, bq] = lanes(pb, gb, |p, g| [p * g, p * p, g * g]);
+        let (bd, bw, bq) = (lanes(pb, gb, mul), lanes(pb, pb, mul), lanes(gb, gb, mul));
         let (bd, bw, bq) = if bd.is_finite() && bw.is_finite() && bq.is_finite() {
             (bd, bw, bq)
         } else {
@@ -100,7 +113,7 @@ pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
 }
 
 /// `(Σ p·g, Σ p², Σ g²)` in f64.
-#[inline]
+#[inline(always)]
 fn dots_f64(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
     let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
     for (&pi, &gi) in p.iter().zip(g) {
@@ -115,6 +128,7 @@ fn dots_f64(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
 /// Per-channel `(Σ p·g, Σ p², Σ g²)` over rows of `channels` elements (a last-axis layout:
 /// element `j` of a row is channel `j`), added to `sums`: f32 across the channels over blocks
 /// of rows, each block then added in f64 (again in f64 when an f32 sum is not finite).
+#[inline(always)]
 pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f64>; 3]) {
     let rows = channels * ROW_BLOCK;
     let mut acc = [
@@ -156,11 +170,24 @@ pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f6
 }
 
 /// `Σ h(x_i)²` over a whole tensor: blocked within fixed chunks, the chunks added in order.
-pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync + Send) -> f64 {
+pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync) -> f64 {
     let chunks = split(x, &ranges(x.len(), CHUNK));
-    map(chunks, x.len(), |c| blocked_squares(c, &h))
-        .iter()
-        .sum()
+    let tasks = chunks.into_iter().map(|x| Squares { x, h: &h }).collect();
+    run_all(tasks, x.len()).iter().sum()
+}
+
+/// `Σ h(x_i)²` of one chunk.
+struct Squares<'a, H> {
+    x: &'a [f32],
+    h: &'a H,
+}
+
+impl<H: Fn(f32) -> f32 + Sync> Task for Squares<'_, H> {
+    type Output = f64;
+    #[inline(always)]
+    fn run(self) -> f64 {
+        blocked_squares(self.x, self.h)
+    }
 }
 
 /// `(max |x_i|, Σ x_i²)` over a whole tensor in one read: the maximum is exact in any order,
@@ -168,9 +195,21 @@ pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync + Send) -> f64 {
 /// the chunks added in order. A NaN element makes the sum NaN.
 pub(super) fn max_abs_and_squares(x: &[f32]) -> (f32, f64) {
     let chunks = split(x, &ranges(x.len(), CHUNK));
-    let parts = map(chunks, x.len(), |c| {
+    let tasks = chunks.into_iter().map(MaxAndSquares).collect();
+    run_all(tasks, x.len())
+        .into_iter()
+        .fold((0.0, 0.0), |(m, s), (pm, ps)| (m.max(pm), s + ps))
+}
+
+/// `(max |x_i|, Σ x_i²)` of one chunk.
+struct MaxAndSquares<'a>(&'a [f32]);
+
+impl Task for MaxAndSquares<'_> {
+    type Output = (f32, f64);
+    #[inline(always)]
+    fn run(self) -> (f32, f64) {
         let (mut max, mut squares) = (0.0f32, 0.0f64);
-        for b in c.chunks(BLOCK) {
+        for b in self.0.chunks(BLOCK) {
             let [m, s] = lanes_max(b);
             max = max.max(m as f32);
             squares += if s.is_finite() {
@@ -180,38 +219,43 @@ pub(super) fn max_abs_and_squares(x: &[f32]) -> (f32, f64) {
             };
         }
         (max, squares)
-    });
-    parts
-        .into_iter()
-        .fold((0.0, 0.0), |(m, s), (pm, ps)| (m.max(pm), s + ps))
+    }
 }
 
-/// `[max |x_i|, Σ x_i²]` of one block in eight f32 lanes.
+/// `[max |x_i|, Σ x_i²]` of one block in eight f32 lanes (two loops over the block, which
+/// the second reads from the L1 cache).
 #[inline(always)]
 fn lanes_max(x: &[f32]) -> [f64; 2] {
-    let (mut max, mut sq) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let mut max = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for lane in &mut chunks {
-        for ((m, s), &v) in max.iter_mut().zip(sq.iter_mut()).zip(lane) {
+        for (m, &v) in max.iter_mut().zip(lane) {
             *m = m.max(v.abs());
-            *s += v * v;
         }
     }
-    let mut out = [
-        f64::from(max.iter().fold(0.0f32, |a, &b| a.max(b))),
-        sq.iter().map(|&v| f64::from(v)).sum(),
-    ];
-    for &v in chunks.remainder() {
-        out[0] = out[0].max(f64::from(v.abs()));
-        out[1] += f64::from(v * v);
-    }
-    out
+    let rest = chunks
+        .remainder()
+        .iter()
+        .fold(0.0f32, |a, v| a.max(v.abs()));
+    let max = max.iter().fold(rest, |a, &b| a.max(b));
+    [f64::from(max), lanes(x, x, mul)]
 }
 
 /// Whether every element is finite: `x·0` is 0 for a finite `x` and NaN for ±∞ or NaN.
 #[inline]
 pub(super) fn finite(x: &[f32]) -> bool {
     let chunks = split(x, &ranges(x.len(), CHUNK));
-    let sums = map(chunks, x.len(), |c| blocked_sum(c, |v| v * 0.0));
-    sums.iter().all(|s| s.is_finite())
+    let tasks = chunks.into_iter().map(Finite).collect();
+    run_all(tasks, x.len()).into_iter().all(|finite| finite)
+}
+
+/// Whether every element of one chunk is finite.
+struct Finite<'a>(&'a [f32]);
+
+impl Task for Finite<'_> {
+    type Output = bool;
+    #[inline(always)]
+    fn run(self) -> bool {
+        blocked_sum(self.0, |v| v * 0.0).is_finite()
+    }
 }
