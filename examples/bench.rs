@@ -45,8 +45,9 @@
 //! same algorithm), always run: its spread is the bench's noise floor.
 //!
 //! Bases: Burn Adam for the Adam family, Burn AdamW for width-scaled AdamW, Burn SGD with
-//! momentum 0.9 for SGDP, and the wrapped optimizer (`burn_adam_built`) for the wrappers NaP and
-//! `projected_adam`. `--optimizers` picks rows; their bases are added.
+//! momentum 0.9 for SGDP, and the wrapped optimizer for the wrappers: `burn_adam_built` for NaP
+//! and `projected_adam` around Burn's Adam, `adamp` for `nap_adamp` (NaP around this crate's
+//! AdamP). `--optimizers` picks rows; their bases are added.
 //!
 //! # Threads
 //!
@@ -57,7 +58,7 @@
 //!
 //! # Branch and roofline
 //!
-//! For the optimizers that project (`adamp*`, `sgdp*`, `projected_adam`), the branch the
+//! For the optimizers that project (`adamp*`, `sgdp*`, `projected_adam`, `nap_adamp`), the branch the
 //! scale-invariance test takes (`channel`, `layer` or `none`; `-` for the others) is read outside
 //! the timer after the warm-up and again at the last round, with the optimizer's own
 //! [`ScaleInvariance::branch`] on every projected weight and the gradients it is about to get;
@@ -96,6 +97,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
 use rayon::ThreadPool;
+use rayon::prelude::*;
 use scaleinv::models::cli::{DevicesArg, positive, positive_finite};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::progress::Progress;
@@ -478,7 +480,7 @@ fn branch_name(branch: Option<ProjectionBranch>) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 
 /// Every row the bench can run, in table order.
-const OPTIMIZERS: [&str; 15] = [
+const OPTIMIZERS: [&str; 16] = [
     "burn_adam",
     "burn_adam_built",
     "burn_adamw",
@@ -489,6 +491,7 @@ const OPTIMIZERS: [&str; 15] = [
     "projected_adam",
     "width_scaled_adamw",
     "nap_adam",
+    "nap_adamp",
     "sgdp",
     "sgdp_tensor_ops",
     "stable_spam",
@@ -547,6 +550,8 @@ fn build_optimizer(name: &str, set: &ParamSet) -> ModuleOptimizer {
             .build(WidthRole::Matrix)
             .into(),
         "nap_adam" => NapConfig::new().init(adam().build()),
+        // NaP around this crate's AdamP (channel axis 0: the conv sets' weights).
+        "nap_adamp" => NapConfig::new().init(adamp().build()),
         "sgdp" => sgdp().init_for(set),
         "sgdp_tensor_ops" => sgdp().with_fused(false).init_for(set),
         "stable_spam" => StableSpamConfig::new().init(),
@@ -565,6 +570,7 @@ fn invariance_of(name: &str, axis: usize) -> Option<ScaleInvariance> {
         "adamp" | "adamp_tensor_ops" | "adamp_observed" => {
             Some(*adamp().with_channel_axis(axis).build().scale_invariance())
         }
+        "nap_adamp" => Some(*adamp().build().scale_invariance()),
         "sgdp" | "sgdp_tensor_ops" => {
             Some(*sgdp().with_channel_axis(axis).build().scale_invariance())
         }
@@ -589,6 +595,7 @@ fn base_of(optimizer: &str) -> Option<&'static str> {
         "burn_adam_built" | "burn_adamw" => Some("burn_adam"),
         "width_scaled_adamw" => Some("burn_adamw"),
         "projected_adam" | "nap_adam" => Some("burn_adam_built"),
+        "nap_adamp" => Some("adamp"),
         o if o.starts_with("sgdp") => Some("burn_sgd_momentum"),
         _ => Some("burn_adam"),
     }
@@ -641,6 +648,8 @@ fn traffic(optimizer: &str, branch: Option<ProjectionBranch>) -> (u32, u32) {
         }
         "stable_spam" | "stable_spam_tensor_ops" | "stable_spam_propagate" => (8, 2),
         "nap_adam" => (9, 2),
+        // AdamP's, plus NaP's rescale (read and write p) after the norm summed in its last pass.
+        "nap_adamp" => (if fires { 12 } else { 11 }, 2),
         _ => (7, 2),
     };
     (4 * words, 4 * state_words)
@@ -854,22 +863,42 @@ fn steps_per_case(optimizers: &[&str], pairs: bool, schedule: Schedule) -> u64 {
 }
 
 /// The device's memory bandwidth in bytes per second, in the current rayon pool:
-/// `x ← 1.0001 · x` over 16M f32, in place when the backend can (read 4 B, write 4 B per
-/// element, no fresh allocation to fault in), best of 10 after warm-up.
-fn copy_bandwidth(device: &Device) -> f64 {
-    let n = 16 << 20;
-    let mut x = Tensor::<1>::random([n], Distribution::Default, device);
+/// `x ← 1.0001 · x` in place (read 4 B, write 4 B per element, no fresh allocation to fault
+/// in), best of 10 after warm-up. On the CPU backends it is timed as a plain loop over 64M f32
+/// of host memory (256 MB, beyond the caches of any two cores) split over the pool's threads:
+/// the machine's bandwidth, not the backend's element-wise op (flex's in-place multiply did not
+/// reach it on 2 threads). On others, the backend's own multiply over 16M f32.
+fn copy_bandwidth(name: &str, device: &Device) -> f64 {
+    let host = matches!(name, "flex" | "ndarray");
+    let n = if host { 64 << 20 } else { 16 << 20 };
+    let best = if host {
+        let mut x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+        best_of(|| {
+            x.par_chunks_mut(1 << 16)
+                .for_each(|c| c.iter_mut().for_each(|v| *v *= 1.0001));
+        })
+    } else {
+        let mut x = Some(Tensor::<1>::random([n], Distribution::Default, device));
+        best_of(|| {
+            sync(device);
+            x = x.take().map(|x| x * 1.0001);
+            sync(device);
+        })
+    };
+    8.0 * n as f64 / best
+}
+
+/// The shortest of 10 timed runs of `f`, after 3 untimed.
+fn best_of(mut f: impl FnMut()) -> f64 {
     let mut best = f64::INFINITY;
     for k in 0..13 {
-        sync(device);
         let start = Instant::now();
-        x = x * 1.0001;
-        sync(device);
+        f();
         if k >= 3 {
             best = best.min(start.elapsed().as_secs_f64());
         }
     }
-    8.0 * n as f64 / best
+    best
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1354,7 +1383,7 @@ fn bench_device(
     let bandwidths: Vec<f64> = pools
         .iter()
         .map(|(k, pool)| {
-            let copy = pool.install(|| copy_bandwidth(&device));
+            let copy = pool.install(|| copy_bandwidth(name, &device));
             progress.println(format!(
                 "  {name:<7} copy bandwidth {:.1} GB/s at {k} thread(s)",
                 copy / 1e9

@@ -3,6 +3,10 @@
 //! one bar per parameter-set size, each bar ending in its ratio to its base (base ms / row ms,
 //! median over rounds) and, for the optimizers that project, the branch taken.
 //!
+//! With `--table PATH` it also writes the records as Markdown tables, one per parameter set:
+//! a row per optimizer, a column per size and thread count, each cell `Mparam/s (ratio to the
+//! base, share of the roofline)`.
+//!
 //! ```text
 //! cargo run --release --example bench -- --json results/bench.json
 //! cargo run --release --example bench_plot -- --json results/bench.json --out results/bench.svg
@@ -27,6 +31,9 @@ struct Args {
     /// Where to write the SVG.
     #[arg(long, value_name = "PATH", default_value = "results/bench.svg")]
     out: PathBuf,
+    /// Also writes the records as Markdown tables here, one per parameter set.
+    #[arg(long, value_name = "PATH")]
+    table: Option<PathBuf>,
 }
 
 /// The fields of a `bench --json` record that the plot uses.
@@ -41,6 +48,7 @@ struct Record {
     base: Option<String>,
     ratio_median: Option<f64>,
     branch: String,
+    roofline_pct: f64,
 }
 
 impl Record {
@@ -137,6 +145,58 @@ fn chart((device, set, threads): (&str, &str, u64), rows: &[&Record]) -> BarChar
     chart
 }
 
+/// One Markdown table per set: a row per optimizer (with its base and branch), a column per
+/// (size, threads), each cell `Mparam/s (ratio, roofline %)`.
+fn tables(records: &[Record]) -> String {
+    let mut out = String::new();
+    for set in unique(records.iter().map(|r| r.set.as_str())) {
+        let rows: Vec<&Record> = records.iter().filter(|r| r.set == set).collect();
+        let mut columns: Vec<(u64, u64)> = Vec::new();
+        for r in &rows {
+            if !columns.contains(&(r.params, r.threads)) {
+                columns.push((r.params, r.threads));
+            }
+        }
+        columns.sort();
+        let header: Vec<String> = columns
+            .iter()
+            .map(|&(params, threads)| format!("{:.1}M, {threads} thr", params as f64 / 1e6))
+            .collect();
+        out += &format!(
+            "#### `{set}`\n\n| optimizer | base | branch | {} |\n",
+            header.join(" | ")
+        );
+        out += &format!("|---|---|---|{}\n", "---|".repeat(columns.len()));
+        for name in unique(rows.iter().map(|r| r.optimizer.as_str())) {
+            let of = |&(params, threads): &(u64, u64)| {
+                rows.iter()
+                    .find(|r| r.optimizer == name && r.params == params && r.threads == threads)
+            };
+            let first = columns
+                .iter()
+                .find_map(of)
+                .expect("a record of this optimizer");
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| {
+                    of(c).map_or("-".into(), |r| {
+                        let ratio = r.ratio_median.map_or("-".into(), |x| format!("{x:.2}x"));
+                        format!("{:.0} ({ratio}, {:.0} %)", r.mparams_per_s, r.roofline_pct)
+                    })
+                })
+                .collect();
+            out += &format!(
+                "| {name} | {} | {} | {} |\n",
+                first.base.as_deref().unwrap_or("-"),
+                first.branch,
+                cells.join(" | ")
+            );
+        }
+        out += "\n";
+    }
+    out
+}
+
 fn main() {
     let args = Args::parse();
     let fail = |what: String| -> ! {
@@ -157,6 +217,11 @@ fn main() {
     }
     std::fs::write(&args.out, bar_charts_svg(&charts))
         .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", args.out.display())));
+    if let Some(path) = &args.table {
+        std::fs::write(path, tables(&records))
+            .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", path.display())));
+        println!("wrote {}", path.display());
+    }
     println!(
         "wrote {} ({} records, {} chart(s))",
         args.out.display(),

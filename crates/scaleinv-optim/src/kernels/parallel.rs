@@ -12,10 +12,11 @@ use rayon::prelude::*;
 
 /// Elements per chunk: a multiple of the reductions' block, small enough that a chunk's
 /// buffers stay in the core's L2 cache across the passes of one task.
-pub(super) const CHUNK: usize = 1 << 15;
+pub(super) const CHUNK: usize = 1 << 14;
 
-/// Tensors of fewer elements run on the calling thread.
-const PARALLEL_MIN: usize = 1 << 17;
+/// Tensors of fewer elements run on the calling thread (a task costs a few microseconds; a
+/// chunk's Adam step on one core, some ten).
+const PARALLEL_MIN: usize = 2 * CHUNK;
 
 /// `0..len` cut into consecutive ranges of `step` (the last may be shorter; none if
 /// `len = 0`).
