@@ -73,31 +73,34 @@ fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
         .sum()
 }
 
-/// `Σ p·u` over two slices of one length, blocked (a block again in f64 when its f32 sum is not
-/// finite).
+/// `Σ p·u` over two slices of one length, in f64: each product of two f32 is exact in f64,
+/// summed in four f64 lanes. A dot product of a weight with an update or a gradient nearly
+/// orthogonal to it (the case the projection is for) is a sum of terms that cancel: in f32 its
+/// rounding would be of the order of the terms, not of the result, and training runs whose
+/// gradients differ by rounding would drift apart through the projection's coefficient.
 #[inline(always)]
 pub(super) fn blocked_dot(p: &[f32], u: &[f32]) -> f64 {
-    let mut total = 0.0;
-    for (pb, ub) in p.chunks(BLOCK).zip(u.chunks(BLOCK)) {
-        let d = lanes(pb, ub, mul);
-        total += if d.is_finite() {
-            d
-        } else {
-            pb.iter()
-                .zip(ub)
-                .map(|(&a, &b)| f64::from(a) * f64::from(b))
-                .sum()
-        };
+    const WIDE: usize = 4;
+    let mut acc = [0.0f64; WIDE];
+    let (mut pc, mut uc) = (p.chunks_exact(WIDE), u.chunks_exact(WIDE));
+    for (x, y) in (&mut pc).zip(&mut uc) {
+        for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *a += f64::from(x) * f64::from(y);
+        }
     }
-    total
+    let tail = pc.remainder().iter().zip(uc.remainder());
+    acc.iter().sum::<f64>()
+        + tail
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum::<f64>()
 }
 
-/// `(Σ p·g, Σ p², Σ g²)`, blocked.
+/// `(Σ p·g, Σ p², Σ g²)`, blocked (`Σ p·g` in f64, see [`blocked_dot`]).
 #[inline(always)]
 pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
     let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
     for (pb, gb) in p.chunks(BLOCK).zip(g.chunks(BLOCK)) {
-        let (bd, bw, bq) = (lanes(pb, gb, mul), lanes(pb, pb, mul), lanes(gb, gb, mul));
+        let (bd, bw, bq) = (blocked_dot(pb, gb), lanes(pb, pb, mul), lanes(gb, gb, mul));
         let (bd, bw, bq) = if bd.is_finite() && bw.is_finite() && bq.is_finite() {
             (bd, bw, bq)
         } else {
@@ -126,29 +129,29 @@ fn dots_f64(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
 }
 
 /// Per-channel `(Σ p·g, Σ p², Σ g²)` over rows of `channels` elements (a last-axis layout:
-/// element `j` of a row is channel `j`), added to `sums`: f32 across the channels over blocks
-/// of rows, each block then added in f64 (again in f64 when an f32 sum is not finite).
+/// element `j` of a row is channel `j`), added to `sums`: `Σ p·g` in f64, the squares in f32
+/// across the channels over blocks of rows, each block then added in f64 (again in f64 when an
+/// f32 sum is not finite).
 #[inline(always)]
 pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f64>; 3]) {
     let rows = channels * ROW_BLOCK;
-    let mut acc = [
-        vec![0.0f32; channels],
-        vec![0.0; channels],
-        vec![0.0; channels],
-    ];
+    let mut acc = [vec![0.0f32; channels], vec![0.0f32; channels]];
+    let [sd, sw, sq] = sums;
     for (pb, gb) in p.chunks(rows).zip(g.chunks(rows)) {
         acc.iter_mut().for_each(|a| a.fill(0.0));
-        let [ad, aw, aq] = &mut acc;
+        let [aw, aq] = &mut acc;
         for (pr, gr) in pb.chunks_exact(channels).zip(gb.chunks_exact(channels)) {
-            let lanes = ad.iter_mut().zip(aw.iter_mut()).zip(aq.iter_mut());
-            for (((d, w), q), (&pi, &gi)) in lanes.zip(pr.iter().zip(gr)) {
-                *d += pi * gi;
+            // ⟨p, g⟩ in f64 (see `blocked_dot`), the squares in f32.
+            for ((d, &pi), &gi) in sd.iter_mut().zip(pr).zip(gr) {
+                *d += f64::from(pi) * f64::from(gi);
+            }
+            for ((w, q), (&pi, &gi)) in aw.iter_mut().zip(aq.iter_mut()).zip(pr.iter().zip(gr)) {
                 *w += pi * pi;
                 *q += gi * gi;
             }
         }
         if acc.iter().all(|a| a.iter().all(|x| x.is_finite())) {
-            for (total, a) in sums.iter_mut().zip(&acc) {
+            for (total, a) in [&mut *sw, &mut *sq].into_iter().zip(&acc) {
                 total
                     .iter_mut()
                     .zip(a)
@@ -156,11 +159,9 @@ pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f6
             }
         } else {
             for (pr, gr) in pb.chunks_exact(channels).zip(gb.chunks_exact(channels)) {
-                let [sd, sw, sq] = &mut *sums;
-                let totals = sd.iter_mut().zip(sw.iter_mut()).zip(sq.iter_mut());
-                for (((d, w), q), (&pi, &gi)) in totals.zip(pr.iter().zip(gr)) {
+                let totals = sw.iter_mut().zip(sq.iter_mut());
+                for ((w, q), (&pi, &gi)) in totals.zip(pr.iter().zip(gr)) {
                     let (pi, gi) = (f64::from(pi), f64::from(gi));
-                    *d += pi * gi;
                     *w += pi * pi;
                     *q += gi * gi;
                 }
