@@ -5,7 +5,9 @@
 //! pass 1  read p, g: per channel ⟨p, g⟩, ‖p‖², ‖g‖² (nothing written)
 //!         → the non-finite test and the cosine test, computed here on the CPU
 //! test failed:   one pass   read p, g, state; write state and p ← p·(1 − ηλ) − η·u
-//! test passed:   pass 2     read g, state, p; write state; ⟨p, u⟩ per channel → c
+//! channel-wise, one contiguous run per channel (a convolution's kernel):
+//!                one pass   per run: state, u in cache, ⟨p, u⟩ → c, p ← p·(1 − ηλr) − η·(u − c·p)
+//! otherwise:     pass 2     read g, state, p; write state; ⟨p, u⟩ per channel → c
 //!                pass 3     read p, state; write p ← p·(1 − ηλr) − η·(u − c·p)
 //! ```
 //!
@@ -15,10 +17,12 @@
 //!
 //! This layer is a leaf: the loops take slices and plain hyperparameters (the formulas of
 //! `math`, which they share with the tensor-op path), never an optimizer's config or state;
-//! each optimizer turns its state into buffers ([`Buffer`]) and back. The reductions are summed
-//! in eight f32 lanes per block of 1,024 elements, the blocks in f64, so the statistics and
-//! the projection coefficients agree with the tensor ops to rounding (`tests/fused.rs`
-//! compares the two paths).
+//! each optimizer turns its state into buffers ([`Buffer`], [`Target`]) and back. Every pass
+//! runs on fixed chunks over rayon's current pool ([`parallel`]); the squares are summed in
+//! eight f32 lanes per segment of at most 1,024 elements and the dot products in f64
+//! ([`sums`]), the chunks combined in order: the same bits on any number of threads, and
+//! statistics and projection coefficients that agree with the tensor ops to rounding
+//! (`tests/fused.rs` compares the two paths).
 
 mod adam;
 mod buffer;
