@@ -74,6 +74,11 @@ pub(super) fn split_mut<'a, T>(mut x: &'a mut [T], ranges: &[Range<usize>]) -> V
         .collect()
 }
 
+/// `x` cut into the fixed chunks of a flat tensor ([`CHUNK`] elements).
+pub(super) fn chunks_of<T>(x: &[T]) -> Vec<&[T]> {
+    split(x, &ranges(x.len(), CHUNK))
+}
+
 /// `x` cut at `ranges` (consecutive, from 0), one piece per range.
 pub(super) fn split<'a, T>(x: &'a [T], ranges: &[Range<usize>]) -> Vec<&'a [T]> {
     ranges.iter().map(|r| &x[r.clone()]).collect()

@@ -4,7 +4,7 @@
 //! f32 overflows). [`sum`] and [`max_abs_and_squares`] cut a whole tensor into the fixed chunks
 //! of [`parallel`](super::parallel) and add the chunks in order: the same bits on any pool.
 
-use super::parallel::{CHUNK, Task, ranges, run_all, split};
+use super::parallel::{Task, chunks_of, run_all};
 
 const LANES: usize = 8;
 /// Elements summed in f32 lanes before their total is added in f64.
@@ -55,22 +55,25 @@ fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
         .sum()
 }
 
-/// `Σ h(x_i)²` over `x`, blocked (a block again in f64 when its f32 sum is not finite).
+/// `Σ h(x_i)²` over `x`, blocked.
 #[inline(always)]
 fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
-    x.chunks(BLOCK)
-        .map(|b| {
-            let s = lanes(b, b, |x, _| {
-                let y = each(x, &h);
-                mul(y, y)
-            });
-            if s.is_finite() {
-                s
-            } else {
-                b.iter().map(|&x| f64::from(h(x)).powi(2)).sum()
-            }
-        })
-        .sum()
+    x.chunks(BLOCK).map(|b| block_squares(b, &h)).sum()
+}
+
+/// `Σ h(x_i)²` over one block in eight f32 lanes, again in f64 when the f32 sum is not finite
+/// (a square beyond f32's range, |x| > 1.8e19, or a non-finite element, which stays so).
+#[inline(always)]
+fn block_squares(b: &[f32], h: impl Fn(f32) -> f32) -> f64 {
+    let s = lanes(b, b, |x, _| {
+        let y = each(x, &h);
+        mul(y, y)
+    });
+    if s.is_finite() {
+        s
+    } else {
+        b.iter().map(|&x| f64::from(h(x)).powi(2)).sum()
+    }
 }
 
 /// `Σ p·u` over two slices of one length, in f64: each product of two f32 is exact in f64,
@@ -98,34 +101,12 @@ pub(super) fn blocked_dot(p: &[f32], u: &[f32]) -> f64 {
 /// `(Σ p·g, Σ p², Σ g²)`, blocked (`Σ p·g` in f64, see [`blocked_dot`]).
 #[inline(always)]
 pub(super) fn blocked_dots(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
-    let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
-    for (pb, gb) in p.chunks(BLOCK).zip(g.chunks(BLOCK)) {
-        let (bd, bw, bq) = (blocked_dot(pb, gb), lanes(pb, pb, mul), lanes(gb, gb, mul));
-        let (bd, bw, bq) = if bd.is_finite() && bw.is_finite() && bq.is_finite() {
-            (bd, bw, bq)
-        } else {
-            // A square beyond f32's range (|x| > 1.8e19) or a non-finite element: the block
-            // again in f64, where only a NaN or ±∞ element stays non-finite.
-            dots_f64(pb, gb)
-        };
-        d += bd;
-        w += bw;
-        q += bq;
-    }
-    (d, w, q)
-}
-
-/// `(Σ p·g, Σ p², Σ g²)` in f64.
-#[inline(always)]
-fn dots_f64(p: &[f32], g: &[f32]) -> (f64, f64, f64) {
-    let (mut d, mut w, mut q) = (0.0f64, 0.0f64, 0.0f64);
-    for (&pi, &gi) in p.iter().zip(g) {
-        let (pi, gi) = (f64::from(pi), f64::from(gi));
-        d += pi * gi;
-        w += pi * pi;
-        q += gi * gi;
-    }
-    (d, w, q)
+    let id = |v: f32| v;
+    (
+        blocked_dot(p, g),
+        blocked_squares(p, id),
+        blocked_squares(g, id),
+    )
 }
 
 /// Per-channel `(Σ p·g, Σ p², Σ g²)` over rows of `channels` elements (a last-axis layout:
@@ -172,8 +153,10 @@ pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f6
 
 /// `Σ h(x_i)²` over a whole tensor: blocked within fixed chunks, the chunks added in order.
 pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync) -> f64 {
-    let chunks = split(x, &ranges(x.len(), CHUNK));
-    let tasks = chunks.into_iter().map(|x| Squares { x, h: &h }).collect();
+    let tasks = chunks_of(x)
+        .into_iter()
+        .map(|x| Squares { x, h: &h })
+        .collect();
     run_all(tasks, x.len()).iter().sum()
 }
 
@@ -195,8 +178,7 @@ impl<H: Fn(f32) -> f32 + Sync> Task for Squares<'_, H> {
 /// the sum blocked within fixed chunks (a block again in f64 when its f32 sum is not finite),
 /// the chunks added in order. A NaN element makes the sum NaN.
 pub(super) fn max_abs_and_squares(x: &[f32]) -> (f32, f64) {
-    let chunks = split(x, &ranges(x.len(), CHUNK));
-    let tasks = chunks.into_iter().map(MaxAndSquares).collect();
+    let tasks = chunks_of(x).into_iter().map(MaxAndSquares).collect();
     run_all(tasks, x.len())
         .into_iter()
         .fold((0.0, 0.0), |(m, s), (pm, ps)| (m.max(pm), s + ps))
@@ -211,22 +193,16 @@ impl Task for MaxAndSquares<'_> {
     fn run(self) -> (f32, f64) {
         let (mut max, mut squares) = (0.0f32, 0.0f64);
         for b in self.0.chunks(BLOCK) {
-            let [m, s] = lanes_max(b);
-            max = max.max(m as f32);
-            squares += if s.is_finite() {
-                s
-            } else {
-                b.iter().map(|&x| f64::from(x).powi(2)).sum()
-            };
+            max = max.max(max_abs(b));
+            squares += block_squares(b, |v| v);
         }
         (max, squares)
     }
 }
 
-/// `[max |x_i|, Σ x_i²]` of one block in eight f32 lanes (two loops over the block, which
-/// the second reads from the L1 cache).
+/// `max |x_i|` of one block in eight f32 lanes.
 #[inline(always)]
-fn lanes_max(x: &[f32]) -> [f64; 2] {
+fn max_abs(x: &[f32]) -> f32 {
     let mut max = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for lane in &mut chunks {
@@ -238,15 +214,13 @@ fn lanes_max(x: &[f32]) -> [f64; 2] {
         .remainder()
         .iter()
         .fold(0.0f32, |a, v| a.max(v.abs()));
-    let max = max.iter().fold(rest, |a, &b| a.max(b));
-    [f64::from(max), lanes(x, x, mul)]
+    max.iter().fold(rest, |a, &b| a.max(b))
 }
 
 /// Whether every element is finite: `x·0` is 0 for a finite `x` and NaN for ±∞ or NaN.
 #[inline]
 pub(super) fn finite(x: &[f32]) -> bool {
-    let chunks = split(x, &ranges(x.len(), CHUNK));
-    let tasks = chunks.into_iter().map(Finite).collect();
+    let tasks = chunks_of(x).into_iter().map(Finite).collect();
     run_all(tasks, x.len()).into_iter().all(|finite| finite)
 }
 
