@@ -480,7 +480,7 @@ fn branch_name(branch: Option<ProjectionBranch>) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 
 /// Every row the bench can run, in table order.
-const OPTIMIZERS: [&str; 16] = [
+const OPTIMIZERS: [&str; 17] = [
     "burn_adam",
     "burn_adam_built",
     "burn_adamw",
@@ -490,6 +490,7 @@ const OPTIMIZERS: [&str; 16] = [
     "adamp_observed",
     "projected_adam",
     "width_scaled_adamw",
+    "width_scaled_adamw_tensor_ops",
     "nap_adam",
     "nap_adamp",
     "sgdp",
@@ -549,6 +550,11 @@ fn build_optimizer(name: &str, set: &ParamSet) -> ModuleOptimizer {
             .with_weight_decay(0.1)
             .build(WidthRole::Matrix)
             .into(),
+        "width_scaled_adamw_tensor_ops" => WidthScaledAdamWConfig::new(64, 256)
+            .with_weight_decay(0.1)
+            .with_fused(false)
+            .build(WidthRole::Matrix)
+            .into(),
         "nap_adam" => NapConfig::new().init(adam().build()),
         // NaP around this crate's AdamP (channel axis 0: the conv sets' weights).
         "nap_adamp" => NapConfig::new().init(adamp().build()),
@@ -593,7 +599,7 @@ fn base_of(optimizer: &str) -> Option<&'static str> {
         "burn_adam" | "burn_sgd_momentum" => None,
         // `burn_adam_built` against `burn_adam` is the A/A pair.
         "burn_adam_built" | "burn_adamw" => Some("burn_adam"),
-        "width_scaled_adamw" => Some("burn_adamw"),
+        "width_scaled_adamw" | "width_scaled_adamw_tensor_ops" => Some("burn_adamw"),
         "projected_adam" | "nap_adam" => Some("burn_adam_built"),
         "nap_adamp" => Some("adamp"),
         o if o.starts_with("sgdp") => Some("burn_sgd_momentum"),

@@ -85,7 +85,7 @@ extern crate alloc;
 mod core;
 pub mod diagnostics;
 mod guard;
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "wgpu"))]
 mod kernels;
 mod math;
 mod optim;

@@ -109,3 +109,33 @@ impl<const D: usize> MomentState<D> {
         (p.tensor(written), Some(state))
     }
 }
+
+#[cfg(feature = "wgpu")]
+impl<const D: usize> MomentState<D> {
+    /// One Adam-type step as the CubeCL kernels: the moments (zeros before the first step)
+    /// and the parameter go through `kernels::cube::adam_step` with the scalars of step `t`.
+    /// `None` hands the inputs back when a tensor does not fit the kernels.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn on_cube(
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self>,
+        scalars: impl FnOnce(usize) -> crate::kernels::cube::AdamScalars,
+    ) -> Result<(Tensor<D>, Option<Self>), (Tensor<D>, Tensor<D>, Option<Self>)> {
+        use crate::kernels::cube::{adam_step, fit};
+        if !fit(&param, &grad, state.iter().flat_map(|s| s.tensors())) {
+            return Err((param, grad, state));
+        }
+        let (time, m, v) = match state {
+            Some(s) => (s.time + 1, s.moment_1, s.moment_2),
+            None => (1, grad.zeros_like(), grad.zeros_like()),
+        };
+        let (param, moment_1, moment_2) = adam_step(param, grad, m, v, scalars(time));
+        let state = MomentState {
+            time,
+            moment_1,
+            moment_2,
+        };
+        Ok((param, Some(state)))
+    }
+}

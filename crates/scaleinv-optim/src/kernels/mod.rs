@@ -1,5 +1,6 @@
-//! Fused steps for the flex CPU backend: each optimizer's step as a few tight loops over the
-//! raw buffers instead of one pass per tensor operation.
+//! Fused steps: for the flex CPU backend, each optimizer's step as a few tight loops over the
+//! raw buffers instead of one pass per tensor operation; for the CubeCL backends (wgpu), the
+//! same steps as CubeCL kernels ([`cube`]).
 //!
 //! ```text
 //! pass 1  read p, g: per channel ⟨p, g⟩, ‖p‖², ‖g‖² (nothing written)
@@ -24,17 +25,30 @@
 //! statistics and projection coefficients that agree with the tensor ops to rounding
 //! (`tests/fused.rs` compares the two paths).
 
+#[cfg(feature = "flex")]
 mod adam;
+#[cfg(feature = "flex")]
 mod buffer;
+#[cfg(feature = "wgpu")]
+pub(crate) mod cube;
+#[cfg(feature = "flex")]
 mod frame;
+#[cfg(feature = "flex")]
 mod parallel;
+#[cfg(feature = "flex")]
 mod sgd;
+#[cfg(feature = "flex")]
 mod spike;
+#[cfg(feature = "flex")]
 mod sums;
 
+#[cfg(feature = "flex")]
 pub(crate) use adam::AdamPass;
+#[cfg(feature = "flex")]
 pub(crate) use buffer::{
     Buffer, Target, accepts, all_finite, fit, norm, scalar_on_flex, single_value,
 };
+#[cfg(feature = "flex")]
 pub(crate) use sgd::SgdPass;
+#[cfg(feature = "flex")]
 pub(crate) use spike::SpikeScalars;

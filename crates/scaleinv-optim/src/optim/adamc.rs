@@ -354,6 +354,44 @@ impl TwoPaths for AdamC {
         self.policy.fuses(param, None, false)
     }
 
+    /// The step as the CubeCL kernels (width-scaled AdamW's: one launch, after the
+    /// non-finite test under `Skip`), on the same formulas.
+    #[cfg(feature = "wgpu")]
+    fn cube<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamCState<D>>,
+    ) -> Result<
+        (Tensor<D>, Option<AdamCState<D>>),
+        (Tensor<D>, Tensor<D>, Option<AdamCState<D>>),
+    > {
+        if !self.policy.fuses_on_cube(&param, false) {
+            return Err((param, grad, state));
+        }
+        let (moments, old_peak) = split(state);
+        let mut peak_lr = old_peak;
+        let scalars = |time| {
+            let (adam, weight_decay, seen) = self.step_at(lr, time, old_peak);
+            peak_lr = seen;
+            crate::kernels::cube::AdamScalars::new(adam, time, lr, weight_decay, self.policy.skips())
+        };
+        match MomentState::on_cube(param, grad, moments, scalars) {
+            Ok((param, moments)) => {
+                let state = moments.map(|moments| AdamCState { moments, peak_lr });
+                Ok((param, state))
+            }
+            Err((param, grad, moments)) => {
+                let state = moments.map(|moments| AdamCState {
+                    moments,
+                    peak_lr: old_peak,
+                });
+                Err((param, grad, state))
+            }
+        }
+    }
+
     /// The step as tensor operations (any backend).
     fn tensor_ops<const D: usize>(
         &self,

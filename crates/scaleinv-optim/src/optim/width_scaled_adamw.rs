@@ -278,6 +278,12 @@ impl crate::options::constructors::OptimizerConfig for WidthScaledAdamWConfig {
 }
 
 impl WidthScaledAdamW {
+    /// Whether a step of `param` runs fused (an f32 tensor on flex or on a CubeCL device such
+    /// as wgpu, [`fused`](crate::StepOptions::fused) on) rather than as tensor operations.
+    pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        self.policy.fuses_anywhere(param, None, false)
+    }
+
     /// The factor applied to the learning rate Burn passes to the step.
     pub fn lr_scale(&self) -> f64 {
         self.lr_scale
@@ -305,6 +311,35 @@ impl TwoPaths for WidthScaledAdamW {
     #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.policy.fuses(param, None, false)
+    }
+
+    /// The step as the CubeCL kernels (`kernels::cube`: one launch, after the non-finite
+    /// test under `Skip`), on the same formulas.
+    #[cfg(feature = "wgpu")]
+    fn cube<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> Result<
+        (Tensor<D>, Option<MomentState<D>>),
+        (Tensor<D>, Tensor<D>, Option<MomentState<D>>),
+    > {
+        if !self.policy.fuses_on_cube(&param, false) {
+            return Err((param, grad, state));
+        }
+        let lr = lr * self.lr_scale;
+        let weight_decay = self.weight_decay_at(lr);
+        MomentState::on_cube(param, grad, state, |time| {
+            crate::kernels::cube::AdamScalars::new(
+                self.adam,
+                time,
+                lr,
+                weight_decay,
+                self.policy.skips(),
+            )
+        })
     }
 
     /// The step as tensor operations (any backend).

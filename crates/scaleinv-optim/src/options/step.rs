@@ -84,8 +84,30 @@ impl StepPolicy {
         }
     }
 
-    /// Whether a step skips non-finite gradients (read by the fused loops).
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    /// Whether either fused path takes `param`: the flex loops ([`fuses`](Self::fuses)) or
+    /// the CubeCL kernels ([`fuses_on_cube`](Self::fuses_on_cube)).
+    pub fn fuses_anywhere<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        channel_axis: Option<usize>,
+        held: bool,
+    ) -> bool {
+        #[cfg(feature = "wgpu")]
+        if self.fuses_on_cube(param, held) {
+            return true;
+        }
+        self.fuses(param, channel_axis, held)
+    }
+
+    /// Whether the CubeCL kernels can step `param` (f32 on a CubeCL device, non-empty), when
+    /// not `held` back.
+    #[cfg(feature = "wgpu")]
+    pub fn fuses_on_cube<const D: usize>(&self, param: &Tensor<D>, held: bool) -> bool {
+        self.fused && !held && crate::kernels::cube::accepts(param)
+    }
+
+    /// Whether a step skips non-finite gradients (read by the fused loops and kernels).
+    #[cfg_attr(not(any(feature = "flex", feature = "wgpu")), allow(dead_code))]
     pub fn skips(&self) -> bool {
         self.non_finite == NonFinitePolicy::Skip
     }
@@ -146,6 +168,23 @@ pub(crate) trait TwoPaths: Optimizer {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>);
 
+    /// The step as the CubeCL kernels when they apply to this parameter, gradient and state
+    /// (`Err` hands the inputs back for the tensor ops); an optimizer without kernels keeps
+    /// this default.
+    #[cfg(feature = "wgpu")]
+    #[allow(clippy::type_complexity)]
+    fn cube<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> Result<(Tensor<D>, Option<Self::State<D>>), (Tensor<D>, Tensor<D>, Option<Self::State<D>>)>
+    {
+        let _ = lr;
+        Err((param, grad, state))
+    }
+
     /// The step as tensor operations, inside the frame.
     fn tensor_ops<const D: usize>(
         &self,
@@ -155,8 +194,9 @@ pub(crate) trait TwoPaths: Optimizer {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>);
 
-    /// The fused loops when they apply, else the tensor ops in the frame (learning-rate
-    /// check, empty tensors, f32 for half precision, the non-finite policy).
+    /// The fused loops (flex) or kernels (CubeCL) when they apply, else the tensor ops in the
+    /// frame (learning-rate check, empty tensors, f32 for half precision, the non-finite
+    /// policy).
     fn step_either<const D: usize>(
         &self,
         lr: LearningRate,
@@ -173,6 +213,14 @@ pub(crate) trait TwoPaths: Optimizer {
             crate::guard::frame::check_lr(lr);
             return self.fused(lr, param, grad, state);
         }
+        #[cfg(feature = "wgpu")]
+        let (param, grad, state) = {
+            crate::guard::frame::check_lr(lr);
+            match self.cube(lr, param, grad, state) {
+                Ok(stepped) => return stepped,
+                Err(inputs) => inputs,
+            }
+        };
         framed_step(lr, self.frame_policy(), param, grad, state, |p, g, s| {
             self.tensor_ops(lr, p, g, s)
         })

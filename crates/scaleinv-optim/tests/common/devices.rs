@@ -38,7 +38,7 @@ pub fn devices() -> Vec<(&'static str, Device)> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_device() -> Option<Device> {
+pub fn wgpu_device() -> Option<Device> {
     use std::sync::OnceLock;
     static PROBE: OnceLock<Option<Device>> = OnceLock::new();
     PROBE

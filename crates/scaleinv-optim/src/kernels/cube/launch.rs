@@ -1,0 +1,114 @@
+//! What every launch of the CubeCL kernels shares: contiguous f32 inputs, fresh outputs of
+//! the same shape, one thread per element, and the device-side non-finite flag.
+
+use burn::backend::wgpu::CubeTensor;
+use burn::cubecl;
+use burn::cubecl::client::Client;
+use burn::cubecl::prelude::*;
+use burn::cubecl::server::Handle;
+use burn::tensor::DType;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+
+/// The geometry of an element-wise launch over one tensor's elements.
+pub struct Launch {
+    like: CubeTensor,
+    elements: usize,
+    dim: CubeDim,
+    count: CubeCount,
+}
+
+impl Launch {
+    /// A launch with one thread per element of `like`.
+    pub fn new(like: &CubeTensor) -> Self {
+        let elements = like.meta.num_elements();
+        let dim = CubeDim::new(&like.client, elements);
+        let count = cubecl::calculate_cube_count_elemwise(&like.client, elements, dim);
+        Self {
+            like: like.clone(),
+            elements,
+            dim,
+            count,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.like.client
+    }
+
+    pub fn dim(&self) -> CubeDim {
+        self.dim
+    }
+
+    pub fn count(&self) -> CubeCount {
+        self.count.clone()
+    }
+
+    /// The tensors with contiguous rows (a copy only for a strided view).
+    pub fn contiguous<const N: usize>(&self, tensors: [CubeTensor; N]) -> [CubeTensor; N] {
+        tensors.map(|t| {
+            if t.is_contiguous() {
+                t
+            } else {
+                into_contiguous(t)
+            }
+        })
+    }
+
+    /// `N` fresh contiguous f32 tensors of the launch's shape.
+    pub fn outputs<const N: usize>(&self) -> [CubeTensor; N] {
+        core::array::from_fn(|_| {
+            empty_device_contiguous_dtype(
+                self.like.client.clone(),
+                self.like.device.clone(),
+                self.like.meta.shape().clone(),
+                DType::F32,
+            )
+        })
+    }
+
+    /// `tensor`'s elements as a kernel's slice.
+    pub fn arg(&self, tensor: &CubeTensor) -> BufferArg {
+        // SAFETY: the tensor is contiguous with the launch's element count (checked by the
+        // callers' `fit` and made so by `contiguous`/`outputs`).
+        unsafe { BufferArg::from_raw_parts(tensor.handle.clone(), self.elements) }
+    }
+}
+
+/// A one-element `u32` flag on the device: 1 when the step must be skipped.
+pub struct Flag(Handle);
+
+impl Flag {
+    pub fn arg(&self) -> BufferArg {
+        // SAFETY: the handle holds one u32.
+        unsafe { BufferArg::from_raw_parts(self.0.clone(), 1) }
+    }
+}
+
+/// Sets `flag[0]` to 1 where an element of `g` is NaN or ±∞ (every such thread writes the
+/// same value: no atomics needed).
+#[cube(launch)]
+fn flag_non_finite(g: &[f32], flag: &mut [u32]) {
+    let i = ABSOLUTE_POS;
+    if i < g.len() && (g[i].is_nan() || g[i].is_inf()) {
+        flag[0] = 1u32;
+    }
+}
+
+/// The skip flag of a step on the contiguous gradient `g`: tested on the device when
+/// `skip_non_finite` (one launch), else a constant 0 (no launch).
+pub fn flag(g: &CubeTensor, skip_non_finite: bool) -> Flag {
+    let handle = g.client.create_from_slice(&0u32.to_le_bytes());
+    if skip_non_finite {
+        let run = Launch::new(g);
+        flag_non_finite::launch(
+            run.client(),
+            run.count(),
+            run.dim(),
+            run.arg(g),
+            // SAFETY: the handle holds one u32.
+            unsafe { BufferArg::from_raw_parts(handle.clone(), 1) },
+        );
+    }
+    Flag(handle)
+}

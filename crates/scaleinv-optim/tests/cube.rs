@@ -1,0 +1,141 @@
+//! The CubeCL kernels of the fused steps against their tensor-op path (`fused(false)`) on
+//! wgpu (Mesa's software Vulkan where there is no GPU), and the non-finite policy decided on
+//! the device. The golden replays run the kernels on wgpu too (`golden.rs`).
+//!
+//! Compiled with this crate's `wgpu` feature; the tests pass without running anything when no
+//! adapter answers, unless `SCALEINV_REQUIRE_WGPU=1`.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::optim::Optimizer;
+use burn::tensor::{Device, Tensor, TensorData};
+use scaleinv_optim::{NonFinitePolicy, WidthRole, WidthScaledAdamWConfig};
+
+/// The wgpu device, or `None` (with a notice) when no adapter answers.
+fn wgpu() -> Option<Device> {
+    let device = common::wgpu_device();
+    if device.is_none() {
+        assert!(
+            std::env::var("SCALEINV_REQUIRE_WGPU").as_deref() != Ok("1"),
+            "SCALEINV_REQUIRE_WGPU=1 but wgpu found no adapter"
+        );
+        eprintln!("wgpu: no adapter on this machine; the kernel tests are not run");
+    }
+    device
+}
+
+fn wave(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * 7 + seed * 13) as f32) * 0.61).sin() + 0.05)
+        .collect()
+}
+
+fn close(label: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{label}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-6 + 1e-4 * w.abs(),
+            "{label}: element {i}: kernel {g}, tensor ops {w}"
+        );
+    }
+}
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `steps` steps of `kernel` and `ops` from the same weights and gradients (`grad(k)` at step
+/// `k`); the parameters agree to the golden tolerance at every step. Returns both runs' last
+/// parameters and states.
+fn agree<O: Optimizer, const D: usize>(
+    label: &str,
+    (kernel, ops): (&O, &O),
+    dims: [usize; D],
+    steps: usize,
+    grad: impl Fn(usize, usize) -> Vec<f32>,
+    device: &Device,
+) {
+    let t = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), device);
+    let n: usize = dims.iter().product();
+    let (mut a, mut b) = (t(wave(n, 1)), t(wave(n, 1)));
+    let (mut sa, mut sb) = (None, None);
+    for k in 0..steps {
+        let g = grad(n, k);
+        (a, sa) = kernel.step(1e-2, a, t(g.clone()), sa);
+        (b, sb) = ops.step(1e-2, b, t(g), sb);
+        close(
+            &format!("{label} {dims:?} step {k}"),
+            &common::values(a.clone()),
+            &common::values(b.clone()),
+        );
+    }
+}
+
+#[test]
+fn width_scaled_adamw_kernel_matches_its_tensor_ops() {
+    let Some(device) = wgpu() else { return };
+    let configs = [
+        WidthScaledAdamWConfig::new(64, 256).with_weight_decay(0.1),
+        WidthScaledAdamWConfig::new(64, 64),
+        // AdamC's corrected decay shares the kernel.
+        WidthScaledAdamWConfig::new(32, 128)
+            .with_weight_decay(0.2)
+            .with_corrected_decay(Some(2e-2)),
+        WidthScaledAdamWConfig::new(64, 256).with_non_finite(NonFinitePolicy::Propagate),
+    ];
+    for config in configs {
+        for role in [WidthRole::Matrix, WidthRole::Vector] {
+            let kernel = config.build(role);
+            let ops = config.clone().with_fused(false).build(role);
+            let probe = Tensor::<2>::zeros([6, 5], &device);
+            assert!(kernel.takes_fused_path(&probe));
+            assert!(!ops.takes_fused_path(&probe));
+            let label = format!("{config:?} {role:?}");
+            let pair = (&kernel, &ops);
+            agree(&label, pair, [6, 5], 6, wave, &device);
+            agree(&label, pair, [7], 6, wave, &device);
+            agree(&label, pair, [8, 4, 3, 3], 6, wave, &device);
+            agree(&label, pair, [3000], 3, wave, &device);
+        }
+    }
+}
+
+/// Under `Skip`, a step whose gradient holds a NaN or ±∞ leaves the parameter and the state
+/// bit for bit as they were, decided on the device; under `Propagate` it flows into both.
+#[test]
+fn width_scaled_adamw_kernel_skips_non_finite_gradients_on_the_device() {
+    let Some(device) = wgpu() else { return };
+    let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [300]), &device);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let optim = WidthScaledAdamWConfig::new(64, 256).build(WidthRole::Matrix);
+        assert!(optim.takes_fused_path(&t(wave(300, 0))));
+        // A first step with a bad gradient: the parameter is kept, the moments are zeros.
+        let mut g = wave(300, 5);
+        g[123] = bad;
+        let (p, s) = optim.step(1e-2, t(wave(300, 1)), t(g.clone()), None);
+        assert_eq!(bits(&common::values(p.clone())), bits(&wave(300, 1)));
+        let s = s.expect("state");
+        assert!(common::values(s.moment_1.clone()).iter().all(|&x| x == 0.0));
+        // Two good steps, then a bad one: everything as after the good ones.
+        let (p, s) = optim.step(1e-2, p, t(wave(300, 6)), Some(s));
+        let (p, s) = optim.step(1e-2, p, t(wave(300, 7)), s);
+        let s = s.expect("state");
+        let before = (
+            bits(&common::values(p.clone())),
+            bits(&common::values(s.moment_1.clone())),
+            bits(&common::values(s.moment_2.clone())),
+        );
+        let (p, after) = optim.step(1e-2, p, t(g.clone()), Some(s));
+        let after = after.expect("state");
+        assert_eq!(bits(&common::values(p)), before.0, "{bad}: parameter");
+        assert_eq!(bits(&common::values(after.moment_1)), before.1, "{bad}: m");
+        assert_eq!(bits(&common::values(after.moment_2)), before.2, "{bad}: v");
+        // Propagate: the bad element reaches the parameter.
+        let propagate = WidthScaledAdamWConfig::new(64, 256)
+            .with_non_finite(NonFinitePolicy::Propagate)
+            .build(WidthRole::Matrix);
+        let (p, _) = propagate.step(1e-2, t(wave(300, 1)), t(g), None);
+        assert!(!common::values(p)[123].is_finite(), "{bad}: propagated");
+    }
+}
