@@ -18,7 +18,7 @@ use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
-use super::launch::{Launch, flag};
+use super::launch::{Launch, contiguous, flag};
 use crate::math::adam::Adam;
 
 /// The f32 scalars of one Adam step, computed on the host from `math::adam`.
@@ -62,18 +62,19 @@ impl AdamScalars {
     }
 }
 
-/// One Adam step per element (see the module's doc); `skip[0] ≠ 0` copies the inputs.
+/// One Adam step per vector of `N` elements (see the module's doc); `skip[0] ≠ 0` copies the
+/// inputs.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn adam_step<F: Float + LaunchArg>(
-    p: &[F],
-    g: &[F],
-    m: &[F],
-    v: &[F],
+fn adam_step<F: Float + LaunchArg, N: Size>(
+    p: &[Vector<F, N>],
+    g: &[Vector<F, N>],
+    m: &[Vector<F, N>],
+    v: &[Vector<F, N>],
     skip: &[u32],
-    p_out: &mut [F],
-    m_out: &mut [F],
-    v_out: &mut [F],
+    p_out: &mut [Vector<F, N>],
+    m_out: &mut [Vector<F, N>],
+    v_out: &mut [Vector<F, N>],
     beta_1: F,
     one_minus_beta_1: F,
     beta_2: F,
@@ -91,12 +92,13 @@ fn adam_step<F: Float + LaunchArg>(
             v_out[i] = v[i];
         } else {
             let gi = g[i];
-            let mi = m[i] * beta_1 + gi * one_minus_beta_1;
-            let vi = v[i] * beta_2 + gi * gi * one_minus_beta_2;
-            let u = mi / (F::sqrt(vi) / sqrt_bc2 + epsilon);
+            let mi = m[i] * Vector::new(beta_1) + gi * Vector::new(one_minus_beta_1);
+            let vi = v[i] * Vector::new(beta_2) + gi * gi * Vector::new(one_minus_beta_2);
+            let denom = Vector::sqrt(vi) / Vector::new(sqrt_bc2) + Vector::new(epsilon);
+            let u = mi / denom;
             m_out[i] = mi;
             v_out[i] = vi;
-            p_out[i] = p[i] * decay_factor - u * scale;
+            p_out[i] = p[i] * Vector::new(decay_factor) - u * Vector::new(scale);
         }
     }
 }
@@ -109,14 +111,15 @@ pub fn launch(
     v: CubeTensor,
     s: AdamScalars,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let run = Launch::new(&p);
-    let [p, g, m, v] = run.contiguous([p, g, m, v]);
+    let [p, g, m, v] = contiguous([p, g, m, v]);
+    let run = Launch::new([&p, &g, &m, &v]);
     let skip = flag(&g, s.skip_non_finite);
     let [p_out, m_out, v_out] = run.outputs();
     adam_step::launch::<f32>(
         run.client(),
         run.count(),
         run.dim(),
+        run.vector(),
         run.arg(&p),
         run.arg(&g),
         run.arg(&m),

@@ -10,23 +10,48 @@ use burn::tensor::DType;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 
-/// The geometry of an element-wise launch over one tensor's elements.
+/// The tensors with contiguous rows (a copy only for a strided view).
+pub fn contiguous<const N: usize>(tensors: [CubeTensor; N]) -> [CubeTensor; N] {
+    tensors.map(|t| {
+        if t.is_contiguous() {
+            t
+        } else {
+            into_contiguous(t)
+        }
+    })
+}
+
+/// The geometry of an element-wise launch over contiguous tensors of one shape: one thread
+/// per vector of 4, 2 or 1 elements (the widest that divides the element count and every
+/// buffer's offset).
 pub struct Launch {
     like: CubeTensor,
     elements: usize,
+    vector: usize,
     dim: CubeDim,
     count: CubeCount,
 }
 
 impl Launch {
-    /// A launch with one thread per element of `like`.
-    pub fn new(like: &CubeTensor) -> Self {
+    /// A launch over `tensors` (the first gives the shape, device and client).
+    pub fn new<const N: usize>(tensors: [&CubeTensor; N]) -> Self {
+        let like = tensors[0];
         let elements = like.meta.num_elements();
-        let dim = CubeDim::new(&like.client, elements);
-        let count = cubecl::calculate_cube_count_elemwise(&like.client, elements, dim);
+        let aligned = |vector: usize| {
+            let bytes = (vector * size_of::<f32>()) as u64;
+            elements.is_multiple_of(vector)
+                && tensors
+                    .iter()
+                    .all(|t| t.handle.offset_start.unwrap_or(0).is_multiple_of(bytes))
+        };
+        let vector = [4, 2, 1].into_iter().find(|&v| aligned(v)).unwrap_or(1);
+        let threads = elements / vector;
+        let dim = CubeDim::new(&like.client, threads);
+        let count = cubecl::calculate_cube_count_elemwise(&like.client, threads, dim);
         Self {
             like: like.clone(),
             elements,
+            vector,
             dim,
             count,
         }
@@ -44,15 +69,9 @@ impl Launch {
         self.count.clone()
     }
 
-    /// The tensors with contiguous rows (a copy only for a strided view).
-    pub fn contiguous<const N: usize>(&self, tensors: [CubeTensor; N]) -> [CubeTensor; N] {
-        tensors.map(|t| {
-            if t.is_contiguous() {
-                t
-            } else {
-                into_contiguous(t)
-            }
-        })
+    /// The elements of one thread's vector.
+    pub fn vector(&self) -> usize {
+        self.vector
     }
 
     /// `N` fresh contiguous f32 tensors of the launch's shape.
@@ -85,13 +104,20 @@ impl Flag {
     }
 }
 
-/// Sets `flag[0]` to 1 where an element of `g` is NaN or ±∞ (every such thread writes the
-/// same value: no atomics needed).
+/// Sets `flag[0]` to 1 where an element of `g` is NaN or ±∞, one vector of `N` elements per
+/// thread (every such thread writes the same value: no atomics needed).
 #[cube(launch)]
-fn flag_non_finite(g: &[f32], flag: &mut [u32]) {
+fn flag_non_finite<N: Size>(g: &[Vector<f32, N>], flag: &mut [u32]) {
     let i = ABSOLUTE_POS;
-    if i < g.len() && (g[i].is_nan() || g[i].is_inf()) {
-        flag[0] = 1u32;
+    if i < g.len() {
+        let nan = g[i].is_nan();
+        let inf = g[i].is_inf();
+        #[unroll]
+        for k in 0..N::value() {
+            if nan.extract(k) || inf.extract(k) {
+                flag[0] = 1u32;
+            }
+        }
     }
 }
 
@@ -100,11 +126,12 @@ fn flag_non_finite(g: &[f32], flag: &mut [u32]) {
 pub fn flag(g: &CubeTensor, skip_non_finite: bool) -> Flag {
     let handle = g.client.create_from_slice(&0u32.to_le_bytes());
     if skip_non_finite {
-        let run = Launch::new(g);
+        let run = Launch::new([g]);
         flag_non_finite::launch(
             run.client(),
             run.count(),
             run.dim(),
+            run.vector(),
             run.arg(g),
             // SAFETY: the handle holds one u32.
             unsafe { BufferArg::from_raw_parts(handle.clone(), 1) },
