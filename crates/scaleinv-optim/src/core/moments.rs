@@ -114,17 +114,16 @@ impl<const D: usize> MomentState<D> {
 impl<const D: usize> MomentState<D> {
     /// One Adam-type step as the CubeCL kernels: the moments (zeros before the first step)
     /// and the parameter go through `kernels::cube::adam_step` with the scalars of step `t`.
-    /// `None` hands the inputs back when a tensor does not fit the kernels.
-    #[allow(clippy::type_complexity)]
+    /// `Err` hands the inputs back when a tensor does not fit the kernels.
     pub(crate) fn on_cube(
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self>,
         scalars: impl FnOnce(usize) -> crate::kernels::cube::AdamScalars,
-    ) -> Result<(Tensor<D>, Option<Self>), (Tensor<D>, Tensor<D>, Option<Self>)> {
+    ) -> crate::kernels::cube::CubeStep<D, Self> {
         use crate::kernels::cube::{adam_step, fit};
         if !fit(&param, &grad, state.iter().flat_map(|s| s.tensors())) {
-            return Err((param, grad, state));
+            return Err(Box::new((param, grad, state)));
         }
         let (time, m, v) = match state {
             Some(s) => (s.time + 1, s.moment_1, s.moment_2),

@@ -363,31 +363,35 @@ impl TwoPaths for AdamC {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamCState<D>>,
-    ) -> Result<
-        (Tensor<D>, Option<AdamCState<D>>),
-        (Tensor<D>, Tensor<D>, Option<AdamCState<D>>),
-    > {
+    ) -> crate::kernels::cube::CubeStep<D, AdamCState<D>> {
         if !self.policy.fuses_on_cube(&param, false) {
-            return Err((param, grad, state));
+            return Err(Box::new((param, grad, state)));
         }
         let (moments, old_peak) = split(state);
         let mut peak_lr = old_peak;
         let scalars = |time| {
             let (adam, weight_decay, seen) = self.step_at(lr, time, old_peak);
             peak_lr = seen;
-            crate::kernels::cube::AdamScalars::new(adam, time, lr, weight_decay, self.policy.skips())
+            crate::kernels::cube::AdamScalars::new(
+                adam,
+                time,
+                lr,
+                weight_decay,
+                self.policy.skips(),
+            )
         };
         match MomentState::on_cube(param, grad, moments, scalars) {
             Ok((param, moments)) => {
                 let state = moments.map(|moments| AdamCState { moments, peak_lr });
                 Ok((param, state))
             }
-            Err((param, grad, moments)) => {
+            Err(inputs) => {
+                let (param, grad, moments) = *inputs;
                 let state = moments.map(|moments| AdamCState {
                     moments,
                     peak_lr: old_peak,
                 });
-                Err((param, grad, state))
+                Err(Box::new((param, grad, state)))
             }
         }
     }

@@ -322,12 +322,9 @@ impl TwoPaths for WidthScaledAdamW {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
-    ) -> Result<
-        (Tensor<D>, Option<MomentState<D>>),
-        (Tensor<D>, Tensor<D>, Option<MomentState<D>>),
-    > {
+    ) -> crate::kernels::cube::CubeStep<D, MomentState<D>> {
         if !self.policy.fuses_on_cube(&param, false) {
-            return Err((param, grad, state));
+            return Err(Box::new((param, grad, state)));
         }
         let lr = lr * self.lr_scale;
         let weight_decay = self.weight_decay_at(lr);

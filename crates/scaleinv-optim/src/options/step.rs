@@ -16,10 +16,12 @@ use crate::guard::non_finite::{NonFinitePolicy, Revert};
 /// configs' setters (`with_fused`, `with_non_finite`, `with_grad_clipping`) write here.
 #[derive(Config, Debug)]
 pub struct StepOptions {
-    /// Run the step as the fused loops of the flex CPU backend (a few passes over memory, see
-    /// each optimizer's doc) rather than as tensor operations; the two agree to rounding and
-    /// both replay the golden trajectories. Other backends, half-precision parameters and
-    /// optimizers with an armed observer always use the tensor operations.
+    /// Run the step fused rather than as tensor operations: on the flex CPU backend as a few
+    /// loops over memory (see each optimizer's doc); on Burn's CubeCL backends (the `wgpu`
+    /// feature) as CubeCL kernels, so far for width-scaled AdamW and AdamC (one launch per
+    /// tensor, after the non-finite test). The paths agree to rounding and replay the golden
+    /// trajectories. Other backends and optimizers, half-precision parameters and optimizers
+    /// with an armed observer use the tensor operations.
     #[config(default = true)]
     pub fused: bool,
     /// What a step does when a gradient holds NaN or ±∞.
@@ -58,8 +60,8 @@ impl StepOptions {
 /// The options a per-tensor optimizer reads at each step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct StepPolicy {
-    /// Read only by the flex backend's fused path.
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
+    /// Read only by the fused paths (flex loops, CubeCL kernels).
+    #[cfg_attr(not(any(feature = "flex", feature = "wgpu")), allow(dead_code))]
     pub fused: bool,
     pub non_finite: NonFinitePolicy,
 }
@@ -172,17 +174,15 @@ pub(crate) trait TwoPaths: Optimizer {
     /// (`Err` hands the inputs back for the tensor ops); an optimizer without kernels keeps
     /// this default.
     #[cfg(feature = "wgpu")]
-    #[allow(clippy::type_complexity)]
     fn cube<const D: usize>(
         &self,
         lr: LearningRate,
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
-    ) -> Result<(Tensor<D>, Option<Self::State<D>>), (Tensor<D>, Tensor<D>, Option<Self::State<D>>)>
-    {
+    ) -> crate::kernels::cube::CubeStep<D, Self::State<D>> {
         let _ = lr;
-        Err((param, grad, state))
+        Err(Box::new((param, grad, state)))
     }
 
     /// The step as tensor operations, inside the frame.
@@ -218,7 +218,7 @@ pub(crate) trait TwoPaths: Optimizer {
             crate::guard::frame::check_lr(lr);
             match self.cube(lr, param, grad, state) {
                 Ok(stepped) => return stepped,
-                Err(inputs) => inputs,
+                Err(inputs) => *inputs,
             }
         };
         framed_step(lr, self.frame_policy(), param, grad, state, |p, g, s| {

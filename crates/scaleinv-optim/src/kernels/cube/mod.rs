@@ -46,6 +46,13 @@ impl CubeSteps for CubeBackend {
     }
 }
 
+/// A step through the CubeCL kernels: the new parameter and state, or (`Err`) the parameter,
+/// gradient and state handed back untouched for the tensor ops.
+pub(crate) type CubeStep<const D: usize, S> = Result<(Tensor<D>, Option<S>), Box<Inputs<D, S>>>;
+
+/// A step's parameter, gradient and state.
+pub(crate) type Inputs<const D: usize, S> = (Tensor<D>, Tensor<D>, Option<S>);
+
 /// Whether `tensor` is an f32 tensor on a CubeCL device (the kernels apply).
 fn on_cube_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().as_dispatch(), DispatchDevice::Cube(_)) && tensor.dtype() == DType::F32
