@@ -102,40 +102,58 @@ fn width_scaled_adamw_kernel_matches_its_tensor_ops() {
 }
 
 /// Under `Skip`, a step whose gradient holds a NaN or ±∞ leaves the parameter and the state
-/// bit for bit as they were, decided on the device; under `Propagate` it flows into both.
+/// bit for bit as they were, decided on the device; under `Propagate` it flows into both. The
+/// lengths make the kernels read vectors of 4, 2 and 1 elements.
 #[test]
 fn width_scaled_adamw_kernel_skips_non_finite_gradients_on_the_device() {
     let Some(device) = wgpu() else { return };
-    let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [300]), &device);
-    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        let optim = WidthScaledAdamWConfig::new(64, 256).build(WidthRole::Matrix);
-        assert!(optim.takes_fused_path(&t(wave(300, 0))));
-        // A first step with a bad gradient: the parameter is kept, the moments are zeros.
-        let mut g = wave(300, 5);
-        g[123] = bad;
-        let (p, s) = optim.step(1e-2, t(wave(300, 1)), t(g.clone()), None);
-        assert_eq!(bits(&common::values(p.clone())), bits(&wave(300, 1)));
-        let s = s.expect("state");
-        assert!(common::values(s.moment_1.clone()).iter().all(|&x| x == 0.0));
-        // Two good steps, then a bad one: everything as after the good ones.
-        let (p, s) = optim.step(1e-2, p, t(wave(300, 6)), Some(s));
-        let (p, s) = optim.step(1e-2, p, t(wave(300, 7)), s);
-        let s = s.expect("state");
-        let before = (
-            bits(&common::values(p.clone())),
-            bits(&common::values(s.moment_1.clone())),
-            bits(&common::values(s.moment_2.clone())),
-        );
-        let (p, after) = optim.step(1e-2, p, t(g.clone()), Some(s));
-        let after = after.expect("state");
-        assert_eq!(bits(&common::values(p)), before.0, "{bad}: parameter");
-        assert_eq!(bits(&common::values(after.moment_1)), before.1, "{bad}: m");
-        assert_eq!(bits(&common::values(after.moment_2)), before.2, "{bad}: v");
-        // Propagate: the bad element reaches the parameter.
-        let propagate = WidthScaledAdamWConfig::new(64, 256)
-            .with_non_finite(NonFinitePolicy::Propagate)
-            .build(WidthRole::Matrix);
-        let (p, _) = propagate.step(1e-2, t(wave(300, 1)), t(g), None);
-        assert!(!common::values(p)[123].is_finite(), "{bad}: propagated");
+    for n in [300, 30, 7] {
+        let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let label = format!("[{n}] {bad}");
+            let optim = WidthScaledAdamWConfig::new(64, 256).build(WidthRole::Matrix);
+            assert!(optim.takes_fused_path(&t(wave(n, 0))));
+            // A first step with a bad gradient: the parameter is kept, the moments are zeros.
+            let mut g = wave(n, 5);
+            g[n / 2 + 1] = bad;
+            let (p, s) = optim.step(1e-2, t(wave(n, 1)), t(g.clone()), None);
+            assert_eq!(
+                bits(&common::values(p.clone())),
+                bits(&wave(n, 1)),
+                "{label}"
+            );
+            let s = s.expect("state");
+            assert!(common::values(s.moment_1.clone()).iter().all(|&x| x == 0.0));
+            // Two good steps, then a bad one: everything as after the good ones.
+            let (p, s) = optim.step(1e-2, p, t(wave(n, 6)), Some(s));
+            let (p, s) = optim.step(1e-2, p, t(wave(n, 7)), s);
+            let s = s.expect("state");
+            let before = (
+                bits(&common::values(p.clone())),
+                bits(&common::values(s.moment_1.clone())),
+                bits(&common::values(s.moment_2.clone())),
+            );
+            let (p, after) = optim.step(1e-2, p, t(g.clone()), Some(s));
+            let after = after.expect("state");
+            assert_eq!(bits(&common::values(p)), before.0, "{label}: parameter");
+            assert_eq!(
+                bits(&common::values(after.moment_1)),
+                before.1,
+                "{label}: m"
+            );
+            assert_eq!(
+                bits(&common::values(after.moment_2)),
+                before.2,
+                "{label}: v"
+            );
+            // Propagate: the bad element reaches the parameter.
+            let propagate = WidthScaledAdamWConfig::new(64, 256)
+                .with_non_finite(NonFinitePolicy::Propagate)
+                .build(WidthRole::Matrix);
+            let (p, _) = propagate.step(1e-2, t(wave(n, 1)), t(g), None);
+            let p = common::values(p);
+            assert!(!p[n / 2 + 1].is_finite(), "{label}: propagated");
+            assert!(p[0].is_finite(), "{label}: the other elements step");
+        }
     }
 }
