@@ -13,8 +13,8 @@ mod common;
 use burn::optim::Optimizer;
 use burn::tensor::{Device, Tensor, TensorData};
 use scaleinv_optim::{
-    AdamPConfig, ProjectionBranch, ResetMode, ScaleInvariance, SgdpConfig, StableSpamConfig,
-    WidthRole, WidthScaledAdamWConfig,
+    AdamCConfig, AdamPConfig, NapConfig, ProjectionBranch, ResetMode, ScaleInvariance, SgdpConfig,
+    StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 
 /// How the gradient relates to the weight.
@@ -401,6 +401,87 @@ fn extreme_case<const D: usize>(dims: [usize; D], axis: usize, (ws, gs): (f32, f
 
 /// At gradients and weights near f32's range limits (1e-38, 1e19–1e30) the tensor ops take the
 /// branch the fused loops' f64 statistics take, and the two paths agree step for step.
+/// Seven steps of `fused` and `ops` (the same wrapper around the fused and the tensor-op base)
+/// on a conv kernel whose gradient fires the channel-wise projection, the third gradient holding
+/// a NaN: the parameters agree at every step, and the NaN step keeps the weight.
+fn nap_agrees<O: Optimizer>(label: &str, fused: &O, ops: &O) {
+    let device = Device::flex();
+    let dims = [8, 4, 3, 3];
+    let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, dims), &device);
+    let start = wave(8 * 4 * 9, 1);
+    let (mut a, mut b) = (t(start.clone()), t(start));
+    let (mut sa, mut sb) = (None, None);
+    for k in 0..7 {
+        let before = common::values(a.clone());
+        let mut g = gradient(
+            &common::values(b.clone()),
+            &dims,
+            0,
+            Grad::ChannelOrthogonal,
+            k,
+        );
+        if k == 2 {
+            g[5] = f32::NAN;
+        }
+        (a, sa) = fused.step(1e-2, a, t(g.clone()), sa);
+        (b, sb) = ops.step(1e-2, b, t(g), sb);
+        let (got, want) = (common::values(a.clone()), common::values(b.clone()));
+        close(&format!("{label} step {k}"), &got, &want);
+        if k == 2 {
+            assert_eq!(
+                got, before,
+                "{label}: a NaN gradient's step keeps the weight"
+            );
+        }
+    }
+}
+
+/// NaP around each of this crate's fused optimizers (its norm summed in the base's pass that
+/// writes the weight, then one rescale) agrees with NaP around the same optimizer on its tensor
+/// ops, projecting at every step and at every second one.
+#[test]
+fn nap_around_a_fused_optimizer_matches_its_tensor_ops() {
+    for every in [1, 2] {
+        let nap = NapConfig::new().with_project_every(every);
+        let adamp = |f| {
+            AdamPConfig::new()
+                .with_weight_decay(0.1)
+                .with_fused(f)
+                .build()
+        };
+        nap_agrees(
+            "NaP(AdamP)",
+            &nap.wrap(adamp(true)),
+            &nap.wrap(adamp(false)),
+        );
+        let sgdp = |f| SgdpConfig::new().with_momentum(0.9).with_fused(f).build();
+        nap_agrees("NaP(SGDP)", &nap.wrap(sgdp(true)), &nap.wrap(sgdp(false)));
+        let spam = |f| StableSpamConfig::new().with_fused(f).build();
+        nap_agrees(
+            "NaP(Stable-SPAM)",
+            &nap.wrap(spam(true)),
+            &nap.wrap(spam(false)),
+        );
+        let adamw = |f| {
+            WidthScaledAdamWConfig::new(16, 32)
+                .with_weight_decay(1e-2)
+                .with_fused(f)
+                .build(WidthRole::Matrix)
+        };
+        nap_agrees(
+            "NaP(WS-AdamW)",
+            &nap.wrap(adamw(true)),
+            &nap.wrap(adamw(false)),
+        );
+        let adamc = |f| AdamCConfig::new().with_fused(f).build(true);
+        nap_agrees(
+            "NaP(AdamC)",
+            &nap.wrap(adamc(true)),
+            &nap.wrap(adamc(false)),
+        );
+    }
+}
+
 #[test]
 fn fused_and_tensor_ops_agree_near_f32s_range_limits() {
     for scales in EXTREMES {

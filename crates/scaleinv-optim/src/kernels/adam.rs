@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::frame::{Frame, Kernel, Param, Part};
+use super::frame::{Frame, Kernel, NewNorm, Outcome, Param, Part};
 use super::parallel::{split, split_mut, take_front, take_front_mut};
 use crate::math::adam::Adam;
 use crate::math::invariance::ScaleInvariance;
@@ -24,20 +24,22 @@ pub(crate) struct AdamPass<'a> {
 
 impl AdamPass<'_> {
     /// Steps `p` with gradient `g` and moments `m`, `v` (zeros before the first step) of a
-    /// tensor of shape `dims`. Returns `false`, with nothing written, when the step is skipped
-    /// for a non-finite gradient.
+    /// tensor of shape `dims`. Nothing is written when the step is skipped for a non-finite
+    /// gradient. With `measure`, a non-finite gradient is skipped whatever the policy, and a
+    /// written step returns `Σ p'²` (see [`Outcome`]).
     pub fn run(
         &self,
         dims: &[usize],
         p: Param<'_>,
         g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) -> bool {
+        (m, v): (&mut [f32], &mut [f32]),
+        measure: bool,
+    ) -> Outcome {
         let (bc1, bc2) = self.adam.bias_corrections(self.time);
         let frame = Frame {
             projection: self.projection,
-            skip_non_finite: self.skip_non_finite,
+            skip_non_finite: self.skip_non_finite || measure,
+            new_norm: NewNorm(measure),
             decay_rate: self.lr * self.weight_decay,
             scale: (self.lr / bc1) as f32,
         };

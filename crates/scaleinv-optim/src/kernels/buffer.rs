@@ -6,7 +6,8 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor};
 
-use super::frame::Param;
+use super::frame::{Outcome, Param};
+use super::parallel::{CHUNK, Task, ranges, run_all, split_mut};
 use super::sums::{finite, squares};
 
 /// Whether `tensor` is an f32 tensor on flex (the fused path applies).
@@ -64,10 +65,44 @@ pub(crate) fn single_value<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
     read(tensor, |x| (x.len() == 1).then(|| f64::from(x[0]))).flatten()
 }
 
+/// `tensor · factor` for an f32 flex tensor (checked by the caller), in one pass over fixed
+/// chunks: in place when no other tensor shares the buffer, as for a parameter a fused step
+/// has just written.
+pub(crate) fn scaled<const D: usize>(tensor: Tensor<D>, factor: f32) -> Tensor<D> {
+    let mut buffer = Buffer::new(tensor);
+    let x = buffer.get_mut();
+    let len = x.len();
+    let tasks = split_mut(x, &ranges(len, CHUNK));
+    let tasks = tasks.into_iter().map(|x| Scale { x, factor }).collect();
+    run_all(tasks, len);
+    buffer.tensor()
+}
+
+/// `x ← x · factor` over one chunk.
+struct Scale<'a> {
+    x: &'a mut [f32],
+    factor: f32,
+}
+
+impl Task for Scale<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        self.x.iter_mut().for_each(|x| *x *= self.factor);
+    }
+}
+
 /// The elements of a contiguous f32 flex tensor, writable (its buffer copied first if shared).
 fn elements_mut(flex: &mut FlexTensor) -> &mut [f32] {
     let (start, end) = flex.layout().contiguous_offsets().expect("contiguous");
     &mut flex.storage_mut::<f32>()[start..end]
+}
+
+/// One step of the fused loops: the new parameter and state, and what the step did.
+pub(crate) struct Fused<const D: usize, S> {
+    pub param: Tensor<D>,
+    pub state: Option<S>,
+    pub outcome: Outcome,
 }
 
 /// A contiguous f32 flex buffer.
@@ -145,10 +180,10 @@ impl Target {
     }
 
     /// The parameter after the step: the written buffer, or the old one when the step wrote
-    /// nothing (`written` is `false`: skipped for a non-finite gradient).
-    pub fn tensor<const D: usize>(self, written: bool) -> Tensor<D> {
+    /// nothing (skipped for a non-finite gradient).
+    pub fn tensor<const D: usize>(self, outcome: Outcome) -> Tensor<D> {
         let flex = match self.shared {
-            Some(shared) if !written => shared,
+            Some(shared) if !outcome.written() => shared,
             _ => self.out,
         };
         Tensor::from_primitive::<Flex>(flex)

@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
-use super::sums::{BLOCK, blocked_dot, blocked_dots, finite, row_dots};
+use super::sums::{BLOCK, blocked_dot, blocked_dots, blocked_squares, finite, row_dots};
 use crate::math::decay::factor;
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
 
@@ -310,9 +310,9 @@ impl<'a> Param<'a> {
         }
     }
 
-    /// `p ← new(p, u)` element by element, `u` of the same length.
+    /// `p ← new(p, u)` element by element, `u` of the same length; returns the new values.
     #[inline(always)]
-    pub(super) fn write(self, u: &[f32], new: impl Fn(f32, f32) -> f32) {
+    pub(super) fn write(self, u: &[f32], new: impl Fn(f32, f32) -> f32) -> &'a [f32] {
         match self.src {
             None => {
                 for (p, &u) in self.dst.iter_mut().zip(u) {
@@ -325,14 +325,61 @@ impl<'a> Param<'a> {
                 }
             }
         }
+        self.dst
     }
 
-    /// `p ← p·f − u·scale` (`p − u·scale` without a decay factor).
+    /// `p ← p·f − u·scale` (`p − u·scale` without a decay factor); returns the new values.
     #[inline(always)]
-    fn step(self, u: &[f32], factor: Option<f32>, scale: f32) {
+    fn step(self, u: &[f32], factor: Option<f32>, scale: f32) -> &'a [f32] {
         match factor {
             Some(f) => self.write(u, |p, u| p * f - u * scale),
             None => self.write(u, |p, u| p - u * scale),
+        }
+    }
+}
+
+/// `Σ p'²` of the values a pass just wrote, when the step measures the new parameter (NaP's
+/// projection, see [`Outcome`]): they are still in the L1 cache, so the sum costs no read of
+/// memory. The segments' sums are added in order within a chunk, the chunks' in chunk order.
+#[derive(Clone, Copy)]
+pub(super) struct NewNorm(pub bool);
+
+impl NewNorm {
+    #[inline(always)]
+    pub fn of(self, written: &[f32]) -> f64 {
+        if self.0 {
+            blocked_squares(written, |x| x)
+        } else {
+            0.0
+        }
+    }
+
+    /// The chunks' sums, added in chunk order, when measured.
+    pub fn total(self, chunks: Vec<f64>) -> Option<f64> {
+        self.0.then(|| chunks.into_iter().sum())
+    }
+}
+
+/// What a fused step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Outcome {
+    /// Skipped for a non-finite gradient: nothing written.
+    Skipped,
+    /// The parameter and the state written, with `Σ p'²` of the new parameter when the step
+    /// was asked to measure it.
+    Written(Option<f64>),
+}
+
+impl Outcome {
+    pub fn written(self) -> bool {
+        matches!(self, Self::Written(_))
+    }
+
+    /// `Σ p'²` of the new parameter, when measured and written.
+    pub fn new_squares(self) -> Option<f64> {
+        match self {
+            Self::Written(squares) => squares,
+            Self::Skipped => None,
         }
     }
 }
@@ -359,50 +406,58 @@ pub(super) trait Part: Send {
     fn projected(&mut self, _u: &[f32]) {}
 }
 
-/// The frame every fused step shares: the passes and the decisions between them. Returns
-/// `false`, with nothing written, when the step is skipped for a non-finite gradient.
+/// The frame every fused step shares: the passes and the decisions between them.
 pub(super) struct Frame<'a> {
     /// The projection, if the optimizer projects (it applies to tensors of rank ≥ 2, with a
     /// view that can fire).
     pub projection: Option<&'a ScaleInvariance>,
     pub skip_non_finite: bool,
+    /// Whether the pass that writes `p` also sums `p'²`.
+    pub new_norm: NewNorm,
     /// Decoupled decay rate `η·λ` (before the ratio `r`), and the step's scale on `u`.
     pub decay_rate: f64,
     pub scale: f32,
 }
 
 impl Frame<'_> {
-    pub fn run<K: Kernel>(&self, dims: &[usize], p: Param<'_>, g: &[f32], kernel: &mut K) -> bool {
+    pub fn run<K: Kernel>(
+        &self,
+        dims: &[usize],
+        p: Param<'_>,
+        g: &[f32],
+        kernel: &mut K,
+    ) -> Outcome {
+        let new_norm = self.new_norm;
         let projection = self
             .projection
             .filter(|proj| dims.len() >= 2 && proj.view != ProjectionView::Off);
         let Some(projection) = projection else {
             if self.skip_non_finite && !finite(g) {
-                return false;
+                return Outcome::Skipped;
             }
-            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
-            return true;
+            let squares = self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
+            return Outcome::Written(new_norm.total(squares));
         };
         let channels = Channels::new(dims, projection.channel_axis.min(dims.len() - 1));
         let chunks = channels.chunks();
         let sums = Sums::measure(channels, &chunks, p.old(), g);
         if self.skip_non_finite && !total(&sums.grad_sq).is_finite() {
-            return false;
+            return Outcome::Skipped;
         }
         let (channel, layer) = sums.test(projection, channels.numel());
-        if !(channel || layer) {
-            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
-            return true;
-        }
-        let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
-        if channel && channels.by_runs() {
-            self.runs(channels, p, kernel, (projection, &sums.weight_sq), factor);
-            return true;
-        }
-        let dots = Self::dots(channels, &chunks, p.old(), kernel);
-        let coefs = sums.coefficients(projection, channel, &dots);
-        self.projected(channels, &chunks, p, kernel, &coefs, factor);
-        true
+        let squares = if !(channel || layer) {
+            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0))
+        } else {
+            let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
+            if channel && channels.by_runs() {
+                self.runs(channels, p, kernel, (projection, &sums.weight_sq), factor)
+            } else {
+                let dots = Self::dots(channels, &chunks, p.old(), kernel);
+                let coefs = sums.coefficients(projection, channel, &dots);
+                self.projected(channels, &chunks, p, kernel, &coefs, factor)
+            }
+        };
+        Outcome::Written(new_norm.total(squares))
     }
 
     /// A channel-wise projection one channel's run at a time: its state, `⟨P_c, U_c⟩`, the
@@ -415,7 +470,7 @@ impl Frame<'_> {
         kernel: &mut K,
         (projection, weight_sq): (&ScaleInvariance, &[f64]),
         factor: Option<f32>,
-    ) {
+    ) -> Vec<f64> {
         let chunks = ranges(
             channels.numel(),
             (CHUNK / channels.inner).max(1) * channels.inner,
@@ -430,23 +485,25 @@ impl Frame<'_> {
             weight_sq,
             factor,
             scale: self.scale,
+            new_norm: self.new_norm,
         });
-        run_all(tasks.collect(), channels.numel());
+        run_all(tasks.collect(), channels.numel())
     }
 
     /// One pass: the state and `p ← p·f − η'·u`.
-    fn plain<K: Kernel>(&self, p: Param<'_>, kernel: &mut K, factor: Option<f32>) {
+    fn plain<K: Kernel>(&self, p: Param<'_>, kernel: &mut K, factor: Option<f32>) -> Vec<f64> {
         let numel = p.len();
         let chunks = ranges(numel, CHUNK);
         let tasks = p.split(&chunks).into_iter().zip(kernel.parts(&chunks));
-        let scale = self.scale;
+        let (scale, new_norm) = (self.scale, self.new_norm);
         let tasks = tasks.map(|(p, part)| Plain {
             p,
             part,
             factor,
             scale,
+            new_norm,
         });
-        run_all(tasks.collect(), numel);
+        run_all(tasks.collect(), numel)
     }
 
     /// Pass 2 of a projected step: the state, and `⟨P_c, U_c⟩` per channel.
@@ -478,7 +535,7 @@ impl Frame<'_> {
         kernel: &mut K,
         coefs: &[f32],
         factor: Option<f32>,
-    ) {
+    ) -> Vec<f64> {
         let parts = p.split(chunks).into_iter().zip(kernel.parts(chunks));
         let tasks = chunks.iter().cloned().zip(parts);
         let tasks = tasks.map(|(range, (p, part))| Project {
@@ -489,8 +546,9 @@ impl Frame<'_> {
             coefs,
             factor,
             scale: self.scale,
+            new_norm: self.new_norm,
         });
-        run_all(tasks.collect(), channels.numel());
+        run_all(tasks.collect(), channels.numel())
     }
 }
 
@@ -500,24 +558,28 @@ struct Plain<'a, P> {
     part: P,
     factor: Option<f32>,
     scale: f32,
+    new_norm: NewNorm,
 }
 
 impl<P: Part> Task for Plain<'_, P> {
-    type Output = ();
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             mut p,
             mut part,
             factor,
             scale,
+            new_norm,
         } = self;
         let mut u = [0.0f32; BLOCK];
+        let mut squares = 0.0;
         while p.len() > 0 {
             let u = &mut u[..p.len().min(BLOCK)];
             part.advance(u);
-            p.take(u.len()).step(u, factor, scale);
+            squares += new_norm.of(p.take(u.len()).step(u, factor, scale));
         }
+        squares
     }
 }
 
@@ -576,12 +638,13 @@ struct Project<'a, P> {
     coefs: &'a [f32],
     factor: Option<f32>,
     scale: f32,
+    new_norm: NewNorm,
 }
 
 impl<P: Part> Task for Project<'_, P> {
-    type Output = ();
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             channels,
             range,
@@ -590,8 +653,10 @@ impl<P: Part> Task for Project<'_, P> {
             coefs,
             factor,
             scale,
+            new_norm,
         } = self;
         let mut u = [0.0f32; BLOCK];
+        let mut squares = 0.0;
         for (c, len) in channels.segments(range) {
             let u = &mut u[..len];
             part.update(u);
@@ -608,8 +673,9 @@ impl<P: Part> Task for Project<'_, P> {
                 }
             }
             part.projected(u);
-            p.step(u, factor, scale);
+            squares += new_norm.of(p.step(u, factor, scale));
         }
+        squares
     }
 }
 
@@ -624,12 +690,13 @@ struct Runs<'a, P> {
     weight_sq: &'a [f64],
     factor: Option<f32>,
     scale: f32,
+    new_norm: NewNorm,
 }
 
 impl<P: Part> Task for Runs<'_, P> {
-    type Output = ();
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             first,
             inner,
@@ -639,8 +706,10 @@ impl<P: Part> Task for Runs<'_, P> {
             weight_sq,
             factor,
             scale,
+            new_norm,
         } = self;
         let mut u = vec![0.0f32; inner];
+        let mut squares = 0.0;
         let runs = p.len() / inner;
         for &weight_sq in &weight_sq[first..first + runs] {
             part.advance(&mut u);
@@ -650,7 +719,8 @@ impl<P: Part> Task for Runs<'_, P> {
                 *u -= p * coef;
             }
             part.projected(&u);
-            p.step(&u, factor, scale);
+            squares += new_norm.of(p.step(&u, factor, scale));
         }
+        squares
     }
 }

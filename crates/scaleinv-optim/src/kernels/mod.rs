@@ -34,7 +34,8 @@ mod sums;
 
 pub(crate) use adam::AdamPass;
 pub(crate) use buffer::{
-    Buffer, Target, accepts, all_finite, fit, norm, scalar_on_flex, single_value,
+    Buffer, Fused, Target, accepts, all_finite, fit, norm, scalar_on_flex, scaled, single_value,
 };
+pub(crate) use frame::Outcome;
 pub(crate) use sgd::SgdPass;
 pub(crate) use spike::SpikeScalars;

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::frame::{Frame, Kernel, Param, Part};
+use super::frame::{Frame, Kernel, NewNorm, Outcome, Param, Part};
 use super::parallel::{split, split_mut, take_front, take_front_mut};
 use crate::math::invariance::ScaleInvariance;
 use crate::math::sgd;
@@ -23,12 +23,21 @@ pub(crate) struct SgdPass<'a> {
 
 impl SgdPass<'_> {
     /// Steps `p` with gradient `g` and momentum buffer `b` (zeros before the first step; with
-    /// μ = 0 scratch space the caller does not keep). Returns `false`, with nothing written,
-    /// when the step is skipped for a non-finite gradient.
-    pub fn run(&self, dims: &[usize], p: Param<'_>, g: &[f32], b: &mut [f32]) -> bool {
+    /// μ = 0 scratch space the caller does not keep). Nothing is written when the step is
+    /// skipped for a non-finite gradient. With `measure`, a non-finite gradient is skipped
+    /// whatever the policy, and a written step returns `Σ p'²` (see [`Outcome`]).
+    pub fn run(
+        &self,
+        dims: &[usize],
+        p: Param<'_>,
+        g: &[f32],
+        b: &mut [f32],
+        measure: bool,
+    ) -> Outcome {
         let frame = Frame {
             projection: self.projection,
-            skip_non_finite: self.skip_non_finite,
+            skip_non_finite: self.skip_non_finite || measure,
+            new_norm: NewNorm(measure),
             decay_rate: self.decay_rate,
             scale: self.lr as f32,
         };

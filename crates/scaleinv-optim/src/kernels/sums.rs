@@ -57,7 +57,7 @@ fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 
 /// `Σ h(x_i)²` over `x`, blocked.
 #[inline(always)]
-fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
+pub(super) fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
     x.chunks(BLOCK).map(|b| block_squares(b, &h)).sum()
 }
 

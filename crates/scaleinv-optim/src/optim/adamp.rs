@@ -189,7 +189,8 @@ impl TwoPaths for AdamP {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
-    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, MomentState<D>> {
         let pass = |time| crate::kernels::AdamPass {
             adam: self.adam,
             nesterov: self.nesterov,
@@ -199,7 +200,7 @@ impl TwoPaths for AdamP {
             projection: Some(&self.projector.invariance),
             skip_non_finite: self.projector.policy.skips(),
         };
-        MomentState::fused(param, grad, state, pass)
+        MomentState::fused(param, grad, state, measure, pass)
     }
 }
 

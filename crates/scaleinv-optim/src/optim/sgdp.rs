@@ -249,12 +249,14 @@ impl TwoPaths for Sgdp {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<SgdpState<D>>,
-    ) -> (Tensor<D>, Option<SgdpState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, SgdpState<D>> {
         use crate::kernels::{Buffer, Target};
         let mu = self.momentum;
         let mut p = Target::new(param);
         let g = Buffer::new(grad);
         let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
+        let had_buffer = previous.is_some();
         let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&g));
         let pass = crate::kernels::SgdPass {
             momentum: mu,
@@ -267,11 +269,18 @@ impl TwoPaths for Sgdp {
             skip_non_finite: self.projector.policy.skips(),
         };
         let dims = p.dims();
-        let written = pass.run(&dims, p.param(), g.get(), buffer.get_mut());
-        let state = (mu != 0.0).then(|| SgdpState {
-            momentum: buffer.tensor(),
-        });
-        (p.tensor(written), state)
+        let outcome = pass.run(&dims, p.param(), g.get(), buffer.get_mut(), measure);
+        // A step skipped under `measure` gives its state back as it came (none before the
+        // first step: PyTorch's first step takes the gradient itself as the buffer).
+        let given_back = measure && !outcome.written();
+        let kept = mu != 0.0 && (had_buffer || !given_back);
+        crate::kernels::Fused {
+            param: p.tensor(outcome),
+            state: kept.then(|| SgdpState {
+                momentum: buffer.tensor(),
+            }),
+            outcome,
+        }
     }
 }
 

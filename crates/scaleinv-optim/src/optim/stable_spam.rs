@@ -411,9 +411,12 @@ impl TwoPaths for StableSpam {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<StableSpamState<D>>,
-    ) -> (Tensor<D>, Option<StableSpamState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, StableSpamState<D>> {
         use crate::kernels::{Buffer, SpikeScalars, Target};
+        let first = state.is_none();
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
+        let (old_global_step, old_time) = (old.global_step, old.moments.time);
         let pass = self.step_at(&old, lr);
         let mut p = Target::new(param);
         let g = Buffer::new(grad);
@@ -428,18 +431,26 @@ impl TwoPaths for StableSpam {
             norm_mean: &mut norm_mean.get_mut()[0],
             norm_sq_mean: &mut norm_sq_mean.get_mut()[0],
         };
-        let written = pass.run(
+        let outcome = pass.run(
             p.param(),
             g.get(),
             m.get_mut(),
             v.get_mut(),
             max_v.as_mut().map(Buffer::get_mut),
             scalars,
+            measure,
         );
+        // A step skipped under `measure` wrote nothing: its state goes back as it came.
+        let given_back = measure && !outcome.written();
+        let (global_step, time) = if given_back {
+            (old_global_step, old_time)
+        } else {
+            (pass.global_step, pass.adam_time)
+        };
         let state = StableSpamState {
-            global_step: pass.global_step,
+            global_step,
             moments: MomentState {
-                time: pass.adam_time,
+                time,
                 moment_1: m.tensor(),
                 moment_2: v.tensor(),
             },
@@ -448,7 +459,11 @@ impl TwoPaths for StableSpam {
             norm_mean: norm_mean.tensor(),
             norm_sq_mean: norm_sq_mean.tensor(),
         };
-        (p.tensor(written), Some(state))
+        crate::kernels::Fused {
+            param: p.tensor(outcome),
+            state: (!(given_back && first)).then_some(state),
+            outcome,
+        }
     }
 }
 

@@ -136,7 +136,10 @@ pub(crate) trait TwoPaths: Optimizer {
                 .all(scalar_on_flex)
     }
 
-    /// The step as the fused loops (called only when [`fuses`](Self::fuses)).
+    /// The step as the fused loops (called only when [`fuses`](Self::fuses)). With `measure`
+    /// (for [`Nap`](crate::Nap)'s projection), a non-finite gradient is skipped whatever the
+    /// policy, with the state given back as it came; a written step reports `Σ p'²` of the new
+    /// parameter, summed in the pass that writes it.
     #[cfg(feature = "flex")]
     fn fused<const D: usize>(
         &self,
@@ -144,7 +147,8 @@ pub(crate) trait TwoPaths: Optimizer {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>);
+        measure: bool,
+    ) -> crate::kernels::Fused<D, Self::State<D>>;
 
     /// The step as tensor operations, inside the frame.
     fn tensor_ops<const D: usize>(
@@ -171,7 +175,8 @@ pub(crate) trait TwoPaths: Optimizer {
         #[cfg(feature = "flex")]
         if self.fuses(&param, &grad, state.as_ref()) {
             crate::guard::frame::check_lr(lr);
-            return self.fused(lr, param, grad, state);
+            let fused = self.fused(lr, param, grad, state, false);
+            return (fused.param, fused.state);
         }
         framed_step(lr, self.frame_policy(), param, grad, state, |p, g, s| {
             self.tensor_ops(lr, p, g, s)

@@ -13,9 +13,13 @@ use crate::core::error::{ConfigError, Range, check};
 use crate::core::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::core::params::{self, ParamInfo, read_back};
 use crate::core::reduce::{sum_all, sum_except};
+#[cfg(feature = "flex")]
+use crate::guard::frame::check_lr;
 use crate::guard::frame::framed_wrapper_step;
 use crate::guard::non_finite::NonFinitePolicy;
 use crate::options::constructors::wrapper_constructors;
+#[cfg(feature = "flex")]
+use crate::wrap::fused_base::{Inputs, measured_step};
 
 /// Over which slices of a weight the norm is held fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -354,6 +358,89 @@ impl<O> Nap<O> {
     }
 }
 
+#[cfg(feature = "flex")]
+impl<O: Optimizer> Nap<O> {
+    /// The step around one of this crate's fused optimizers on flex, for a whole-tensor
+    /// projection (or none) under `Skip`: the base's pass that writes `W` also sums `‖W‖²`, and
+    /// one more pass rescales `W` — no read of the gradient for the finiteness test (the base's
+    /// loops test it before writing) nor of `W` for its norm. A non-finite gradient leaves the
+    /// base's state as it was, and the wrapper's rule follows: the base steps on a zero
+    /// gradient and `W` is kept. Any other case gives the inputs back.
+    #[allow(clippy::type_complexity)]
+    fn fused_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        (param, grad, state): Inputs<D, NapState<D, O::State<D>>>,
+    ) -> Result<(Tensor<D>, Option<NapState<D, O::State<D>>>), Inputs<D, NapState<D, O::State<D>>>>
+    {
+        let projected = self.projects(D);
+        let applies = self.non_finite == NonFinitePolicy::Skip
+            && self.scale_decay == 0.0
+            && !(projected && self.row_axis.is_some())
+            && crate::kernels::accepts(&param, None);
+        if !applies {
+            return Err((param, grad, state));
+        }
+        check_lr(lr);
+        let state = state.unwrap_or_else(|| NapState {
+            steps: 0,
+            radius: projected.then(|| self.radius(&param)),
+            inner: None,
+        });
+        let steps = state.steps + 1;
+        // ρ, read on flex, when this step projects.
+        let radius = match &state.radius {
+            Some(r) if steps.is_multiple_of(self.project_every) => {
+                match crate::kernels::single_value(r) {
+                    Some(rho) => Some(rho),
+                    None => return Err((param, grad, Some(state))),
+                }
+            }
+            _ => None,
+        };
+        let NapState {
+            radius: kept,
+            inner,
+            ..
+        } = state;
+        let fused = match measured_step(&self.inner, lr, (param, grad, inner)) {
+            Ok(fused) => fused,
+            Err((param, grad, inner)) => {
+                let state = NapState {
+                    steps: steps - 1,
+                    radius: kept,
+                    inner,
+                };
+                return Err((param, grad, Some(state)));
+            }
+        };
+        let (param, inner) = match fused.outcome.new_squares() {
+            Some(squares) => match radius {
+                Some(rho) => {
+                    let factor = rho / squares.sqrt().max(self.epsilon);
+                    (
+                        crate::kernels::scaled(fused.param, factor as f32),
+                        fused.state,
+                    )
+                }
+                None => (fused.param, fused.state),
+            },
+            // A non-finite gradient: nothing was written.
+            None => {
+                let zeros = fused.param.zeros_like();
+                let (_, inner) = self.inner.step(lr, fused.param.clone(), zeros, fused.state);
+                (fused.param, inner)
+            }
+        };
+        let state = NapState {
+            steps,
+            radius: kept,
+            inner,
+        };
+        Ok((param, Some(state)))
+    }
+}
+
 impl<O: Optimizer> Optimizer for Nap<O> {
     type State<const D: usize> = NapState<D, O::State<D>>;
 
@@ -364,6 +451,11 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "flex")]
+        let (param, grad, state) = match self.fused_step(lr, (param, grad, state)) {
+            Ok(done) => return done,
+            Err(inputs) => inputs,
+        };
         framed_wrapper_step(
             lr,
             self.non_finite,
@@ -401,5 +493,45 @@ impl<O: Optimizer> Optimizer for Nap<O> {
             radius: state.radius.map(|r| r.to_device(device)),
             inner: state.inner.map(|s| O::to_device(s, device)),
         }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::optim::{AdamConfig, Optimizer};
+    use burn::tensor::{Device, Tensor};
+
+    use super::{Nap, NapConfig, NapScope};
+    use crate::{
+        AdamCConfig, AdamPConfig, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
+    };
+
+    /// Whether NaP's first step of a `[6, 5]` weight takes the fused route.
+    fn fuses<O: Optimizer>(nap: &Nap<O>) -> bool {
+        let device = Device::flex();
+        let values = |seed: f32| {
+            let v: Vec<f32> = (0..30).map(|i| (i as f32 * 0.7 + seed).sin()).collect();
+            Tensor::<2>::from_data(burn::tensor::TensorData::new(v, [6, 5]), &device)
+        };
+        nap.fused_step(1e-2, (values(0.0), values(1.0), None))
+            .is_ok()
+    }
+
+    #[test]
+    fn nap_joins_the_passes_of_this_crates_fused_optimizers_only() {
+        let nap = NapConfig::new();
+        assert!(fuses(&nap.wrap(AdamPConfig::new().build())));
+        assert!(fuses(&nap.wrap(SgdpConfig::new().build())));
+        assert!(fuses(&nap.wrap(StableSpamConfig::new().build())));
+        let adamw = WidthScaledAdamWConfig::new(16, 32).build(WidthRole::Matrix);
+        assert!(fuses(&nap.wrap(adamw)));
+        assert!(fuses(&nap.wrap(AdamCConfig::new().build(true))));
+        // The fused loops switched off, Burn's Adam, a per-row projection.
+        assert!(!fuses(
+            &nap.wrap(AdamPConfig::new().with_fused(false).build())
+        ));
+        assert!(!fuses(&nap.wrap(AdamConfig::new().build())));
+        let rows = NapConfig::new().with_scope(NapScope::Row);
+        assert!(!fuses(&rows.wrap(AdamPConfig::new().build())));
     }
 }
