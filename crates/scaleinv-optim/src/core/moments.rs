@@ -101,9 +101,8 @@ impl<const D: usize> MomentState<D> {
             None => (1, Buffer::zeros(&g), Buffer::zeros(&g)),
         };
         let mut p = Target::new(param);
-        let dims = p.dims();
         let moments = (m.get_mut(), v.get_mut());
-        let outcome = pass(time).run(&dims, p.param(), g.get(), moments, measure);
+        let outcome = pass(time).run(&mut p, &g, moments, measure);
         let given_back = measure && outcome == Outcome::Skipped;
         let state = MomentState {
             time: if given_back { time - 1 } else { time },

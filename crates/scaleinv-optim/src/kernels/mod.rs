@@ -26,6 +26,7 @@
 
 mod adam;
 mod buffer;
+mod elem;
 mod frame;
 mod parallel;
 mod sgd;
@@ -38,4 +39,4 @@ pub(crate) use buffer::{
 };
 pub(crate) use frame::Outcome;
 pub(crate) use sgd::SgdPass;
-pub(crate) use spike::SpikeScalars;
+pub(crate) use spike::{SpikeScalars, SpikeState};

@@ -2,6 +2,8 @@
 //! second, `Σ clip(g)²`, only when some element is clipped), the per-tensor statistics on the
 //! CPU, then one pass for the moments and the parameter.
 
+use super::buffer::{Buffer, OverElements, Target};
+use super::elem::{Elem, view};
 use super::frame::{NewNorm, Outcome, Param};
 use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
 use super::sums::{BLOCK, max_abs_and_squares, squares};
@@ -17,23 +19,59 @@ pub(crate) struct SpikeScalars<'a> {
     pub norm_sq_mean: &'a mut f32,
 }
 
+/// Stable-SPAM's state buffers: the moments, AMSGrad's running maximum and the statistics.
+pub(crate) struct SpikeState<'a> {
+    pub m: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub max_v: Option<&'a mut [f32]>,
+    pub scalars: SpikeScalars<'a>,
+}
+
+/// [`SpikeStep::run`] over one element type.
+struct SpikeRun<'a> {
+    step: &'a SpikeStep,
+    state: SpikeState<'a>,
+    measure: bool,
+}
+
+impl OverElements for SpikeRun<'_> {
+    type Output = Outcome;
+
+    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
+        self.step.frame(p, g, self.state, self.measure)
+    }
+}
+
 impl SpikeStep {
     /// Steps `p` with gradient `g`, moments `m`, `v` and AMSGrad's running maximum `max_v`.
     /// Under `skip_non_finite`, a non-finite clipped norm leaves `p`, the moments and the
     /// statistics as they were (a reset after the update still happens, as on the tensor path).
     /// With `measure`, a non-finite gradient is skipped whatever the policy and then nothing at
     /// all is written (no reset either), and a written step returns `Σ p'²` (see [`Outcome`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    pub fn run(&self, p: &mut Target, g: &Buffer, state: SpikeState<'_>, measure: bool) -> Outcome {
+        p.step(
+            g,
+            SpikeRun {
+                step: self,
+                state,
+                measure,
+            },
+        )
+    }
+
+    fn frame<E: Elem>(
         &self,
-        p: Param<'_>,
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        max_v: Option<&mut [f32]>,
-        scalars: SpikeScalars<'_>,
+        p: Param<'_, E>,
+        g: &[E],
+        state: SpikeState<'_>,
         measure: bool,
     ) -> Outcome {
+        let SpikeState {
+            m,
+            v,
+            max_v,
+            scalars,
+        } = state;
         let t = self.time;
         // AdaClip: the elements above the bias-corrected average of max|g| are scaled down.
         let (max_abs, all_squares) = max_abs_and_squares(g);
@@ -134,10 +172,10 @@ struct SpikeRule {
 impl SpikeRule {
     /// The moments (and AMSGrad's maximum) and `p ← p·(1 − ηλ) − η/(1 − β1^t)·m/denom`, over
     /// fixed chunks in parallel; `Σ p'²` when `new_norm` asks for it.
-    fn update(
+    fn update<E: Elem>(
         self,
-        p: Param<'_>,
-        g: &[f32],
+        p: Param<'_, E>,
+        g: &[E],
         m: &mut [f32],
         v: &mut [f32],
         max_v: Option<&mut [f32]>,
@@ -212,17 +250,17 @@ impl SpikeRule {
 }
 
 /// The update pass over one chunk.
-struct SpikeChunk<'a> {
+struct SpikeChunk<'a, E> {
     rule: SpikeRule,
-    p: Param<'a>,
-    g: &'a [f32],
+    p: Param<'a, E>,
+    g: &'a [E],
     m: &'a mut [f32],
     v: &'a mut [f32],
     max_v: Option<&'a mut [f32]>,
     new_norm: NewNorm,
 }
 
-impl Task for SpikeChunk<'_> {
+impl<E: Elem> Task for SpikeChunk<'_, E> {
     type Output = f64;
     #[inline(always)]
     fn run(self) -> f64 {
@@ -235,13 +273,13 @@ impl Task for SpikeChunk<'_> {
             mut max_v,
             new_norm,
         } = self;
-        let mut u = [0.0f32; BLOCK];
+        let (mut u, mut sg, mut sp) = ([0.0f32; BLOCK], Vec::new(), Vec::new());
         let mut squares = 0.0;
         while p.len() > 0 {
             let n = p.len().min(BLOCK);
             let u = &mut u[..n];
             let (g, m, v) = (
-                take_front(&mut g, n),
+                view(take_front(&mut g, n), &mut sg),
                 take_front_mut(&mut m, n),
                 take_front_mut(&mut v, n),
             );
@@ -251,9 +289,10 @@ impl Task for SpikeChunk<'_> {
             }
             let rate = rule.rate;
             let written = if rate != 0.0 {
-                p.take(n).write(u, |p, u| decay::plain(p, rate) - u)
+                p.take(n)
+                    .write(u, |p, u| decay::plain(p, rate) - u, &mut sp)
             } else {
-                p.take(n).write(u, |p, u| p - u)
+                p.take(n).write(u, |p, u| p - u, &mut sp)
             };
             squares += new_norm.of(written);
         }

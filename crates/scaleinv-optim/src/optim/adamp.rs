@@ -125,9 +125,9 @@ impl OptimizerConfig for AdamPConfig {
 }
 
 impl AdamP {
-    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
-    /// flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than tensor
-    /// operations.
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32, f16 or bf16
+    /// tensor on flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than
+    /// tensor operations.
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.projector.fuses(param)
     }

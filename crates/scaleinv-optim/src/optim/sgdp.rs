@@ -166,9 +166,9 @@ impl OptimizerConfig for SgdpConfig {
 }
 
 impl Sgdp {
-    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
-    /// flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than tensor
-    /// operations.
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32, f16 or bf16
+    /// tensor on flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than
+    /// tensor operations.
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.projector.fuses(param)
     }
@@ -268,8 +268,7 @@ impl TwoPaths for Sgdp {
             projection: Some(&self.projector.invariance),
             skip_non_finite: self.projector.policy.skips(),
         };
-        let dims = p.dims();
-        let outcome = pass.run(&dims, p.param(), g.get(), buffer.get_mut(), measure);
+        let outcome = pass.run(&mut p, &g, buffer.get_mut(), measure);
         // A step skipped under `measure` gives its state back as it came (none before the
         // first step: PyTorch's first step takes the gradient itself as the buffer).
         let given_back = measure && !outcome.written();

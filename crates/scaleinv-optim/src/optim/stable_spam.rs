@@ -6,7 +6,7 @@ use core::f64::consts::PI;
 use burn::config::Config;
 use burn::module::Module;
 use burn::optim::{LearningRate, ModuleOptimizer, RecordState};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::core::decay::decay;
@@ -180,15 +180,22 @@ impl<const D: usize> StableSpamState<D> {
 
     /// The state before the first step: zero moments and averages.
     pub(crate) fn zeros(param: &Tensor<D>, amsgrad: bool) -> Self {
-        let scalar = Tensor::zeros([1], &param.device());
+        let device = param.device();
+        let scalar = Tensor::zeros([1], &device);
+        // An f16/bf16 parameter keeps its state in f32, as the tensor ops do.
+        let dtype = match param.dtype() {
+            DType::F16 | DType::BF16 => DType::F32,
+            dtype => dtype,
+        };
+        let zeros = || Tensor::zeros(param.shape(), (&device, dtype));
         Self {
             global_step: 0,
             moments: MomentState {
                 time: 0,
-                moment_1: param.zeros_like(),
-                moment_2: param.zeros_like(),
+                moment_1: zeros(),
+                moment_2: zeros(),
             },
-            max_moment_2: amsgrad.then(|| param.zeros_like()),
+            max_moment_2: amsgrad.then(zeros),
             clip_threshold: scalar.clone(),
             norm_mean: scalar.clone(),
             norm_sq_mean: scalar,
@@ -413,7 +420,7 @@ impl TwoPaths for StableSpam {
         state: Option<StableSpamState<D>>,
         measure: bool,
     ) -> crate::kernels::Fused<D, StableSpamState<D>> {
-        use crate::kernels::{Buffer, SpikeScalars, Target};
+        use crate::kernels::{Buffer, SpikeScalars, SpikeState, Target};
         let first = state.is_none();
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
         let (old_global_step, old_time) = (old.global_step, old.moments.time);
@@ -431,15 +438,13 @@ impl TwoPaths for StableSpam {
             norm_mean: &mut norm_mean.get_mut()[0],
             norm_sq_mean: &mut norm_sq_mean.get_mut()[0],
         };
-        let outcome = pass.run(
-            p.param(),
-            g.get(),
-            m.get_mut(),
-            v.get_mut(),
-            max_v.as_mut().map(Buffer::get_mut),
+        let buffers = SpikeState {
+            m: m.get_mut(),
+            v: v.get_mut(),
+            max_v: max_v.as_mut().map(Buffer::get_mut),
             scalars,
-            measure,
-        );
+        };
+        let outcome = pass.run(&mut p, &g, buffers, measure);
         // A step skipped under `measure` wrote nothing: its state goes back as it came.
         let given_back = measure && !outcome.written();
         let (global_step, time) = if given_back {

@@ -18,8 +18,10 @@ use crate::guard::non_finite::{NonFinitePolicy, Revert};
 pub struct StepOptions {
     /// Run the step as the fused loops of the flex CPU backend (a few passes over memory, see
     /// each optimizer's doc) rather than as tensor operations; the two agree to rounding and
-    /// both replay the golden trajectories. Other backends, half-precision parameters and
-    /// optimizers with an armed observer always use the tensor operations.
+    /// both replay the golden trajectories. f16/bf16 parameters and gradients are read and
+    /// written in the same passes, converted a segment at a time (the arithmetic and the state
+    /// in f32, as on the tensor-op path). Other backends, other dtypes and optimizers with an
+    /// armed observer always use the tensor operations.
     #[config(default = true)]
     pub fused: bool,
     /// What a step does when a gradient holds NaN or ±∞.
@@ -65,7 +67,7 @@ pub(crate) struct StepPolicy {
 }
 
 impl StepPolicy {
-    /// Whether the fused loops can step `param` (f32 on flex, non-empty, its channel axis an
+    /// Whether the fused loops can step `param` (f32, f16 or bf16 on flex, non-empty, its channel axis an
     /// axis of it), when not `held` back (an armed observer needs the tensor ops).
     pub fn fuses<const D: usize>(
         &self,

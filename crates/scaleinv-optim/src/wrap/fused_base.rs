@@ -15,43 +15,73 @@ use crate::optim::stable_spam::StableSpam;
 use crate::optim::width_scaled_adamw::WidthScaledAdamW;
 use crate::options::step::{StateTensors, TwoPaths};
 
-/// A step's inputs, given back when the fused loops do not take it.
-pub(crate) type Inputs<const D: usize, S> = (Tensor<D>, Tensor<D>, Option<S>);
+/// Calls `$f::<T>(…)` with `T` each of this crate's optimizers with a fused path, and returns
+/// the first answer that is `Some`.
+macro_rules! first_base {
+    ($f:ident($($arg:expr),*)) => {
+        $f::<AdamP, _, D>($($arg),*)
+            .or_else(|| $f::<Sgdp, _, D>($($arg),*))
+            .or_else(|| $f::<WidthScaledAdamW, _, D>($($arg),*))
+            .or_else(|| $f::<AdamC, _, D>($($arg),*))
+            .or_else(|| $f::<StableSpam, _, D>($($arg),*))
+    };
+}
 
-/// `inner`'s fused step under `measure` (see `TwoPaths::fused`) when `inner` is one of this
-/// crate's optimizers and its fused loops take this step; else the inputs back, untouched.
+/// Whether `inner` is one of this crate's optimizers and its fused loops take this step.
+pub(crate) fn fuses<O: Optimizer, const D: usize>(
+    inner: &O,
+    param: &Tensor<D>,
+    grad: &Tensor<D>,
+    state: Option<&O::State<D>>,
+) -> bool {
+    first_base!(fuses_as(inner, param, grad, state)).is_some()
+}
+
+/// `inner`'s fused step under `measure` (see `TwoPaths::fused`); call it only when
+/// [`fuses`] says so.
 pub(crate) fn measured_step<O: Optimizer, const D: usize>(
     inner: &O,
     lr: LearningRate,
-    inputs: Inputs<D, O::State<D>>,
-) -> Result<Fused<D, O::State<D>>, Inputs<D, O::State<D>>> {
-    as_base::<AdamP, O, D>(inner, lr, inputs)
-        .or_else(|inputs| as_base::<Sgdp, O, D>(inner, lr, inputs))
-        .or_else(|inputs| as_base::<WidthScaledAdamW, O, D>(inner, lr, inputs))
-        .or_else(|inputs| as_base::<AdamC, O, D>(inner, lr, inputs))
-        .or_else(|inputs| as_base::<StableSpam, O, D>(inner, lr, inputs))
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<O::State<D>>,
+) -> Fused<D, O::State<D>> {
+    let mut inputs = Some((param, grad, state));
+    first_base!(step_as(inner, lr, &mut inputs)).expect("checked by `fuses`")
 }
 
-/// The fused step of `inner` seen as `T`, when it is one and its loops take the step.
-fn as_base<T: TwoPaths, O: Optimizer, const D: usize>(
+fn fuses_as<T: TwoPaths, O: Optimizer, const D: usize>(
     inner: &O,
-    lr: LearningRate,
-    (param, grad, state): Inputs<D, O::State<D>>,
-) -> Result<Fused<D, O::State<D>>, Inputs<D, O::State<D>>>
+    param: &Tensor<D>,
+    grad: &Tensor<D>,
+    state: Option<&O::State<D>>,
+) -> Option<()>
 where
     T::State<D>: StateTensors<D>,
 {
-    let Some(base) = (inner as &dyn Any).downcast_ref::<T>() else {
-        return Err((param, grad, state));
+    let base = (inner as &dyn Any).downcast_ref::<T>()?;
+    let state = match state {
+        None => None,
+        Some(state) => Some((state as &dyn Any).downcast_ref::<T::State<D>>()?),
     };
+    base.fuses(param, grad, state).then_some(())
+}
+
+/// The fused step of `inner` seen as `T`, when it is one (taking the inputs).
+fn step_as<T: TwoPaths, O: Optimizer, const D: usize>(
+    inner: &O,
+    lr: LearningRate,
+    inputs: &mut Option<(Tensor<D>, Tensor<D>, Option<O::State<D>>)>,
+) -> Option<Fused<D, O::State<D>>>
+where
+    T::State<D>: StateTensors<D>,
+{
+    let base = (inner as &dyn Any).downcast_ref::<T>()?;
+    let (param, grad, state) = inputs.take()?;
     // `O` is `T`: the states are one type.
-    let state: Option<T::State<D>> = same(state);
-    if !base.fuses(&param, &grad, state.as_ref()) {
-        return Err((param, grad, same(state)));
-    }
     base.notice(&param);
-    let fused = base.fused(lr, param, grad, state, true);
-    Ok(Fused {
+    let fused = base.fused(lr, param, grad, same(state), true);
+    Some(Fused {
         param: fused.param,
         state: same(fused.state),
         outcome: fused.outcome,

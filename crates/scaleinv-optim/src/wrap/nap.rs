@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::{Module, ParamGroup, ParamId};
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::core::channel_axes::ChannelAxes;
@@ -19,7 +19,7 @@ use crate::guard::frame::framed_wrapper_step;
 use crate::guard::non_finite::NonFinitePolicy;
 use crate::options::constructors::wrapper_constructors;
 #[cfg(feature = "flex")]
-use crate::wrap::fused_base::{Inputs, measured_step};
+use crate::wrap::fused_base;
 
 /// Over which slices of a weight the norm is held fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -358,75 +358,66 @@ impl<O> Nap<O> {
     }
 }
 
+/// NaP around one of this crate's fused optimizers on flex, for a whole-tensor projection (or
+/// none) under `Skip`: the base's pass that writes `W` also sums `‖W‖²`, and one more pass
+/// rescales `W` — no read of the gradient for the finiteness test (the base's loops test it
+/// before writing) nor of `W` for its norm. A non-finite gradient leaves the base's state as it
+/// was, and the wrapper's rule follows: the base steps on a zero gradient and `W` is kept.
 #[cfg(feature = "flex")]
 impl<O: Optimizer> Nap<O> {
-    /// The step around one of this crate's fused optimizers on flex, for a whole-tensor
-    /// projection (or none) under `Skip`: the base's pass that writes `W` also sums `‖W‖²`, and
-    /// one more pass rescales `W` — no read of the gradient for the finiteness test (the base's
-    /// loops test it before writing) nor of `W` for its norm. A non-finite gradient leaves the
-    /// base's state as it was, and the wrapper's rule follows: the base steps on a zero
-    /// gradient and `W` is kept. Any other case gives the inputs back.
-    #[allow(clippy::type_complexity)]
+    /// Whether [`fused_step`](Self::fused_step) takes this step. Not for f16/bf16 parameters,
+    /// whose projection the tensor ops compute in f32 before one rounding.
+    fn fuses<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&NapState<D, O::State<D>>>,
+    ) -> bool {
+        let radius = state.and_then(|s| s.radius.as_ref());
+        self.non_finite == NonFinitePolicy::Skip
+            && self.scale_decay == 0.0
+            && !(self.projects(D) && self.row_axis.is_some())
+            && param.dtype() == DType::F32
+            && crate::kernels::accepts(param, None)
+            && radius.is_none_or(|r| crate::kernels::single_value(r).is_some())
+            && fused_base::fuses(
+                &self.inner,
+                param,
+                grad,
+                state.and_then(|s| s.inner.as_ref()),
+            )
+    }
+
     fn fused_step<const D: usize>(
         &self,
         lr: LearningRate,
-        (param, grad, state): Inputs<D, NapState<D, O::State<D>>>,
-    ) -> Result<(Tensor<D>, Option<NapState<D, O::State<D>>>), Inputs<D, NapState<D, O::State<D>>>>
-    {
-        let projected = self.projects(D);
-        let applies = self.non_finite == NonFinitePolicy::Skip
-            && self.scale_decay == 0.0
-            && !(projected && self.row_axis.is_some())
-            && crate::kernels::accepts(&param, None);
-        if !applies {
-            return Err((param, grad, state));
-        }
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<NapState<D, O::State<D>>>,
+    ) -> (Tensor<D>, Option<NapState<D, O::State<D>>>) {
         check_lr(lr);
         let state = state.unwrap_or_else(|| NapState {
             steps: 0,
-            radius: projected.then(|| self.radius(&param)),
+            radius: self.projects(D).then(|| self.radius(&param)),
             inner: None,
         });
         let steps = state.steps + 1;
-        // ρ, read on flex, when this step projects.
-        let radius = match &state.radius {
-            Some(r) if steps.is_multiple_of(self.project_every) => {
-                match crate::kernels::single_value(r) {
-                    Some(rho) => Some(rho),
-                    None => return Err((param, grad, Some(state))),
-                }
+        // ρ, when this step projects.
+        let radius = state
+            .radius
+            .as_ref()
+            .filter(|_| steps.is_multiple_of(self.project_every))
+            .and_then(crate::kernels::single_value);
+        let fused = fused_base::measured_step(&self.inner, lr, param, grad, state.inner);
+        let (param, inner) = match (fused.outcome.new_squares(), radius) {
+            (Some(squares), Some(rho)) => {
+                let factor = rho / squares.sqrt().max(self.epsilon);
+                let param = crate::kernels::scaled(fused.param, factor as f32);
+                (param, fused.state)
             }
-            _ => None,
-        };
-        let NapState {
-            radius: kept,
-            inner,
-            ..
-        } = state;
-        let fused = match measured_step(&self.inner, lr, (param, grad, inner)) {
-            Ok(fused) => fused,
-            Err((param, grad, inner)) => {
-                let state = NapState {
-                    steps: steps - 1,
-                    radius: kept,
-                    inner,
-                };
-                return Err((param, grad, Some(state)));
-            }
-        };
-        let (param, inner) = match fused.outcome.new_squares() {
-            Some(squares) => match radius {
-                Some(rho) => {
-                    let factor = rho / squares.sqrt().max(self.epsilon);
-                    (
-                        crate::kernels::scaled(fused.param, factor as f32),
-                        fused.state,
-                    )
-                }
-                None => (fused.param, fused.state),
-            },
+            (Some(_), None) => (fused.param, fused.state),
             // A non-finite gradient: nothing was written.
-            None => {
+            (None, _) => {
                 let zeros = fused.param.zeros_like();
                 let (_, inner) = self.inner.step(lr, fused.param.clone(), zeros, fused.state);
                 (fused.param, inner)
@@ -434,10 +425,10 @@ impl<O: Optimizer> Nap<O> {
         };
         let state = NapState {
             steps,
-            radius: kept,
+            radius: state.radius,
             inner,
         };
-        Ok((param, Some(state)))
+        (param, Some(state))
     }
 }
 
@@ -452,10 +443,9 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         #[cfg(feature = "flex")]
-        let (param, grad, state) = match self.fused_step(lr, (param, grad, state)) {
-            Ok(done) => return done,
-            Err(inputs) => inputs,
-        };
+        if self.fuses(&param, &grad, state.as_ref()) {
+            return self.fused_step(lr, param, grad, state);
+        }
         framed_wrapper_step(
             lr,
             self.non_finite,
@@ -513,8 +503,7 @@ mod tests {
             let v: Vec<f32> = (0..30).map(|i| (i as f32 * 0.7 + seed).sin()).collect();
             Tensor::<2>::from_data(burn::tensor::TensorData::new(v, [6, 5]), &device)
         };
-        nap.fused_step(1e-2, (values(0.0), values(1.0), None))
-            .is_ok()
+        nap.fuses(&values(0.0), &values(1.0), None)
     }
 
     #[test]
