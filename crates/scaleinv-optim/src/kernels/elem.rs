@@ -13,9 +13,15 @@ use half::{bf16, f16};
 /// An element type of the fused loops' parameters and gradients.
 pub(crate) trait Elem: Copy + Send + Sync + 'static {
     /// The slice itself when the elements are f32 (no conversion).
-    fn as_f32(x: &[Self]) -> Option<&[f32]>;
+    #[inline(always)]
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
     /// The same, writable; else the slice back.
-    fn as_f32_mut(x: &mut [Self]) -> Result<&mut [f32], &mut [Self]>;
+    #[inline(always)]
+    fn as_f32_mut(x: &mut [Self]) -> Result<&mut [f32], &mut [Self]> {
+        Err(x)
+    }
     /// `dst ← src`, converted (one length).
     fn load(src: &[Self], dst: &mut [f32]);
     /// `dst ← src`, rounded to nearest even (one length).
@@ -96,14 +102,6 @@ impl Elem for f32 {
 
 impl Elem for f16 {
     #[inline(always)]
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    #[inline(always)]
-    fn as_f32_mut(x: &mut [Self]) -> Result<&mut [f32], &mut [Self]> {
-        Err(x)
-    }
-    #[inline(always)]
     fn load(src: &[Self], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if f16c::available() {
@@ -181,14 +179,6 @@ mod f16c {
 }
 
 impl Elem for bf16 {
-    #[inline(always)]
-    fn as_f32(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    #[inline(always)]
-    fn as_f32_mut(x: &mut [Self]) -> Result<&mut [f32], &mut [Self]> {
-        Err(x)
-    }
     /// bf16 is the upper half of an f32.
     #[inline(always)]
     fn load(src: &[Self], dst: &mut [f32]) {
