@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::{Module, ParamGroup, ParamId};
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState};
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::core::channel_axes::ChannelAxes;
@@ -377,7 +377,7 @@ impl<O: Optimizer> Nap<O> {
         self.non_finite == NonFinitePolicy::Skip
             && self.scale_decay == 0.0
             && !(self.projects(D) && self.row_axis.is_some())
-            && param.dtype() == DType::F32
+            && param.dtype() == burn::tensor::DType::F32
             && crate::kernels::accepts(param, None)
             && radius.is_none_or(|r| crate::kernels::single_value(r).is_some())
             && fused_base::fuses(
