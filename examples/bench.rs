@@ -89,11 +89,11 @@
 
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
 use clap::Parser;
 use clap::builder::PossibleValuesParser;
 use rayon::ThreadPool;
@@ -315,6 +315,23 @@ impl ParamSet {
     }
 }
 
+impl ParamSet {
+    /// The set with every parameter in `dtype`.
+    fn cast(self, dtype: ElemType) -> Self {
+        struct Cast(FloatDType);
+        impl ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                param.map(|t| t.cast(dtype))
+            }
+        }
+        match dtype {
+            ElemType::F32 => self,
+            _ => self.map(&mut Cast(dtype.float())),
+        }
+    }
+}
+
 /// A parameter of shape `dims` drawn from N(0, 1).
 fn normal_param<const D: usize>(dims: [usize; D], device: &Device) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::random(dims, Distribution::Normal(0.0, 1.0), device))
@@ -359,12 +376,14 @@ fn draw_gradients(
     impl ModuleVisitor for Draw<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let weight = param.val().inner();
+            let dtype = weight.dtype();
             let g = Tensor::random(weight.shape(), Distribution::Normal(0.0, 1.0), self.device);
             let g = match self.tangent.iter().find(|(id, _)| *id == param.id) {
-                Some(&(_, axis)) => without_radial(g, weight, axis),
+                // In f32 for half-precision weights, then rounded once.
+                Some(&(_, axis)) => without_radial(g, weight.cast(FloatDType::F32), axis),
                 None => g,
             };
-            self.out.register(param.id, g);
+            self.out.register(param.id, g.cast(dtype));
         }
     }
 
@@ -644,7 +663,7 @@ fn selected(requested: &[String]) -> Vec<&'static str> {
 /// - Stable-SPAM: a pass over g for max|g| and ‖g‖, then Adam's (1 + 7 = 8).
 /// - NaP: Adam's pass with the new weight's norm accumulated, then a rescale, read p, write p
 ///   (7 + 2 = 9).
-fn traffic(optimizer: &str, branch: Option<ProjectionBranch>) -> (u32, u32) {
+fn traffic(optimizer: &str, branch: Option<ProjectionBranch>, dtype: ElemType) -> (u32, u32) {
     let fires = !matches!(branch, Some(ProjectionBranch::None));
     let (words, state_words) = match optimizer {
         "burn_sgd_momentum" => (5, 1),
@@ -658,7 +677,52 @@ fn traffic(optimizer: &str, branch: Option<ProjectionBranch>) -> (u32, u32) {
         "nap_adamp" => (if fires { 12 } else { 11 }, 2),
         _ => (7, 2),
     };
-    (4 * words, 4 * state_words)
+    // Every state word is read and written once; the other words are the parameter's and
+    // the gradient's, in `dtype` (Burn's own optimizers keep their state in it too).
+    let elem = dtype.bytes();
+    let state = if optimizer.starts_with("burn_") {
+        elem
+    } else {
+        4
+    };
+    let accesses = 2 * state_words;
+    (
+        state * accesses + elem * (words - accesses),
+        state * state_words,
+    )
+}
+
+/// The parameters' element type (`--dtype`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum ElemType {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl ElemType {
+    fn bytes(self) -> u32 {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    fn float(self) -> FloatDType {
+        match self {
+            Self::F32 => FloatDType::F32,
+            Self::F16 => FloatDType::F16,
+            Self::Bf16 => FloatDType::BF16,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,9 +747,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(optimizer: &'static str, shape: SetShape, fires: bool, device: &Device) -> Self {
+    fn new(optimizer: &'static str, case: &Case) -> Self {
+        let (device, fires) = (case.device, case.set.fires());
         // ModuleOptimizer steps parameters that live on an autodiff device.
-        let set = ParamSet::new(shape, &device.clone().autodiff());
+        let set = ParamSet::new(case.shape, &device.clone().autodiff()).cast(case.dtype);
         let axes = weight_axes(&set);
         let optim = build_optimizer(optimizer, &set);
         let tests = axes
@@ -811,9 +876,10 @@ fn ratios(base: &[f64], ms: &[f64]) -> Vec<f64> {
 }
 
 /// Bytes held per parameter by one slot: its parameters, its gradients and its state, with a
-/// quarter more for the allocator's slack and the step's temporaries.
+/// quarter more for the allocator's slack and the step's temporaries (counted in f32: an upper
+/// bound for the half types).
 fn slot_bytes_per_param(optimizer: &str) -> f64 {
-    let (_, state) = traffic(optimizer, None);
+    let (_, state) = traffic(optimizer, None, ElemType::F32);
     1.25 * (4.0 + 4.0 + f64::from(state))
 }
 
@@ -917,6 +983,8 @@ struct Case<'a> {
     device: &'a Device,
     set: SetKind,
     shape: SetShape,
+    /// The parameters' and gradients' element type.
+    dtype: ElemType,
     threads: usize,
     /// The device's copy bandwidth at this thread count, bytes per second.
     copy_bandwidth: f64,
@@ -928,6 +996,7 @@ struct Row {
     set: SetKind,
     params: usize,
     threads: usize,
+    dtype: ElemType,
     /// "round-robin" (all optimizers at once) or "pairs" (each with its base alone).
     mode: &'static str,
     /// Step times in ms, one per timed round.
@@ -956,6 +1025,7 @@ impl Row {
             set: case.set,
             params: case.shape.params(),
             threads: case.threads,
+            dtype: case.dtype,
             mode,
             ms,
             base: base_of(slot.optimizer),
@@ -977,7 +1047,7 @@ impl Row {
 
     /// Bytes per parameter a step must move for its branch, and state bytes per parameter.
     fn traffic(&self) -> (u32, u32) {
-        traffic(self.optimizer, self.branch)
+        traffic(self.optimizer, self.branch, self.dtype)
     }
 
     /// The step's floor (`bytes · params / bandwidth`) as a percentage of its measured time.
@@ -1001,10 +1071,7 @@ fn bench_round_robin(
     schedule: Schedule,
     progress: &Progress,
 ) -> Vec<Row> {
-    let mut slots: Vec<Slot> = optimizers
-        .iter()
-        .map(|o| Slot::new(o, case.shape, case.set.fires(), case.device))
-        .collect();
+    let mut slots: Vec<Slot> = optimizers.iter().map(|o| Slot::new(o, case)).collect();
     let times = round_robin(&mut slots, case.device, schedule, progress);
     let index = |o: &str| slots.iter().position(|s| s.optimizer == o);
     slots
@@ -1026,13 +1093,12 @@ fn bench_pairs(
     schedule: Schedule,
     progress: &Progress,
 ) -> Vec<Row> {
-    let fires = case.set.fires();
     optimizers
         .iter()
         .map(|&o| {
-            let mut slots = vec![Slot::new(o, case.shape, fires, case.device)];
+            let mut slots = vec![Slot::new(o, case)];
             if let Some(b) = base_of(o) {
-                slots.push(Slot::new(b, case.shape, fires, case.device));
+                slots.push(Slot::new(b, case));
             }
             let times = round_robin(&mut slots, case.device, schedule, progress);
             let r = match times.len() {
@@ -1093,6 +1159,10 @@ struct Args {
     /// to pairs.
     #[arg(long, value_name = "G", value_parser = positive_finite)]
     mem_gb: Option<f64>,
+    /// The parameters' and gradients' element type (this crate's optimizers keep their state
+    /// in f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: ElemType,
     /// Writes one JSON record per row here.
     #[arg(long, value_name = "PATH")]
     json: Option<String>,
@@ -1181,8 +1251,10 @@ fn print_table(rows: &[Row], schedule: Schedule) {
         "# {mode}: {} warm-up + {} timed rounds; ms/step = median over rounds; ratio = base ms / \
          row ms in the same round (> 1: faster than the base), median [p25-p75] over rounds; \
          B/param = bytes a step must move for its branch; roofline = that over the copy \
-         bandwidth at the row's thread count, as a share of ms/step",
-        schedule.warmup, schedule.rounds
+         bandwidth at the row's thread count, as a share of ms/step; parameters in {}",
+        schedule.warmup,
+        schedule.rounds,
+        rows.first().map_or("f32", |r| r.dtype.name())
     );
     println!(
         "{:<22} {:<11} {:<7} {:>9} {:>3} {:>9} {:>8} {:<17} {:>7} {:>11} {:<7} {:>7} {:>8} {:>6}",
@@ -1278,6 +1350,7 @@ struct Record {
     rounds: usize,
     ms_rounds: Vec<f64>,
     ratio_rounds: Vec<f64>,
+    dtype: &'static str,
 }
 
 /// `x` rounded to `decimals` decimals.
@@ -1316,6 +1389,7 @@ impl Record {
             rounds: r.ms.len(),
             ms_rounds: r.ms.iter().map(|&t| round(t, 4)).collect(),
             ratio_rounds: r.ratios.iter().map(|&x| round(x, 4)).collect(),
+            dtype: r.dtype.name(),
         }
     }
 }
@@ -1420,6 +1494,7 @@ fn bench_device(
                     device: &device,
                     set,
                     shape,
+                    dtype: args.dtype,
                     threads: *threads,
                     copy_bandwidth,
                 };

@@ -11,10 +11,10 @@
 mod common;
 
 use burn::optim::Optimizer;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Tensor, TensorData};
 use scaleinv_optim::{
-    AdamPConfig, ProjectionBranch, ResetMode, ScaleInvariance, SgdpConfig, StableSpamConfig,
-    WidthRole, WidthScaledAdamWConfig,
+    AdamCConfig, AdamPConfig, NapConfig, ProjectionBranch, ResetMode, ScaleInvariance, SgdpConfig,
+    StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 
 /// How the gradient relates to the weight.
@@ -288,8 +288,105 @@ fn other_backends_and_dtypes_take_the_tensor_ops() {
         let p = Tensor::<2>::zeros([3, 3], &device);
         assert_eq!(adamp.takes_fused_path(&p), name == "flex", "{name}");
     }
-    let half = Tensor::<2>::zeros([3, 3], &Device::flex()).cast(burn::tensor::FloatDType::F16);
-    assert!(!adamp.takes_fused_path(&half));
+    let flex = Tensor::<2>::zeros([3, 3], &Device::flex());
+    for half in [FloatDType::F16, FloatDType::BF16] {
+        assert!(adamp.takes_fused_path(&flex.clone().cast(half)), "{half:?}");
+    }
+    assert!(!adamp.takes_fused_path(&flex.cast(FloatDType::F64)));
+}
+
+/// The values of a tensor in `dtype`, read back as f32 (exact for f16 and bf16).
+fn cast_values<const D: usize>(t: Tensor<D>, dtype: FloatDType) -> Vec<f32> {
+    common::values(t.cast(dtype).cast(FloatDType::F32))
+}
+
+/// Five fused steps of an f16/bf16 parameter give, bit for bit, the fused f32 step of the same
+/// values rounded to the half type (the conversions happen inside the passes, the arithmetic
+/// and the state are f32), and agree with the tensor ops (which cast the whole tensor) within
+/// one rounding of the half type.
+fn half_agrees<O: Optimizer, const D: usize>(
+    label: &str,
+    (fused, ops): (&O, &O),
+    (dims, axis): ([usize; D], usize),
+    kind: Grad,
+    dtype: FloatDType,
+) {
+    let device = Device::flex();
+    let t = |v: Vec<f32>| Tensor::<D>::from_data(TensorData::new(v, dims), &device).cast(dtype);
+    let n: usize = dims.iter().product();
+    let mut p = t(wave(n, 1));
+    let mut q = p.clone();
+    let (mut s_half, mut s_f32, mut s_ops) = (None, None, None);
+    let epsilon = if dtype == FloatDType::F16 {
+        2e-3
+    } else {
+        1.6e-2
+    };
+    for k in 0..5 {
+        let w = cast_values(p.clone(), FloatDType::F32);
+        let g = t(gradient(&w, &dims, axis, kind, k));
+        let wide = |x: &Tensor<D>| x.clone().cast(FloatDType::F32);
+        let (f32_step, s) = fused.step(1e-2, wide(&p), wide(&g), s_f32);
+        s_f32 = s;
+        let (half_step, s) = fused.step(1e-2, p, g.clone(), s_half);
+        s_half = s;
+        let label = format!("{label} {dims:?} {kind:?} {dtype:?} step {k}");
+        assert_eq!(half_step.dtype(), dtype.into(), "{label}");
+        let (got, want) = (
+            cast_values(half_step.clone(), FloatDType::F32),
+            cast_values(f32_step, dtype),
+        );
+        let differ = got
+            .iter()
+            .zip(&want)
+            .filter(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(
+            differ.count(),
+            0,
+            "{label}: fused half vs fused f32 rounded"
+        );
+        let ops_step;
+        (ops_step, s_ops) = ops.step(1e-2, q, g, s_ops);
+        let ops_values = cast_values(ops_step.clone(), FloatDType::F32);
+        for (i, (a, b)) in got.iter().zip(&ops_values).enumerate() {
+            assert!(
+                (a - b).abs() <= epsilon * b.abs().max(1e-2),
+                "{label}: element {i}: fused {a}, tensor ops {b}"
+            );
+        }
+        (p, q) = (half_step, ops_step);
+    }
+}
+
+/// Every fused catalog entry on f16 and bf16 parameters, on every shape and kind of gradient.
+#[test]
+fn half_precision_parameters_take_the_fused_loops_with_the_same_arithmetic() {
+    use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
+    struct Half(Vec<&'static str>);
+    impl OptimizerVisitor for Half {
+        fn visit<O: Optimizer>(&mut self, entry: &Entry, build: &dyn Fn(Settings) -> O) {
+            if !entry.fused {
+                return;
+            }
+            let pair = |axis| {
+                let fused = build(Settings::fused(true, axis));
+                (fused, build(Settings::fused(false, axis)))
+            };
+            let (conv, linear) = (pair(0), pair(1));
+            for dtype in [FloatDType::F16, FloatDType::BF16] {
+                for kind in KINDS {
+                    let conv = (&conv.0, &conv.1);
+                    half_agrees(entry.name, conv, ([8, 4, 3, 3], 0), kind, dtype);
+                    half_agrees(entry.name, conv, ([40_000], 0), kind, dtype);
+                    half_agrees(entry.name, (&linear.0, &linear.1), ([6, 5], 1), kind, dtype);
+                }
+            }
+            self.0.push(entry.name);
+        }
+    }
+    let mut half = Half(Vec::new());
+    for_each_optimizer(&mut half);
+    assert!(half.0.len() >= 4, "fused entries: {:?}", half.0);
 }
 
 /// Weight and gradient magnitudes near f32's range limits, `(weight, gradient)`: squared in f32
@@ -401,6 +498,87 @@ fn extreme_case<const D: usize>(dims: [usize; D], axis: usize, (ws, gs): (f32, f
 
 /// At gradients and weights near f32's range limits (1e-38, 1e19–1e30) the tensor ops take the
 /// branch the fused loops' f64 statistics take, and the two paths agree step for step.
+/// Seven steps of `fused` and `ops` (the same wrapper around the fused and the tensor-op base)
+/// on a conv kernel whose gradient fires the channel-wise projection, the third gradient holding
+/// a NaN: the parameters agree at every step, and the NaN step keeps the weight.
+fn nap_agrees<O: Optimizer>(label: &str, fused: &O, ops: &O) {
+    let device = Device::flex();
+    let dims = [8, 4, 3, 3];
+    let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, dims), &device);
+    let start = wave(8 * 4 * 9, 1);
+    let (mut a, mut b) = (t(start.clone()), t(start));
+    let (mut sa, mut sb) = (None, None);
+    for k in 0..7 {
+        let before = common::values(a.clone());
+        let mut g = gradient(
+            &common::values(b.clone()),
+            &dims,
+            0,
+            Grad::ChannelOrthogonal,
+            k,
+        );
+        if k == 2 {
+            g[5] = f32::NAN;
+        }
+        (a, sa) = fused.step(1e-2, a, t(g.clone()), sa);
+        (b, sb) = ops.step(1e-2, b, t(g), sb);
+        let (got, want) = (common::values(a.clone()), common::values(b.clone()));
+        close(&format!("{label} step {k}"), &got, &want);
+        if k == 2 {
+            assert_eq!(
+                got, before,
+                "{label}: a NaN gradient's step keeps the weight"
+            );
+        }
+    }
+}
+
+/// NaP around each of this crate's fused optimizers (its norm summed in the base's pass that
+/// writes the weight, then one rescale) agrees with NaP around the same optimizer on its tensor
+/// ops, projecting at every step and at every second one.
+#[test]
+fn nap_around_a_fused_optimizer_matches_its_tensor_ops() {
+    for every in [1, 2] {
+        let nap = NapConfig::new().with_project_every(every);
+        let adamp = |f| {
+            AdamPConfig::new()
+                .with_weight_decay(0.1)
+                .with_fused(f)
+                .build()
+        };
+        nap_agrees(
+            "NaP(AdamP)",
+            &nap.wrap(adamp(true)),
+            &nap.wrap(adamp(false)),
+        );
+        let sgdp = |f| SgdpConfig::new().with_momentum(0.9).with_fused(f).build();
+        nap_agrees("NaP(SGDP)", &nap.wrap(sgdp(true)), &nap.wrap(sgdp(false)));
+        let spam = |f| StableSpamConfig::new().with_fused(f).build();
+        nap_agrees(
+            "NaP(Stable-SPAM)",
+            &nap.wrap(spam(true)),
+            &nap.wrap(spam(false)),
+        );
+        let adamw = |f| {
+            WidthScaledAdamWConfig::new(16, 32)
+                .with_weight_decay(1e-2)
+                .with_fused(f)
+                .build(WidthRole::Matrix)
+        };
+        nap_agrees(
+            "NaP(WS-AdamW)",
+            &nap.wrap(adamw(true)),
+            &nap.wrap(adamw(false)),
+        );
+        let adamc = |f| AdamCConfig::new().with_fused(f).build(true);
+        nap_agrees(
+            "NaP(AdamC)",
+            &nap.wrap(adamc(true)),
+            &nap.wrap(adamc(false)),
+        );
+    }
+}
+
 #[test]
 fn fused_and_tensor_ops_agree_near_f32s_range_limits() {
     for scales in EXTREMES {
@@ -504,7 +682,8 @@ fn a_shared_parameter_buffer_is_left_as_it_was() {
         assert_eq!(common::values(keep), start, "the shared buffer was written");
         out
     };
-    let steps: [(&str, Box<dyn Fn(Tensor<4>) -> Tensor<4>>); 3] = [
+    type Step<'a> = Box<dyn Fn(Tensor<4>) -> Tensor<4> + 'a>;
+    let steps: [(&str, Step); 3] = [
         (
             "AdamP",
             Box::new(|p| adamp.step(1e-2, p, t(g.clone()), None).0),

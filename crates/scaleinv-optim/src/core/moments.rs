@@ -84,29 +84,36 @@ impl Adam {
 impl<const D: usize> MomentState<D> {
     /// One fused Adam-type step on flex buffers: the moments (zeros before the first step)
     /// become buffers, `pass(t)` steps them with the parameter, and they come back as the new
-    /// state. The caller checked [`accepts`](crate::kernels::accepts) and
-    /// [`fit`](crate::kernels::fit).
+    /// state (as given, for a step skipped under `measure`: see `TwoPaths::fused`). The
+    /// caller checked [`accepts`](crate::kernels::accepts) and [`fit`](crate::kernels::fit).
     pub(crate) fn fused<'a>(
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self>,
+        measure: bool,
         pass: impl FnOnce(usize) -> crate::kernels::AdamPass<'a>,
-    ) -> (Tensor<D>, Option<Self>) {
-        use crate::kernels::{Buffer, Target};
+    ) -> crate::kernels::Fused<D, Self> {
+        use crate::kernels::{Buffer, Fused, Outcome, Target};
         let g = Buffer::new(grad);
+        let first = state.is_none();
         let (time, mut m, mut v) = match state {
             Some(s) => (s.time + 1, Buffer::new(s.moment_1), Buffer::new(s.moment_2)),
             None => (1, Buffer::zeros(&g), Buffer::zeros(&g)),
         };
         let mut p = Target::new(param);
-        let dims = p.dims();
-        let written = pass(time).run(&dims, p.param(), g.get(), m.get_mut(), v.get_mut());
+        let moments = (m.get_mut(), v.get_mut());
+        let outcome = pass(time).run(&mut p, &g, moments, measure);
+        let given_back = measure && outcome == Outcome::Skipped;
         let state = MomentState {
-            time,
+            time: if given_back { time - 1 } else { time },
             moment_1: m.tensor(),
             moment_2: v.tensor(),
         };
-        (p.tensor(written), Some(state))
+        Fused {
+            param: p.tensor(outcome),
+            state: (!(given_back && first)).then_some(state),
+            outcome,
+        }
     }
 }
 

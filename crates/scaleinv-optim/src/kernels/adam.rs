@@ -2,7 +2,9 @@
 
 use std::ops::Range;
 
-use super::frame::{Frame, Kernel, Param, Part};
+use super::buffer::{Buffer, OverElements, Target};
+use super::elem::{Elem, view};
+use super::frame::{Frame, Kernel, NewNorm, Outcome, Param, Part};
 use super::parallel::{split, split_mut, take_front, take_front_mut};
 use crate::math::adam::Adam;
 use crate::math::invariance::ScaleInvariance;
@@ -24,20 +26,65 @@ pub(crate) struct AdamPass<'a> {
 
 impl AdamPass<'_> {
     /// Steps `p` with gradient `g` and moments `m`, `v` (zeros before the first step) of a
-    /// tensor of shape `dims`. Returns `false`, with nothing written, when the step is skipped
-    /// for a non-finite gradient.
+    /// tensor of shape `dims`. Nothing is written when the step is skipped for a non-finite
+    /// gradient. With `measure`, a non-finite gradient is skipped whatever the policy, and a
+    /// written step returns `Σ p'²` (see [`Outcome`]).
     pub fn run(
         &self,
+        p: &mut Target,
+        g: &Buffer,
+        (m, v): (&mut [f32], &mut [f32]),
+        measure: bool,
+    ) -> Outcome {
+        let dims = &p.dims();
+        p.step(
+            g,
+            AdamRun {
+                pass: self,
+                dims,
+                moments: (m, v),
+                measure,
+            },
+        )
+    }
+}
+
+/// [`AdamPass::run`] over one element type.
+struct AdamRun<'a, 'm> {
+    pass: &'a AdamPass<'a>,
+    dims: &'a [usize],
+    moments: (&'m mut [f32], &'m mut [f32]),
+    measure: bool,
+}
+
+impl OverElements for AdamRun<'_, '_> {
+    type Output = Outcome;
+
+    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
+        let Self {
+            pass,
+            dims,
+            moments: (m, v),
+            measure,
+        } = self;
+        pass.frame(dims, p, g, (m, v), measure)
+    }
+}
+
+impl AdamPass<'_> {
+    fn frame<E: Elem>(
+        &self,
         dims: &[usize],
-        p: Param<'_>,
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) -> bool {
+        p: Param<'_, E>,
+        g: &[E],
+        (m, v): (&mut [f32], &mut [f32]),
+        measure: bool,
+    ) -> Outcome {
         let (bc1, bc2) = self.adam.bias_corrections(self.time);
         let frame = Frame {
             projection: self.projection,
-            skip_non_finite: self.skip_non_finite,
+            skip_non_finite: self.skip_non_finite || measure,
+            new_norm: NewNorm(measure),
             decay_rate: self.lr * self.weight_decay,
             scale: (self.lr / bc1) as f32,
         };
@@ -72,20 +119,20 @@ impl AdamRule {
 }
 
 /// Adam's moments of one tensor.
-struct AdamKernel<'a> {
+struct AdamKernel<'a, E> {
     rule: AdamRule,
-    g: &'a [f32],
+    g: &'a [E],
     m: &'a mut [f32],
     v: &'a mut [f32],
 }
 
-impl Kernel for AdamKernel<'_> {
+impl<E: Elem> Kernel for AdamKernel<'_, E> {
     type Part<'a>
-        = AdamPart<'a>
+        = AdamPart<'a, E>
     where
         Self: 'a;
 
-    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<AdamPart<'_>> {
+    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<AdamPart<'_, E>> {
         let g = split(self.g, ranges);
         let m = split_mut(self.m, ranges);
         let v = split_mut(self.v, ranges);
@@ -96,32 +143,35 @@ impl Kernel for AdamKernel<'_> {
                 g,
                 m,
                 v,
+                scratch: Vec::new(),
             })
             .collect()
     }
 }
 
-/// Adam's moments of one chunk.
-struct AdamPart<'a> {
+/// Adam's moments of one chunk, and the gradient's segment in f32 when it is f16/bf16.
+struct AdamPart<'a, E> {
     rule: AdamRule,
-    g: &'a [f32],
+    g: &'a [E],
     m: &'a mut [f32],
     v: &'a mut [f32],
+    scratch: Vec<f32>,
 }
 
-impl<'a> AdamPart<'a> {
-    /// The next `n` elements' gradient and moments.
+impl<'a, E: Elem> AdamPart<'a, E> {
+    /// The next `n` elements' gradient (in f32) and moments.
     #[inline(always)]
-    fn next(&mut self, n: usize) -> (&'a [f32], &'a mut [f32], &'a mut [f32]) {
-        (
-            take_front(&mut self.g, n),
+    fn next(&mut self, n: usize) -> (&[f32], &'a mut [f32], &'a mut [f32]) {
+        let g = take_front(&mut self.g, n);
+        let (m, v) = (
             take_front_mut(&mut self.m, n),
             take_front_mut(&mut self.v, n),
-        )
+        );
+        (view(g, &mut self.scratch), m, v)
     }
 }
 
-impl Part for AdamPart<'_> {
+impl<E: Elem> Part for AdamPart<'_, E> {
     #[inline(always)]
     fn advance(&mut self, u: &mut [f32]) {
         let (rule, adam) = (self.rule, self.rule.adam);

@@ -6,32 +6,45 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor};
 
-use super::frame::Param;
+use half::{bf16, f16};
+
+use super::elem::{Elem, fused_dtype};
+use super::frame::{Outcome, Param};
+use super::parallel::{CHUNK, Task, ranges, run_all, split_mut};
 use super::sums::{finite, squares};
 
-/// Whether `tensor` is an f32 tensor on flex (the fused path applies).
-fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
-    matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_)) && tensor.dtype() == DType::F32
+fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
+    matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-/// Whether the fused path can step `param`: a non-empty f32 tensor on flex, and for an
-/// optimizer that projects along `channel_axis`, an axis of it.
+/// Whether `tensor` is an f32 tensor on flex.
+fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
+    on_flex(tensor) && tensor.dtype() == DType::F32
+}
+
+/// Whether the fused path can step `param`: a non-empty f32, f16 or bf16 tensor on flex, and
+/// for an optimizer that projects along `channel_axis`, an axis of it.
 pub(crate) fn accepts<const D: usize>(param: &Tensor<D>, channel_axis: Option<usize>) -> bool {
     param.shape().num_elements() > 0
-        && on_flex_f32(param)
+        && on_flex(param)
+        && fused_dtype(param.dtype())
         && channel_axis.is_none_or(|axis| D < 2 || axis < D)
 }
 
-/// Whether the gradient and the state tensors fit the fused path with `param`: f32 on flex,
-/// of its shape.
+/// Whether the gradient and the state tensors fit the fused path with `param`: on flex, of its
+/// shape, the gradient of its element type and the state in f32.
 pub(crate) fn fit<'a, const D: usize>(
     param: &Tensor<D>,
     grad: &Tensor<D>,
     state: impl IntoIterator<Item = &'a Tensor<D>>,
 ) -> bool {
     let shape = param.shape();
-    let fits = |t: &Tensor<D>| on_flex_f32(t) && t.shape() == shape;
-    fits(grad) && state.into_iter().all(fits)
+    let fits = |t: &Tensor<D>| on_flex(t) && t.shape() == shape;
+    fits(grad)
+        && grad.dtype() == param.dtype()
+        && state
+            .into_iter()
+            .all(|s| fits(s) && s.dtype() == DType::F32)
 }
 
 /// Whether a per-tensor statistic (shape `[1]`) is an f32 flex tensor.
@@ -64,13 +77,47 @@ pub(crate) fn single_value<const D: usize>(tensor: &Tensor<D>) -> Option<f64> {
     read(tensor, |x| (x.len() == 1).then(|| f64::from(x[0]))).flatten()
 }
 
-/// The elements of a contiguous f32 flex tensor, writable (its buffer copied first if shared).
-fn elements_mut(flex: &mut FlexTensor) -> &mut [f32] {
-    let (start, end) = flex.layout().contiguous_offsets().expect("contiguous");
-    &mut flex.storage_mut::<f32>()[start..end]
+/// `tensor · factor` for an f32 flex tensor (checked by the caller), in one pass over fixed
+/// chunks: in place when no other tensor shares the buffer, as for a parameter a fused step
+/// has just written.
+pub(crate) fn scaled<const D: usize>(tensor: Tensor<D>, factor: f32) -> Tensor<D> {
+    let mut buffer = Buffer::new(tensor);
+    let x = buffer.get_mut();
+    let len = x.len();
+    let tasks = split_mut(x, &ranges(len, CHUNK));
+    let tasks = tasks.into_iter().map(|x| Scale { x, factor }).collect();
+    run_all(tasks, len);
+    buffer.tensor()
 }
 
-/// A contiguous f32 flex buffer.
+/// `x ← x · factor` over one chunk.
+struct Scale<'a> {
+    x: &'a mut [f32],
+    factor: f32,
+}
+
+impl Task for Scale<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run(self) {
+        self.x.iter_mut().for_each(|x| *x *= self.factor);
+    }
+}
+
+/// A fused pass over a parameter and its gradient, generic over their element type.
+pub(crate) trait OverElements {
+    type Output;
+    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Self::Output;
+}
+
+/// One step of the fused loops: the new parameter and state, and what the step did.
+pub(crate) struct Fused<const D: usize, S> {
+    pub param: Tensor<D>,
+    pub state: Option<S>,
+    pub outcome: Outcome,
+}
+
+/// A contiguous flex buffer: f32 (a state tensor), or a gradient of the parameter's type.
 pub(crate) struct Buffer(FlexTensor);
 
 impl Buffer {
@@ -93,12 +140,17 @@ impl Buffer {
     }
 
     pub fn get(&self) -> &[f32] {
-        self.0.as_slice::<f32>().expect("contiguous f32")
+        self.elements()
+    }
+
+    /// The elements, of type `E`.
+    fn elements<E: Elem>(&self) -> &[E] {
+        E::slice(&self.0)
     }
 
     /// The elements, writable (copied first if another tensor shares the buffer).
     pub fn get_mut(&mut self) -> &mut [f32] {
-        elements_mut(&mut self.0)
+        f32::slice_mut(&mut self.0)
     }
 
     pub fn tensor<const D: usize>(self) -> Tensor<D> {
@@ -123,7 +175,7 @@ impl Target {
                 out: flex,
             }
         } else {
-            let out = FlexTensor::empty(flex.layout().shape().clone(), DType::F32);
+            let out = FlexTensor::empty(flex.layout().shape().clone(), flex.dtype());
             Self {
                 shared: Some(flex),
                 out,
@@ -131,12 +183,23 @@ impl Target {
         }
     }
 
-    /// The elements for the step: in place, or from the shared buffer into the fresh one.
-    pub fn param(&mut self) -> Param<'_> {
-        let out = elements_mut(&mut self.out);
+    /// The elements for the step, of type `E`: in place, or from the shared buffer into the
+    /// fresh one.
+    fn param<E: Elem>(&mut self) -> Param<'_, E> {
+        let out = E::slice_mut(&mut self.out);
         match &self.shared {
             None => Param::in_place(out),
-            Some(shared) => Param::copied(shared.as_slice::<f32>().expect("contiguous f32"), out),
+            Some(shared) => Param::copied(E::slice(shared), out),
+        }
+    }
+
+    /// `pass` over the parameter's elements and the gradient's `grad`, of the parameter's
+    /// element type.
+    pub fn step<P: OverElements>(&mut self, grad: &Buffer, pass: P) -> P::Output {
+        match self.out.dtype() {
+            DType::F16 => pass.run(self.param::<f16>(), grad.elements()),
+            DType::BF16 => pass.run(self.param::<bf16>(), grad.elements()),
+            _ => pass.run(self.param::<f32>(), grad.elements()),
         }
     }
 
@@ -145,10 +208,10 @@ impl Target {
     }
 
     /// The parameter after the step: the written buffer, or the old one when the step wrote
-    /// nothing (`written` is `false`: skipped for a non-finite gradient).
-    pub fn tensor<const D: usize>(self, written: bool) -> Tensor<D> {
+    /// nothing (skipped for a non-finite gradient).
+    pub fn tensor<const D: usize>(self, outcome: Outcome) -> Tensor<D> {
         let flex = match self.shared {
-            Some(shared) if !written => shared,
+            Some(shared) if !outcome.written() => shared,
             _ => self.out,
         };
         Tensor::from_primitive::<Flex>(flex)

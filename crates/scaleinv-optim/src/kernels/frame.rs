@@ -8,8 +8,9 @@
 
 use std::ops::Range;
 
+use super::elem::{Elem, fit, view};
 use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
-use super::sums::{BLOCK, blocked_dot, blocked_dots, finite, row_dots};
+use super::sums::{BLOCK, blocked_dot, blocked_dots, blocked_squares, finite, row_dots};
 use crate::math::decay::factor;
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
 
@@ -140,7 +141,7 @@ fn total(v: &[f64]) -> f64 {
 
 impl Sums {
     /// Pass 1 over `p` and `g`.
-    fn measure(channels: Channels, chunks: &[Range<usize>], p: &[f32], g: &[f32]) -> Self {
+    fn measure<E: Elem>(channels: Channels, chunks: &[Range<usize>], p: &[E], g: &[E]) -> Self {
         let pieces = split(p, chunks).into_iter().zip(split(g, chunks));
         let tasks = chunks.iter().cloned().zip(pieces);
         let tasks = tasks.map(|(range, (p, g))| Measure {
@@ -212,14 +213,14 @@ fn coefficient(projection: &ScaleInvariance, param_dot_update: f64, weight_sq: f
 }
 
 /// Pass 1 over one chunk: per-channel `(⟨P_c, G_c⟩, ‖P_c‖², ‖G_c‖²)`.
-struct Measure<'a> {
+struct Measure<'a, E> {
     channels: Channels,
     range: Range<usize>,
-    p: &'a [f32],
-    g: &'a [f32],
+    p: &'a [E],
+    g: &'a [E],
 }
 
-impl Task for Measure<'_> {
+impl<E: Elem> Task for Measure<'_, E> {
     type Output = Partial<3>;
     #[inline(always)]
     fn run(self) -> Partial<3> {
@@ -230,16 +231,23 @@ impl Task for Measure<'_> {
             mut g,
         } = self;
         let mut partial = Partial::new();
+        let (mut sp, mut sg) = (Vec::new(), Vec::new());
         if channels.by_rows() {
             let mut sums = std::array::from_fn(|_| vec![0.0; channels.count]);
-            row_dots(p, g, channels.count, &mut sums);
+            row_dots(
+                view(p, &mut sp),
+                view(g, &mut sg),
+                channels.count,
+                &mut sums,
+            );
             let [d, w, q] = sums;
             for (c, ((d, w), q)) in d.into_iter().zip(w).zip(q).enumerate() {
                 partial.push((c, [d, w, q]));
             }
         } else {
             for (c, len) in channels.segments(range) {
-                let (d, w, q) = blocked_dots(take_front(&mut p, len), take_front(&mut g, len));
+                let (p, g) = (take_front(&mut p, len), take_front(&mut g, len));
+                let (d, w, q) = blocked_dots(view(p, &mut sp), view(g, &mut sg));
                 accumulate(&mut partial, c, [d, w, q]);
             }
         }
@@ -255,20 +263,20 @@ fn decay_factor(rate: f64, ratio: f32) -> Option<f32> {
 
 /// A parameter's elements for one step: read from `src` and written to `dst`, or read and
 /// written in place (`src` is `None`) — the copy-on-write of a shared buffer, in the pass that
-/// writes.
-pub(crate) struct Param<'a> {
-    src: Option<&'a [f32]>,
-    dst: &'a mut [f32],
+/// writes. f16/bf16 elements are converted to f32 and back a segment at a time.
+pub(crate) struct Param<'a, E = f32> {
+    src: Option<&'a [E]>,
+    dst: &'a mut [E],
 }
 
-impl<'a> Param<'a> {
+impl<'a, E: Elem> Param<'a, E> {
     /// The elements of `p`, rewritten in place.
-    pub fn in_place(p: &'a mut [f32]) -> Self {
+    pub fn in_place(p: &'a mut [E]) -> Self {
         Self { src: None, dst: p }
     }
 
     /// The elements of `src`, written to `dst` (of the same length).
-    pub fn copied(src: &'a [f32], dst: &'a mut [f32]) -> Self {
+    pub fn copied(src: &'a [E], dst: &'a mut [E]) -> Self {
         assert_eq!(src.len(), dst.len(), "a parameter and its new buffer");
         Self {
             src: Some(src),
@@ -281,15 +289,21 @@ impl<'a> Param<'a> {
     }
 
     /// The values before the step.
-    pub fn old(&self) -> &[f32] {
+    pub fn old(&self) -> &[E] {
         match self.src {
             Some(src) => src,
             None => self.dst,
         }
     }
 
+    /// The values before the step as f32 (converted into `scratch` unless they are f32).
+    #[inline(always)]
+    fn old_f32<'s>(&'s self, scratch: &'s mut Vec<f32>) -> &'s [f32] {
+        view(self.old(), scratch)
+    }
+
     /// The elements cut at `ranges` (consecutive, from 0).
-    pub(super) fn split(self, ranges: &[Range<usize>]) -> Vec<Param<'a>> {
+    pub(super) fn split(self, ranges: &[Range<usize>]) -> Vec<Param<'a, E>> {
         let dst = split_mut(self.dst, ranges);
         match self.src {
             None => dst.into_iter().map(Param::in_place).collect(),
@@ -303,36 +317,114 @@ impl<'a> Param<'a> {
 
     /// The first `n` elements, taken off the front.
     #[inline(always)]
-    pub(super) fn take(&mut self, n: usize) -> Param<'a> {
+    pub(super) fn take(&mut self, n: usize) -> Param<'a, E> {
         Param {
             src: self.src.as_mut().map(|s| take_front(s, n)),
             dst: take_front_mut(&mut self.dst, n),
         }
     }
 
-    /// `p ← new(p, u)` element by element, `u` of the same length.
+    /// `p ← new(p, u)` element by element, `u` of the same length; returns the new values in
+    /// f32 (for f16/bf16, before their rounding: computed in `scratch`, then stored).
     #[inline(always)]
-    pub(super) fn write(self, u: &[f32], new: impl Fn(f32, f32) -> f32) {
-        match self.src {
-            None => {
-                for (p, &u) in self.dst.iter_mut().zip(u) {
+    pub(super) fn write<'s>(
+        self,
+        u: &[f32],
+        new: impl Fn(f32, f32) -> f32,
+        scratch: &'s mut Vec<f32>,
+    ) -> &'s [f32]
+    where
+        'a: 's,
+    {
+        let Self { src, dst } = self;
+        match E::as_f32_mut(dst) {
+            Ok(dst) => {
+                match src.map(|s| E::as_f32(s).expect("one element type")) {
+                    None => {
+                        for (p, &u) in dst.iter_mut().zip(u) {
+                            *p = new(*p, u);
+                        }
+                    }
+                    Some(src) => {
+                        for ((p, &old), &u) in dst.iter_mut().zip(src).zip(u) {
+                            *p = new(old, u);
+                        }
+                    }
+                }
+                dst
+            }
+            Err(dst) => {
+                let values = fit(scratch, dst.len());
+                E::load(src.unwrap_or(dst), values);
+                for (p, &u) in values.iter_mut().zip(u) {
                     *p = new(*p, u);
                 }
-            }
-            Some(src) => {
-                for ((p, &old), &u) in self.dst.iter_mut().zip(src).zip(u) {
-                    *p = new(old, u);
-                }
+                E::store(values, dst);
+                values
             }
         }
     }
 
-    /// `p ← p·f − u·scale` (`p − u·scale` without a decay factor).
+    /// `p ← p·f − u·scale` (`p − u·scale` without a decay factor); returns the new values.
     #[inline(always)]
-    fn step(self, u: &[f32], factor: Option<f32>, scale: f32) {
+    fn step<'s>(
+        self,
+        u: &[f32],
+        (factor, scale): (Option<f32>, f32),
+        scratch: &'s mut Vec<f32>,
+    ) -> &'s [f32]
+    where
+        'a: 's,
+    {
         match factor {
-            Some(f) => self.write(u, |p, u| p * f - u * scale),
-            None => self.write(u, |p, u| p - u * scale),
+            Some(f) => self.write(u, |p, u| p * f - u * scale, scratch),
+            None => self.write(u, |p, u| p - u * scale, scratch),
+        }
+    }
+}
+
+/// `Σ p'²` of the values a pass just wrote, when the step measures the new parameter (NaP's
+/// projection, see [`Outcome`]): they are still in the L1 cache, so the sum costs no read of
+/// memory. The segments' sums are added in order within a chunk, the chunks' in chunk order.
+#[derive(Clone, Copy)]
+pub(super) struct NewNorm(pub bool);
+
+impl NewNorm {
+    #[inline(always)]
+    pub fn of(self, written: &[f32]) -> f64 {
+        if self.0 {
+            blocked_squares(written, |x| x)
+        } else {
+            0.0
+        }
+    }
+
+    /// The chunks' sums, added in chunk order, when measured.
+    pub fn total(self, chunks: Vec<f64>) -> Option<f64> {
+        self.0.then(|| chunks.into_iter().sum())
+    }
+}
+
+/// What a fused step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Outcome {
+    /// Skipped for a non-finite gradient: nothing written.
+    Skipped,
+    /// The parameter and the state written, with `Σ p'²` of the new parameter when the step
+    /// was asked to measure it.
+    Written(Option<f64>),
+}
+
+impl Outcome {
+    pub fn written(self) -> bool {
+        matches!(self, Self::Written(_))
+    }
+
+    /// `Σ p'²` of the new parameter, when measured and written.
+    pub fn new_squares(self) -> Option<f64> {
+        match self {
+            Self::Written(squares) => squares,
+            Self::Skipped => None,
         }
     }
 }
@@ -359,63 +451,71 @@ pub(super) trait Part: Send {
     fn projected(&mut self, _u: &[f32]) {}
 }
 
-/// The frame every fused step shares: the passes and the decisions between them. Returns
-/// `false`, with nothing written, when the step is skipped for a non-finite gradient.
+/// The frame every fused step shares: the passes and the decisions between them.
 pub(super) struct Frame<'a> {
     /// The projection, if the optimizer projects (it applies to tensors of rank ≥ 2, with a
     /// view that can fire).
     pub projection: Option<&'a ScaleInvariance>,
     pub skip_non_finite: bool,
+    /// Whether the pass that writes `p` also sums `p'²`.
+    pub new_norm: NewNorm,
     /// Decoupled decay rate `η·λ` (before the ratio `r`), and the step's scale on `u`.
     pub decay_rate: f64,
     pub scale: f32,
 }
 
 impl Frame<'_> {
-    pub fn run<K: Kernel>(&self, dims: &[usize], p: Param<'_>, g: &[f32], kernel: &mut K) -> bool {
+    pub fn run<K: Kernel, E: Elem>(
+        &self,
+        dims: &[usize],
+        p: Param<'_, E>,
+        g: &[E],
+        kernel: &mut K,
+    ) -> Outcome {
+        let new_norm = self.new_norm;
         let projection = self
             .projection
             .filter(|proj| dims.len() >= 2 && proj.view != ProjectionView::Off);
         let Some(projection) = projection else {
             if self.skip_non_finite && !finite(g) {
-                return false;
+                return Outcome::Skipped;
             }
-            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
-            return true;
+            let squares = self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
+            return Outcome::Written(new_norm.total(squares));
         };
         let channels = Channels::new(dims, projection.channel_axis.min(dims.len() - 1));
         let chunks = channels.chunks();
         let sums = Sums::measure(channels, &chunks, p.old(), g);
         if self.skip_non_finite && !total(&sums.grad_sq).is_finite() {
-            return false;
+            return Outcome::Skipped;
         }
         let (channel, layer) = sums.test(projection, channels.numel());
-        if !(channel || layer) {
-            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0));
-            return true;
-        }
-        let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
-        if channel && channels.by_runs() {
-            self.runs(channels, p, kernel, (projection, &sums.weight_sq), factor);
-            return true;
-        }
-        let dots = Self::dots(channels, &chunks, p.old(), kernel);
-        let coefs = sums.coefficients(projection, channel, &dots);
-        self.projected(channels, &chunks, p, kernel, &coefs, factor);
-        true
+        let squares = if !(channel || layer) {
+            self.plain(p, kernel, decay_factor(self.decay_rate, 1.0))
+        } else {
+            let factor = decay_factor(self.decay_rate, projection.wd_ratio as f32);
+            if channel && channels.by_runs() {
+                self.runs(channels, p, kernel, (projection, &sums.weight_sq), factor)
+            } else {
+                let dots = Self::dots(channels, &chunks, p.old(), kernel);
+                let coefs = sums.coefficients(projection, channel, &dots);
+                self.projected(channels, &chunks, p, kernel, &coefs, factor)
+            }
+        };
+        Outcome::Written(new_norm.total(squares))
     }
 
     /// A channel-wise projection one channel's run at a time: its state, `⟨P_c, U_c⟩`, the
     /// coefficient and `p ← p·f − η'·(u − c·p)`, with the run's updates kept in a scratch
     /// buffer (in cache) in between — one pass after the statistics.
-    fn runs<K: Kernel>(
+    fn runs<K: Kernel, E: Elem>(
         &self,
         channels: Channels,
-        p: Param<'_>,
+        p: Param<'_, E>,
         kernel: &mut K,
         (projection, weight_sq): (&ScaleInvariance, &[f64]),
         factor: Option<f32>,
-    ) {
+    ) -> Vec<f64> {
         let chunks = ranges(
             channels.numel(),
             (CHUNK / channels.inner).max(1) * channels.inner,
@@ -430,30 +530,37 @@ impl Frame<'_> {
             weight_sq,
             factor,
             scale: self.scale,
+            new_norm: self.new_norm,
         });
-        run_all(tasks.collect(), channels.numel());
+        run_all(tasks.collect(), channels.numel())
     }
 
     /// One pass: the state and `p ← p·f − η'·u`.
-    fn plain<K: Kernel>(&self, p: Param<'_>, kernel: &mut K, factor: Option<f32>) {
+    fn plain<K: Kernel, E: Elem>(
+        &self,
+        p: Param<'_, E>,
+        kernel: &mut K,
+        factor: Option<f32>,
+    ) -> Vec<f64> {
         let numel = p.len();
         let chunks = ranges(numel, CHUNK);
         let tasks = p.split(&chunks).into_iter().zip(kernel.parts(&chunks));
-        let scale = self.scale;
+        let (scale, new_norm) = (self.scale, self.new_norm);
         let tasks = tasks.map(|(p, part)| Plain {
             p,
             part,
             factor,
             scale,
+            new_norm,
         });
-        run_all(tasks.collect(), numel);
+        run_all(tasks.collect(), numel)
     }
 
     /// Pass 2 of a projected step: the state, and `⟨P_c, U_c⟩` per channel.
-    fn dots<K: Kernel>(
+    fn dots<K: Kernel, E: Elem>(
         channels: Channels,
         chunks: &[Range<usize>],
-        p: &[f32],
+        p: &[E],
         kernel: &mut K,
     ) -> Vec<f64> {
         let parts = split(p, chunks).into_iter().zip(kernel.parts(chunks));
@@ -470,15 +577,15 @@ impl Frame<'_> {
     }
 
     /// Pass 3 of a projected step: `p ← p·f − η'·(u − c·p)`.
-    fn projected<K: Kernel>(
+    fn projected<K: Kernel, E: Elem>(
         &self,
         channels: Channels,
         chunks: &[Range<usize>],
-        p: Param<'_>,
+        p: Param<'_, E>,
         kernel: &mut K,
         coefs: &[f32],
         factor: Option<f32>,
-    ) {
+    ) -> Vec<f64> {
         let parts = p.split(chunks).into_iter().zip(kernel.parts(chunks));
         let tasks = chunks.iter().cloned().zip(parts);
         let tasks = tasks.map(|(range, (p, part))| Project {
@@ -489,47 +596,53 @@ impl Frame<'_> {
             coefs,
             factor,
             scale: self.scale,
+            new_norm: self.new_norm,
         });
-        run_all(tasks.collect(), channels.numel());
+        run_all(tasks.collect(), channels.numel())
     }
 }
 
 /// One pass over one chunk: the state and `p ← p·f − η'·u`.
-struct Plain<'a, P> {
-    p: Param<'a>,
+struct Plain<'a, P, E> {
+    p: Param<'a, E>,
     part: P,
     factor: Option<f32>,
     scale: f32,
+    new_norm: NewNorm,
 }
 
-impl<P: Part> Task for Plain<'_, P> {
-    type Output = ();
+impl<P: Part, E: Elem> Task for Plain<'_, P, E> {
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             mut p,
             mut part,
             factor,
             scale,
+            new_norm,
         } = self;
-        let mut u = [0.0f32; BLOCK];
+        let (mut u, mut scratch) = ([0.0f32; BLOCK], Vec::new());
+        let mut squares = 0.0;
         while p.len() > 0 {
             let u = &mut u[..p.len().min(BLOCK)];
             part.advance(u);
-            p.take(u.len()).step(u, factor, scale);
+            let written = p.take(u.len()).step(u, (factor, scale), &mut scratch);
+            squares += new_norm.of(written);
         }
+        squares
     }
 }
 
 /// Pass 2 over one chunk: the state, and per-channel `⟨P_c, U_c⟩`.
-struct Dots<'a, P> {
+struct Dots<'a, P, E> {
     channels: Channels,
     range: Range<usize>,
-    p: &'a [f32],
+    p: &'a [E],
     part: P,
 }
 
-impl<P: Part> Task for Dots<'_, P> {
+impl<P: Part, E: Elem> Task for Dots<'_, P, E> {
     type Output = Partial<1>;
     #[inline(always)]
     fn run(self) -> Partial<1> {
@@ -539,7 +652,7 @@ impl<P: Part> Task for Dots<'_, P> {
             mut p,
             mut part,
         } = self;
-        let mut u = [0.0f32; BLOCK];
+        let (mut u, mut scratch) = ([0.0f32; BLOCK], Vec::new());
         let mut partial = Partial::new();
         let mut row = vec![
             0.0f64;
@@ -552,7 +665,7 @@ impl<P: Part> Task for Dots<'_, P> {
         for (c, len) in channels.segments(range) {
             let u = &mut u[..len];
             part.advance(u);
-            let p = take_front(&mut p, len);
+            let p = view(take_front(&mut p, len), &mut scratch);
             if channels.by_rows() {
                 let dots = row[c..c + len].iter_mut().zip(p.iter().zip(u.iter()));
                 for (d, (&p, &u)) in dots {
@@ -568,20 +681,21 @@ impl<P: Part> Task for Dots<'_, P> {
 }
 
 /// Pass 3 over one chunk: `p ← p·f − η'·(u − c·p)`.
-struct Project<'a, P> {
+struct Project<'a, P, E> {
     channels: Channels,
     range: Range<usize>,
-    p: Param<'a>,
+    p: Param<'a, E>,
     part: P,
     coefs: &'a [f32],
     factor: Option<f32>,
     scale: f32,
+    new_norm: NewNorm,
 }
 
-impl<P: Part> Task for Project<'_, P> {
-    type Output = ();
+impl<P: Part, E: Elem> Task for Project<'_, P, E> {
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             channels,
             range,
@@ -590,46 +704,51 @@ impl<P: Part> Task for Project<'_, P> {
             coefs,
             factor,
             scale,
+            new_norm,
         } = self;
-        let mut u = [0.0f32; BLOCK];
+        let (mut u, mut scratch) = ([0.0f32; BLOCK], Vec::new());
+        let mut squares = 0.0;
         for (c, len) in channels.segments(range) {
             let u = &mut u[..len];
             part.update(u);
             let p = p.take(len);
+            let old = p.old_f32(&mut scratch);
             if channels.by_rows() {
                 let coefs = &coefs[c..c + len];
-                for ((u, &p), &coef) in u.iter_mut().zip(p.old()).zip(coefs) {
+                for ((u, &p), &coef) in u.iter_mut().zip(old).zip(coefs) {
                     *u -= p * coef;
                 }
             } else {
                 let coef = coefs[c];
-                for (u, &p) in u.iter_mut().zip(p.old()) {
+                for (u, &p) in u.iter_mut().zip(old) {
                     *u -= p * coef;
                 }
             }
             part.projected(u);
-            p.step(u, factor, scale);
+            squares += new_norm.of(p.step(u, (factor, scale), &mut scratch));
         }
+        squares
     }
 }
 
 /// A channel-wise projection over one chunk of whole runs (see [`Frame::runs`]).
-struct Runs<'a, P> {
+struct Runs<'a, P, E> {
     /// The first run's channel.
     first: usize,
     inner: usize,
-    p: Param<'a>,
+    p: Param<'a, E>,
     part: P,
     projection: &'a ScaleInvariance,
     weight_sq: &'a [f64],
     factor: Option<f32>,
     scale: f32,
+    new_norm: NewNorm,
 }
 
-impl<P: Part> Task for Runs<'_, P> {
-    type Output = ();
+impl<P: Part, E: Elem> Task for Runs<'_, P, E> {
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             first,
             inner,
@@ -639,18 +758,22 @@ impl<P: Part> Task for Runs<'_, P> {
             weight_sq,
             factor,
             scale,
+            new_norm,
         } = self;
-        let mut u = vec![0.0f32; inner];
+        let (mut u, mut scratch) = (vec![0.0f32; inner], Vec::new());
+        let mut squares = 0.0;
         let runs = p.len() / inner;
         for &weight_sq in &weight_sq[first..first + runs] {
             part.advance(&mut u);
             let p = p.take(inner);
-            let coef = coefficient(projection, blocked_dot(p.old(), &u), weight_sq);
-            for (u, &p) in u.iter_mut().zip(p.old()) {
+            let old = p.old_f32(&mut scratch);
+            let coef = coefficient(projection, blocked_dot(old, &u), weight_sq);
+            for (u, &p) in u.iter_mut().zip(old) {
                 *u -= p * coef;
             }
             part.projected(&u);
-            p.step(&u, factor, scale);
+            squares += new_norm.of(p.step(&u, (factor, scale), &mut scratch));
         }
+        squares
     }
 }

@@ -32,6 +32,8 @@ mod buffer;
 #[cfg(feature = "wgpu")]
 pub(crate) mod cube;
 #[cfg(feature = "flex")]
+mod elem;
+#[cfg(feature = "flex")]
 mod frame;
 #[cfg(feature = "flex")]
 mod parallel;
@@ -46,9 +48,11 @@ mod sums;
 pub(crate) use adam::AdamPass;
 #[cfg(feature = "flex")]
 pub(crate) use buffer::{
-    Buffer, Target, accepts, all_finite, fit, norm, scalar_on_flex, single_value,
+    Buffer, Fused, Target, accepts, all_finite, fit, norm, scalar_on_flex, scaled, single_value,
 };
+#[cfg(feature = "flex")]
+pub(crate) use frame::Outcome;
 #[cfg(feature = "flex")]
 pub(crate) use sgd::SgdPass;
 #[cfg(feature = "flex")]
-pub(crate) use spike::SpikeScalars;
+pub(crate) use spike::{SpikeScalars, SpikeState};

@@ -2,7 +2,9 @@
 
 use std::ops::Range;
 
-use super::frame::{Frame, Kernel, Param, Part};
+use super::buffer::{Buffer, OverElements, Target};
+use super::elem::{Elem, view};
+use super::frame::{Frame, Kernel, NewNorm, Outcome, Param, Part};
 use super::parallel::{split, split_mut, take_front, take_front_mut};
 use crate::math::invariance::ScaleInvariance;
 use crate::math::sgd;
@@ -23,12 +25,52 @@ pub(crate) struct SgdPass<'a> {
 
 impl SgdPass<'_> {
     /// Steps `p` with gradient `g` and momentum buffer `b` (zeros before the first step; with
-    /// μ = 0 scratch space the caller does not keep). Returns `false`, with nothing written,
-    /// when the step is skipped for a non-finite gradient.
-    pub fn run(&self, dims: &[usize], p: Param<'_>, g: &[f32], b: &mut [f32]) -> bool {
+    /// μ = 0 scratch space the caller does not keep). Nothing is written when the step is
+    /// skipped for a non-finite gradient. With `measure`, a non-finite gradient is skipped
+    /// whatever the policy, and a written step returns `Σ p'²` (see [`Outcome`]).
+    pub fn run(&self, p: &mut Target, g: &Buffer, b: &mut [f32], measure: bool) -> Outcome {
+        let dims = &p.dims();
+        p.step(
+            g,
+            SgdRun {
+                pass: self,
+                dims,
+                b,
+                measure,
+            },
+        )
+    }
+}
+
+/// [`SgdPass::run`] over one element type.
+struct SgdRun<'a, 'b> {
+    pass: &'a SgdPass<'a>,
+    dims: &'a [usize],
+    b: &'b mut [f32],
+    measure: bool,
+}
+
+impl OverElements for SgdRun<'_, '_> {
+    type Output = Outcome;
+
+    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
+        self.pass.frame(self.dims, p, g, self.b, self.measure)
+    }
+}
+
+impl SgdPass<'_> {
+    fn frame<E: Elem>(
+        &self,
+        dims: &[usize],
+        p: Param<'_, E>,
+        g: &[E],
+        b: &mut [f32],
+        measure: bool,
+    ) -> Outcome {
         let frame = Frame {
             projection: self.projection,
-            skip_non_finite: self.skip_non_finite,
+            skip_non_finite: self.skip_non_finite || measure,
+            new_norm: NewNorm(measure),
             decay_rate: self.decay_rate,
             scale: self.lr as f32,
         };
@@ -57,19 +99,19 @@ struct SgdRule {
 }
 
 /// SGD's momentum buffer of one tensor.
-struct SgdKernel<'a> {
+struct SgdKernel<'a, E> {
     rule: SgdRule,
-    g: &'a [f32],
+    g: &'a [E],
     b: &'a mut [f32],
 }
 
-impl Kernel for SgdKernel<'_> {
+impl<E: Elem> Kernel for SgdKernel<'_, E> {
     type Part<'a>
-        = SgdPart<'a>
+        = SgdPart<'a, E>
     where
         Self: 'a;
 
-    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<SgdPart<'_>> {
+    fn parts(&mut self, ranges: &[Range<usize>]) -> Vec<SgdPart<'_, E>> {
         let g = split(self.g, ranges);
         let b = split_mut(self.b, ranges);
         let rule = self.rule;
@@ -80,6 +122,7 @@ impl Kernel for SgdKernel<'_> {
                 g,
                 b,
                 pending: &mut [],
+                scratch: Vec::new(),
             })
             .collect()
     }
@@ -87,14 +130,16 @@ impl Kernel for SgdKernel<'_> {
 
 /// SGD's momentum buffer of one chunk, and the buffer of the last segment stepped, whose
 /// projected update may follow (the write-back).
-struct SgdPart<'a> {
+struct SgdPart<'a, E> {
     rule: SgdRule,
-    g: &'a [f32],
+    g: &'a [E],
     b: &'a mut [f32],
     pending: &'a mut [f32],
+    /// The gradient's segment in f32, when it is f16/bf16.
+    scratch: Vec<f32>,
 }
 
-impl Part for SgdPart<'_> {
+impl<E: Elem> Part for SgdPart<'_, E> {
     #[inline(always)]
     fn advance(&mut self, u: &mut [f32]) {
         let SgdRule {
@@ -105,6 +150,7 @@ impl Part for SgdPart<'_> {
         } = self.rule;
         let n = u.len();
         let (g, b) = (take_front(&mut self.g, n), take_front_mut(&mut self.b, n));
+        let g = view(g, &mut self.scratch);
         for ((u, &g), b) in u.iter_mut().zip(g).zip(b.iter_mut()) {
             *b = sgd::buffer(*b, sgd::damped(g, dampening), momentum);
             *u = sgd::direction(g, *b, momentum, nesterov);
@@ -119,6 +165,7 @@ impl Part for SgdPart<'_> {
         } = self.rule;
         let n = u.len();
         let (g, b) = (take_front(&mut self.g, n), take_front_mut(&mut self.b, n));
+        let g = view(g, &mut self.scratch);
         for ((u, &g), &b) in u.iter_mut().zip(g).zip(&*b) {
             *u = sgd::direction(g, b, momentum, nesterov);
         }

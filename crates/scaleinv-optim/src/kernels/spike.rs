@@ -2,7 +2,9 @@
 //! second, `Σ clip(g)²`, only when some element is clipped), the per-tensor statistics on the
 //! CPU, then one pass for the moments and the parameter.
 
-use super::frame::Param;
+use super::buffer::{Buffer, OverElements, Target};
+use super::elem::{Elem, view};
+use super::frame::{NewNorm, Outcome, Param};
 use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
 use super::sums::{BLOCK, max_abs_and_squares, squares};
 use crate::math::adam::Adam;
@@ -17,21 +19,59 @@ pub(crate) struct SpikeScalars<'a> {
     pub norm_sq_mean: &'a mut f32,
 }
 
+/// Stable-SPAM's state buffers: the moments, AMSGrad's running maximum and the statistics.
+pub(crate) struct SpikeState<'a> {
+    pub m: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub max_v: Option<&'a mut [f32]>,
+    pub scalars: SpikeScalars<'a>,
+}
+
+/// [`SpikeStep::run`] over one element type.
+struct SpikeRun<'a> {
+    step: &'a SpikeStep,
+    state: SpikeState<'a>,
+    measure: bool,
+}
+
+impl OverElements for SpikeRun<'_> {
+    type Output = Outcome;
+
+    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
+        self.step.frame(p, g, self.state, self.measure)
+    }
+}
+
 impl SpikeStep {
     /// Steps `p` with gradient `g`, moments `m`, `v` and AMSGrad's running maximum `max_v`.
     /// Under `skip_non_finite`, a non-finite clipped norm leaves `p`, the moments and the
     /// statistics as they were (a reset after the update still happens, as on the tensor path).
-    /// Returns whether `p` was written.
-    #[allow(clippy::too_many_arguments)]
-    pub fn run(
+    /// With `measure`, a non-finite gradient is skipped whatever the policy and then nothing at
+    /// all is written (no reset either), and a written step returns `Σ p'²` (see [`Outcome`]).
+    pub fn run(&self, p: &mut Target, g: &Buffer, state: SpikeState<'_>, measure: bool) -> Outcome {
+        p.step(
+            g,
+            SpikeRun {
+                step: self,
+                state,
+                measure,
+            },
+        )
+    }
+
+    fn frame<E: Elem>(
         &self,
-        p: Param<'_>,
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-        max_v: Option<&mut [f32]>,
-        scalars: SpikeScalars<'_>,
-    ) -> bool {
+        p: Param<'_, E>,
+        g: &[E],
+        state: SpikeState<'_>,
+        measure: bool,
+    ) -> Outcome {
+        let SpikeState {
+            m,
+            v,
+            max_v,
+            scalars,
+        } = state;
         let t = self.time;
         // AdaClip: the elements above the bias-corrected average of max|g| are scaled down.
         let (max_abs, all_squares) = max_abs_and_squares(g);
@@ -46,7 +86,11 @@ impl SpikeStep {
             all_squares
         };
         let norm = clipped_squares.sqrt() as f32;
-        let skip = self.skip_non_finite && !norm.is_finite();
+        let skip = (self.skip_non_finite || measure) && !norm.is_finite();
+        if skip && measure {
+            return Outcome::Skipped;
+        }
+        let mut new_squares = None;
         if !skip {
             let (mean, sq_mean) = spike::norm_averages(
                 *scalars.norm_mean,
@@ -82,13 +126,17 @@ impl SpikeStep {
                 step: (self.lr / bc1) as f32,
                 rate: self.lr * self.weight_decay,
             };
-            rule.update(p, g, m, v, max_v);
+            new_squares = rule.update(p, g, m, v, max_v, NewNorm(measure));
         }
         if self.reset && !self.clean_reset {
             m.fill(0.0);
             v.fill(0.0);
         }
-        !skip
+        if skip {
+            Outcome::Skipped
+        } else {
+            Outcome::Written(new_squares)
+        }
     }
 }
 
@@ -123,15 +171,16 @@ struct SpikeRule {
 
 impl SpikeRule {
     /// The moments (and AMSGrad's maximum) and `p ← p·(1 − ηλ) − η/(1 − β1^t)·m/denom`, over
-    /// fixed chunks in parallel.
-    fn update(
+    /// fixed chunks in parallel; `Σ p'²` when `new_norm` asks for it.
+    fn update<E: Elem>(
         self,
-        p: Param<'_>,
-        g: &[f32],
+        p: Param<'_, E>,
+        g: &[E],
         m: &mut [f32],
         v: &mut [f32],
         max_v: Option<&mut [f32]>,
-    ) {
+        new_norm: NewNorm,
+    ) -> Option<f64> {
         let chunks = ranges(g.len(), CHUNK);
         let max_v: Vec<Option<&mut [f32]>> = match max_v {
             Some(x) => split_mut(x, &chunks).into_iter().map(Some).collect(),
@@ -153,8 +202,9 @@ impl SpikeRule {
                 m,
                 v,
                 max_v,
+                new_norm,
             });
-        run_all(tasks.collect(), g.len());
+        new_norm.total(run_all(tasks.collect(), g.len()))
     }
 
     /// The clipped, rescaled gradient.
@@ -200,19 +250,20 @@ impl SpikeRule {
 }
 
 /// The update pass over one chunk.
-struct SpikeChunk<'a> {
+struct SpikeChunk<'a, E> {
     rule: SpikeRule,
-    p: Param<'a>,
-    g: &'a [f32],
+    p: Param<'a, E>,
+    g: &'a [E],
     m: &'a mut [f32],
     v: &'a mut [f32],
     max_v: Option<&'a mut [f32]>,
+    new_norm: NewNorm,
 }
 
-impl Task for SpikeChunk<'_> {
-    type Output = ();
+impl<E: Elem> Task for SpikeChunk<'_, E> {
+    type Output = f64;
     #[inline(always)]
-    fn run(self) {
+    fn run(self) -> f64 {
         let Self {
             rule,
             mut p,
@@ -220,13 +271,15 @@ impl Task for SpikeChunk<'_> {
             mut m,
             mut v,
             mut max_v,
+            new_norm,
         } = self;
-        let mut u = [0.0f32; BLOCK];
+        let (mut u, mut sg, mut sp) = ([0.0f32; BLOCK], Vec::new(), Vec::new());
+        let mut squares = 0.0;
         while p.len() > 0 {
             let n = p.len().min(BLOCK);
             let u = &mut u[..n];
             let (g, m, v) = (
-                take_front(&mut g, n),
+                view(take_front(&mut g, n), &mut sg),
                 take_front_mut(&mut m, n),
                 take_front_mut(&mut v, n),
             );
@@ -235,11 +288,14 @@ impl Task for SpikeChunk<'_> {
                 None => rule.moments(u, g, m, v),
             }
             let rate = rule.rate;
-            if rate != 0.0 {
-                p.take(n).write(u, |p, u| decay::plain(p, rate) - u);
+            let written = if rate != 0.0 {
+                p.take(n)
+                    .write(u, |p, u| decay::plain(p, rate) - u, &mut sp)
             } else {
-                p.take(n).write(u, |p, u| p - u);
-            }
+                p.take(n).write(u, |p, u| p - u, &mut sp)
+            };
+            squares += new_norm.of(written);
         }
+        squares
     }
 }

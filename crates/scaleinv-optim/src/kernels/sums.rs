@@ -4,6 +4,7 @@
 //! f32 overflows). [`sum`] and [`max_abs_and_squares`] cut a whole tensor into the fixed chunks
 //! of [`parallel`](super::parallel) and add the chunks in order: the same bits on any pool.
 
+use super::elem::{Elem, view};
 use super::parallel::{Task, chunks_of, run_all};
 
 const LANES: usize = 8;
@@ -57,7 +58,7 @@ fn blocked_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 
 /// `Σ h(x_i)²` over `x`, blocked.
 #[inline(always)]
-fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
+pub(super) fn blocked_squares(x: &[f32], h: impl Fn(f32) -> f32) -> f64 {
     x.chunks(BLOCK).map(|b| block_squares(b, &h)).sum()
 }
 
@@ -152,7 +153,7 @@ pub(super) fn row_dots(p: &[f32], g: &[f32], channels: usize, sums: &mut [Vec<f6
 }
 
 /// `Σ h(x_i)²` over a whole tensor: blocked within fixed chunks, the chunks added in order.
-pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync) -> f64 {
+pub(super) fn squares<E: Elem>(x: &[E], h: impl Fn(f32) -> f32 + Sync) -> f64 {
     let tasks = chunks_of(x)
         .into_iter()
         .map(|x| Squares { x, h: &h })
@@ -161,23 +162,27 @@ pub(super) fn squares(x: &[f32], h: impl Fn(f32) -> f32 + Sync) -> f64 {
 }
 
 /// `Σ h(x_i)²` of one chunk.
-struct Squares<'a, H> {
-    x: &'a [f32],
+struct Squares<'a, H, E> {
+    x: &'a [E],
     h: &'a H,
 }
 
-impl<H: Fn(f32) -> f32 + Sync> Task for Squares<'_, H> {
+impl<H: Fn(f32) -> f32 + Sync, E: Elem> Task for Squares<'_, H, E> {
     type Output = f64;
     #[inline(always)]
     fn run(self) -> f64 {
-        blocked_squares(self.x, self.h)
+        let mut scratch = Vec::new();
+        let blocks = self.x.chunks(BLOCK);
+        blocks
+            .map(|b| block_squares(view(b, &mut scratch), self.h))
+            .sum()
     }
 }
 
 /// `(max |x_i|, Σ x_i²)` over a whole tensor in one read: the maximum is exact in any order,
 /// the sum blocked within fixed chunks (a block again in f64 when its f32 sum is not finite),
 /// the chunks added in order. A NaN element makes the sum NaN.
-pub(super) fn max_abs_and_squares(x: &[f32]) -> (f32, f64) {
+pub(super) fn max_abs_and_squares<E: Elem>(x: &[E]) -> (f32, f64) {
     let tasks = chunks_of(x).into_iter().map(MaxAndSquares).collect();
     run_all(tasks, x.len())
         .into_iter()
@@ -185,14 +190,15 @@ pub(super) fn max_abs_and_squares(x: &[f32]) -> (f32, f64) {
 }
 
 /// `(max |x_i|, Σ x_i²)` of one chunk.
-struct MaxAndSquares<'a>(&'a [f32]);
+struct MaxAndSquares<'a, E>(&'a [E]);
 
-impl Task for MaxAndSquares<'_> {
+impl<E: Elem> Task for MaxAndSquares<'_, E> {
     type Output = (f32, f64);
     #[inline(always)]
     fn run(self) -> (f32, f64) {
-        let (mut max, mut squares) = (0.0f32, 0.0f64);
+        let (mut max, mut squares, mut scratch) = (0.0f32, 0.0f64, Vec::new());
         for b in self.0.chunks(BLOCK) {
+            let b = view(b, &mut scratch);
             max = max.max(max_abs(b));
             squares += block_squares(b, |v| v);
         }
@@ -219,18 +225,20 @@ fn max_abs(x: &[f32]) -> f32 {
 
 /// Whether every element is finite: `x·0` is 0 for a finite `x` and NaN for ±∞ or NaN.
 #[inline]
-pub(super) fn finite(x: &[f32]) -> bool {
+pub(super) fn finite<E: Elem>(x: &[E]) -> bool {
     let tasks = chunks_of(x).into_iter().map(Finite).collect();
     run_all(tasks, x.len()).into_iter().all(|finite| finite)
 }
 
 /// Whether every element of one chunk is finite.
-struct Finite<'a>(&'a [f32]);
+struct Finite<'a, E>(&'a [E]);
 
-impl Task for Finite<'_> {
+impl<E: Elem> Task for Finite<'_, E> {
     type Output = bool;
     #[inline(always)]
     fn run(self) -> bool {
-        blocked_sum(self.0, |v| v * 0.0).is_finite()
+        let mut scratch = Vec::new();
+        let mut blocks = self.0.chunks(BLOCK);
+        blocks.all(|b| blocked_sum(view(b, &mut scratch), |v| v * 0.0).is_finite())
     }
 }

@@ -422,7 +422,8 @@ impl TwoPaths for AdamC {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamCState<D>>,
-    ) -> (Tensor<D>, Option<AdamCState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, AdamCState<D>> {
         let (moments, old_peak) = split(state);
         let mut peak_lr = old_peak;
         let pass = |time| {
@@ -438,9 +439,15 @@ impl TwoPaths for AdamC {
                 skip_non_finite: self.policy.skips(),
             }
         };
-        let (param, moments) = MomentState::fused(param, grad, moments, pass);
-        let state = moments.map(|moments| AdamCState { moments, peak_lr });
-        (param, state)
+        let fused = MomentState::fused(param, grad, moments, measure, pass);
+        // A step skipped under `measure` gives its state back as it came.
+        let skipped = measure && !fused.outcome.written();
+        let peak_lr = if skipped { old_peak } else { peak_lr };
+        crate::kernels::Fused {
+            param: fused.param,
+            state: fused.state.map(|moments| AdamCState { moments, peak_lr }),
+            outcome: fused.outcome,
+        }
     }
 }
 

@@ -125,9 +125,9 @@ impl OptimizerConfig for AdamPConfig {
 }
 
 impl AdamP {
-    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
-    /// flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than tensor
-    /// operations.
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32, f16 or bf16
+    /// tensor on flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than
+    /// tensor operations.
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.projector.fuses(param)
     }
@@ -189,7 +189,8 @@ impl TwoPaths for AdamP {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
-    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, MomentState<D>> {
         let pass = |time| crate::kernels::AdamPass {
             adam: self.adam,
             nesterov: self.nesterov,
@@ -199,7 +200,7 @@ impl TwoPaths for AdamP {
             projection: Some(&self.projector.invariance),
             skip_non_finite: self.projector.policy.skips(),
         };
-        MomentState::fused(param, grad, state, pass)
+        MomentState::fused(param, grad, state, measure, pass)
     }
 }
 

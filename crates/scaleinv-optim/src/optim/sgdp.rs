@@ -166,9 +166,9 @@ impl OptimizerConfig for SgdpConfig {
 }
 
 impl Sgdp {
-    /// Whether a step of `param` runs the fused loop of the flex backend (an f32 tensor on
-    /// flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than tensor
-    /// operations.
+    /// Whether a step of `param` runs the fused loop of the flex backend (an f32, f16 or bf16
+    /// tensor on flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than
+    /// tensor operations.
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.projector.fuses(param)
     }
@@ -249,12 +249,14 @@ impl TwoPaths for Sgdp {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<SgdpState<D>>,
-    ) -> (Tensor<D>, Option<SgdpState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, SgdpState<D>> {
         use crate::kernels::{Buffer, Target};
         let mu = self.momentum;
         let mut p = Target::new(param);
         let g = Buffer::new(grad);
         let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
+        let had_buffer = previous.is_some();
         let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&g));
         let pass = crate::kernels::SgdPass {
             momentum: mu,
@@ -266,12 +268,18 @@ impl TwoPaths for Sgdp {
             projection: Some(&self.projector.invariance),
             skip_non_finite: self.projector.policy.skips(),
         };
-        let dims = p.dims();
-        let written = pass.run(&dims, p.param(), g.get(), buffer.get_mut());
-        let state = (mu != 0.0).then(|| SgdpState {
-            momentum: buffer.tensor(),
-        });
-        (p.tensor(written), state)
+        let outcome = pass.run(&mut p, &g, buffer.get_mut(), measure);
+        // A step skipped under `measure` gives its state back as it came (none before the
+        // first step: PyTorch's first step takes the gradient itself as the buffer).
+        let given_back = measure && !outcome.written();
+        let kept = mu != 0.0 && (had_buffer || !given_back);
+        crate::kernels::Fused {
+            param: p.tensor(outcome),
+            state: kept.then(|| SgdpState {
+                momentum: buffer.tensor(),
+            }),
+            outcome,
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use core::f64::consts::PI;
 use burn::config::Config;
 use burn::module::Module;
 use burn::optim::{LearningRate, ModuleOptimizer, RecordState};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::core::decay::decay;
@@ -180,15 +180,22 @@ impl<const D: usize> StableSpamState<D> {
 
     /// The state before the first step: zero moments and averages.
     pub(crate) fn zeros(param: &Tensor<D>, amsgrad: bool) -> Self {
-        let scalar = Tensor::zeros([1], &param.device());
+        let device = param.device();
+        let scalar = Tensor::zeros([1], &device);
+        // An f16/bf16 parameter keeps its state in f32, as the tensor ops do.
+        let dtype = match param.dtype() {
+            DType::F16 | DType::BF16 => DType::F32,
+            dtype => dtype,
+        };
+        let zeros = || Tensor::zeros(param.shape(), (&device, dtype));
         Self {
             global_step: 0,
             moments: MomentState {
                 time: 0,
-                moment_1: param.zeros_like(),
-                moment_2: param.zeros_like(),
+                moment_1: zeros(),
+                moment_2: zeros(),
             },
-            max_moment_2: amsgrad.then(|| param.zeros_like()),
+            max_moment_2: amsgrad.then(zeros),
             clip_threshold: scalar.clone(),
             norm_mean: scalar.clone(),
             norm_sq_mean: scalar,
@@ -411,9 +418,12 @@ impl TwoPaths for StableSpam {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<StableSpamState<D>>,
-    ) -> (Tensor<D>, Option<StableSpamState<D>>) {
-        use crate::kernels::{Buffer, SpikeScalars, Target};
+        measure: bool,
+    ) -> crate::kernels::Fused<D, StableSpamState<D>> {
+        use crate::kernels::{Buffer, SpikeScalars, SpikeState, Target};
+        let first = state.is_none();
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
+        let (old_global_step, old_time) = (old.global_step, old.moments.time);
         let pass = self.step_at(&old, lr);
         let mut p = Target::new(param);
         let g = Buffer::new(grad);
@@ -428,18 +438,24 @@ impl TwoPaths for StableSpam {
             norm_mean: &mut norm_mean.get_mut()[0],
             norm_sq_mean: &mut norm_sq_mean.get_mut()[0],
         };
-        let written = pass.run(
-            p.param(),
-            g.get(),
-            m.get_mut(),
-            v.get_mut(),
-            max_v.as_mut().map(Buffer::get_mut),
+        let buffers = SpikeState {
+            m: m.get_mut(),
+            v: v.get_mut(),
+            max_v: max_v.as_mut().map(Buffer::get_mut),
             scalars,
-        );
+        };
+        let outcome = pass.run(&mut p, &g, buffers, measure);
+        // A step skipped under `measure` wrote nothing: its state goes back as it came.
+        let given_back = measure && !outcome.written();
+        let (global_step, time) = if given_back {
+            (old_global_step, old_time)
+        } else {
+            (pass.global_step, pass.adam_time)
+        };
         let state = StableSpamState {
-            global_step: pass.global_step,
+            global_step,
             moments: MomentState {
-                time: pass.adam_time,
+                time,
                 moment_1: m.tensor(),
                 moment_2: v.tensor(),
             },
@@ -448,7 +464,11 @@ impl TwoPaths for StableSpam {
             norm_mean: norm_mean.tensor(),
             norm_sq_mean: norm_sq_mean.tensor(),
         };
-        (p.tensor(written), Some(state))
+        crate::kernels::Fused {
+            param: p.tensor(outcome),
+            state: (!(given_back && first)).then_some(state),
+            outcome,
+        }
     }
 }
 

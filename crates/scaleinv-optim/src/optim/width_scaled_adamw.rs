@@ -363,7 +363,8 @@ impl TwoPaths for WidthScaledAdamW {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
-    ) -> (Tensor<D>, Option<MomentState<D>>) {
+        measure: bool,
+    ) -> crate::kernels::Fused<D, MomentState<D>> {
         let pass = |time| crate::kernels::AdamPass {
             adam: self.adam,
             nesterov: false,
@@ -373,7 +374,7 @@ impl TwoPaths for WidthScaledAdamW {
             projection: None,
             skip_non_finite: self.policy.skips(),
         };
-        MomentState::fused(param, grad, state, pass)
+        MomentState::fused(param, grad, state, measure, pass)
     }
 }
 

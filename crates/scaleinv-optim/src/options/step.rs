@@ -17,11 +17,13 @@ use crate::guard::non_finite::{NonFinitePolicy, Revert};
 #[derive(Config, Debug)]
 pub struct StepOptions {
     /// Run the step fused rather than as tensor operations: on the flex CPU backend as a few
-    /// loops over memory (see each optimizer's doc); on Burn's CubeCL backends (the `wgpu`
-    /// feature) as CubeCL kernels, so far for width-scaled AdamW and AdamC (one launch per
-    /// tensor, after the non-finite test). The paths agree to rounding and replay the golden
-    /// trajectories. Other backends and optimizers, half-precision parameters and optimizers
-    /// with an armed observer use the tensor operations.
+    /// loops over memory (see each optimizer's doc), f16/bf16 parameters and gradients read
+    /// and written in the same passes, converted a segment at a time (the arithmetic and the
+    /// state in f32, as on the tensor-op path); on Burn's CubeCL backends (the `wgpu` feature)
+    /// as CubeCL kernels, so far for width-scaled AdamW and AdamC (one launch per tensor, after
+    /// the non-finite test). The paths agree to rounding and replay the golden trajectories.
+    /// Other backends and optimizers, other dtypes and optimizers with an armed observer use
+    /// the tensor operations.
     #[config(default = true)]
     pub fused: bool,
     /// What a step does when a gradient holds NaN or ±∞.
@@ -67,7 +69,7 @@ pub(crate) struct StepPolicy {
 }
 
 impl StepPolicy {
-    /// Whether the fused loops can step `param` (f32 on flex, non-empty, its channel axis an
+    /// Whether the fused loops can step `param` (f32, f16 or bf16 on flex, non-empty, its channel axis an
     /// axis of it), when not `held` back (an armed observer needs the tensor ops).
     pub fn fuses<const D: usize>(
         &self,
@@ -160,7 +162,10 @@ pub(crate) trait TwoPaths: Optimizer {
                 .all(scalar_on_flex)
     }
 
-    /// The step as the fused loops (called only when [`fuses`](Self::fuses)).
+    /// The step as the fused loops (called only when [`fuses`](Self::fuses)). With `measure`
+    /// (for [`Nap`](crate::Nap)'s projection), a non-finite gradient is skipped whatever the
+    /// policy, with the state given back as it came; a written step reports `Σ p'²` of the new
+    /// parameter, summed in the pass that writes it.
     #[cfg(feature = "flex")]
     fn fused<const D: usize>(
         &self,
@@ -168,7 +173,8 @@ pub(crate) trait TwoPaths: Optimizer {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>);
+        measure: bool,
+    ) -> crate::kernels::Fused<D, Self::State<D>>;
 
     /// The step as the CubeCL kernels when they apply to this parameter, gradient and state
     /// (`Err` hands the inputs back for the tensor ops); an optimizer without kernels keeps
@@ -211,7 +217,8 @@ pub(crate) trait TwoPaths: Optimizer {
         #[cfg(feature = "flex")]
         if self.fuses(&param, &grad, state.as_ref()) {
             crate::guard::frame::check_lr(lr);
-            return self.fused(lr, param, grad, state);
+            let fused = self.fused(lr, param, grad, state, false);
+            return (fused.param, fused.state);
         }
         #[cfg(feature = "wgpu")]
         let (param, grad, state) = {

@@ -13,9 +13,13 @@ use crate::core::error::{ConfigError, Range, check};
 use crate::core::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::core::params::{self, ParamInfo, read_back};
 use crate::core::reduce::{sum_all, sum_except};
+#[cfg(feature = "flex")]
+use crate::guard::frame::check_lr;
 use crate::guard::frame::framed_wrapper_step;
 use crate::guard::non_finite::NonFinitePolicy;
 use crate::options::constructors::wrapper_constructors;
+#[cfg(feature = "flex")]
+use crate::wrap::fused_base;
 
 /// Over which slices of a weight the norm is held fixed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -354,6 +358,80 @@ impl<O> Nap<O> {
     }
 }
 
+/// NaP around one of this crate's fused optimizers on flex, for a whole-tensor projection (or
+/// none) under `Skip`: the base's pass that writes `W` also sums `‖W‖²`, and one more pass
+/// rescales `W` — no read of the gradient for the finiteness test (the base's loops test it
+/// before writing) nor of `W` for its norm. A non-finite gradient leaves the base's state as it
+/// was, and the wrapper's rule follows: the base steps on a zero gradient and `W` is kept.
+#[cfg(feature = "flex")]
+impl<O: Optimizer> Nap<O> {
+    /// Whether [`fused_step`](Self::fused_step) takes this step. Not for f16/bf16 parameters,
+    /// whose projection the tensor ops compute in f32 before one rounding.
+    fn fuses<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&NapState<D, O::State<D>>>,
+    ) -> bool {
+        let radius = state.and_then(|s| s.radius.as_ref());
+        self.non_finite == NonFinitePolicy::Skip
+            && self.scale_decay == 0.0
+            && !(self.projects(D) && self.row_axis.is_some())
+            && param.dtype() == burn::tensor::DType::F32
+            && crate::kernels::accepts(param, None)
+            && radius.is_none_or(|r| crate::kernels::single_value(r).is_some())
+            && fused_base::fuses(
+                &self.inner,
+                param,
+                grad,
+                state.and_then(|s| s.inner.as_ref()),
+            )
+    }
+
+    fn fused_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<NapState<D, O::State<D>>>,
+    ) -> (Tensor<D>, Option<NapState<D, O::State<D>>>) {
+        check_lr(lr);
+        let state = state.unwrap_or_else(|| NapState {
+            steps: 0,
+            radius: self.projects(D).then(|| self.radius(&param)),
+            inner: None,
+        });
+        let steps = state.steps + 1;
+        // ρ, when this step projects.
+        let radius = state
+            .radius
+            .as_ref()
+            .filter(|_| steps.is_multiple_of(self.project_every))
+            .and_then(crate::kernels::single_value);
+        let fused = fused_base::measured_step(&self.inner, lr, param, grad, state.inner);
+        let (param, inner) = match (fused.outcome.new_squares(), radius) {
+            (Some(squares), Some(rho)) => {
+                let factor = rho / squares.sqrt().max(self.epsilon);
+                let param = crate::kernels::scaled(fused.param, factor as f32);
+                (param, fused.state)
+            }
+            (Some(_), None) => (fused.param, fused.state),
+            // A non-finite gradient: nothing was written.
+            (None, _) => {
+                let zeros = fused.param.zeros_like();
+                let (_, inner) = self.inner.step(lr, fused.param.clone(), zeros, fused.state);
+                (fused.param, inner)
+            }
+        };
+        let state = NapState {
+            steps,
+            radius: state.radius,
+            inner,
+        };
+        (param, Some(state))
+    }
+}
+
 impl<O: Optimizer> Optimizer for Nap<O> {
     type State<const D: usize> = NapState<D, O::State<D>>;
 
@@ -364,6 +442,10 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "flex")]
+        if self.fuses(&param, &grad, state.as_ref()) {
+            return self.fused_step(lr, param, grad, state);
+        }
         framed_wrapper_step(
             lr,
             self.non_finite,
@@ -401,5 +483,44 @@ impl<O: Optimizer> Optimizer for Nap<O> {
             radius: state.radius.map(|r| r.to_device(device)),
             inner: state.inner.map(|s| O::to_device(s, device)),
         }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::optim::{AdamConfig, Optimizer};
+    use burn::tensor::{Device, Tensor};
+
+    use super::{Nap, NapConfig, NapScope};
+    use crate::{
+        AdamCConfig, AdamPConfig, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
+    };
+
+    /// Whether NaP's first step of a `[6, 5]` weight takes the fused route.
+    fn fuses<O: Optimizer>(nap: &Nap<O>) -> bool {
+        let device = Device::flex();
+        let values = |seed: f32| {
+            let v: Vec<f32> = (0..30).map(|i| (i as f32 * 0.7 + seed).sin()).collect();
+            Tensor::<2>::from_data(burn::tensor::TensorData::new(v, [6, 5]), &device)
+        };
+        nap.fuses(&values(0.0), &values(1.0), None)
+    }
+
+    #[test]
+    fn nap_joins_the_passes_of_this_crates_fused_optimizers_only() {
+        let nap = NapConfig::new();
+        assert!(fuses(&nap.wrap(AdamPConfig::new().build())));
+        assert!(fuses(&nap.wrap(SgdpConfig::new().build())));
+        assert!(fuses(&nap.wrap(StableSpamConfig::new().build())));
+        let adamw = WidthScaledAdamWConfig::new(16, 32).build(WidthRole::Matrix);
+        assert!(fuses(&nap.wrap(adamw)));
+        assert!(fuses(&nap.wrap(AdamCConfig::new().build(true))));
+        // The fused loops switched off, Burn's Adam, a per-row projection.
+        assert!(!fuses(
+            &nap.wrap(AdamPConfig::new().with_fused(false).build())
+        ));
+        assert!(!fuses(&nap.wrap(AdamConfig::new().build())));
+        let rows = NapConfig::new().with_scope(NapScope::Row);
+        assert!(!fuses(&rows.wrap(AdamPConfig::new().build())));
     }
 }
