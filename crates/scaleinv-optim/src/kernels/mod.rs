@@ -35,7 +35,8 @@ mod sums;
 
 pub(crate) use adam::AdamPass;
 pub(crate) use buffer::{
-    Buffer, Fused, Target, accepts, all_finite, fit, norm, scalar_on_flex, scaled, single_value,
+    Buffer, Fused, Target, accepts, all_finite, fit, norm, readable, scalar_on_flex, scaled,
+    single_value,
 };
 pub(crate) use frame::Outcome;
 pub(crate) use sgd::SgdPass;
