@@ -17,8 +17,8 @@ fn on_flex<const D: usize>(tensor: &Tensor<D>) -> bool {
     matches!(tensor.device().as_dispatch(), DispatchDevice::Flex(_))
 }
 
-/// Whether `tensor` is an f32 tensor on flex.
-fn on_flex_f32<const D: usize>(tensor: &Tensor<D>) -> bool {
+/// Whether `tensor` is an f32 tensor on flex (its elements readable where they lie).
+pub(crate) fn readable<const D: usize>(tensor: &Tensor<D>) -> bool {
     on_flex(tensor) && tensor.dtype() == DType::F32
 }
 
@@ -49,13 +49,13 @@ pub(crate) fn fit<'a, const D: usize>(
 
 /// Whether a per-tensor statistic (shape `[1]`) is an f32 flex tensor.
 pub(crate) fn scalar_on_flex(tensor: &Tensor<1>) -> bool {
-    on_flex_f32(tensor) && tensor.dims() == [1]
+    readable(tensor) && tensor.dims() == [1]
 }
 
 /// Reads `tensor`'s elements in place when it is an f32 flex tensor (a CPU buffer: no device
 /// to synchronise with), for the host-side decisions of the wrappers; `None` elsewhere.
 fn read<const D: usize, R>(tensor: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    if !on_flex_f32(tensor) {
+    if !readable(tensor) {
         return None;
     }
     let buffer = Buffer::new(tensor.clone());

@@ -336,6 +336,22 @@ impl<'a, E: Elem> Param<'a, E> {
     where
         'a: 's,
     {
+        self.write_over(u, new, scratch, false)
+    }
+
+    /// [`write`](Self::write), where `viewed` says that `scratch` already holds the old values
+    /// in f32 (from [`old_f32`](Self::old_f32)), so that a half type is not converted twice.
+    #[inline(always)]
+    fn write_over<'s>(
+        self,
+        u: &[f32],
+        new: impl Fn(f32, f32) -> f32,
+        scratch: &'s mut Vec<f32>,
+        viewed: bool,
+    ) -> &'s [f32]
+    where
+        'a: 's,
+    {
         let Self { src, dst } = self;
         match E::as_f32_mut(dst) {
             Ok(dst) => {
@@ -355,7 +371,9 @@ impl<'a, E: Elem> Param<'a, E> {
             }
             Err(dst) => {
                 let values = fit(scratch, dst.len());
-                E::load(src.unwrap_or(dst), values);
+                if !viewed {
+                    E::load(src.unwrap_or(dst), values);
+                }
                 for (p, &u) in values.iter_mut().zip(u) {
                     *p = new(*p, u);
                 }
@@ -366,19 +384,21 @@ impl<'a, E: Elem> Param<'a, E> {
     }
 
     /// `p ← p·f − u·scale` (`p − u·scale` without a decay factor); returns the new values.
+    /// `viewed`: `scratch` holds the old values from [`old_f32`](Self::old_f32).
     #[inline(always)]
     fn step<'s>(
         self,
         u: &[f32],
         (factor, scale): (Option<f32>, f32),
         scratch: &'s mut Vec<f32>,
+        viewed: bool,
     ) -> &'s [f32]
     where
         'a: 's,
     {
         match factor {
-            Some(f) => self.write(u, |p, u| p * f - u * scale, scratch),
-            None => self.write(u, |p, u| p - u * scale, scratch),
+            Some(f) => self.write_over(u, |p, u| p * f - u * scale, scratch, viewed),
+            None => self.write_over(u, |p, u| p - u * scale, scratch, viewed),
         }
     }
 }
@@ -627,7 +647,9 @@ impl<P: Part, E: Elem> Task for Plain<'_, P, E> {
         while p.len() > 0 {
             let u = &mut u[..p.len().min(BLOCK)];
             part.advance(u);
-            let written = p.take(u.len()).step(u, (factor, scale), &mut scratch);
+            let written = p
+                .take(u.len())
+                .step(u, (factor, scale), &mut scratch, false);
             squares += new_norm.of(written);
         }
         squares
@@ -725,7 +747,7 @@ impl<P: Part, E: Elem> Task for Project<'_, P, E> {
                 }
             }
             part.projected(u);
-            squares += new_norm.of(p.step(u, (factor, scale), &mut scratch));
+            squares += new_norm.of(p.step(u, (factor, scale), &mut scratch, true));
         }
         squares
     }
@@ -772,7 +794,7 @@ impl<P: Part, E: Elem> Task for Runs<'_, P, E> {
                 *u -= p * coef;
             }
             part.projected(&u);
-            squares += new_norm.of(p.step(&u, (factor, scale), &mut scratch));
+            squares += new_norm.of(p.step(&u, (factor, scale), &mut scratch, true));
         }
         squares
     }

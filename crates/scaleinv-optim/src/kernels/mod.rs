@@ -48,7 +48,8 @@ mod sums;
 pub(crate) use adam::AdamPass;
 #[cfg(feature = "flex")]
 pub(crate) use buffer::{
-    Buffer, Fused, Target, accepts, all_finite, fit, norm, scalar_on_flex, scaled, single_value,
+    Buffer, Fused, Target, accepts, all_finite, fit, norm, readable, scalar_on_flex, scaled,
+    single_value,
 };
 #[cfg(feature = "flex")]
 pub(crate) use frame::Outcome;

@@ -379,7 +379,7 @@ impl<O: Optimizer> Nap<O> {
             && !(self.projects(D) && self.row_axis.is_some())
             && param.dtype() == burn::tensor::DType::F32
             && crate::kernels::accepts(param, None)
-            && radius.is_none_or(|r| crate::kernels::single_value(r).is_some())
+            && radius.is_none_or(crate::kernels::readable)
             && fused_base::fuses(
                 &self.inner,
                 param,
@@ -402,12 +402,12 @@ impl<O: Optimizer> Nap<O> {
             inner: None,
         });
         let steps = state.steps + 1;
-        // ρ, when this step projects.
+        // ρ, when this step projects (one element on flex, checked by `fuses`).
         let radius = state
             .radius
             .as_ref()
             .filter(|_| steps.is_multiple_of(self.project_every))
-            .and_then(crate::kernels::single_value);
+            .map(|r| crate::kernels::single_value(r).expect("ρ on flex"));
         let fused = fused_base::measured_step(&self.inner, lr, param, grad, state.inner);
         let (param, inner) = match (fused.outcome.new_squares(), radius) {
             (Some(squares), Some(rho)) => {
