@@ -157,3 +157,57 @@ fn width_scaled_adamw_kernel_skips_non_finite_gradients_on_the_device() {
         }
     }
 }
+
+/// AdamP's and SGDP's kernels under `Skip`: a bad gradient on a projected conv kernel leaves
+/// the parameter and the state bit for bit as they were (the statistics and the decision run
+/// on it, and the update kernel copies), decided on the device.
+#[test]
+fn projected_kernels_skip_non_finite_gradients_on_the_device() {
+    use scaleinv_optim::{AdamPConfig, SgdpConfig};
+    let Some(device) = wgpu() else { return };
+    let dims = [8, 4, 3, 3];
+    let n = 8 * 4 * 9;
+    let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, dims), &device);
+    let adamp = AdamPConfig::new().with_weight_decay(0.1).build();
+    let sgdp = SgdpConfig::new()
+        .with_momentum(0.9)
+        .with_weight_decay(1e-3)
+        .build();
+    assert!(adamp.takes_fused_path(&t(wave(n, 0))));
+    assert!(sgdp.takes_fused_path(&t(wave(n, 0))));
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut g = wave(n, 5);
+        g[n / 3] = bad;
+        // AdamP: two good steps, then the bad one.
+        let (p, s) = adamp.step(1e-2, t(wave(n, 1)), t(wave(n, 6)), None);
+        let (p, s) = adamp.step(1e-2, p, t(wave(n, 7)), s);
+        let s = s.expect("state");
+        let before = [
+            bits(&common::values(p.clone())),
+            bits(&common::values(s.moment_1.clone())),
+            bits(&common::values(s.moment_2.clone())),
+        ];
+        let (p, s) = adamp.step(1e-2, p, t(g.clone()), Some(s));
+        let s = s.expect("state");
+        let after = [
+            bits(&common::values(p)),
+            bits(&common::values(s.moment_1)),
+            bits(&common::values(s.moment_2)),
+        ];
+        assert_eq!(after, before, "AdamP, {bad}");
+        // SGDP likewise.
+        let (p, s) = sgdp.step(1e-2, t(wave(n, 1)), t(wave(n, 6)), None);
+        let (p, s) = sgdp.step(1e-2, p, t(wave(n, 7)), s);
+        let s = s.expect("state");
+        let before = [
+            bits(&common::values(p.clone())),
+            bits(&common::values(s.momentum.clone())),
+        ];
+        let (p, s) = sgdp.step(1e-2, p, t(g), Some(s));
+        let after = [
+            bits(&common::values(p)),
+            bits(&common::values(s.expect("state").momentum)),
+        ];
+        assert_eq!(after, before, "SGDP, {bad}");
+    }
+}

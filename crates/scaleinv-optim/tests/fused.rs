@@ -1,7 +1,9 @@
-//! The fused flex steps of AdamP and SGDP against their tensor-op path (`fused(false)`), on
+//! The fused steps of AdamP and SGDP against their tensor-op path (`fused(false)`), on
 //! convolution kernels (channel axis 0), Linear weights (axis 1), rank 3 and biases, with
-//! gradients that make the projection fire channel-wise, layer-wise or not at all. The golden
-//! replays run the fused path on flex and the tensor ops on ndarray and wgpu.
+//! gradients that make the projection fire channel-wise, layer-wise or not at all: the flex
+//! loops, and with the `wgpu` feature the CubeCL kernels on wgpu (Mesa's software Vulkan
+//! where there is no GPU). The golden replays run the fused paths on flex and wgpu and the
+//! tensor ops on ndarray.
 //!
 //! The fused path is compiled in by this crate's `flex` feature (on by default): `cargo test -p
 //! scaleinv-optim --test fused` (or the workspace's `--all-features`) runs this file; with
@@ -25,6 +27,15 @@ enum Grad {
     ChannelOrthogonal,
     /// Orthogonal to the whole weight: the layer test fires (when the channel test does not).
     LayerOrthogonal,
+}
+
+/// The devices with a fused path: flex, and wgpu (the CubeCL kernels) when compiled in and an
+/// adapter answers.
+fn fused_devices() -> Vec<(&'static str, Device)> {
+    common::devices()
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, "flex" | "wgpu"))
+        .collect()
 }
 
 fn wave(n: usize, seed: usize) -> Vec<f32> {
@@ -156,9 +167,10 @@ fn every_fused_optimizer_of_the_catalog_matches_its_tensor_ops() {
             if !entry.fused {
                 return;
             }
-            let device = burn::tensor::Device::flex();
             let build = |axis: usize, fused: bool| build(Settings::fused(fused, axis));
-            every_shape(entry.name, build, &device);
+            for (name, device) in fused_devices() {
+                every_shape(&format!("{} on {name}", entry.name), build, &device);
+            }
             self.0.push(entry.name);
         }
     }
@@ -169,7 +181,6 @@ fn every_fused_optimizer_of_the_catalog_matches_its_tensor_ops() {
 
 #[test]
 fn fused_adamp_matches_its_tensor_ops() {
-    let device = burn::tensor::Device::flex();
     let configs = [
         AdamPConfig::new(),
         AdamPConfig::new().with_weight_decay(0.1),
@@ -181,8 +192,11 @@ fn fused_adamp_matches_its_tensor_ops() {
             .with_zero_is_invariant(false)
             .with_wd_ratio(0.3),
     ];
-    for config in configs {
-        let label = format!("{config:?}");
+    for ((name, device), config) in fused_devices()
+        .into_iter()
+        .flat_map(|d| configs.iter().map(move |c| (d.clone(), c)))
+    {
+        let label = format!("{config:?} on {name}");
         let build = |axis: usize, fused: bool| {
             config
                 .clone()
@@ -198,7 +212,6 @@ fn fused_adamp_matches_its_tensor_ops() {
 
 #[test]
 fn fused_sgdp_matches_its_tensor_ops() {
-    let device = burn::tensor::Device::flex();
     let configs = [
         SgdpConfig::new().with_momentum(0.9),
         SgdpConfig::new()
@@ -214,8 +227,11 @@ fn fused_sgdp_matches_its_tensor_ops() {
             .with_project_momentum_buffer(false),
         SgdpConfig::new(),
     ];
-    for config in configs {
-        let label = format!("{config:?}");
+    for ((name, device), config) in fused_devices()
+        .into_iter()
+        .flat_map(|d| configs.iter().map(move |c| (d.clone(), c)))
+    {
+        let label = format!("{config:?} on {name}");
         let build = |axis: usize, fused: bool| {
             config
                 .clone()
@@ -280,13 +296,14 @@ fn fused_stable_spam_matches_its_tensor_ops() {
     }
 }
 
-/// The fused path applies to flex f32 tensors only; the others take the tensor ops.
+/// The fused paths apply to flex tensors and f32 tensors on wgpu; the others take the tensor
+/// ops.
 #[test]
 fn other_backends_and_dtypes_take_the_tensor_ops() {
     let adamp = AdamPConfig::new().build();
     for (name, device) in common::devices() {
         let p = Tensor::<2>::zeros([3, 3], &device);
-        assert_eq!(adamp.takes_fused_path(&p), name == "flex", "{name}");
+        assert_eq!(adamp.takes_fused_path(&p), name != "ndarray", "{name}");
     }
     let flex = Tensor::<2>::zeros([3, 3], &Device::flex());
     for half in [FloatDType::F16, FloatDType::BF16] {
@@ -458,46 +475,54 @@ fn extreme_case<const D: usize>(dims: [usize; D], axis: usize, (ws, gs): (f32, f
             "tensor-op branch {dims:?} {kind:?} ×({ws:e}, {gs:e})"
         );
 
-        let sgdp = |fused: bool| {
-            SgdpConfig::new()
-                .with_momentum(0.9)
-                .with_weight_decay(1e-3)
-                .with_channel_axis(axis)
-                .with_fused(fused)
-                .build()
-        };
-        let label = "SGDP near the range limits";
-        agree_at(
-            label,
-            &sgdp(true),
-            &sgdp(false),
-            (dims, axis),
-            kind,
-            (ws, gs),
-            &device,
-        );
-        let adamp = |fused: bool| {
-            AdamPConfig::new()
-                .with_weight_decay(0.1)
-                .with_channel_axis(axis)
-                .with_fused(fused)
-                .build()
-        };
-        let label = "AdamP near the range limits";
-        agree_at(
-            label,
-            &adamp(true),
-            &adamp(false),
-            (dims, axis),
-            kind,
-            (ws, gs),
-            &device,
-        );
+        both_agree(&device, (dims, axis), kind, (ws, gs));
     }
 }
 
-/// At gradients and weights near f32's range limits (1e-38, 1e19–1e30) the tensor ops take the
-/// branch the fused loops' f64 statistics take, and the two paths agree step for step.
+/// AdamP's and SGDP's fused steps agree with their tensor ops on `device` at `(ws, gs)`.
+fn both_agree<const D: usize>(
+    device: &Device,
+    (dims, axis): ([usize; D], usize),
+    kind: Grad,
+    (ws, gs): (f32, f32),
+) {
+    let sgdp = |fused: bool| {
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_weight_decay(1e-3)
+            .with_channel_axis(axis)
+            .with_fused(fused)
+            .build()
+    };
+    let label = "SGDP near the range limits";
+    agree_at(
+        label,
+        &sgdp(true),
+        &sgdp(false),
+        (dims, axis),
+        kind,
+        (ws, gs),
+        device,
+    );
+    let adamp = |fused: bool| {
+        AdamPConfig::new()
+            .with_weight_decay(0.1)
+            .with_channel_axis(axis)
+            .with_fused(fused)
+            .build()
+    };
+    let label = "AdamP near the range limits";
+    agree_at(
+        label,
+        &adamp(true),
+        &adamp(false),
+        (dims, axis),
+        kind,
+        (ws, gs),
+        device,
+    );
+}
+
 /// Seven steps of `fused` and `ops` (the same wrapper around the fused and the tensor-op base)
 /// on a conv kernel whose gradient fires the channel-wise projection, the third gradient holding
 /// a NaN: the parameters agree at every step, and the NaN step keeps the weight.
@@ -576,6 +601,24 @@ fn nap_around_a_fused_optimizer_matches_its_tensor_ops() {
             &nap.wrap(adamc(true)),
             &nap.wrap(adamc(false)),
         );
+    }
+}
+
+/// The CubeCL kernels agree with wgpu's tensor ops at weights and gradients of 1e19–1e30
+/// (each channel's statistics are scaled by its largest element, as the tensor ops scale the
+/// tensor's). Subnormal scales are left out: a GPU may flush them to zero.
+#[test]
+fn kernels_and_tensor_ops_agree_at_large_magnitudes_on_wgpu() {
+    for (name, device) in fused_devices() {
+        if name != "wgpu" {
+            continue;
+        }
+        for scales in [(1e30, 1e-3), (1e19, 1e19), (1.0, 1e25)] {
+            for kind in KINDS {
+                both_agree(&device, ([8, 4, 3, 3], 0), kind, scales);
+                both_agree(&device, ([6, 5], 1), kind, scales);
+            }
+        }
     }
 }
 

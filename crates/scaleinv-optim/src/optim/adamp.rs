@@ -71,7 +71,8 @@ constructors!(AdamPConfig => AdamP: build, init, init_for, axes);
 ///
 /// With `delta = 0` the projection never fires and AdamP is AdamW with PyTorch-style decay.
 /// On flex the step runs as the fused loops of `kernels` (two passes, three when the
-/// projection fires), on the same formulas.
+/// projection fires), on wgpu as CubeCL kernels (statistics, decision, update), on the same
+/// formulas.
 #[derive(Debug, Clone)]
 pub struct AdamP {
     adam: Adam,
@@ -125,11 +126,11 @@ impl OptimizerConfig for AdamPConfig {
 }
 
 impl AdamP {
-    /// Whether a step of `param` runs the fused loop of the flex backend (an f32, f16 or bf16
-    /// tensor on flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than
-    /// tensor operations.
+    /// Whether a step of `param` runs fused rather than as tensor operations:
+    /// [`fused`](crate::StepOptions::fused) on, no armed observer, and an f32, f16 or bf16
+    /// tensor on flex (the fused loops) or an f32 tensor on a CubeCL device (the kernels).
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.projector.fuses(param)
+        self.projector.fuses_anywhere(param)
     }
 
     /// The scale-invariance test and projection this optimizer applies.
@@ -155,7 +156,28 @@ impl TwoPaths for AdamP {
 
     #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.takes_fused_path(param)
+        self.projector.fuses(param)
+    }
+
+    /// The step as the CubeCL kernels (`kernels::cube`: the projection's statistics and
+    /// decision for a tensor of rank ≥ 2, then one update), on the same formulas.
+    #[cfg(feature = "wgpu")]
+    fn cube<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<MomentState<D>>,
+    ) -> crate::kernels::cube::CubeStep<D, MomentState<D>> {
+        if !self.projector.fuses_on_cube(&param) {
+            return Err(Box::new((param, grad, state)));
+        }
+        let weight_decay = self.weight_decay_at::<D>(lr);
+        let skip = self.projector.policy.skips();
+        MomentState::on_cube(param, grad, state, |time| {
+            crate::kernels::cube::AdamScalars::new(self.adam, time, lr, weight_decay, skip)
+                .adamp(self.nesterov, Some(self.projector.invariance))
+        })
     }
 
     /// The step as tensor operations (any backend).

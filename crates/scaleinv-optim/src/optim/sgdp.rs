@@ -166,11 +166,11 @@ impl OptimizerConfig for SgdpConfig {
 }
 
 impl Sgdp {
-    /// Whether a step of `param` runs the fused loop of the flex backend (an f32, f16 or bf16
-    /// tensor on flex, [`fused`](crate::StepOptions::fused) on, no armed observer) rather than
-    /// tensor operations.
+    /// Whether a step of `param` runs fused rather than as tensor operations:
+    /// [`fused`](crate::StepOptions::fused) on, no armed observer, and an f32, f16 or bf16
+    /// tensor on flex (the fused loops) or an f32 tensor on a CubeCL device (the kernels).
     pub fn takes_fused_path<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.projector.fuses(param)
+        self.projector.fuses_anywhere(param)
     }
 
     /// The decoupled decay rate at learning rate `lr`: `η·λ / (1 − μ)`, as in the reference.
@@ -210,7 +210,42 @@ impl TwoPaths for Sgdp {
 
     #[cfg(feature = "flex")]
     fn fuses_param<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.takes_fused_path(param)
+        self.projector.fuses(param)
+    }
+
+    /// The step as the CubeCL kernels (`kernels::cube`: the projection's statistics and
+    /// decision for a tensor of rank ≥ 2, then one update), on the same formulas. The buffer
+    /// starts from zeros; with μ = 0 it is scratch space that is not kept.
+    #[cfg(feature = "wgpu")]
+    fn cube<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<SgdpState<D>>,
+    ) -> crate::kernels::cube::CubeStep<D, SgdpState<D>> {
+        use crate::kernels::cube::{SgdScalars, fit, sgd_step};
+        let mu = self.momentum;
+        let buffers = state.iter().filter(|_| mu != 0.0).map(|s| &s.momentum);
+        if !self.projector.fuses_on_cube(&param) || !fit(&param, &grad, buffers) {
+            return Err(Box::new((param, grad, state)));
+        }
+        let buffer = match state {
+            Some(s) if mu != 0.0 => s.momentum,
+            _ => grad.zeros_like(),
+        };
+        let scalars = SgdScalars::new(
+            mu,
+            self.dampening,
+            self.nesterov,
+            self.writes_back(),
+            lr,
+            self.decay_rate::<D>(lr),
+            self.projector.policy.skips(),
+            Some(self.projector.invariance),
+        );
+        let (param, buffer) = sgd_step(param, grad, buffer, scalars);
+        Ok((param, (mu != 0.0).then_some(SgdpState { momentum: buffer })))
     }
 
     /// The step as tensor operations (any backend).

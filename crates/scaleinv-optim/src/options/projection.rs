@@ -149,9 +149,30 @@ impl Projector {
 
     /// Whether the fused loops can step `param` (no armed observer: it needs the tensor ops).
     pub fn fuses<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        let observed = self.observer.as_ref().is_some_and(ObserverTag::is_armed);
-        let axis = Some(self.invariance.channel_axis);
-        self.policy.fuses(param, axis, observed)
+        self.policy.fuses(param, self.axis(), self.is_observed())
+    }
+
+    /// Whether the flex loops or the CubeCL kernels can step `param`.
+    pub fn fuses_anywhere<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        self.policy
+            .fuses_anywhere(param, self.axis(), self.is_observed())
+    }
+
+    /// Whether the CubeCL kernels can step `param`: f32 on a CubeCL device, no armed observer,
+    /// and a channel axis that is an axis of it when it is projected (otherwise the tensor ops
+    /// report the misplaced axis).
+    #[cfg(feature = "wgpu")]
+    pub fn fuses_on_cube<const D: usize>(&self, param: &Tensor<D>) -> bool {
+        self.policy.fuses_on_cube(param, self.is_observed())
+            && (D < 2 || self.invariance.channel_axis < D)
+    }
+
+    fn is_observed(&self) -> bool {
+        self.observer.as_ref().is_some_and(ObserverTag::is_armed)
+    }
+
+    fn axis(&self) -> Option<usize> {
+        Some(self.invariance.channel_axis)
     }
 
     /// The projection of `update` (reported to the observer when armed).

@@ -1,25 +1,30 @@
-//! Adam's step (width-scaled AdamW's, AdamC's) as CubeCL kernels: one launch for the step,
-//! after one for the non-finite test under `Skip`.
+//! Adam's step (width-scaled AdamW's, AdamC's, AdamP's) as CubeCL kernels: one launch for
+//! the step, after one for the non-finite test under `Skip`, and for AdamP's projected
+//! tensors two for the projection's coefficients (`projection`).
 //!
 //! ```text
 //! launch 1 (Skip only)   read g: flag ← 1 where an element is NaN or ±∞
-//! launch 2               read p, g, m, v, flag; write p, m, v:
+//! (AdamP, rank ≥ 2)      the coefficients k_c and the decay ratio r (`projection`)
+//! last launch            read p, g, m, v, flag (k_c, r); write p, m, v:
 //!                        flag set:  p, m, v copied as they were
 //!                        otherwise: m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
-//!                                   u = m / (√v / √(1 − β2^t) + ε)
-//!                                   p ← p·(1 − ηλ) − η/(1 − β1^t) · u
+//!                                   u = m / (√v / √(1 − β2^t) + ε)   (`rule`)
+//!                                   AdamP: u ← u − k_c·p,  f = r·(−ηλ) + 1
+//!                                   p ← p·f − η/(1 − β1^t) · u
 //! ```
 //!
-//! The formulas are `math::adam`'s and `math::decay`'s, in the same order and with the same
-//! f32 scalars as the flex loops (`kernels::adam`); CubeCL's kernel language cannot call
-//! those generic functions, so they are written here once more, element by element.
+//! The f32 scalars are the flex loops' (`kernels::adam`), computed on the host from
+//! `math::adam` and `math::decay`.
 
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
 use super::launch::{Launch, contiguous, flag};
+use super::projection::{Channels, Coefficients, coefficients};
+use super::rule::{MomentArgs, WriteArgs, direction, first, projected_factor, second, write};
 use crate::math::adam::Adam;
+use crate::math::invariance::ScaleInvariance;
 
 /// The f32 scalars of one Adam step, computed on the host from `math::adam`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +42,12 @@ pub struct AdamScalars {
     pub scale: f32,
     /// Whether a non-finite gradient skips the step (tested on the device).
     pub skip_non_finite: bool,
+    /// `−ηλ`, for the decay factor `r·(−ηλ) + 1` of a projected step.
+    pub neg_decay_rate: f32,
+    /// AdamP's Nesterov form.
+    pub nesterov: bool,
+    /// AdamP's projection (applied to tensors of rank ≥ 2).
+    pub projection: Option<ScaleInvariance>,
 }
 
 impl AdamScalars {
@@ -58,31 +69,54 @@ impl AdamScalars {
             },
             scale: (lr / bc1) as f32,
             skip_non_finite: skip,
+            neg_decay_rate: (-rate) as f32,
+            nesterov: false,
+            projection: None,
+        }
+    }
+
+    /// The same step with AdamP's Nesterov form and projection.
+    pub fn adamp(self, nesterov: bool, projection: Option<ScaleInvariance>) -> Self {
+        Self {
+            nesterov,
+            projection,
+            ..self
+        }
+    }
+
+    fn moments(&self) -> MomentArgs {
+        MomentArgs {
+            decay_1: self.beta_1,
+            weight_1: self.one_minus_beta_1,
+            decay_2: self.beta_2,
+            weight_2: self.one_minus_beta_2,
+            sqrt_bc2: self.sqrt_bc2,
+            epsilon: self.epsilon,
         }
     }
 }
 
 /// One Adam step per vector of `N` elements (see the module's doc); `skip[0] ≠ 0` copies the
-/// inputs.
+/// inputs. `projected`: `u ← u − coef[c]·p` in channel `c` and the decay ratio `ratio[0]`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn adam_step<F: Float + LaunchArg, N: Size>(
-    p: &[Vector<F, N>],
-    g: &[Vector<F, N>],
-    m: &[Vector<F, N>],
-    v: &[Vector<F, N>],
+fn adam_step<N: Size>(
+    p: &[Vector<f32, N>],
+    g: &[Vector<f32, N>],
+    m: &[Vector<f32, N>],
+    v: &[Vector<f32, N>],
     skip: &[u32],
-    p_out: &mut [Vector<F, N>],
-    m_out: &mut [Vector<F, N>],
-    v_out: &mut [Vector<F, N>],
-    beta_1: F,
-    one_minus_beta_1: F,
-    beta_2: F,
-    one_minus_beta_2: F,
-    sqrt_bc2: F,
-    epsilon: F,
-    decay_factor: F,
-    scale: F,
+    coef: &[f32],
+    ratio: &[f32],
+    p_out: &mut [Vector<f32, N>],
+    m_out: &mut [Vector<f32, N>],
+    v_out: &mut [Vector<f32, N>],
+    rule: &MomentArgs,
+    w: &WriteArgs,
+    channels: usize,
+    inner: usize,
+    #[comptime] nesterov: bool,
+    #[comptime] projected: bool,
 ) {
     let i = ABSOLUTE_POS;
     if i < p.len() {
@@ -92,18 +126,24 @@ fn adam_step<F: Float + LaunchArg, N: Size>(
             v_out[i] = v[i];
         } else {
             let gi = g[i];
-            let mi = m[i] * Vector::new(beta_1) + gi * Vector::new(one_minus_beta_1);
-            let vi = v[i] * Vector::new(beta_2) + gi * gi * Vector::new(one_minus_beta_2);
-            let denom = Vector::sqrt(vi) / Vector::new(sqrt_bc2) + Vector::new(epsilon);
-            let u = mi / denom;
+            let mi = first::<N>(m[i], gi, rule);
+            let vi = second::<N>(v[i], gi, rule);
+            let u = direction::<N>(gi, mi, vi, rule, true, nesterov);
             m_out[i] = mi;
             v_out[i] = vi;
-            p_out[i] = p[i] * Vector::new(decay_factor) - u * Vector::new(scale);
+            if projected {
+                let c = (i * N::value() / inner) % channels;
+                let u = u - p[i] * Vector::new(coef[c]);
+                p_out[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
+            } else {
+                p_out[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+            }
         }
     }
 }
 
-/// Launches Adam's step on contiguous f32 tensors of one shape; returns `(p, m, v)`.
+/// Launches Adam's step on contiguous f32 tensors of one shape; returns `(p, m, v)`. AdamP's
+/// projection applies to tensors of rank ≥ 2 (its channel axis an axis of them).
 pub fn launch(
     p: CubeTensor,
     g: CubeTensor,
@@ -112,10 +152,17 @@ pub fn launch(
     s: AdamScalars,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [p, g, m, v] = contiguous([p, g, m, v]);
-    let run = Launch::new([&p, &g, &m, &v]);
+    let dims = p.meta.shape().to_vec();
+    let projection = s.projection.filter(|inv| super::projects(inv, &dims));
+    let runs = projection.map(|inv| Channels::new(&dims, inv.channel_axis).inner);
+    let run = Launch::in_runs([&p, &g, &m, &v], runs);
     let skip = flag(&g, s.skip_non_finite);
+    let rule = s.moments();
+    let coefficients =
+        projection.map(|inv| coefficients(&run, [&p, &g, &m, &v], rule, true, s.nesterov, &inv));
     let [p_out, m_out, v_out] = run.outputs();
-    adam_step::launch::<f32>(
+    let (coef, ratio, channels) = Coefficients::bindings(coefficients.as_ref(), &run, &p);
+    adam_step::launch(
         run.client(),
         run.count(),
         run.dim(),
@@ -125,17 +172,22 @@ pub fn launch(
         run.arg(&m),
         run.arg(&v),
         skip.arg(),
+        coef,
+        ratio,
         run.arg(&p_out),
         run.arg(&m_out),
         run.arg(&v_out),
-        s.beta_1,
-        s.one_minus_beta_1,
-        s.beta_2,
-        s.one_minus_beta_2,
-        s.sqrt_bc2,
-        s.epsilon,
-        s.decay_factor,
-        s.scale,
+        rule.launch(),
+        WriteArgs {
+            decay_factor: s.decay_factor,
+            neg_decay_rate: s.neg_decay_rate,
+            scale: s.scale,
+        }
+        .launch(),
+        channels.channels,
+        channels.inner,
+        s.nesterov,
+        coefficients.is_some(),
     );
     (p_out, m_out, v_out)
 }

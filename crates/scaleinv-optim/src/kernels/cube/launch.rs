@@ -35,11 +35,18 @@ pub struct Launch {
 impl Launch {
     /// A launch over `tensors` (the first gives the shape, device and client).
     pub fn new<const N: usize>(tensors: [&CubeTensor; N]) -> Self {
+        Self::in_runs(tensors, None)
+    }
+
+    /// A launch over `tensors` whose vectors never cross a run of `run` elements (`Some`: the
+    /// `inner` run of a channel, for a step that reads a coefficient per channel).
+    pub fn in_runs<const N: usize>(tensors: [&CubeTensor; N], run: Option<usize>) -> Self {
         let like = tensors[0];
         let elements = like.meta.num_elements();
         let aligned = |vector: usize| {
             let bytes = (vector * size_of::<f32>()) as u64;
             elements.is_multiple_of(vector)
+                && run.is_none_or(|run| run.is_multiple_of(vector))
                 && tensors
                     .iter()
                     .all(|t| t.handle.offset_start.unwrap_or(0).is_multiple_of(bytes))
@@ -92,6 +99,24 @@ impl Launch {
         // callers' `fit` and made so by `contiguous`/`outputs`).
         unsafe { BufferArg::from_raw_parts(tensor.handle.clone(), self.elements) }
     }
+}
+
+impl Launch {
+    /// `len` f32 of `handle` as a kernel's slice.
+    pub fn floats(&self, handle: &Handle, len: usize) -> BufferArg {
+        // SAFETY: every caller's handle was allocated with at least `len` f32.
+        unsafe { BufferArg::from_raw_parts(handle.clone(), len) }
+    }
+}
+
+/// The units of a reducing cube: 256, or the largest power of two the device allows.
+pub fn units_per_cube(client: &Client) -> usize {
+    let most = client
+        .properties()
+        .hardware
+        .max_units_per_cube
+        .clamp(1, 256);
+    1 << most.ilog2()
 }
 
 /// A one-element `u32` flag on the device: 1 when the step must be skipped.

@@ -9,9 +9,14 @@
 //! | optimizer | launches per tensor and step |
 //! |-----------|------------------------------|
 //! | width-scaled AdamW, AdamC | 1 (+1 for the non-finite test under `Skip`) |
+//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision, update), 1 otherwise (+1 under `Skip`) |
 
 mod adam;
 mod launch;
+mod projection;
+mod reduce;
+mod rule;
+mod sgd;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::CubeBackend;
@@ -19,6 +24,9 @@ use burn::backend::{Dispatch, DispatchDevice, backend_extension};
 use burn::tensor::{DType, Tensor};
 
 pub(crate) use adam::AdamScalars;
+pub(crate) use sgd::SgdScalars;
+
+use crate::math::invariance::{ProjectionView, ScaleInvariance};
 
 /// The fused steps, as operations of Burn's CubeCL backend (and of fusion around it).
 #[backend_extension(Cube: cfg(feature = "wgpu"), Fusion: cfg(feature = "wgpu"))]
@@ -32,6 +40,15 @@ pub trait CubeSteps: burn::backend::Backend {
         v: FloatTensor<Self>,
         s: AdamScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// SGDP's step (see `sgd`): the new `(p, b)`.
+    #[fusion(meta = |p, _g, b, _s| (p.clone(), b.clone()))]
+    fn sgd_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        s: SgdScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
 impl CubeSteps for CubeBackend {
@@ -44,6 +61,24 @@ impl CubeSteps for CubeBackend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         adam::launch(p, g, m, v, s)
     }
+
+    fn sgd_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        s: SgdScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        sgd::launch(p, g, b, s)
+    }
+}
+
+/// Whether `invariance` projects a tensor of shape `dims`: rank ≥ 2, non-empty, its channel
+/// axis an axis of it, the view not `Off` (`ScaleInvariance::project`'s rule).
+fn projects(invariance: &ScaleInvariance, dims: &[usize]) -> bool {
+    dims.len() >= 2
+        && dims.iter().product::<usize>() > 0
+        && invariance.channel_axis < dims.len()
+        && invariance.view != ProjectionView::Off
 }
 
 /// A step through the CubeCL kernels: the new parameter and state, or (`Err`) the parameter,
@@ -95,4 +130,15 @@ pub(crate) fn adam_step<const D: usize>(
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
     )
+}
+
+/// SGDP's step on a CubeCL device: the new parameter and buffer.
+pub(crate) fn sgd_step<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    b: Tensor<D>,
+    s: SgdScalars,
+) -> (Tensor<D>, Tensor<D>) {
+    let (p, b) = Dispatch::sgd_step(p.into_dispatch(), g.into_dispatch(), b.into_dispatch(), s);
+    (Tensor::from_dispatch(p), Tensor::from_dispatch(b))
 }
