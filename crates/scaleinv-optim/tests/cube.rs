@@ -211,3 +211,43 @@ fn projected_kernels_skip_non_finite_gradients_on_the_device() {
         assert_eq!(after, before, "SGDP, {bad}");
     }
 }
+
+/// Stable-SPAM's kernels under `Skip`: a gradient whose clipped norm is not finite leaves the
+/// parameter, the moments and the three statistics bit for bit as they were (the flag is
+/// raised by the cube that finishes the norm and read by the update).
+#[test]
+fn stable_spam_kernels_skip_non_finite_gradients_on_the_device() {
+    use scaleinv_optim::StableSpamConfig;
+    let Some(device) = wgpu() else { return };
+    for (n, amsgrad) in [(300, false), (30, true), (7, false)] {
+        let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
+        let optim = StableSpamConfig::new().with_amsgrad(amsgrad).build();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let label = format!("[{n}] amsgrad {amsgrad} {bad}");
+            let (p, s) = optim.step(1e-2, t(wave(n, 1)), t(wave(n, 6)), None);
+            let (p, s) = optim.step(1e-2, p, t(wave(n, 7)), s);
+            let s = s.expect("state");
+            let look = |p: &Tensor<1>, s: &scaleinv_optim::StableSpamState<1>| {
+                let mut all = vec![
+                    bits(&common::values(p.clone())),
+                    bits(&common::values(s.moments.moment_1.clone())),
+                    bits(&common::values(s.moments.moment_2.clone())),
+                    bits(&common::values(s.clip_threshold.clone())),
+                    bits(&common::values(s.norm_mean.clone())),
+                    bits(&common::values(s.norm_sq_mean.clone())),
+                ];
+                all.extend(
+                    s.max_moment_2
+                        .iter()
+                        .map(|v| bits(&common::values(v.clone()))),
+                );
+                all
+            };
+            let before = look(&p, &s);
+            let mut g = wave(n, 8);
+            g[n / 2] = bad;
+            let (p, s) = optim.step(1e-2, p, t(g), Some(s));
+            assert_eq!(look(&p, &s.expect("state")), before, "{label}");
+        }
+    }
+}

@@ -262,7 +262,6 @@ fn fused_width_scaled_adamw_matches_its_tensor_ops() {
 /// steps in both timings, AMSGrad, the cosine multiplier and decay.
 #[test]
 fn fused_stable_spam_matches_its_tensor_ops() {
-    let device = burn::tensor::Device::flex();
     let configs = [
         StableSpamConfig::new(),
         StableSpamConfig::new()
@@ -274,9 +273,15 @@ fn fused_stable_spam_matches_its_tensor_ops() {
             .with_reset_interval(4)
             .with_reset_mode(ResetMode::Clean),
     ];
-    for config in configs {
-        let label = format!("{config:?}");
-        let (fused, ops) = (config.clone().build(), config.with_fused(false).build());
+    for ((name, device), config) in fused_devices()
+        .into_iter()
+        .flat_map(|d| configs.iter().map(move |c| (d.clone(), c)))
+    {
+        let label = format!("{config:?} on {name}");
+        let (fused, ops) = (
+            config.clone().build(),
+            config.clone().with_fused(false).build(),
+        );
         for n in [288, 7] {
             let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
             let (mut a, mut b) = (t(wave(n, 1)), t(wave(n, 1)));

@@ -329,6 +329,68 @@ impl TwoPaths for StableSpam {
         self.policy.fuses(param, None, false)
     }
 
+    /// One step as the CubeCL kernels (`kernels::cube`: the statistics by blocks and one
+    /// cube, then one update), on the same formulas; the state (zeros before the first step)
+    /// stays on the device.
+    #[cfg(feature = "wgpu")]
+    fn cube<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<StableSpamState<D>>,
+    ) -> crate::kernels::cube::CubeStep<D, StableSpamState<D>> {
+        use crate::kernels::cube::{SpikeScalars, fit, scalar_fits, spike_step};
+        let fits = self.policy.fuses_on_cube(&param, false)
+            && fit(&param, &grad, state.iter().flat_map(|s| s.tensors()))
+            && state.iter().flat_map(|s| s.scalars()).all(scalar_fits);
+        if !fits {
+            return Err(Box::new((param, grad, state)));
+        }
+        let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
+        let step = self.step_at(&old, lr);
+        let scalars = SpikeScalars {
+            amsgrad: self.amsgrad,
+            ..SpikeScalars::new(&step)
+        };
+        let max_v = old
+            .max_moment_2
+            .unwrap_or_else(|| old.moments.moment_1.clone());
+        let ([param, m, v, max_v], [clip_threshold, norm_mean, norm_sq_mean]) = spike_step(
+            [
+                param,
+                grad,
+                old.moments.moment_1,
+                old.moments.moment_2,
+                max_v,
+            ],
+            [old.clip_threshold, old.norm_mean, old.norm_sq_mean],
+            scalars,
+        );
+        let moments = if step.reset && self.reset_mode == ResetMode::Reference {
+            MomentState {
+                time: 1,
+                moment_1: m.zeros_like(),
+                moment_2: v.zeros_like(),
+            }
+        } else {
+            MomentState {
+                time: step.adam_time,
+                moment_1: m,
+                moment_2: v,
+            }
+        };
+        let next = StableSpamState {
+            global_step: step.global_step,
+            moments,
+            max_moment_2: self.amsgrad.then_some(max_v),
+            clip_threshold,
+            norm_mean,
+            norm_sq_mean,
+        };
+        Ok((param, Some(next)))
+    }
+
     /// One step as tensor operations, in f32 (the frame's checks done).
     fn tensor_ops<const D: usize>(
         &self,

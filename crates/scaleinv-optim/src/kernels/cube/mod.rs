@@ -10,6 +10,7 @@
 //! |-----------|------------------------------|
 //! | width-scaled AdamW, AdamC | 1 (+1 for the non-finite test under `Skip`) |
 //! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision, update), 1 otherwise (+1 under `Skip`) |
+//! | Stable-SPAM | 5 (`max|g|` by blocks, AdaClip, `Σ clip(g)²` by blocks, AdaGN, update) |
 
 mod adam;
 mod launch;
@@ -17,6 +18,7 @@ mod projection;
 mod reduce;
 mod rule;
 mod sgd;
+mod spike;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::CubeBackend;
@@ -25,6 +27,7 @@ use burn::tensor::{DType, Tensor};
 
 pub(crate) use adam::AdamScalars;
 pub(crate) use sgd::SgdScalars;
+pub(crate) use spike::SpikeScalars;
 
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
 
@@ -49,6 +52,32 @@ pub trait CubeSteps: burn::backend::Backend {
         b: FloatTensor<Self>,
         s: SgdScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// Stable-SPAM's step (see `spike`): the new `(p, m, v, v̄, M, μ, ν)` (`v̄` as given
+    /// without AMSGrad).
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[fusion(meta = |p, _g, m, v, max_v, c, mu, nu, _s| (
+        p.clone(), m.clone(), v.clone(), max_v.clone(), c.clone(), mu.clone(), nu.clone()
+    ))]
+    fn spike_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        max_v: FloatTensor<Self>,
+        clip_average: FloatTensor<Self>,
+        norm_mean: FloatTensor<Self>,
+        norm_sq_mean: FloatTensor<Self>,
+        s: SpikeScalars,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    );
 }
 
 impl CubeSteps for CubeBackend {
@@ -69,6 +98,41 @@ impl CubeSteps for CubeBackend {
         s: SgdScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         sgd::launch(p, g, b, s)
+    }
+
+    fn spike_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        max_v: FloatTensor<Self>,
+        clip_average: FloatTensor<Self>,
+        norm_mean: FloatTensor<Self>,
+        norm_sq_mean: FloatTensor<Self>,
+        s: SpikeScalars,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let o = spike::launch(
+            [p, g, m, v, max_v],
+            [clip_average, norm_mean, norm_sq_mean],
+            s,
+        );
+        (
+            o.p,
+            o.m,
+            o.v,
+            o.max_v,
+            o.clip_average,
+            o.norm_mean,
+            o.norm_sq_mean,
+        )
     }
 }
 
@@ -141,4 +205,34 @@ pub(crate) fn sgd_step<const D: usize>(
 ) -> (Tensor<D>, Tensor<D>) {
     let (p, b) = Dispatch::sgd_step(p.into_dispatch(), g.into_dispatch(), b.into_dispatch(), s);
     (Tensor::from_dispatch(p), Tensor::from_dispatch(b))
+}
+
+/// Whether `scalar` is a one-element f32 tensor on a CubeCL device (a per-tensor statistic of
+/// a state the kernels read).
+pub(crate) fn scalar_fits(scalar: &Tensor<1>) -> bool {
+    on_cube_f32(scalar) && scalar.shape().num_elements() == 1
+}
+
+/// Stable-SPAM's step on a CubeCL device: the new parameter, moments, AMSGrad maximum (`max_v`
+/// as given without AMSGrad) and statistics `(M, μ, ν)`.
+#[allow(clippy::type_complexity)]
+pub(crate) fn spike_step<const D: usize>(
+    [p, g, m, v, max_v]: [Tensor<D>; 5],
+    [clip_average, norm_mean, norm_sq_mean]: [Tensor<1>; 3],
+    s: SpikeScalars,
+) -> ([Tensor<D>; 4], [Tensor<1>; 3]) {
+    let (p, m, v, max_v, c, mu, nu) = Dispatch::spike_step(
+        p.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        max_v.into_dispatch(),
+        clip_average.into_dispatch(),
+        norm_mean.into_dispatch(),
+        norm_sq_mean.into_dispatch(),
+        s,
+    );
+    let d = |t| Tensor::<D>::from_dispatch(t);
+    let one = |t| Tensor::<1>::from_dispatch(t);
+    ([d(p), d(m), d(v), d(max_v)], [one(c), one(mu), one(nu)])
 }

@@ -26,6 +26,7 @@ use burn::cubecl::prelude::*;
 use super::launch::{Launch, contiguous, units_per_cube};
 use super::reduce::{lane_max, lane_sum, tree_max, tree_sum};
 use super::rule::{MomentArgs, WriteArgs, direction, first, second, write};
+use crate::math::spike::SpikeStep;
 
 /// The step's work scalars on the device, in one buffer: written by launches 2 and 4, read by
 /// launches 3 and 5.
@@ -62,6 +63,44 @@ pub struct SpikeScalars {
     /// The moments start from zeros at this step (a clean reset).
     pub zero_moments: bool,
     pub skip_non_finite: bool,
+}
+
+impl SpikeScalars {
+    /// The scalars of `step` (`math::spike`'s formulas, in f32 as the flex loops use them).
+    pub fn new(step: &SpikeStep) -> Self {
+        let adam = step.adam;
+        let (bc1, bc2) = adam.bias_corrections(step.adam_time);
+        let bc = |decay: f64| (1.0 - decay.powi(step.time as i32)) as f32;
+        let rate = step.lr * step.weight_decay;
+        Self {
+            theta: step.theta as f32,
+            one_minus_theta: (1.0 - step.theta) as f32,
+            theta_bc: bc(step.theta),
+            gamma_1: step.gamma_1 as f32,
+            one_minus_gamma_1: (1.0 - step.gamma_1) as f32,
+            gamma_1_bc: bc(step.gamma_1),
+            gamma_2: step.gamma_2 as f32,
+            one_minus_gamma_2: (1.0 - step.gamma_2) as f32,
+            gamma_2_bc: bc(step.gamma_2),
+            epsilon: adam.epsilon as f32,
+            adam: MomentArgs {
+                decay_1: adam.beta_1 as f32,
+                weight_1: (1.0 - adam.beta_1) as f32,
+                decay_2: adam.beta_2 as f32,
+                weight_2: (1.0 - adam.beta_2) as f32,
+                sqrt_bc2: bc2.sqrt() as f32,
+                epsilon: adam.epsilon as f32,
+            },
+            write: WriteArgs {
+                decay_factor: (1.0 - rate) as f32,
+                neg_decay_rate: (-rate) as f32,
+                scale: (step.lr / bc1) as f32,
+            },
+            amsgrad: false,
+            zero_moments: step.reset && step.clean_reset,
+            skip_non_finite: step.skip_non_finite,
+        }
+    }
 }
 
 /// AdaClip's scalars read by the statistics kernels.
@@ -138,7 +177,12 @@ fn block_reduce<N: Size>(
 
 /// The partial results `partial[0..blocks]` combined by one cube: their maximum or their sum.
 #[cube]
-fn finish(partial: &[f32], blocks: usize, #[comptime] units: usize, #[comptime] squares: bool) -> f32 {
+fn finish(
+    partial: &[f32],
+    blocks: usize,
+    #[comptime] units: usize,
+    #[comptime] squares: bool,
+) -> f32 {
     let unit = UNIT_POS as usize;
     let mut acc = 0.0f32;
     let mut b = unit;
@@ -358,8 +402,8 @@ pub fn launch(
         let [out] = run.outputs();
         out
     });
-    // Unwritten without AMSGrad: one float fills the binding.
-    let unwritten = client.empty(size_of::<f32>());
+    // Unwritten without AMSGrad: one vector fills the binding.
+    let unwritten = client.empty(run.vector() * size_of::<f32>());
     spike_step::launch(
         client,
         run.count(),
@@ -376,7 +420,7 @@ pub fn launch(
         run.arg(&v_out),
         match &max_v_out {
             Some(out) => run.arg(out),
-            None => run.floats(&unwritten, 1),
+            None => run.floats(&unwritten, run.vector()),
         },
         s.adam.launch(),
         s.write.launch(),
