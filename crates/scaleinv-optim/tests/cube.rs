@@ -251,3 +251,55 @@ fn stable_spam_kernels_skip_non_finite_gradients_on_the_device() {
         }
     }
 }
+
+/// NaP's projection as kernels on wgpu (around AdamP's kernels and around Burn's Adam) against
+/// the same steps on flex: the parameters agree at every step and keep the norm they started
+/// with.
+#[test]
+fn nap_projection_kernels_hold_the_norm_like_flex() {
+    use burn::optim::AdamConfig;
+    use scaleinv_optim::{AdamPConfig, NapConfig};
+    let Some(device) = wgpu() else { return };
+    let flex = Device::flex();
+    let dims = [8, 4, 3, 3];
+    let n = 8 * 4 * 9;
+    let on = |v: Vec<f32>, d: &Device| Tensor::<4>::from_data(TensorData::new(v, dims), d);
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nap = NapConfig::new();
+    let start = wave(n, 1);
+    let radius = norm(&start);
+    // AdamP's kernels under NaP, against AdamP's fused loops under NaP on flex.
+    let (a_opt, b_opt) = (
+        nap.wrap(AdamPConfig::new().with_weight_decay(0.1).build()),
+        nap.wrap(AdamPConfig::new().with_weight_decay(0.1).build()),
+    );
+    let (mut a, mut b) = (on(start.clone(), &device), on(start.clone(), &flex));
+    let (mut sa, mut sb) = (None, None);
+    for k in 0..6 {
+        let g = wave(n, k + 30);
+        (a, sa) = a_opt.step(1e-2, a, on(g.clone(), &device), sa);
+        (b, sb) = b_opt.step(1e-2, b, on(g, &flex), sb);
+        let (got, want) = (common::values(a.clone()), common::values(b.clone()));
+        close(&format!("NaP(AdamP) step {k}"), &got, &want);
+        assert!(
+            (norm(&got) - radius).abs() <= 1e-5 * radius,
+            "NaP(AdamP) norm at step {k}"
+        );
+    }
+    // Burn's Adam under NaP: the wrapper's own route, the projection as kernels.
+    let adam = || nap.wrap(AdamConfig::new().with_epsilon(1e-8).build());
+    let (a_opt, b_opt) = (adam(), adam());
+    let (mut a, mut b) = (on(start.clone(), &device), on(start, &flex));
+    let (mut sa, mut sb) = (None, None);
+    for k in 0..6 {
+        let g = wave(n, k + 40);
+        (a, sa) = a_opt.step(1e-2, a, on(g.clone(), &device), sa);
+        (b, sb) = b_opt.step(1e-2, b, on(g, &flex), sb);
+        let (got, want) = (common::values(a.clone()), common::values(b.clone()));
+        close(&format!("NaP(Adam) step {k}"), &got, &want);
+        assert!(
+            (norm(&got) - radius).abs() <= 1e-5 * radius,
+            "NaP(Adam) norm at step {k}"
+        );
+    }
+}

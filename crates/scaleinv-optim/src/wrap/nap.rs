@@ -312,7 +312,8 @@ impl<O> Nap<O> {
 
     /// `‖W‖` over the scope: shape `[1, …, 1]`, or per row with kept dimensions.
     /// `W · ρ / max(‖W‖, ε)`. A whole-tensor projection on flex reads `‖W‖` and `ρ` where they
-    /// lie and scales by one number (in place when the backend can).
+    /// lie and scales by one number (in place when the backend can); on a CubeCL device it is
+    /// three kernels (`kernels::cube::nap`).
     fn project<const D: usize>(&self, param: Tensor<D>, radius: &Tensor<D>) -> Tensor<D> {
         #[cfg(feature = "flex")]
         if self.row_axis.is_none()
@@ -322,6 +323,12 @@ impl<O> Nap<O> {
             )
         {
             return param * (radius / norm.max(self.epsilon));
+        }
+        #[cfg(feature = "wgpu")]
+        if self.row_axis.is_none()
+            && let Some(projected) = crate::kernels::cube::nap_rescale(&param, radius, self.epsilon)
+        {
+            return projected;
         }
         let norm = self.norm(&param).clamp_min(self.epsilon);
         param * (radius.clone() / norm)

@@ -11,9 +11,11 @@
 //! | width-scaled AdamW, AdamC | 1 (+1 for the non-finite test under `Skip`) |
 //! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision, update), 1 otherwise (+1 under `Skip`) |
 //! | Stable-SPAM | 5 (`max|g|` by blocks, AdaClip, `Σ clip(g)²` by blocks, AdaGN, update) |
+//! | NaP's projection of a whole tensor | 3 (`Σp²` by blocks, the factor, the rescale) |
 
 mod adam;
 mod launch;
+mod nap;
 mod projection;
 mod reduce;
 mod rule;
@@ -26,6 +28,7 @@ use burn::backend::{Dispatch, DispatchDevice, backend_extension};
 use burn::tensor::{DType, Tensor};
 
 pub(crate) use adam::AdamScalars;
+pub(crate) use nap::NapScalars;
 pub(crate) use sgd::SgdScalars;
 pub(crate) use spike::SpikeScalars;
 
@@ -52,6 +55,14 @@ pub trait CubeSteps: burn::backend::Backend {
         b: FloatTensor<Self>,
         s: SgdScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// NaP's projection of `p` back to the norm `radius` (see `nap`).
+    #[fusion(meta = |p, _radius, _s| p.clone())]
+    fn nap_rescale(
+        p: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self>;
 
     /// Stable-SPAM's step (see `spike`): the new `(p, m, v, v̄, M, μ, ν)` (`v̄` as given
     /// without AMSGrad).
@@ -98,6 +109,14 @@ impl CubeSteps for CubeBackend {
         s: SgdScalars,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         sgd::launch(p, g, b, s)
+    }
+
+    fn nap_rescale(
+        p: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self> {
+        nap::launch(p, radius, s)
     }
 
     fn spike_step(
@@ -235,4 +254,22 @@ pub(crate) fn spike_step<const D: usize>(
     let d = |t| Tensor::<D>::from_dispatch(t);
     let one = |t| Tensor::<1>::from_dispatch(t);
     ([d(p), d(m), d(v), d(max_v)], [one(c), one(mu), one(nu)])
+}
+
+/// NaP's projection of `p` back to the norm held in the one-element `radius`, when both are
+/// f32 tensors on a CubeCL device (`None`: they do not fit, and nothing was launched).
+pub(crate) fn nap_rescale<const D: usize>(
+    p: &Tensor<D>,
+    radius: &Tensor<D>,
+    epsilon: f64,
+) -> Option<Tensor<D>> {
+    let fits = accepts(p) && on_cube_f32(radius) && radius.shape().num_elements() == 1;
+    fits.then(|| {
+        let s = NapScalars {
+            epsilon: epsilon as f32,
+        };
+        let out =
+            Dispatch::nap_rescale(p.clone().into_dispatch(), radius.clone().into_dispatch(), s);
+        Tensor::from_dispatch(out)
+    })
 }

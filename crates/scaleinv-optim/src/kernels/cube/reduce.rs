@@ -62,3 +62,32 @@ pub fn lane_max<N: Size>(x: Vector<f32, N>) -> f32 {
     }
     most
 }
+
+/// The partial results `partial[0..blocks]` combined by one cube: their sum (`sum`) or their
+/// maximum.
+#[cube]
+pub fn finish(
+    partial: &[f32],
+    blocks: usize,
+    #[comptime] units: usize,
+    #[comptime] sum: bool,
+) -> f32 {
+    let unit = UNIT_POS as usize;
+    let mut acc = 0.0f32;
+    let mut b = unit;
+    while b < blocks {
+        if sum {
+            acc += partial[b];
+        } else {
+            acc = f32::max(acc, partial[b]);
+        }
+        b += units;
+    }
+    let mut shared = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
+    shared[unit] = Vector::new(acc);
+    if sum {
+        tree_sum::<Const<1>>(&mut shared).extract(0usize)
+    } else {
+        tree_max::<Const<1>>(&mut shared).extract(0usize)
+    }
+}

@@ -24,7 +24,7 @@ use burn::cubecl;
 use burn::cubecl::prelude::*;
 
 use super::launch::{Launch, contiguous, units_per_cube};
-use super::reduce::{lane_max, lane_sum, tree_max, tree_sum};
+use super::reduce::{finish, lane_max, lane_sum, tree_max, tree_sum};
 use super::rule::{MomentArgs, WriteArgs, direction, first, second, write};
 use crate::math::spike::SpikeStep;
 
@@ -172,34 +172,6 @@ fn block_reduce<N: Size>(
         if unit == 0 {
             partial[CUBE_POS] = most;
         }
-    }
-}
-
-/// The partial results `partial[0..blocks]` combined by one cube: their maximum or their sum.
-#[cube]
-fn finish(
-    partial: &[f32],
-    blocks: usize,
-    #[comptime] units: usize,
-    #[comptime] squares: bool,
-) -> f32 {
-    let unit = UNIT_POS as usize;
-    let mut acc = 0.0f32;
-    let mut b = unit;
-    while b < blocks {
-        if squares {
-            acc += partial[b];
-        } else {
-            acc = f32::max(acc, partial[b]);
-        }
-        b += units;
-    }
-    let mut shared = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
-    shared[unit] = Vector::new(acc);
-    if squares {
-        tree_sum::<Const<1>>(&mut shared).extract(0usize)
-    } else {
-        tree_max::<Const<1>>(&mut shared).extract(0usize)
     }
 }
 

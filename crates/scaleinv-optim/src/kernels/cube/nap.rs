@@ -1,0 +1,114 @@
+//! NaP's projection of a whole tensor back to its norm `ρ` as CubeCL kernels: three launches
+//! and no host read.
+//!
+//! ```text
+//! launch 1, blocks   read p: Σp² per block
+//! launch 2, 1 cube   factor = ρ / max(√Σp², ε)
+//! launch 3           read p; write p·factor
+//! ```
+
+use burn::backend::wgpu::CubeTensor;
+use burn::cubecl;
+use burn::cubecl::prelude::*;
+
+use super::launch::{Launch, contiguous, units_per_cube};
+use super::reduce::{finish, lane_sum, tree_sum};
+
+/// The most blocks of the reduction.
+const BLOCKS: usize = 256;
+
+/// NaP's floor of the current norm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NapScalars {
+    pub epsilon: f32,
+}
+
+/// Launch 1: `Σp²` per block.
+#[cube(launch)]
+fn block_squares<N: Size>(p: &[Vector<f32, N>], partial: &mut [f32], #[comptime] units: usize) {
+    let unit = UNIT_POS as usize;
+    let stride = CUBE_COUNT * units;
+    let mut acc = Vector::new(0.0f32);
+    let mut j = CUBE_POS * units + unit;
+    while j < p.len() {
+        acc += p[j] * p[j];
+        j += stride;
+    }
+    let mut shared = Shared::<[Vector<f32, N>]>::new_slice(units);
+    shared[unit] = acc;
+    let sum = lane_sum::<N>(tree_sum::<N>(&mut shared));
+    if unit == 0 {
+        partial[CUBE_POS] = sum;
+    }
+}
+
+/// Launch 2: `ρ / max(‖p‖, ε)`.
+#[cube(launch)]
+fn norm_factor(
+    partial: &[f32],
+    blocks: usize,
+    radius: &[f32],
+    factor: &mut [f32],
+    epsilon: f32,
+    #[comptime] units: usize,
+) {
+    let sum = finish(partial, blocks, units, true);
+    if UNIT_POS == 0 {
+        factor[0] = radius[0] / f32::max(f32::sqrt(sum), epsilon);
+    }
+}
+
+/// Launch 3: `p · factor`.
+#[cube(launch)]
+fn scale<N: Size>(p: &[Vector<f32, N>], factor: &[f32], p_out: &mut [Vector<f32, N>]) {
+    let i = ABSOLUTE_POS;
+    if i < p.len() {
+        p_out[i] = p[i] * Vector::new(factor[0]);
+    }
+}
+
+/// Launches NaP's projection of the contiguous f32 tensor `p` onto the norm held in the
+/// one-element `radius`.
+pub fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
+    let [p, radius] = contiguous([p, radius]);
+    let run = Launch::new([&p]);
+    let client = run.client();
+    let units = units_per_cube(client);
+    let dim = CubeDim::new_1d(units as u32);
+    let blocks = (p.meta.num_elements() / run.vector())
+        .div_ceil(units)
+        .clamp(1, BLOCKS);
+    let partial = client.empty(blocks * size_of::<f32>());
+    let factor = client.empty(size_of::<f32>());
+    block_squares::launch(
+        client,
+        CubeCount::new_1d(blocks as u32),
+        dim,
+        run.vector(),
+        run.arg(&p),
+        run.floats(&partial, blocks),
+        units,
+    );
+    norm_factor::launch(
+        client,
+        CubeCount::new_1d(1),
+        dim,
+        run.floats(&partial, blocks),
+        blocks,
+        run.floats(&radius.handle, 1),
+        run.floats(&factor, 1),
+        s.epsilon,
+        units,
+    );
+    let [p_out] = run.outputs();
+    scale::launch(
+        client,
+        run.count(),
+        run.dim(),
+        run.vector(),
+        run.arg(&p),
+        run.floats(&factor, 1),
+        run.arg(&p_out),
+    );
+    p_out
+}
