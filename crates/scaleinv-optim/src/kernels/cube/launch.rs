@@ -109,14 +109,16 @@ impl Launch {
     }
 }
 
-/// The units of a reducing cube: 256, or the largest power of two the device allows.
-pub fn units_per_cube(client: &Client) -> usize {
+/// The units of a cube that reduces `work` values: a power of two, at most 256 (or what the
+/// device allows) and at most `work` rounded up, so a small reduction does not pay for idle
+/// units at each of its tree's barriers.
+pub fn units_per_cube(client: &Client, work: usize) -> usize {
     let most = client
         .properties()
         .hardware
         .max_units_per_cube
-        .clamp(1, 256);
-    1 << most.ilog2()
+        .clamp(1, 256) as usize;
+    (1 << most.ilog2()).min(work.max(1).next_power_of_two())
 }
 
 /// A one-element `u32` flag on the device: 1 when the step must be skipped.

@@ -12,7 +12,7 @@ use burn::cubecl;
 use burn::cubecl::prelude::*;
 
 use super::launch::{Launch, contiguous, units_per_cube};
-use super::reduce::{finish, lane_sum, tree_sum};
+use super::reduce::{finish, lane_sum, tree};
 
 /// The most blocks of the reduction.
 const BLOCKS: usize = 256;
@@ -36,9 +36,9 @@ fn block_squares<N: Size>(p: &[Vector<f32, N>], partial: &mut [f32], #[comptime]
     }
     let mut shared = Shared::<[Vector<f32, N>]>::new_slice(units);
     shared[unit] = acc;
-    let sum = lane_sum::<N>(tree_sum::<N>(&mut shared));
+    tree::<N>(&mut shared, 1usize, units, true);
     if unit == 0 {
-        partial[CUBE_POS] = sum;
+        partial[CUBE_POS] = lane_sum::<N>(shared[0]);
     }
 }
 
@@ -73,11 +73,10 @@ pub fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
     let [p, radius] = contiguous([p, radius]);
     let run = Launch::new([&p]);
     let client = run.client();
-    let units = units_per_cube(client);
+    let vectors = p.meta.num_elements() / run.vector();
+    let units = units_per_cube(client, vectors);
     let dim = CubeDim::new_1d(units as u32);
-    let blocks = (p.meta.num_elements() / run.vector())
-        .div_ceil(units)
-        .clamp(1, BLOCKS);
+    let blocks = vectors.div_ceil(units).clamp(1, BLOCKS);
     let partial = client.empty(blocks * size_of::<f32>());
     let factor = client.empty(size_of::<f32>());
     block_squares::launch(

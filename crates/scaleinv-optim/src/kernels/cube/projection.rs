@@ -25,7 +25,7 @@ use burn::cubecl::prelude::*;
 use burn::cubecl::server::Handle;
 
 use super::launch::{Launch, units_per_cube};
-use super::reduce::{lane_max, lane_sum, tree_max, tree_sum};
+use super::reduce::{lane_max, lane_sum, tree};
 use super::rule::{MomentArgs, direction, first, second};
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
 use burn::cubecl::prelude::BufferArg;
@@ -134,8 +134,6 @@ fn channel_stats<N: Size>(
     let n = N::value();
     let zero = Vector::new(0.0f32);
 
-    let mut max_p = Shared::<[Vector<f32, N>]>::new_slice(units);
-    let mut max_g = Shared::<[Vector<f32, N>]>::new_slice(units);
     let mut lp = zero;
     let mut lg = zero;
     let mut j = unit;
@@ -145,10 +143,12 @@ fn channel_stats<N: Size>(
         lg = <Vector<f32, N> as FloatOps>::max(lg, Vector::abs(g[i]));
         j += units;
     }
-    max_p[unit] = lp;
-    max_g[unit] = lg;
-    let sp = f32::max(lane_max::<N>(tree_max::<N>(&mut max_p)), 1.175_494_4e-38f32);
-    let sg = f32::max(lane_max::<N>(tree_max::<N>(&mut max_g)), 1.175_494_4e-38f32);
+    let mut maxima = Shared::<[Vector<f32, N>]>::new_slice(2 * units);
+    maxima[unit] = lp;
+    maxima[units + unit] = lg;
+    tree::<N>(&mut maxima, 2usize, units, false);
+    let sp = f32::max(lane_max::<N>(maxima[0]), 1.175_494_4e-38f32);
+    let sg = f32::max(lane_max::<N>(maxima[units]), 1.175_494_4e-38f32);
 
     let mut dot = zero;
     let mut pp = zero;
@@ -173,18 +173,16 @@ fn channel_stats<N: Size>(
         pu += pt * u;
         j += units;
     }
-    let mut acc_dot = Shared::<[Vector<f32, N>]>::new_slice(units);
-    let mut acc_pp = Shared::<[Vector<f32, N>]>::new_slice(units);
-    let mut acc_gg = Shared::<[Vector<f32, N>]>::new_slice(units);
-    let mut acc_pu = Shared::<[Vector<f32, N>]>::new_slice(units);
-    acc_dot[unit] = dot;
-    acc_pp[unit] = pp;
-    acc_gg[unit] = gg;
-    acc_pu[unit] = pu;
-    let dot = lane_sum::<N>(tree_sum::<N>(&mut acc_dot));
-    let pp = lane_sum::<N>(tree_sum::<N>(&mut acc_pp));
-    let gg = lane_sum::<N>(tree_sum::<N>(&mut acc_gg));
-    let pu = lane_sum::<N>(tree_sum::<N>(&mut acc_pu));
+    let mut sums = Shared::<[Vector<f32, N>]>::new_slice(4 * units);
+    sums[unit] = dot;
+    sums[units + unit] = pp;
+    sums[2 * units + unit] = gg;
+    sums[3 * units + unit] = pu;
+    tree::<N>(&mut sums, 4usize, units, true);
+    let dot = lane_sum::<N>(sums[0]);
+    let pp = lane_sum::<N>(sums[units]);
+    let gg = lane_sum::<N>(sums[2 * units]);
+    let pu = lane_sum::<N>(sums[3 * units]);
     if unit == 0 {
         let base = c * STATS;
         stats[base] = sp;
@@ -238,17 +236,14 @@ fn decide(
         sg_max = f32::max(sg_max, sg);
         c += units;
     }
-    let mut acc_a = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
-    let mut acc_b = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
-    let mut acc_c = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
-    let mut acc_d = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
-    acc_a[unit] = Vector::new(cos_max);
-    acc_b[unit] = Vector::new(sp_max);
-    acc_c[unit] = Vector::new(sg_max);
-    let cos_max = tree_max::<Const<1>>(&mut acc_a).extract(0usize);
-    let sp = tree_max::<Const<1>>(&mut acc_b).extract(0usize);
-    let sg = tree_max::<Const<1>>(&mut acc_c).extract(0usize);
-    sync_cube();
+    let mut maxima = Shared::<[Vector<f32, Const<1>>]>::new_slice(3 * units);
+    maxima[unit] = Vector::new(cos_max);
+    maxima[units + unit] = Vector::new(sp_max);
+    maxima[2 * units + unit] = Vector::new(sg_max);
+    tree::<Const<1>>(&mut maxima, 3usize, units, false);
+    let cos_max = maxima[0].extract(0usize);
+    let sp = maxima[units].extract(0usize);
+    let sg = maxima[2 * units].extract(0usize);
 
     // The layer's sums, each channel's rescaled to the largest scales.
     let mut dot = 0.0f32;
@@ -266,14 +261,16 @@ fn decide(
         pu += stats[b + 5] * wp;
         c += units;
     }
-    acc_a[unit] = Vector::new(dot);
-    acc_b[unit] = Vector::new(pp);
-    acc_c[unit] = Vector::new(gg);
-    acc_d[unit] = Vector::new(pu);
-    let dot = tree_sum::<Const<1>>(&mut acc_a).extract(0usize);
-    let pp = tree_sum::<Const<1>>(&mut acc_b).extract(0usize);
-    let gg = tree_sum::<Const<1>>(&mut acc_c).extract(0usize);
-    let pu = tree_sum::<Const<1>>(&mut acc_d).extract(0usize);
+    let mut sums = Shared::<[Vector<f32, Const<1>>]>::new_slice(4 * units);
+    sums[unit] = Vector::new(dot);
+    sums[units + unit] = Vector::new(pp);
+    sums[2 * units + unit] = Vector::new(gg);
+    sums[3 * units + unit] = Vector::new(pu);
+    tree::<Const<1>>(&mut sums, 4usize, units, true);
+    let dot = sums[0].extract(0usize);
+    let pp = sums[units].extract(0usize);
+    let gg = sums[2 * units].extract(0usize);
+    let pu = sums[3 * units].extract(0usize);
     let norm_p = f32::sqrt(pp) * sp;
     let norm_g = f32::sqrt(gg) * sg;
     let layer_cos = cosine(dot, norm_p, sp, norm_g, sg, eps);
@@ -313,11 +310,12 @@ pub fn coefficients(
     let dims = p.meta.shape().to_vec();
     let channels = Channels::new(&dims, invariance.channel_axis);
     let client = run.client();
-    let units = units_per_cube(client);
+    let vector = run.vector();
+    let per_channel = channels.numel() / channels.channels / vector;
+    let units = units_per_cube(client, per_channel);
     let stats = client.empty(channels.channels * STATS * size_of::<f32>());
     let dim = CubeDim::new_1d(units as u32);
     let count = cubecl::calculate_cube_count_elemwise(client, channels.channels * units, dim);
-    let vector = run.vector();
     channel_stats::launch(
         client,
         count,
@@ -330,7 +328,7 @@ pub fn coefficients(
         run.floats(&stats, channels.channels * STATS),
         channels.channels,
         channels.inner,
-        channels.numel() / channels.channels / vector,
+        per_channel,
         rule.launch(),
         units,
         adam,
@@ -345,10 +343,11 @@ pub fn coefficients(
         ProjectionView::Layer => 2,
         ProjectionView::Detect | ProjectionView::Off => 0,
     };
+    let units = units_per_cube(client, channels.channels);
     decide::launch(
         client,
         CubeCount::new_1d(1),
-        dim,
+        CubeDim::new_1d(units as u32),
         run.floats(&stats, channels.channels * STATS),
         run.floats(&coef, channels.channels),
         run.floats(&ratio, 1),

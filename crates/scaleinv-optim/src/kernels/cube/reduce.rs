@@ -4,41 +4,39 @@
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
-/// The largest value of `acc[0..units]`, left in `acc[0]` (a tree over the cube's units).
+/// Reduces `rows` rows of `units` values each (row `r` at `acc[r·units..]`, one value per
+/// unit) to their sums (`sum`) or maxima, left at `acc[r·units]`: one tree over the cube's
+/// units whose barriers the rows share.
 #[cube]
-pub fn tree_max<N: Size>(acc: &mut Shared<[Vector<f32, N>]>) -> Vector<f32, N> {
+pub fn tree<N: Size>(
+    acc: &mut Shared<[Vector<f32, N>]>,
+    #[comptime] rows: usize,
+    #[comptime] units: usize,
+    #[comptime] sum: bool,
+) {
     sync_cube();
-    let mut active = CUBE_DIM;
-    let mut jump = 1;
+    let unit = UNIT_POS as usize;
+    let mut active = CUBE_DIM as usize;
+    let mut jump = 1usize;
     while active > 1 {
         active /= 2;
-        if UNIT_POS < active {
-            let a = acc[(jump * 2 * UNIT_POS) as usize];
-            let b = acc[(jump * (2 * UNIT_POS + 1)) as usize];
-            acc[(jump * 2 * UNIT_POS) as usize] = <Vector<f32, N> as FloatOps>::max(a, b);
+        if unit < active {
+            let to = jump * 2 * unit;
+            let from = to + jump;
+            #[unroll]
+            for r in 0..rows {
+                let a = acc[r * units + to];
+                let b = acc[r * units + from];
+                if sum {
+                    acc[r * units + to] = a + b;
+                } else {
+                    acc[r * units + to] = <Vector<f32, N> as FloatOps>::max(a, b);
+                }
+            }
         }
         jump *= 2;
         sync_cube();
     }
-    acc[0]
-}
-
-/// The sum of `acc[0..units]` in a fixed tree order (the same bits at every run).
-#[cube]
-pub fn tree_sum<N: Size>(acc: &mut Shared<[Vector<f32, N>]>) -> Vector<f32, N> {
-    sync_cube();
-    let mut active = CUBE_DIM;
-    let mut jump = 1;
-    while active > 1 {
-        active /= 2;
-        if UNIT_POS < active {
-            let b = acc[(jump * (2 * UNIT_POS + 1)) as usize];
-            acc[(jump * 2 * UNIT_POS) as usize] += b;
-        }
-        jump *= 2;
-        sync_cube();
-    }
-    acc[0]
 }
 
 /// The lanes of `x` added in order.
@@ -85,9 +83,6 @@ pub fn finish(
     }
     let mut shared = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
     shared[unit] = Vector::new(acc);
-    if sum {
-        tree_sum::<Const<1>>(&mut shared).extract(0usize)
-    } else {
-        tree_max::<Const<1>>(&mut shared).extract(0usize)
-    }
+    tree::<Const<1>>(&mut shared, 1usize, units, sum);
+    shared[0].extract(0usize)
 }

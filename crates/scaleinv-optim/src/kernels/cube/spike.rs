@@ -24,7 +24,7 @@ use burn::cubecl;
 use burn::cubecl::prelude::*;
 
 use super::launch::{Launch, contiguous, units_per_cube};
-use super::reduce::{finish, lane_max, lane_sum, tree_max, tree_sum};
+use super::reduce::{finish, lane_max, lane_sum, tree};
 use super::rule::{MomentArgs, WriteArgs, direction, first, second, write};
 use crate::math::spike::SpikeStep;
 
@@ -162,15 +162,12 @@ fn block_reduce<N: Size>(
     }
     let mut shared = Shared::<[Vector<f32, N>]>::new_slice(units);
     shared[unit] = acc;
-    if squares {
-        let sum = lane_sum::<N>(tree_sum::<N>(&mut shared));
-        if unit == 0 {
-            partial[CUBE_POS] = sum;
-        }
-    } else {
-        let most = lane_max::<N>(tree_max::<N>(&mut shared));
-        if unit == 0 {
-            partial[CUBE_POS] = most;
+    tree::<N>(&mut shared, 1usize, units, squares);
+    if unit == 0 {
+        if squares {
+            partial[CUBE_POS] = lane_sum::<N>(shared[0]);
+        } else {
+            partial[CUBE_POS] = lane_max::<N>(shared[0]);
         }
     }
 }
@@ -306,9 +303,9 @@ pub fn launch(
         contiguous([clip_average, norm_mean, norm_sq_mean]);
     let run = Launch::new([&p, &g, &m, &v, &max_v]);
     let client = run.client();
-    let units = units_per_cube(client);
-    let dim = CubeDim::new_1d(units as u32);
     let vectors = p.meta.num_elements() / run.vector();
+    let units = units_per_cube(client, vectors);
+    let dim = CubeDim::new_1d(units as u32);
     let blocks = vectors.div_ceil(units).clamp(1, BLOCKS);
     let work = client.empty(WORK * size_of::<f32>());
     let partial = client.empty(blocks * size_of::<f32>());
