@@ -148,6 +148,7 @@ impl Projector {
     }
 
     /// Whether the fused loops can step `param` (no armed observer: it needs the tensor ops).
+    #[cfg(feature = "flex")]
     pub fn fuses<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.policy.fuses(param, self.axis(), self.is_observed())
     }

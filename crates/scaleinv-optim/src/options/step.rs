@@ -20,8 +20,9 @@ pub struct StepOptions {
     /// loops over memory (see each optimizer's doc), f16/bf16 parameters and gradients read
     /// and written in the same passes, converted a segment at a time (the arithmetic and the
     /// state in f32, as on the tensor-op path); on Burn's CubeCL backends (the `wgpu` feature)
-    /// as CubeCL kernels, so far for width-scaled AdamW and AdamC (one launch per tensor, after
-    /// the non-finite test). The paths agree to rounding and replay the golden trajectories.
+    /// as CubeCL kernels for f32 tensors (one launch per tensor for width-scaled AdamW and
+    /// AdamC, three for AdamP's and SGDP's projected tensors, five for Stable-SPAM, each
+    /// after the non-finite test; no value read back to the host). The paths agree to rounding and replay the golden trajectories.
     /// Other backends and optimizers, other dtypes and optimizers with an armed observer use
     /// the tensor operations.
     #[config(default = true)]
