@@ -41,13 +41,23 @@ impl Net {
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(11);
         let hidden = |d_in| LinearConfig::new(d_in, WIDTH).with_bias(false).init(device);
-        Self {
+        let net = Self {
             l1: hidden(INPUTS),
             n1: LayerNormConfig::new(WIDTH).init(device),
             l2: hidden(WIDTH),
             n2: LayerNormConfig::new(WIDTH).init(device),
             head: LinearConfig::new(WIDTH, CLASSES).init(device),
-        }
+        };
+        // Burn draws a parameter's initial values at its first read: read the random ones here,
+        // under the lock and right after the seed, or the soaks running on other threads would
+        // draw from the same generator in between and no two runs would start alike.
+        let _ = (
+            net.l1.weight.val(),
+            net.l2.weight.val(),
+            net.head.weight.val(),
+        );
+        let _ = net.head.bias.as_ref().map(|b| b.val());
+        net
     }
 
     fn loss(&self, x: Tensor<2>, y: Tensor<1, Int>) -> Tensor<1> {

@@ -121,6 +121,43 @@ pub fn units_per_cube(client: &Client, work: usize) -> usize {
     (1 << most.ilog2()).min(work.max(1).next_power_of_two())
 }
 
+/// A reduction by blocks over `vectors` vectors: at most 256 cubes of
+/// [`units_per_cube`] units, each reducing a strided share to one partial result in `partial`,
+/// which one cube of the same width then finishes.
+pub struct Blocks {
+    pub units: usize,
+    pub count: usize,
+    pub partial: Handle,
+}
+
+impl Blocks {
+    pub fn new(client: &Client, vectors: usize) -> Self {
+        let units = units_per_cube(client, vectors);
+        let count = vectors.div_ceil(units).clamp(1, 256);
+        Self {
+            units,
+            count,
+            partial: client.empty(count * size_of::<f32>()),
+        }
+    }
+
+    /// The cubes' width.
+    pub fn dim(&self) -> CubeDim {
+        CubeDim::new_1d(self.units as u32)
+    }
+
+    /// The blocks, one cube each.
+    pub fn cubes(&self) -> CubeCount {
+        CubeCount::new_1d(self.count as u32)
+    }
+
+    /// The partial results as a kernel's slice.
+    pub fn partial(&self) -> BufferArg {
+        // SAFETY: `partial` holds one f32 per block.
+        unsafe { BufferArg::from_raw_parts(self.partial.clone(), self.count) }
+    }
+}
+
 /// A one-element `u32` flag on the device: 1 when the step must be skipped.
 pub struct Flag(Handle);
 

@@ -11,11 +11,8 @@ use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
-use super::launch::{Launch, contiguous, units_per_cube};
+use super::launch::{Blocks, Launch, contiguous};
 use super::reduce::{finish, lane_sum, tree};
-
-/// The most blocks of the reduction.
-const BLOCKS: usize = 256;
 
 /// NaP's floor of the current norm.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,31 +70,27 @@ pub fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
     let [p, radius] = contiguous([p, radius]);
     let run = Launch::new([&p]);
     let client = run.client();
-    let vectors = p.meta.num_elements() / run.vector();
-    let units = units_per_cube(client, vectors);
-    let dim = CubeDim::new_1d(units as u32);
-    let blocks = vectors.div_ceil(units).clamp(1, BLOCKS);
-    let partial = client.empty(blocks * size_of::<f32>());
+    let blocks = Blocks::new(client, p.meta.num_elements() / run.vector());
     let factor = client.empty(size_of::<f32>());
     block_squares::launch(
         client,
-        CubeCount::new_1d(blocks as u32),
-        dim,
+        blocks.cubes(),
+        blocks.dim(),
         run.vector(),
         run.arg(&p),
-        run.floats(&partial, blocks),
-        units,
+        blocks.partial(),
+        blocks.units,
     );
     norm_factor::launch(
         client,
         CubeCount::new_1d(1),
-        dim,
-        run.floats(&partial, blocks),
-        blocks,
+        blocks.dim(),
+        blocks.partial(),
+        blocks.count,
         run.floats(&radius.handle, 1),
         run.floats(&factor, 1),
         s.epsilon,
-        units,
+        blocks.units,
     );
     let [p_out] = run.outputs();
     scale::launch(

@@ -23,7 +23,7 @@ use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
-use super::launch::{Launch, contiguous, units_per_cube};
+use super::launch::{Blocks, Launch, contiguous};
 use super::reduce::{finish, lane_max, lane_sum, tree};
 use super::rule::{MomentArgs, WriteArgs, direction, first, second, write};
 use crate::math::spike::SpikeStep;
@@ -36,9 +36,6 @@ const SPIKE_SCALE: usize = 2;
 const FACTOR: usize = 3;
 const SKIP: usize = 4;
 const WORK: usize = 5;
-
-/// The most blocks of a reduction (their partial results are finished by one cube).
-const BLOCKS: usize = 256;
 
 /// The f32 scalars of one Stable-SPAM step, computed on the host (β1 and γ1 already scaled by
 /// the cosine multiplier, the bias corrections at the step's counts).
@@ -303,24 +300,21 @@ pub fn launch(
         contiguous([clip_average, norm_mean, norm_sq_mean]);
     let run = Launch::new([&p, &g, &m, &v, &max_v]);
     let client = run.client();
-    let vectors = p.meta.num_elements() / run.vector();
-    let units = units_per_cube(client, vectors);
-    let dim = CubeDim::new_1d(units as u32);
-    let blocks = vectors.div_ceil(units).clamp(1, BLOCKS);
+    let blocks = Blocks::new(client, p.meta.num_elements() / run.vector());
+    let (units, dim) = (blocks.units, blocks.dim());
     let work = client.empty(WORK * size_of::<f32>());
-    let partial = client.empty(blocks * size_of::<f32>());
     let one = CubeCount::new_1d(1);
     let [clip_out, mean_out, sq_mean_out] = Launch::new([&clip_average]).outputs();
 
     for squares in [false, true] {
         block_reduce::launch(
             client,
-            CubeCount::new_1d(blocks as u32),
+            blocks.cubes(),
             dim,
             run.vector(),
             run.arg(&g),
             run.floats(&work, WORK),
-            run.floats(&partial, blocks),
+            blocks.partial(),
             units,
             squares,
         );
@@ -329,8 +323,8 @@ pub fn launch(
                 client,
                 one.clone(),
                 dim,
-                run.floats(&partial, blocks),
-                blocks,
+                blocks.partial(),
+                blocks.count,
                 run.floats(&norm_mean.handle, 1),
                 run.floats(&norm_sq_mean.handle, 1),
                 run.floats(&work, WORK),
@@ -355,8 +349,8 @@ pub fn launch(
                 client,
                 one.clone(),
                 dim,
-                run.floats(&partial, blocks),
-                blocks,
+                blocks.partial(),
+                blocks.count,
                 run.floats(&clip_average.handle, 1),
                 run.floats(&work, WORK),
                 run.floats(&clip_out.handle, 1),
