@@ -157,20 +157,11 @@ fn channel_stats<N: Size>(
     j = unit;
     while j < per_channel {
         let i = channel_index(j, c, channels, inner, n);
-        let gi = g[i];
-        let m = first::<N>(s1[i], gi, rule);
-        let v = if adam {
-            second::<N>(s2[i], gi, rule)
-        } else {
-            m
-        };
-        let u = direction::<N>(gi, m, v, rule, adam, nesterov);
-        let pt = p[i] / Vector::new(sp);
-        let gt = gi / Vector::new(sg);
-        dot += pt * gt;
-        pp += pt * pt;
-        gg += gt * gt;
-        pu += pt * u;
+        let (a, b, d, e) = terms::<N>(p[i], g[i], s1[i], s2[i], (sp, sg), rule, adam, nesterov);
+        dot += a;
+        pp += b;
+        gg += d;
+        pu += e;
         j += units;
     }
     let mut sums = Shared::<[Vector<f32, N>]>::new_slice(4 * units);
@@ -184,14 +175,99 @@ fn channel_stats<N: Size>(
     let gg = lane_sum::<N>(sums[2 * units]);
     let pu = lane_sum::<N>(sums[3 * units]);
     if unit == 0 {
-        let base = c * STATS;
-        stats[base] = sp;
-        stats[base + 1] = sg;
-        stats[base + 2] = dot;
-        stats[base + 3] = pp;
-        stats[base + 4] = gg;
-        stats[base + 5] = pu;
+        store(stats, c, (sp, sg), (dot, pp, gg, pu));
     }
+}
+
+/// Launch 1 for a tensor whose channel axis is its last (`inner` = 1: Burn's `Linear`, an
+/// embedding): one unit per channel walks the `rows`, so a cube's units read consecutive
+/// addresses and no tree is needed.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn column_stats(
+    p: &[f32],
+    g: &[f32],
+    s1: &[f32],
+    s2: &[f32],
+    stats: &mut [f32],
+    channels: usize,
+    rows: usize,
+    rule: &MomentArgs,
+    #[comptime] adam: bool,
+    #[comptime] nesterov: bool,
+) {
+    let c = ABSOLUTE_POS;
+    if c < channels {
+        let mut sp = 0.0f32;
+        let mut sg = 0.0f32;
+        for o in 0..rows {
+            sp = f32::max(sp, f32::abs(p[o * channels + c]));
+            sg = f32::max(sg, f32::abs(g[o * channels + c]));
+        }
+        let sp = f32::max(sp, 1.175_494_4e-38f32);
+        let sg = f32::max(sg, 1.175_494_4e-38f32);
+        let mut dot = 0.0f32;
+        let mut pp = 0.0f32;
+        let mut gg = 0.0f32;
+        let mut pu = 0.0f32;
+        for o in 0..rows {
+            let i = o * channels + c;
+            let (a, b, d, e) = terms::<Const<1>>(
+                Vector::new(p[i]),
+                Vector::new(g[i]),
+                Vector::new(s1[i]),
+                Vector::new(s2[i]),
+                (sp, sg),
+                rule,
+                adam,
+                nesterov,
+            );
+            dot += a.extract(0usize);
+            pp += b.extract(0usize);
+            gg += d.extract(0usize);
+            pu += e.extract(0usize);
+        }
+        store(stats, c, (sp, sg), (dot, pp, gg, pu));
+    }
+}
+
+/// One element's terms of its channel's sums, `(p̃·g̃, p̃², g̃², p̃·u)` on `p̃ = p/s_p`,
+/// `g̃ = g/s_g`, with `u` the direction from the new state (`rule`).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn terms<N: Size>(
+    p: Vector<f32, N>,
+    g: Vector<f32, N>,
+    s1: Vector<f32, N>,
+    s2: Vector<f32, N>,
+    scales: (f32, f32),
+    rule: &MomentArgs,
+    #[comptime] adam: bool,
+    #[comptime] nesterov: bool,
+) -> (
+    Vector<f32, N>,
+    Vector<f32, N>,
+    Vector<f32, N>,
+    Vector<f32, N>,
+) {
+    let m = first::<N>(s1, g, rule);
+    let v = if adam { second::<N>(s2, g, rule) } else { m };
+    let u = direction::<N>(g, m, v, rule, adam, nesterov);
+    let pt = p / Vector::new(scales.0);
+    let gt = g / Vector::new(scales.1);
+    (pt * gt, pt * pt, gt * gt, pt * u)
+}
+
+/// Channel `c`'s statistics, in the order of [`STATS`].
+#[cube]
+fn store(stats: &mut [f32], c: usize, scales: (f32, f32), sums: (f32, f32, f32, f32)) {
+    let base = c * STATS;
+    stats[base] = scales.0;
+    stats[base + 1] = scales.1;
+    stats[base + 2] = sums.0;
+    stats[base + 3] = sums.1;
+    stats[base + 4] = sums.2;
+    stats[base + 5] = sums.3;
 }
 
 /// `|⟨p̃,g̃⟩| · (s_g / max(‖g‖, ε)) · (s_p / max(‖p‖, ε))` (`ScaleInvariance::cosine`).
@@ -311,29 +387,49 @@ pub fn coefficients(
     let channels = Channels::new(&dims, invariance.channel_axis);
     let client = run.client();
     let vector = run.vector();
-    let per_channel = channels.numel() / channels.channels / vector;
-    let units = units_per_cube(client, per_channel);
     let stats = client.empty(channels.channels * STATS * size_of::<f32>());
-    let dim = CubeDim::new_1d(units as u32);
-    let count = cubecl::calculate_cube_count_elemwise(client, channels.channels * units, dim);
-    channel_stats::launch(
-        client,
-        count,
-        dim,
-        vector,
-        run.arg(p),
-        run.arg(g),
-        run.arg(s1),
-        run.arg(s2),
-        run.floats(&stats, channels.channels * STATS),
-        channels.channels,
-        channels.inner,
-        per_channel,
-        rule.launch(),
-        units,
-        adam,
-        nesterov,
-    );
+    if channels.inner == 1 {
+        let units = units_per_cube(client, channels.channels);
+        let dim = CubeDim::new_1d(units as u32);
+        column_stats::launch(
+            client,
+            cubecl::calculate_cube_count_elemwise(client, channels.channels, dim),
+            dim,
+            run.floats(&p.handle, channels.numel()),
+            run.floats(&g.handle, channels.numel()),
+            run.floats(&s1.handle, channels.numel()),
+            run.floats(&s2.handle, channels.numel()),
+            run.floats(&stats, channels.channels * STATS),
+            channels.channels,
+            channels.outer,
+            rule.launch(),
+            adam,
+            nesterov,
+        );
+    } else {
+        let per_channel = channels.numel() / channels.channels / vector;
+        let units = units_per_cube(client, per_channel);
+        let dim = CubeDim::new_1d(units as u32);
+        let count = cubecl::calculate_cube_count_elemwise(client, channels.channels * units, dim);
+        channel_stats::launch(
+            client,
+            count,
+            dim,
+            vector,
+            run.arg(p),
+            run.arg(g),
+            run.arg(s1),
+            run.arg(s2),
+            run.floats(&stats, channels.channels * STATS),
+            channels.channels,
+            channels.inner,
+            per_channel,
+            rule.launch(),
+            units,
+            adam,
+            nesterov,
+        );
+    }
 
     let coef = client.empty(channels.channels * size_of::<f32>());
     let ratio = client.empty(size_of::<f32>());
