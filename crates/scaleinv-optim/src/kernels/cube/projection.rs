@@ -231,6 +231,14 @@ fn column_stats(
     }
 }
 
+/// `(p̃·g̃, p̃², g̃², p̃·u)` of one element (or vector of elements).
+type Terms<N> = (
+    Vector<f32, N>,
+    Vector<f32, N>,
+    Vector<f32, N>,
+    Vector<f32, N>,
+);
+
 /// One element's terms of its channel's sums, `(p̃·g̃, p̃², g̃², p̃·u)` on `p̃ = p/s_p`,
 /// `g̃ = g/s_g`, with `u` the direction from the new state (`rule`).
 #[cube]
@@ -244,12 +252,7 @@ fn terms<N: Size>(
     rule: &MomentArgs,
     #[comptime] adam: bool,
     #[comptime] nesterov: bool,
-) -> (
-    Vector<f32, N>,
-    Vector<f32, N>,
-    Vector<f32, N>,
-    Vector<f32, N>,
-) {
+) -> Terms<N> {
     let m = first::<N>(s1, g, rule);
     let v = if adam { second::<N>(s2, g, rule) } else { m };
     let u = direction::<N>(g, m, v, rule, adam, nesterov);
