@@ -180,7 +180,7 @@ impl ScaleInvariance {
     /// Whether a rank-`D` tensor with `numel` elements can be projected at all (rank ≥ 2,
     /// non-empty, view not `Off`); checks the channel axis when it can.
     fn projects<const D: usize>(&self, numel: usize) -> bool {
-        if D < 2 || numel == 0 || self.view == ProjectionView::Off {
+        if numel == 0 || !self.applies_to(D) {
             return false;
         }
         self.check_axis::<D>();

@@ -493,9 +493,7 @@ impl Frame<'_> {
         kernel: &mut K,
     ) -> Outcome {
         let new_norm = self.new_norm;
-        let projection = self
-            .projection
-            .filter(|proj| dims.len() >= 2 && proj.view != ProjectionView::Off);
+        let projection = self.projection.filter(|proj| proj.applies_to(dims.len()));
         let Some(projection) = projection else {
             if self.skip_non_finite && !finite(g) {
                 return Outcome::Skipped;

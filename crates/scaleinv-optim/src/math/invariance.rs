@@ -148,6 +148,13 @@ impl ScaleInvariance {
         self.delta / (width as f64).sqrt()
     }
 
+    /// Whether the projection applies to a tensor of rank `rank` at all: rank ≥ 2 and a view
+    /// other than `Off` (biases and norm gains are never projected). Every path decides with
+    /// this.
+    pub(crate) fn applies_to(&self, rank: usize) -> bool {
+        rank >= 2 && self.view != ProjectionView::Off
+    }
+
     /// The radial coefficient `c = ⟨P, U⟩ / (‖P‖ + ε)²` of a row (or of the whole tensor), on
     /// the weight scaled by `s_P` (`P̃ = P / s_P`, `U − c·P = U − c̃·P̃`):
     /// `c̃ = ⟨P̃, U⟩ · (s_P / (‖P‖ + ε))²`; with the tensor path's scale the factor is at most 1,

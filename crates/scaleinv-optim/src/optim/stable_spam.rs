@@ -349,10 +349,7 @@ impl TwoPaths for StableSpam {
         }
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
         let step = self.step_at(&old, lr);
-        let scalars = SpikeScalars {
-            amsgrad: self.amsgrad,
-            ..SpikeScalars::new(&step)
-        };
+        let scalars = SpikeScalars::new(&step, self.amsgrad);
         let max_v = old
             .max_moment_2
             .unwrap_or_else(|| old.moments.moment_1.clone());

@@ -20,56 +20,37 @@ use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
-use super::launch::{Launch, contiguous, flag};
-use super::projection::{Channels, Coefficients, coefficients};
+use super::launch::contiguous;
+use super::projection::Update;
 use super::rule::{MomentArgs, WriteArgs, direction, first, projected_factor, second, write};
 use crate::math::adam::Adam;
 use crate::math::invariance::ScaleInvariance;
 
-/// The f32 scalars of one Adam step, computed on the host from `math::adam`.
+/// The f32 scalars of one Adam step, computed on the host from `math::adam` and
+/// `math::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamScalars {
-    /// β1, 1 − β1, β2, 1 − β2 (as `math::ema` converts them).
-    pub beta_1: f32,
-    pub one_minus_beta_1: f32,
-    pub beta_2: f32,
-    pub one_minus_beta_2: f32,
-    /// √(1 − β2^t) and ε of the denominator.
-    pub sqrt_bc2: f32,
-    pub epsilon: f32,
-    /// The decay factor `1 − ηλ` (1 without decay) and the step's scale `η / (1 − β1^t)`.
-    pub decay_factor: f32,
-    pub scale: f32,
+    /// Adam's moments and denominator at the step's count.
+    pub moments: MomentArgs,
+    /// The write of `p`: `1 − ηλ`, `−ηλ` and the step's scale `η / (1 − β1^t)`.
+    pub write: WriteArgs,
     /// Whether a non-finite gradient skips the step (tested on the device).
     pub skip_non_finite: bool,
-    /// `−ηλ`, for the decay factor `r·(−ηλ) + 1` of a projected step.
-    pub neg_decay_rate: f32,
     /// AdamP's Nesterov form.
     pub nesterov: bool,
-    /// AdamP's projection (applied to tensors of rank ≥ 2).
+    /// AdamP's projection (applied to the tensors it applies to, see
+    /// `ScaleInvariance::applies_to`).
     pub projection: Option<ScaleInvariance>,
 }
 
 impl AdamScalars {
     /// The scalars of step `time` at learning rate `lr` with decoupled decay `weight_decay`.
     pub fn new(adam: Adam, time: usize, lr: f64, weight_decay: f64, skip: bool) -> Self {
-        let (bc1, bc2) = adam.bias_corrections(time);
-        let rate = lr * weight_decay;
+        let (bc1, _) = adam.bias_corrections(time);
         Self {
-            beta_1: adam.beta_1 as f32,
-            one_minus_beta_1: (1.0 - adam.beta_1) as f32,
-            beta_2: adam.beta_2 as f32,
-            one_minus_beta_2: (1.0 - adam.beta_2) as f32,
-            sqrt_bc2: bc2.sqrt() as f32,
-            epsilon: adam.epsilon as f32,
-            decay_factor: if rate == 0.0 {
-                1.0
-            } else {
-                crate::math::decay::factor(1.0, rate) as f32
-            },
-            scale: (lr / bc1) as f32,
+            moments: MomentArgs::adam(adam, time),
+            write: WriteArgs::new(lr * weight_decay, lr / bc1),
             skip_non_finite: skip,
-            neg_decay_rate: (-rate) as f32,
             nesterov: false,
             projection: None,
         }
@@ -81,17 +62,6 @@ impl AdamScalars {
             nesterov,
             projection,
             ..self
-        }
-    }
-
-    fn moments(&self) -> MomentArgs {
-        MomentArgs {
-            decay_1: self.beta_1,
-            weight_1: self.one_minus_beta_1,
-            decay_2: self.beta_2,
-            weight_2: self.one_minus_beta_2,
-            sqrt_bc2: self.sqrt_bc2,
-            epsilon: self.epsilon,
         }
     }
 }
@@ -152,16 +122,19 @@ pub fn launch(
     s: AdamScalars,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [p, g, m, v] = contiguous([p, g, m, v]);
-    let dims = p.meta.shape().to_vec();
-    let projection = s.projection.filter(|inv| super::projects(inv, &dims));
-    let runs = projection.map(|inv| Channels::new(&dims, inv.channel_axis).inner);
-    let run = Launch::in_runs([&p, &g, &m, &v], runs);
-    let skip = flag(&g, s.skip_non_finite);
-    let rule = s.moments();
-    let coefficients =
-        projection.map(|inv| coefficients(&run, [&p, &g, &m, &v], rule, true, s.nesterov, &inv));
+    let rule = s.moments;
+    let update = Update::new(
+        [&p, &g, &m, &v],
+        [&m, &v],
+        s.projection,
+        s.skip_non_finite,
+        rule,
+        true,
+        s.nesterov,
+    );
+    let run = &update.run;
     let [p_out, m_out, v_out] = run.outputs();
-    let (coef, ratio, channels) = Coefficients::bindings(coefficients.as_ref(), &run, &p);
+    let (coef, ratio, channels) = update.bindings(&p);
     adam_step::launch(
         run.client(),
         run.count(),
@@ -171,23 +144,18 @@ pub fn launch(
         run.arg(&g),
         run.arg(&m),
         run.arg(&v),
-        skip.arg(),
+        update.skip.arg(),
         coef,
         ratio,
         run.arg(&p_out),
         run.arg(&m_out),
         run.arg(&v_out),
         rule.launch(),
-        WriteArgs {
-            decay_factor: s.decay_factor,
-            neg_decay_rate: s.neg_decay_rate,
-            scale: s.scale,
-        }
-        .launch(),
+        s.write.launch(),
         channels.channels,
         channels.inner,
         s.nesterov,
-        coefficients.is_some(),
+        update.projects(),
     );
     (p_out, m_out, v_out)
 }

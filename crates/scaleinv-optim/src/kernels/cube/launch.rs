@@ -99,9 +99,7 @@ impl Launch {
         // callers' `fit` and made so by `contiguous`/`outputs`).
         unsafe { BufferArg::from_raw_parts(tensor.handle.clone(), self.elements) }
     }
-}
 
-impl Launch {
     /// `len` f32 of `handle` as a kernel's slice.
     pub fn floats(&self, handle: &Handle, len: usize) -> BufferArg {
         // SAFETY: every caller's handle was allocated with at least `len` f32.
@@ -188,7 +186,7 @@ fn flag_non_finite<N: Size>(g: &[Vector<f32, N>], flag: &mut [u32]) {
 /// The skip flag of a step on the contiguous gradient `g`: tested on the device when
 /// `skip_non_finite` (one launch), else a constant 0 (no launch).
 pub fn flag(g: &CubeTensor, skip_non_finite: bool) -> Flag {
-    let handle = g.client.create_from_slice(&0u32.to_le_bytes());
+    let flag = Flag(g.client.create_from_slice(&0u32.to_le_bytes()));
     if skip_non_finite {
         let run = Launch::new([g]);
         flag_non_finite::launch(
@@ -197,9 +195,8 @@ pub fn flag(g: &CubeTensor, skip_non_finite: bool) -> Flag {
             run.dim(),
             run.vector(),
             run.arg(g),
-            // SAFETY: the handle holds one u32.
-            unsafe { BufferArg::from_raw_parts(handle.clone(), 1) },
+            flag.arg(),
         );
     }
-    Flag(handle)
+    flag
 }

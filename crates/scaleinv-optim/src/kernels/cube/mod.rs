@@ -32,8 +32,6 @@ pub(crate) use nap::NapScalars;
 pub(crate) use sgd::SgdScalars;
 pub(crate) use spike::SpikeScalars;
 
-use crate::math::invariance::{ProjectionView, ScaleInvariance};
-
 /// The fused steps, as operations of Burn's CubeCL backend (and of fusion around it).
 #[backend_extension(Cube: cfg(feature = "wgpu"), Fusion: cfg(feature = "wgpu"))]
 pub trait CubeSteps: burn::backend::Backend {
@@ -153,15 +151,6 @@ impl CubeSteps for CubeBackend {
             o.norm_sq_mean,
         )
     }
-}
-
-/// Whether `invariance` projects a tensor of shape `dims`: rank ≥ 2, non-empty, its channel
-/// axis an axis of it, the view not `Off` (`ScaleInvariance::project`'s rule).
-fn projects(invariance: &ScaleInvariance, dims: &[usize]) -> bool {
-    dims.len() >= 2
-        && dims.iter().product::<usize>() > 0
-        && invariance.channel_axis < dims.len()
-        && invariance.view != ProjectionView::Off
 }
 
 /// A step through the CubeCL kernels: the new parameter and state, or (`Err`) the parameter,

@@ -24,11 +24,10 @@ use burn::cubecl;
 use burn::cubecl::prelude::*;
 use burn::cubecl::server::Handle;
 
-use super::launch::{Launch, units_per_cube};
+use super::launch::{Flag, Launch, flag, units_per_cube};
 use super::reduce::{lane_max, lane_sum, tree};
-use super::rule::{MomentArgs, direction, first, second};
+use super::rule::{MIN_POSITIVE, MomentArgs, direction, first, second};
 use crate::math::invariance::{ProjectionView, ScaleInvariance};
-use burn::cubecl::prelude::BufferArg;
 
 /// Statistics per channel in launch 1's output: `s_p, s_g, ⟨p̃,g̃⟩, ‖p̃‖², ‖g̃‖², ⟨p̃,u⟩`.
 const STATS: usize = 6;
@@ -58,21 +57,63 @@ impl Channels {
 
 /// The projection's result on the device: the radial coefficient of every channel (0 where
 /// nothing is removed) and the decay ratio.
-pub struct Coefficients {
-    pub coef: Handle,
-    pub ratio: Handle,
-    pub channels: Channels,
+struct Coefficients {
+    coef: Handle,
+    ratio: Handle,
+    channels: Channels,
 }
 
-impl Coefficients {
+/// What an update launch of AdamP or SGDP reads beside its tensors: its geometry (for a
+/// projected tensor, vectors that never cross a channel's run), the skip flag and, for a
+/// projected tensor, the coefficients of launches 1 and 2.
+pub struct Update {
+    pub run: Launch,
+    pub skip: Flag,
+    coefficients: Option<Coefficients>,
+}
+
+impl Update {
+    /// The launches before the update of `tensors` (parameter and gradient first, all
+    /// contiguous), whose state after `rule` gives the direction (`adam`: Adam's `[m, v]`,
+    /// else SGD's `[b, b]`); `projection` applies where `ScaleInvariance::applies_to` says,
+    /// around a channel axis the caller checked (`Projector::fuses_on_cube`).
+    pub fn new<const N: usize>(
+        tensors: [&CubeTensor; N],
+        [s1, s2]: [&CubeTensor; 2],
+        projection: Option<ScaleInvariance>,
+        skip_non_finite: bool,
+        rule: MomentArgs,
+        adam: bool,
+        nesterov: bool,
+    ) -> Self {
+        let (p, g) = (tensors[0], tensors[1]);
+        let dims = p.meta.shape().to_vec();
+        let projection = projection
+            .filter(|inv| inv.applies_to(dims.len()))
+            .map(|inv| (inv, Channels::new(&dims, inv.channel_axis)));
+        let run = Launch::in_runs(tensors, projection.map(|(_, c)| c.inner));
+        let skip = flag(g, skip_non_finite);
+        let coefficients = projection.map(|(inv, channels)| {
+            let rule = (rule, adam, nesterov);
+            coefficients(&run, [p, g, s1, s2], channels, rule, &inv)
+        });
+        Self {
+            run,
+            skip,
+            coefficients,
+        }
+    }
+
+    /// Whether the update removes a radial part (the tensor is projected).
+    pub fn projects(&self) -> bool {
+        self.coefficients.is_some()
+    }
+
     /// The update kernel's `coef` and `ratio` bindings and the geometry it reads them with;
     /// without a projection they are unread, and `p`'s buffer fills them.
-    pub fn bindings(
-        coefficients: Option<&Self>,
-        run: &Launch,
-        p: &CubeTensor,
-    ) -> (BufferArg, BufferArg, Channels) {
-        match coefficients {
+    pub fn bindings(&self, p: &CubeTensor) -> (BufferArg, BufferArg, Channels) {
+        let run = &self.run;
+        match &self.coefficients {
             Some(k) => (
                 run.floats(&k.coef, k.channels.channels),
                 run.floats(&k.ratio, 1),
@@ -147,8 +188,8 @@ fn channel_stats<N: Size>(
     maxima[unit] = lp;
     maxima[units + unit] = lg;
     tree::<N>(&mut maxima, 2usize, units, false);
-    let sp = f32::max(lane_max::<N>(maxima[0]), 1.175_494_4e-38f32);
-    let sg = f32::max(lane_max::<N>(maxima[units]), 1.175_494_4e-38f32);
+    let sp = f32::max(lane_max::<N>(maxima[0]), MIN_POSITIVE);
+    let sg = f32::max(lane_max::<N>(maxima[units]), MIN_POSITIVE);
 
     let mut dot = zero;
     let mut pp = zero;
@@ -204,8 +245,8 @@ fn column_stats(
             sp = f32::max(sp, f32::abs(p[o * channels + c]));
             sg = f32::max(sg, f32::abs(g[o * channels + c]));
         }
-        let sp = f32::max(sp, 1.175_494_4e-38f32);
-        let sg = f32::max(sg, 1.175_494_4e-38f32);
+        let sp = f32::max(sp, MIN_POSITIVE);
+        let sg = f32::max(sg, MIN_POSITIVE);
         let mut dot = 0.0f32;
         let mut pp = 0.0f32;
         let mut gg = 0.0f32;
@@ -374,20 +415,16 @@ fn decide(
     }
 }
 
-/// Launches 1 and 2 for `p` (contiguous, like `g`, `s1`, `s2`) stepped with the momentum rule
-/// `rule` (`adam`: Adam's, else SGD's, `s2` unread), under `invariance` around the channel
-/// axis. `run` is the launch the update will use (its vectors never cross a channel's run).
-#[allow(clippy::too_many_arguments)]
-pub fn coefficients(
+/// Launches 1 and 2 for `p` (contiguous, like `g`, `s1`, `s2`) around its `channels`, stepped
+/// with the momentum rule `(rule, adam, nesterov)` (`adam`: Adam's, else SGD's, `s2` unread),
+/// under `invariance`. `run` is the launch the update will use.
+fn coefficients(
     run: &Launch,
     [p, g, s1, s2]: [&CubeTensor; 4],
-    rule: MomentArgs,
-    adam: bool,
-    nesterov: bool,
+    channels: Channels,
+    (rule, adam, nesterov): (MomentArgs, bool, bool),
     invariance: &ScaleInvariance,
 ) -> Coefficients {
-    let dims = p.meta.shape().to_vec();
-    let channels = Channels::new(&dims, invariance.channel_axis);
     let client = run.client();
     let vector = run.vector();
     let stats = client.empty(channels.channels * STATS * size_of::<f32>());

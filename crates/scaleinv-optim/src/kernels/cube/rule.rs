@@ -13,6 +13,12 @@
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
+use crate::math::adam::Adam;
+
+/// The smallest positive normal f32: the floor of a scale and of a denominator (the tensor
+/// path's `Scaled`, `math::ratio`).
+pub const MIN_POSITIVE: f32 = f32::MIN_POSITIVE;
+
 /// The f32 scalars of a momentum rule: Adam's `(β1, 1 − β1, β2, 1 − β2, √(1 − β2^t), ε)`, or
 /// SGD's `(μ, 1 − τ)` in the first two (the others unread).
 #[derive(CubeLaunch, CubeType, Debug, Clone, Copy, PartialEq)]
@@ -36,6 +42,31 @@ pub struct WriteArgs {
 }
 
 impl MomentArgs {
+    /// Adam's scalars at step `time` (`math::adam`).
+    pub fn adam(adam: Adam, time: usize) -> Self {
+        let (_, bc2) = adam.bias_corrections(time);
+        Self {
+            decay_1: adam.beta_1 as f32,
+            weight_1: (1.0 - adam.beta_1) as f32,
+            decay_2: adam.beta_2 as f32,
+            weight_2: (1.0 - adam.beta_2) as f32,
+            sqrt_bc2: bc2.sqrt() as f32,
+            epsilon: adam.epsilon as f32,
+        }
+    }
+
+    /// SGD's `(μ, 1 − τ)` (`math::sgd`); the other scalars are unread.
+    pub fn sgd(momentum: f64, dampening: f64) -> Self {
+        Self {
+            decay_1: momentum as f32,
+            weight_1: (1.0 - dampening) as f32,
+            decay_2: 0.0,
+            weight_2: 0.0,
+            sqrt_bc2: 1.0,
+            epsilon: 0.0,
+        }
+    }
+
     /// The kernel argument.
     pub fn launch(self) -> MomentArgsLaunch {
         MomentArgsLaunch::new(
@@ -50,6 +81,16 @@ impl MomentArgs {
 }
 
 impl WriteArgs {
+    /// The write of a step with decay rate `rate = ηλ` (`math::decay::factor`) and scale
+    /// `scale` on `u`.
+    pub fn new(rate: f64, scale: f64) -> Self {
+        Self {
+            decay_factor: crate::math::decay::factor(1.0, rate) as f32,
+            neg_decay_rate: (-rate) as f32,
+            scale: scale as f32,
+        }
+    }
+
     /// The kernel argument.
     pub fn launch(self) -> WriteArgsLaunch {
         WriteArgsLaunch::new(self.decay_factor, self.neg_decay_rate, self.scale)
@@ -118,4 +159,10 @@ pub fn write<N: Size>(
 #[cube]
 pub fn projected_factor(ratio: f32, w: &WriteArgs) -> f32 {
     ratio * w.neg_decay_rate + 1.0
+}
+
+/// `a / max(b, MIN_POSITIVE)`: a ratio whose denominator cannot be zero (`math::ratio`).
+#[cube]
+pub fn ratio(a: f32, b: f32) -> f32 {
+    a / f32::max(b, MIN_POSITIVE)
 }

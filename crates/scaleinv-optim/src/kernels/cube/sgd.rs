@@ -19,24 +19,24 @@ use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
-use super::launch::{Launch, contiguous, flag};
-use super::projection::{Channels, Coefficients, coefficients};
+use super::launch::contiguous;
+use super::projection::Update;
 use super::rule::{MomentArgs, WriteArgs, direction, first, projected_factor, write};
 use crate::math::invariance::ScaleInvariance;
 
-/// The f32 scalars of one SGDP step, computed on the host.
+/// The f32 scalars of one SGDP step, computed on the host from `math::sgd` and `math::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdScalars {
     /// μ and 1 − τ.
-    pub momentum: f32,
-    pub one_minus_dampening: f32,
+    pub moments: MomentArgs,
+    /// The write of `p`: `1 − rate`, `−rate` and η, with `rate = ηλ/(1 − μ)`.
+    pub write: WriteArgs,
     pub nesterov: bool,
     /// Write the projected update back into the buffer.
     pub write_back: bool,
-    /// The write of `p`: `1 − rate`, `−rate` and η, with `rate = ηλ/(1 − μ)`.
-    pub write: WriteArgs,
     pub skip_non_finite: bool,
-    /// SGDP's projection (applied to tensors of rank ≥ 2).
+    /// SGDP's projection (applied to the tensors it applies to, see
+    /// `ScaleInvariance::applies_to`).
     pub projection: Option<ScaleInvariance>,
 }
 
@@ -54,28 +54,12 @@ impl SgdScalars {
         projection: Option<ScaleInvariance>,
     ) -> Self {
         Self {
-            momentum: momentum as f32,
-            one_minus_dampening: (1.0 - dampening) as f32,
+            moments: MomentArgs::sgd(momentum, dampening),
+            write: WriteArgs::new(decay_rate, lr),
             nesterov,
             write_back,
-            write: WriteArgs {
-                decay_factor: crate::math::decay::factor(1.0, decay_rate) as f32,
-                neg_decay_rate: (-decay_rate) as f32,
-                scale: lr as f32,
-            },
             skip_non_finite: skip,
             projection,
-        }
-    }
-
-    fn moments(&self) -> MomentArgs {
-        MomentArgs {
-            decay_1: self.momentum,
-            weight_1: self.one_minus_dampening,
-            decay_2: 0.0,
-            weight_2: 0.0,
-            sqrt_bc2: 1.0,
-            epsilon: 0.0,
         }
     }
 }
@@ -135,16 +119,19 @@ pub fn launch(
     s: SgdScalars,
 ) -> (CubeTensor, CubeTensor) {
     let [p, g, b] = contiguous([p, g, b]);
-    let dims = p.meta.shape().to_vec();
-    let projection = s.projection.filter(|inv| super::projects(inv, &dims));
-    let runs = projection.map(|inv| Channels::new(&dims, inv.channel_axis).inner);
-    let run = Launch::in_runs([&p, &g, &b], runs);
-    let skip = flag(&g, s.skip_non_finite);
-    let rule = s.moments();
-    let coefficients =
-        projection.map(|inv| coefficients(&run, [&p, &g, &b, &b], rule, false, s.nesterov, &inv));
+    let rule = s.moments;
+    let update = Update::new(
+        [&p, &g, &b],
+        [&b, &b],
+        s.projection,
+        s.skip_non_finite,
+        rule,
+        false,
+        s.nesterov,
+    );
+    let run = &update.run;
     let [p_out, b_out] = run.outputs();
-    let (coef, ratio, channels) = Coefficients::bindings(coefficients.as_ref(), &run, &p);
+    let (coef, ratio, channels) = update.bindings(&p);
     sgd_step::launch(
         run.client(),
         run.count(),
@@ -153,7 +140,7 @@ pub fn launch(
         run.arg(&p),
         run.arg(&g),
         run.arg(&b),
-        skip.arg(),
+        update.skip.arg(),
         coef,
         ratio,
         run.arg(&p_out),
@@ -163,7 +150,7 @@ pub fn launch(
         channels.channels,
         channels.inner,
         s.nesterov,
-        coefficients.is_some(),
+        update.projects(),
         s.write_back,
     );
     (p_out, b_out)

@@ -5,11 +5,11 @@
 //! ```text
 //! launch 1, blocks   read g: max|g| per block
 //! launch 2, 1 cube   max|g|; AdaClip M ← θ·M + (1 − θ)·max|g|, limit M̂ = M / (1 − θ^t),
-//!                    scale M̂ / max|g|
+//!                    scale M̂ / max|g| (M kept in the work buffer until launch 4)
 //! launch 3, blocks   read g: Σ clip(g)² per block   (clip: |g_i| > M̂ scaled by M̂ / max|g|)
 //! launch 4, 1 cube   n = √Σ; AdaGN μ ← γ1·μ + (1 − γ1)·n, ν ← γ2·ν + (1 − γ2)·n²,
 //!                    factor μ̂ / (√ν̂ + ε) / n (1 when n = 0); under Skip a non-finite n sets the
-//!                    skip flag and keeps M, μ, ν
+//!                    skip flag and keeps M, μ, ν; writes the new M, μ, ν
 //! launch 5           read p, g, m, v (v̄), the scalars; write p, m, v (v̄):
 //!                    g ← clip(g)·factor; Adam's moments (AMSGrad: v̄ ← max(v̄, v));
 //!                    p ← p·(1 − ηλ) − η/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
@@ -25,12 +25,12 @@ use burn::cubecl::prelude::*;
 
 use super::launch::{Blocks, Launch, contiguous};
 use super::reduce::{finish, lane_max, lane_sum, tree};
-use super::rule::{MomentArgs, WriteArgs, direction, first, second, write};
+use super::rule::{MomentArgs, WriteArgs, direction, first, ratio, second, write};
 use crate::math::spike::SpikeStep;
 
 /// The step's work scalars on the device, in one buffer: written by launches 2 and 4, read by
-/// launches 3 and 5.
-const MAX_ABS: usize = 0;
+/// launches 3, 4 and 5.
+const CLIP_AVERAGE: usize = 0;
 const LIMIT: usize = 1;
 const SPIKE_SCALE: usize = 2;
 const FACTOR: usize = 3;
@@ -41,66 +41,67 @@ const WORK: usize = 5;
 /// the cosine multiplier, the bias corrections at the step's counts).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpikeScalars {
-    /// AdaClip: `θ`, `1 − θ`, `1 − θ^t`.
-    pub theta: f32,
-    pub one_minus_theta: f32,
-    pub theta_bc: f32,
-    /// AdaGN: `γ1`, `1 − γ1`, `1 − γ1^t`, `γ2`, `1 − γ2`, `1 − γ2^t`, and `ε`.
-    pub gamma_1: f32,
-    pub one_minus_gamma_1: f32,
-    pub gamma_1_bc: f32,
-    pub gamma_2: f32,
-    pub one_minus_gamma_2: f32,
-    pub gamma_2_bc: f32,
-    pub epsilon: f32,
+    clip: ClipArgs,
+    norm: NormArgs,
     /// Adam's moments at the step's count, and the write of `p`.
-    pub adam: MomentArgs,
-    pub write: WriteArgs,
-    pub amsgrad: bool,
+    adam: MomentArgs,
+    write: WriteArgs,
+    amsgrad: bool,
     /// The moments start from zeros at this step (a clean reset).
-    pub zero_moments: bool,
-    pub skip_non_finite: bool,
+    zero_moments: bool,
 }
 
 impl SpikeScalars {
     /// The scalars of `step` (`math::spike`'s formulas, in f32 as the flex loops use them).
-    pub fn new(step: &SpikeStep) -> Self {
-        let adam = step.adam;
-        let (bc1, bc2) = adam.bias_corrections(step.adam_time);
+    pub fn new(step: &SpikeStep, amsgrad: bool) -> Self {
         let bc = |decay: f64| (1.0 - decay.powi(step.time as i32)) as f32;
-        let rate = step.lr * step.weight_decay;
+        let (bc1, _) = step.adam.bias_corrections(step.adam_time);
         Self {
-            theta: step.theta as f32,
-            one_minus_theta: (1.0 - step.theta) as f32,
-            theta_bc: bc(step.theta),
-            gamma_1: step.gamma_1 as f32,
-            one_minus_gamma_1: (1.0 - step.gamma_1) as f32,
-            gamma_1_bc: bc(step.gamma_1),
-            gamma_2: step.gamma_2 as f32,
-            one_minus_gamma_2: (1.0 - step.gamma_2) as f32,
-            gamma_2_bc: bc(step.gamma_2),
-            epsilon: adam.epsilon as f32,
-            adam: MomentArgs {
-                decay_1: adam.beta_1 as f32,
-                weight_1: (1.0 - adam.beta_1) as f32,
-                decay_2: adam.beta_2 as f32,
-                weight_2: (1.0 - adam.beta_2) as f32,
-                sqrt_bc2: bc2.sqrt() as f32,
-                epsilon: adam.epsilon as f32,
+            clip: ClipArgs {
+                theta: step.theta as f32,
+                one_minus_theta: (1.0 - step.theta) as f32,
+                theta_bc: bc(step.theta),
             },
-            write: WriteArgs {
-                decay_factor: (1.0 - rate) as f32,
-                neg_decay_rate: (-rate) as f32,
-                scale: (step.lr / bc1) as f32,
+            norm: NormArgs {
+                gamma_1: step.gamma_1 as f32,
+                one_minus_gamma_1: (1.0 - step.gamma_1) as f32,
+                gamma_1_bc: bc(step.gamma_1),
+                gamma_2: step.gamma_2 as f32,
+                one_minus_gamma_2: (1.0 - step.gamma_2) as f32,
+                gamma_2_bc: bc(step.gamma_2),
+                epsilon: step.adam.epsilon as f32,
+                skip_non_finite: u32::from(step.skip_non_finite),
             },
-            amsgrad: false,
+            adam: MomentArgs::adam(step.adam, step.adam_time),
+            write: WriteArgs::new(step.lr * step.weight_decay, step.lr / bc1),
+            amsgrad,
             zero_moments: step.reset && step.clean_reset,
-            skip_non_finite: step.skip_non_finite,
         }
     }
 }
 
-/// AdaClip's scalars read by the statistics kernels.
+impl ClipArgs {
+    fn launch(self) -> ClipArgsLaunch {
+        ClipArgsLaunch::new(self.theta, self.one_minus_theta, self.theta_bc)
+    }
+}
+
+impl NormArgs {
+    fn launch(self) -> NormArgsLaunch {
+        NormArgsLaunch::new(
+            self.gamma_1,
+            self.one_minus_gamma_1,
+            self.gamma_1_bc,
+            self.gamma_2,
+            self.one_minus_gamma_2,
+            self.gamma_2_bc,
+            self.epsilon,
+            self.skip_non_finite,
+        )
+    }
+}
+
+/// AdaClip's scalars: `θ`, `1 − θ`, `1 − θ^t`.
 #[derive(CubeLaunch, CubeType, Debug, Clone, Copy, PartialEq)]
 struct ClipArgs {
     theta: f32,
@@ -108,7 +109,7 @@ struct ClipArgs {
     theta_bc: f32,
 }
 
-/// AdaGN's scalars read by launch 4.
+/// AdaGN's scalars: `γ1`, `1 − γ1`, `1 − γ1^t`, `γ2`, `1 − γ2`, `1 − γ2^t`, `ε`.
 #[derive(CubeLaunch, CubeType, Debug, Clone, Copy, PartialEq)]
 struct NormArgs {
     gamma_1: f32,
@@ -120,12 +121,6 @@ struct NormArgs {
     epsilon: f32,
     /// 1: a non-finite norm skips the step.
     skip_non_finite: u32,
-}
-
-/// `a / max(b, f32::MIN_POSITIVE)` (`math::ratio`).
-#[cube]
-fn ratio(a: f32, b: f32) -> f32 {
-    a / f32::max(b, 1.175_494_4e-38f32)
 }
 
 /// AdaClip's clipped element: `g·scale` where `|g| > limit`.
@@ -176,7 +171,6 @@ fn clip_limit(
     blocks: usize,
     average: &[f32],
     work: &mut [f32],
-    average_out: &mut [f32],
     args: &ClipArgs,
     #[comptime] units: usize,
 ) {
@@ -184,10 +178,9 @@ fn clip_limit(
     if UNIT_POS == 0 {
         let avg = average[0] * args.theta + max_abs * args.one_minus_theta;
         let limit = avg / args.theta_bc;
-        work[MAX_ABS] = max_abs;
+        work[CLIP_AVERAGE] = avg;
         work[LIMIT] = limit;
         work[SPIKE_SCALE] = ratio(limit, max_abs);
-        average_out[0] = avg;
     }
 }
 
@@ -198,13 +191,13 @@ fn clip_limit(
 fn norm_factor(
     partial: &[f32],
     blocks: usize,
+    clip_average: &[f32],
     mean: &[f32],
     sq_mean: &[f32],
     work: &mut [f32],
-    clip_average: &mut [f32],
+    clip_average_out: &mut [f32],
     mean_out: &mut [f32],
     sq_mean_out: &mut [f32],
-    old_clip_average: &[f32],
     args: &NormArgs,
     #[comptime] units: usize,
 ) {
@@ -219,7 +212,7 @@ fn norm_factor(
         work[SKIP] = select(skip, 1.0f32, 0.0f32);
         mean_out[0] = select(skip, mean[0], mu);
         sq_mean_out[0] = select(skip, sq_mean[0], nu);
-        clip_average[0] = select(skip, old_clip_average[0], clip_average[0]);
+        clip_average_out[0] = select(skip, clip_average[0], work[CLIP_AVERAGE]);
     }
 }
 
@@ -289,7 +282,6 @@ pub struct SpikeOutputs {
 /// Launches Stable-SPAM's step (see the module's doc) on contiguous f32 tensors: `p`, `g`,
 /// `m`, `v`, `max_v` of one shape (`max_v` unread without AMSGrad), the statistics of shape
 /// `[1]`.
-#[allow(clippy::too_many_arguments)]
 pub fn launch(
     [p, g, m, v, max_v]: [CubeTensor; 5],
     [clip_average, norm_mean, norm_sq_mean]: [CubeTensor; 3],
@@ -301,65 +293,57 @@ pub fn launch(
     let run = Launch::new([&p, &g, &m, &v, &max_v]);
     let client = run.client();
     let blocks = Blocks::new(client, p.meta.num_elements() / run.vector());
-    let (units, dim) = (blocks.units, blocks.dim());
     let work = client.empty(WORK * size_of::<f32>());
-    let one = CubeCount::new_1d(1);
-    let [clip_out, mean_out, sq_mean_out] = Launch::new([&clip_average]).outputs();
+    let scalar = |t: &CubeTensor| run.floats(&t.handle, 1);
+    let one = || CubeCount::new_1d(1);
 
-    for squares in [false, true] {
+    // Launches 1 and 2: max|g|, then AdaClip.
+    let reduce = |squares: bool| {
         block_reduce::launch(
             client,
             blocks.cubes(),
-            dim,
+            blocks.dim(),
             run.vector(),
             run.arg(&g),
             run.floats(&work, WORK),
             blocks.partial(),
-            units,
+            blocks.units,
             squares,
-        );
-        if squares {
-            norm_factor::launch(
-                client,
-                one.clone(),
-                dim,
-                blocks.partial(),
-                blocks.count,
-                run.floats(&norm_mean.handle, 1),
-                run.floats(&norm_sq_mean.handle, 1),
-                run.floats(&work, WORK),
-                run.floats(&clip_out.handle, 1),
-                run.floats(&mean_out.handle, 1),
-                run.floats(&sq_mean_out.handle, 1),
-                run.floats(&clip_average.handle, 1),
-                NormArgsLaunch::new(
-                    s.gamma_1,
-                    s.one_minus_gamma_1,
-                    s.gamma_1_bc,
-                    s.gamma_2,
-                    s.one_minus_gamma_2,
-                    s.gamma_2_bc,
-                    s.epsilon,
-                    u32::from(s.skip_non_finite),
-                ),
-                units,
-            );
-        } else {
-            clip_limit::launch(
-                client,
-                one.clone(),
-                dim,
-                blocks.partial(),
-                blocks.count,
-                run.floats(&clip_average.handle, 1),
-                run.floats(&work, WORK),
-                run.floats(&clip_out.handle, 1),
-                ClipArgsLaunch::new(s.theta, s.one_minus_theta, s.theta_bc),
-                units,
-            );
-        }
-    }
+        )
+    };
+    reduce(false);
+    clip_limit::launch(
+        client,
+        one(),
+        blocks.dim(),
+        blocks.partial(),
+        blocks.count,
+        scalar(&clip_average),
+        run.floats(&work, WORK),
+        s.clip.launch(),
+        blocks.units,
+    );
+    // Launches 3 and 4: Σ clip(g)², then AdaGN, the skip flag and the new statistics.
+    reduce(true);
+    let [clip_out, mean_out, sq_mean_out] = Launch::new([&clip_average]).outputs();
+    norm_factor::launch(
+        client,
+        one(),
+        blocks.dim(),
+        blocks.partial(),
+        blocks.count,
+        scalar(&clip_average),
+        scalar(&norm_mean),
+        scalar(&norm_sq_mean),
+        run.floats(&work, WORK),
+        scalar(&clip_out),
+        scalar(&mean_out),
+        scalar(&sq_mean_out),
+        s.norm.launch(),
+        blocks.units,
+    );
 
+    // Launch 5: the moments and the parameter.
     let [p_out, m_out, v_out] = run.outputs();
     let max_v_out = s.amsgrad.then(|| {
         let [out] = run.outputs();
