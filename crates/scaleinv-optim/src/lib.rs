@@ -41,23 +41,24 @@
 //!
 //! # Architecture
 //!
-//! The source is layered, each folder using only the ones before it:
+//! The source is sorted by algorithm: each rule in one folder with all its forms side by side,
+//! each optimizer one file that composes rules.
 //!
-//! | layer | holds |
+//! | folder | holds |
 //! |---|---|
-//! | `math` | each optimizer's arithmetic, once, over numbers that are `f32` elements or tensors |
-//! | `kernels` | the fused flex loops over slices (flex only); they never name a config or state |
-//! | `core` | tensor-op pieces: Adam's moments, decay, reductions, the projection, the parameter walk, channel axes, config errors |
-//! | `guard` | the step frame, the non-finite policy, checked steps and record loading |
+//! | `rules` | one folder per rule (Adam's moments, SGD's buffer, decay and the parameter's write, the scale-invariance projection, Stable-SPAM's statistics, NaP's norm, GradientStabilizer's factor): the formula in `mod.rs`, beside it its tensor, flex and CubeCL forms |
+//! | `engine` | what runs rules and knows nothing of any algorithm: the one dispatch between paths, the step frame and non-finite policy, the flex chunks and buffers, the CubeCL launch geometry and reductions |
+//! | `model` | the parameter walk, channel axes, the norms' affine parameters |
 //! | `diagnostics` | probe, observer, tracker, spectral norms, weight norms |
-//! | `options` | the shared sub-configs and the constructor family of every config |
-//! | `optim` | one file per optimizer: AdamC, AdamP, SGDP, Stable-SPAM, width-scaled AdamW |
-//! | `wrap` | optimizers around any optimizer: GradientStabilizer, NaP, the radial projection |
+//! | `guard` | checked steps, checked record loading, global-norm clipping |
+//! | `optimizers` | one file per optimizer: AdamC, AdamP, SGDP, Stable-SPAM, width-scaled AdamW |
+//! | `wrappers` | optimizers around any optimizer: GradientStabilizer, NaP, the radial projection |
 //!
-//! A new optimizer is one file in `optim/` (its config with `step: StepOptions`, the
-//! `step_setters!` and `constructors!` lines, an `OptimizerConfig` impl, its step on `math`'s
-//! formulas; a kernel in `kernels/` only if it must be fast on flex), one line here, one line
-//! in the tests' catalog and one golden case. `docs/architecture.md` says more.
+//! A new optimizer that composes existing rules is one file in `optimizers/` (its config with
+//! `step: StepOptions`, the `step_setters!` and `constructors!` lines, an `OptimizerConfig`
+//! impl, its step composed of rules), one line each in `optimizers/mod.rs` and here, one in the
+//! tests' catalog and one golden case; a new rule is one folder in `rules/`.
+//! `docs/architecture.md` says more.
 //!
 //! ```
 //! use burn::prelude::*;
@@ -82,54 +83,53 @@
 
 extern crate alloc;
 
-mod core;
 pub mod diagnostics;
+mod engine;
+mod error;
 mod guard;
-#[cfg(any(feature = "flex", feature = "wgpu"))]
-mod kernels;
-mod math;
-mod optim;
-mod options;
-mod wrap;
+mod model;
+mod optimizers;
+mod rules;
+mod wrappers;
 
-pub use crate::core::channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
-pub use crate::core::error::ConfigError;
-pub use crate::core::moments::MomentState;
-pub use crate::core::norm_affine::NormAffine;
-pub use crate::core::projection::Projected;
+pub use crate::error::ConfigError;
+pub use crate::model::channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
+pub use crate::model::norm_affine::NormAffine;
+pub use crate::rules::adam::tensor::MomentState;
+pub use crate::rules::projection::tensor::Projected;
 pub use diagnostics::{
     DiagnosticRow, DiagnosticsTracker, Invariance, LayerSpectrum, Observed, ObserverTag,
     PowerIteration, ProbeEntry, ProbeError, ProbeReport, ProjectionObserver, ProjectionRecord,
     ScaleProbe, SingularValue, StepKind, SublayerGain, WeightNorm, spectral_report, sublayer_gains,
     top_singular_value, weight_norms,
 };
+pub use engine::dispatch::StepOptions;
+pub use engine::non_finite::NonFinitePolicy;
 pub use guard::checked_load::{CheckedLoad, RecordMismatch};
 pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
 pub use guard::global_clip::{GlobalNorm, GlobalNormClip, clip_grad_norm, global_norm};
-pub use guard::non_finite::NonFinitePolicy;
-pub use math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
-pub use optim::adamc::{AdamC, AdamCConfig, AdamCState};
-pub use optim::adamp::{AdamP, AdamPConfig, AdamPState};
-pub use optim::sgdp::{Sgdp, SgdpConfig, SgdpState};
-pub use optim::stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
-pub use optim::width_scaled_adamw::{
+pub use optimizers::adamc::{AdamC, AdamCConfig, AdamCState};
+pub use optimizers::adamp::{AdamP, AdamPConfig, AdamPState};
+pub use optimizers::sgdp::{Sgdp, SgdpConfig, SgdpState};
+pub use optimizers::stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
+pub use optimizers::width_scaled_adamw::{
     ParamRole, WidthRole, WidthScaledAdamW, WidthScaledAdamWConfig,
 };
-pub use options::projection::ProjectionOptions;
-pub use options::step::StepOptions;
-pub use wrap::gradient_stabilizer::{
+pub use rules::projection::options::ProjectionOptions;
+pub use rules::projection::{ProjectionBranch, ProjectionView, ScaleInvariance};
+pub use wrappers::gradient_stabilizer::{
     GradientStabilizer, GradientStabilizerConfig, GradientStabilizerState,
 };
-pub use wrap::nap::{Nap, NapConfig, NapScope, NapState};
-pub use wrap::radial_projection::{RadialProjection, RadialProjectionConfig};
+pub use wrappers::nap::{Nap, NapConfig, NapScope, NapState};
+pub use wrappers::radial_projection::{RadialProjection, RadialProjectionConfig};
 
 /// The former home of the projection's types, kept so that `scaleinv_optim::radial::…`
 /// imports still compile; import them from the crate root.
 #[doc(hidden)]
 #[deprecated(note = "import these names from the crate root")]
 pub mod radial {
-    pub use crate::core::projection::Projected;
-    pub use crate::math::invariance::{ProjectionBranch, ProjectionView, ScaleInvariance};
+    pub use crate::rules::projection::tensor::Projected;
+    pub use crate::rules::projection::{ProjectionBranch, ProjectionView, ScaleInvariance};
 }
 
 // Names that `#[derive(RecordState)]` expands to; not part of the API.

@@ -4,7 +4,8 @@
 //! top singular values ([`spectral_report`]). They read values back to the host: call them
 //! between steps, never inside one. Every name here is also exported at the crate root.
 //!
-//! Uses `core` and `math`; the optimizers use the observer (to report), nothing else.
+//! Uses `engine`, `rules` and `model`; the optimizers use the observer (to report), nothing
+//! else.
 
 pub(crate) mod observer;
 pub(crate) mod probe;

@@ -15,9 +15,9 @@ use burn::grad_clipping::GradientClipping;
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::Tensor;
 
-use crate::core::channel_axes::{ChannelAxes, grouped};
-use crate::core::projection::Projected;
-use crate::math::invariance::ScaleInvariance;
+use crate::model::channel_axes::{ChannelAxes, grouped};
+use crate::rules::projection::ScaleInvariance;
+use crate::rules::projection::tensor::Projected;
 
 /// A shared sink for the projection statistics of observed optimizers (cheap to clone; all
 /// clones share one queue).

@@ -9,8 +9,8 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::core::channel_axes::ChannelAxisRules;
-use crate::core::params::{ParamInfo, ParamVisitor, read_back, visit_params};
+use crate::model::channel_axes::ChannelAxisRules;
+use crate::model::params::{ParamInfo, ParamVisitor, read_back, visit_params};
 
 /// How a parameter's loss responds to rescaling it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

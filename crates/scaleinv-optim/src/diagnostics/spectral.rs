@@ -13,7 +13,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{FloatDType, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use crate::core::params::{self, ParamInfo, ParamVisitor, read_back};
+use crate::model::params::{self, ParamInfo, ParamVisitor, read_back};
 
 /// Floor of the divisors in the power iteration (scale and vector norms), so that a zero matrix
 /// gives `σ = 0` rather than NaN.

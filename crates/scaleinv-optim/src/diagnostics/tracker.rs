@@ -7,10 +7,10 @@ use burn::module::{Module, Param, ParamId};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::core::params::{ParamInfo, ParamVisitor, read_back, visit_params};
 use crate::diagnostics::observer::ProjectionObserver;
 use crate::diagnostics::spectral::{PowerIteration, top_singular_value};
-use crate::math::invariance::ProjectionBranch;
+use crate::model::params::{ParamInfo, ParamVisitor, read_back, visit_params};
+use crate::rules::projection::ProjectionBranch;
 
 /// One trainable parameter at one sampled step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use crate::core::params;
+use crate::model::params;
 
 /// How an optimizer's update scales with the gradient, which sets how the effective learning
 /// rate of a scale-invariant weight depends on its norm.

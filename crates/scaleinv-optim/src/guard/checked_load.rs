@@ -14,7 +14,7 @@ use burn::module::{Module, Param};
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Bytes, Tensor};
 
-use crate::core::params::{ParamInfo, ParamVisitor, visit_params};
+use crate::model::params::{ParamInfo, ParamVisitor, visit_params};
 
 /// A record that does not fit the model or the optimizer it is loaded into.
 #[derive(Debug, Clone, PartialEq)]

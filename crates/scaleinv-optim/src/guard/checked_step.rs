@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::optim::{GradientsParams, LearningRate, ModuleOptimizer};
 use burn::tensor::{Bool, Tensor};
 
-use crate::core::params::{ParamInfo, ParamVisitor, visit_params};
+use crate::model::params::{ParamInfo, ParamVisitor, visit_params};
 
 /// Why [`try_step`](CheckedStep::try_step) refused to step.
 #[derive(Debug, Clone, PartialEq)]

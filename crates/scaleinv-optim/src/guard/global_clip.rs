@@ -6,8 +6,8 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, FloatDType, Tensor};
 
-use crate::core::error::{ConfigError, Range, check};
-use crate::core::params::{ParamInfo, ParamVisitor, read_back, visit_params};
+use crate::error::{ConfigError, Range, check};
+use crate::model::params::{ParamInfo, ParamVisitor, read_back, visit_params};
 
 /// Clips all gradients of a step by their global L2 norm, as PyTorch's
 /// `torch.nn.utils.clip_grad_norm_(params, max_norm)`:

@@ -1,0 +1,46 @@
+//! The CubeCL engine of Burn's CubeCL backends (wgpu here; CUDA and ROCm run the same
+//! kernels): launch geometry and the non-finite flag ([`launch`]), in-cube reductions
+//! ([`reduce`]) and the device checks. It knows nothing of any algorithm: each rule's kernels
+//! live in its `cube.rs` (`rules::*::cube`), plugged in as a backend extension of their own
+//! (`AdamKernel`, `SgdKernel`, `SpikeKernel`, `NormKernel`): under Burn's fusion each step is
+//! registered lazily like any other operation and runs on the `CubeTensor` handles when the
+//! stream is flushed. No step reads anything back to the host: the non-finite test is a device
+//! flag the update kernel reads.
+//!
+//! | optimizer | launches per tensor and step |
+//! |-----------|------------------------------|
+//! | width-scaled AdamW, AdamC | 1 (+1 for the non-finite test under `Skip`) |
+//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision, update), 1 otherwise (+1 under `Skip`) |
+//! | Stable-SPAM | 5 (`max|g|` by blocks, AdaClip, `Σ clip(g)²` by blocks, AdaGN, update) |
+//! | NaP's projection of a whole tensor | 3 (`Σp²` by blocks, the factor, the rescale) |
+
+pub(crate) mod launch;
+#[cfg(test)]
+pub(crate) mod parity;
+pub(crate) mod reduce;
+
+use burn::backend::DispatchDevice;
+use burn::tensor::{DType, Tensor};
+
+/// A step through the CubeCL kernels: the new parameter and state, or (`Err`) the parameter,
+/// gradient and state handed back untouched for the tensor ops.
+pub(crate) type CubeStep<const D: usize, S> = Result<(Tensor<D>, Option<S>), Box<Inputs<D, S>>>;
+
+/// A step's parameter, gradient and state.
+pub(crate) type Inputs<const D: usize, S> = (Tensor<D>, Tensor<D>, Option<S>);
+
+/// Whether `tensor` is an f32 tensor on a CubeCL device (the kernels apply).
+pub(crate) fn on_cube<const D: usize>(tensor: &Tensor<D>) -> bool {
+    matches!(tensor.device().as_dispatch(), DispatchDevice::Cube(_)) && tensor.dtype() == DType::F32
+}
+
+/// Whether the kernels can step `param`: a non-empty f32 tensor on a CubeCL device.
+pub(crate) fn accepts<const D: usize>(param: &Tensor<D>) -> bool {
+    param.shape().num_elements() > 0 && on_cube(param)
+}
+
+/// Whether `scalar` is a one-element f32 tensor on a CubeCL device (a per-tensor statistic of
+/// a state the kernels read).
+pub(crate) fn scalar_fits(scalar: &Tensor<1>) -> bool {
+    on_cube(scalar) && scalar.shape().num_elements() == 1
+}

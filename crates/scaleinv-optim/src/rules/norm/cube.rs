@@ -1,0 +1,202 @@
+//! NaP's projection of a whole tensor back to its norm `ρ` as CubeCL kernels: three launches
+//! and no host read.
+//!
+//! ```text
+//! launch 1, blocks   read p: Σp² per block
+//! launch 2, 1 cube   factor = ρ / max(√Σp², ε)
+//! launch 3           read p; write p·factor
+//! ```
+
+use burn::backend::wgpu::CubeTensor;
+use burn::cubecl;
+use burn::cubecl::prelude::*;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeBackend;
+use burn::backend::{Dispatch, backend_extension};
+use burn::tensor::Tensor;
+
+use crate::engine::cube::launch::{Blocks, Launch, contiguous};
+use crate::engine::cube::reduce::{finish, lane_sum, tree};
+use crate::engine::cube::{accepts, on_cube};
+
+/// NaP's floor of the current norm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NapScalars {
+    pub epsilon: f32,
+}
+
+/// Launch 1: `Σp²` per block.
+#[cube(launch)]
+fn block_squares<N: Size>(p: &[Vector<f32, N>], partial: &mut [f32], #[comptime] units: usize) {
+    let unit = UNIT_POS as usize;
+    let stride = CUBE_COUNT * units;
+    let mut acc = Vector::new(0.0f32);
+    let mut j = CUBE_POS * units + unit;
+    while j < p.len() {
+        acc += p[j] * p[j];
+        j += stride;
+    }
+    let mut shared = Shared::<[Vector<f32, N>]>::new_slice(units);
+    shared[unit] = acc;
+    tree::<N>(&mut shared, 1usize, units, true);
+    if unit == 0 {
+        partial[CUBE_POS] = lane_sum::<N>(shared[0]);
+    }
+}
+
+/// `ρ / max(‖p‖, ε)` ([`super::factor`]).
+#[cube]
+pub fn norm_factor_of(radius: f32, norm: f32, epsilon: f32) -> f32 {
+    radius / f32::max(norm, epsilon)
+}
+
+/// Launch 2: `ρ / max(‖p‖, ε)`.
+#[cube(launch)]
+fn norm_factor(
+    partial: &[f32],
+    blocks: usize,
+    radius: &[f32],
+    factor: &mut [f32],
+    epsilon: f32,
+    #[comptime] units: usize,
+) {
+    let sum = finish(partial, blocks, units, true);
+    if UNIT_POS == 0 {
+        factor[0] = norm_factor_of(radius[0], f32::sqrt(sum), epsilon);
+    }
+}
+
+/// Launch 3: `p · factor`.
+#[cube(launch)]
+fn scale<N: Size>(p: &[Vector<f32, N>], factor: &[f32], p_out: &mut [Vector<f32, N>]) {
+    let i = ABSOLUTE_POS;
+    if i < p.len() {
+        p_out[i] = p[i] * Vector::new(factor[0]);
+    }
+}
+
+/// Launches NaP's projection of the contiguous f32 tensor `p` onto the norm held in the
+/// one-element `radius`.
+fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
+    let [p, radius] = contiguous([p, radius]);
+    let run = Launch::new([&p]);
+    let client = run.client();
+    let blocks = Blocks::new(client, p.meta.num_elements() / run.vector());
+    let factor = client.empty(size_of::<f32>());
+    block_squares::launch(
+        client,
+        blocks.cubes(),
+        blocks.dim(),
+        run.vector(),
+        run.arg(&p),
+        blocks.partial(),
+        blocks.units,
+    );
+    norm_factor::launch(
+        client,
+        CubeCount::new_1d(1),
+        blocks.dim(),
+        blocks.partial(),
+        blocks.count,
+        run.floats(&radius.handle, 1),
+        run.floats(&factor, 1),
+        s.epsilon,
+        blocks.units,
+    );
+    let [p_out] = run.outputs();
+    scale::launch(
+        client,
+        run.count(),
+        run.dim(),
+        run.vector(),
+        run.arg(&p),
+        run.floats(&factor, 1),
+        run.arg(&p_out),
+    );
+    p_out
+}
+
+/// NaP's projection as an operation of Burn's CubeCL backend (and of fusion around it).
+#[backend_extension(Cube: cfg(feature = "wgpu"), Fusion: cfg(feature = "wgpu"))]
+pub trait NormKernel: burn::backend::Backend {
+    /// NaP's projection of `p` back to the norm `radius` (see the module's doc).
+    #[fusion(meta = |p, _radius, _s| p.clone())]
+    fn nap_rescale(
+        p: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self>;
+}
+
+impl NormKernel for CubeBackend {
+    fn nap_rescale(
+        p: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self> {
+        launch(p, radius, s)
+    }
+}
+
+/// NaP's projection of `p` back to the norm held in the one-element `radius`, when both are
+/// f32 tensors on a CubeCL device (`None`: they do not fit, and nothing was launched).
+pub(crate) fn nap_rescale<const D: usize>(
+    p: &Tensor<D>,
+    radius: &Tensor<D>,
+    epsilon: f64,
+) -> Option<Tensor<D>> {
+    let fits = accepts(p) && on_cube(radius) && radius.shape().num_elements() == 1;
+    fits.then(|| {
+        let s = NapScalars {
+            epsilon: epsilon as f32,
+        };
+        let out =
+            Dispatch::nap_rescale(p.clone().into_dispatch(), radius.clone().into_dispatch(), s);
+        Tensor::from_dispatch(out)
+    })
+}
+
+/// [`norm_factor_of`] against [`super::factor`] on wgpu, element by element.
+#[cfg(test)]
+mod parity {
+    use burn::cubecl;
+    use burn::cubecl::prelude::*;
+
+    use super::norm_factor_of;
+    use crate::engine::cube::parity::{Gpu, assert_close, inputs};
+
+    #[cube(launch)]
+    fn factors(radius: &[f32], norm: &[f32], out: &mut [f32], epsilon: f32) {
+        let i = ABSOLUTE_POS;
+        if i < radius.len() {
+            out[i] = norm_factor_of(radius[i], norm[i], epsilon);
+        }
+    }
+
+    #[test]
+    fn the_norm_factor_matches_its_formula() {
+        let Some(gpu) = Gpu::get() else { return };
+        let n = 1024;
+        let (radius, norm) = (inputs(n, 6, true), inputs(n, 7, true));
+        let (hr, hn) = (gpu.upload(&radius), gpu.upload(&norm));
+        for epsilon in [1e-8, 1e-12, 0.0] {
+            let out = gpu.empty(n);
+            let (count, dim) = gpu.elementwise(n);
+            factors::launch(
+                &gpu.client,
+                count,
+                dim,
+                gpu.arg(&hr, n),
+                gpu.arg(&hn, n),
+                gpu.arg(&out, n),
+                epsilon as f32,
+            );
+            let want: Vec<f32> = (0..n)
+                .map(|i| super::super::factor(radius[i], norm[i], f64::from(epsilon as f32)))
+                .collect();
+            let input = |i: usize| format!("ρ {:e}, ‖p‖ {:e}, ε {epsilon}", radius[i], norm[i]);
+            assert_close("NaP factor", &gpu.read(out), &want, input);
+        }
+    }
+}

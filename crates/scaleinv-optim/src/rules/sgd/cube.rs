@@ -1,0 +1,306 @@
+//! SGDP's step as CubeCL kernels: one launch for the step, after one for the non-finite test
+//! under `Skip` and, for a tensor of rank ≥ 2, two for the projection's coefficients
+//! (`projection`).
+//!
+//! ```text
+//! launch 1 (Skip only)   read g: flag ← 1 where an element is NaN or ±∞
+//! (rank ≥ 2)             the coefficients k_c and the decay ratio r (`projection`)
+//! last launch            read p, g, b, flag (k_c, r); write p, b:
+//!                        flag set:  p, b copied as they were
+//!                        otherwise: b ← μ·b + (1 − τ)·g ;  u = b (Nesterov: g + μ·b)  (`rule`)
+//!                                   u ← u − k_c·p ;  b ← u (write-back, not Nesterov)
+//!                                   p ← p·(r·(−ηλ/(1 − μ)) + 1) − η·u
+//! ```
+//!
+//! The f32 scalars are the flex loops' (`flex`), computed on the host from `super` and
+//! `rules::decay`.
+
+use burn::backend::wgpu::CubeTensor;
+use burn::cubecl;
+use burn::cubecl::prelude::*;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeBackend;
+use burn::backend::{Dispatch, backend_extension};
+use burn::tensor::Tensor;
+
+use crate::engine::cube::launch::contiguous;
+use crate::rules::arith::cube::{MomentArgs, first};
+use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
+use crate::rules::projection::ScaleInvariance;
+use crate::rules::projection::cube::{Momentum, Update};
+
+/// The f32 scalars of one SGDP step, computed on the host from `super` and `rules::decay`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdScalars {
+    /// μ and 1 − τ.
+    pub moments: MomentArgs,
+    /// The write of `p`: `1 − rate`, `−rate` and η, with `rate = ηλ/(1 − μ)`.
+    pub write: WriteArgs,
+    pub nesterov: bool,
+    /// Write the projected update back into the buffer.
+    pub write_back: bool,
+    pub skip_non_finite: bool,
+    /// SGDP's projection (applied to the tensors it applies to, see
+    /// `ScaleInvariance::applies_to`).
+    pub projection: Option<ScaleInvariance>,
+}
+
+impl SgdScalars {
+    /// The scalars of a step at learning rate `lr` with decoupled decay rate `decay_rate`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+        write_back: bool,
+        lr: f64,
+        decay_rate: f64,
+        skip: bool,
+        projection: Option<ScaleInvariance>,
+    ) -> Self {
+        Self {
+            moments: moment_args(momentum, dampening),
+            write: WriteArgs::new(decay_rate, lr),
+            nesterov,
+            write_back,
+            skip_non_finite: skip,
+            projection,
+        }
+    }
+}
+
+/// SGD's `(μ, 1 − τ)` (`super`); the other scalars are unread.
+pub fn moment_args(momentum: f64, dampening: f64) -> MomentArgs {
+    MomentArgs {
+        decay_1: momentum as f32,
+        weight_1: (1.0 - dampening) as f32,
+        decay_2: 0.0,
+        weight_2: 0.0,
+        sqrt_bc2: 1.0,
+        epsilon: 0.0,
+    }
+}
+
+/// The update direction from the new buffer `b` ([`super::direction`]): `b`, or `g + μ·b`
+/// with Nesterov.
+#[cube]
+pub fn direction<N: Size>(
+    g: Vector<f32, N>,
+    b: Vector<f32, N>,
+    r: &MomentArgs,
+    #[comptime] nesterov: bool,
+) -> Vector<f32, N> {
+    if nesterov {
+        g + b * Vector::new(r.decay_1)
+    } else {
+        b
+    }
+}
+
+/// SGD's rule as the projection's kernels step it: the new buffer from `b`, then
+/// [`direction`].
+pub struct SgdMomentum;
+
+#[cube]
+impl Momentum for SgdMomentum {
+    fn direction<N: Size>(
+        g: Vector<f32, N>,
+        s1: Vector<f32, N>,
+        _s2: Vector<f32, N>,
+        rule: &MomentArgs,
+        #[comptime] nesterov: bool,
+    ) -> Vector<f32, N> {
+        let b = first::<N>(s1, g, rule);
+        direction::<N>(g, b, rule, nesterov)
+    }
+}
+
+/// One SGD step per vector of `N` elements (see the module's doc); `skip[0] ≠ 0` copies the
+/// inputs. `projected`: `u ← u − coef[c]·p` in channel `c` and the decay ratio `ratio[0]`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn sgd_update<N: Size>(
+    p: &[Vector<f32, N>],
+    g: &[Vector<f32, N>],
+    b: &[Vector<f32, N>],
+    skip: &[u32],
+    coef: &[f32],
+    ratio: &[f32],
+    p_out: &mut [Vector<f32, N>],
+    b_out: &mut [Vector<f32, N>],
+    rule: &MomentArgs,
+    w: &WriteArgs,
+    channels: usize,
+    inner: usize,
+    #[comptime] nesterov: bool,
+    #[comptime] projected: bool,
+    #[comptime] write_back: bool,
+) {
+    let i = ABSOLUTE_POS;
+    if i < p.len() {
+        if skip[0] != 0u32 {
+            p_out[i] = p[i];
+            b_out[i] = b[i];
+        } else {
+            let gi = g[i];
+            let bi = first::<N>(b[i], gi, rule);
+            let u = direction::<N>(gi, bi, rule, nesterov);
+            if projected {
+                let c = (i * N::value() / inner) % channels;
+                let u = u - p[i] * Vector::new(coef[c]);
+                if write_back {
+                    b_out[i] = u;
+                } else {
+                    b_out[i] = bi;
+                }
+                p_out[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
+            } else {
+                b_out[i] = bi;
+                p_out[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+            }
+        }
+    }
+}
+
+/// Launches SGDP's step on contiguous f32 tensors of one shape; returns `(p, b)`.
+fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTensor, CubeTensor) {
+    let [p, g, b] = contiguous([p, g, b]);
+    let rule = s.moments;
+    let update = Update::new::<SgdMomentum, 3>(
+        [&p, &g, &b],
+        [&b, &b],
+        s.projection,
+        s.skip_non_finite,
+        (rule, s.nesterov),
+    );
+    let run = &update.run;
+    let [p_out, b_out] = run.outputs();
+    let (coef, ratio, channels) = update.bindings(&p);
+    sgd_update::launch(
+        run.client(),
+        run.count(),
+        run.dim(),
+        run.vector(),
+        run.arg(&p),
+        run.arg(&g),
+        run.arg(&b),
+        update.skip.arg(),
+        coef,
+        ratio,
+        run.arg(&p_out),
+        run.arg(&b_out),
+        rule.launch(),
+        s.write.launch(),
+        channels.count,
+        channels.inner,
+        s.nesterov,
+        update.projects(),
+        s.write_back,
+    );
+    (p_out, b_out)
+}
+
+/// SGDP's step as an operation of Burn's CubeCL backend (and of fusion around it).
+#[backend_extension(Cube: cfg(feature = "wgpu"), Fusion: cfg(feature = "wgpu"))]
+pub trait SgdKernel: burn::backend::Backend {
+    /// SGDP's step (see the module's doc): the new `(p, b)`.
+    #[fusion(meta = |p, _g, b, _s| (p.clone(), b.clone()))]
+    fn sgd_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        s: SgdScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl SgdKernel for CubeBackend {
+    fn sgd_step(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        s: SgdScalars,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        launch(p, g, b, s)
+    }
+}
+
+/// SGDP's step on a CubeCL device: the new parameter and buffer.
+pub(crate) fn sgd_step<const D: usize>(
+    p: Tensor<D>,
+    g: Tensor<D>,
+    b: Tensor<D>,
+    s: SgdScalars,
+) -> (Tensor<D>, Tensor<D>) {
+    let (p, b) = Dispatch::sgd_step(p.into_dispatch(), g.into_dispatch(), b.into_dispatch(), s);
+    (Tensor::from_dispatch(p), Tensor::from_dispatch(b))
+}
+
+/// SGD's forms above against [`super::buffer`] and [`super::direction`] on wgpu, element by
+/// element.
+#[cfg(test)]
+mod parity {
+    use burn::cubecl;
+    use burn::cubecl::prelude::*;
+
+    use super::{MomentArgs, SgdMomentum, direction, moment_args};
+    use crate::engine::cube::parity::{Gpu, assert_close, inputs};
+    use crate::rules::projection::cube::Momentum;
+    use crate::rules::sgd;
+
+    #[cube(launch)]
+    fn buffers<N: Size>(
+        g: &[Vector<f32, N>],
+        b: &[Vector<f32, N>],
+        out_direction: &mut [Vector<f32, N>],
+        out_momentum: &mut [Vector<f32, N>],
+        rule: &MomentArgs,
+        #[comptime] nesterov: bool,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i < g.len() {
+            out_direction[i] = direction::<N>(g[i], b[i], rule, nesterov);
+            out_momentum[i] = SgdMomentum::direction::<N>(g[i], b[i], b[i], rule, nesterov);
+        }
+    }
+
+    #[test]
+    fn sgds_buffer_and_direction_match_their_formulas() {
+        let Some(gpu) = Gpu::get() else { return };
+        let n = 1024;
+        let (g, b) = (inputs(n, 11, false), inputs(n, 12, false));
+        let (hg, hb) = (gpu.upload(&g), gpu.upload(&b));
+        for (momentum, dampening) in [(0.9, 0.0), (0.5, 0.5), (0.0, 0.0), (0.99, 0.1)] {
+            for nesterov in [false, true] {
+                let outs = [gpu.empty(n), gpu.empty(n)];
+                let (count, dim) = gpu.elementwise(n / 4);
+                buffers::launch(
+                    &gpu.client,
+                    count,
+                    dim,
+                    4,
+                    gpu.arg(&hg, n),
+                    gpu.arg(&hb, n),
+                    gpu.arg(&outs[0], n),
+                    gpu.arg(&outs[1], n),
+                    moment_args(momentum, dampening).launch(),
+                    nesterov,
+                );
+                let [out_direction, out_momentum] = outs;
+                let input =
+                    |i: usize| format!("g {:e}, b {:e}, μ {momentum}, τ {dampening}", g[i], b[i]);
+                let want: Vec<f32> = (0..n)
+                    .map(|i| sgd::direction(g[i], b[i], momentum, nesterov))
+                    .collect();
+                assert_close("SGD's direction", &gpu.read(out_direction), &want, input);
+                let want: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let b = sgd::buffer(b[i], sgd::damped(g[i], dampening), momentum);
+                        sgd::direction(g[i], b, momentum, nesterov)
+                    })
+                    .collect();
+                assert_close("SGD's momentum", &gpu.read(out_momentum), &want, input);
+            }
+        }
+    }
+}
