@@ -229,7 +229,6 @@ pub(crate) fn step<K: Kernel, E: Elem>(
 }
 
 /// A channel-wise projection one channel's run at a time: its state, `⟨P_c, U_c⟩`, the
-
 /// coefficient and `p ← p·f − η'·(u − c·p)`, with the run's updates kept in a scratch
 /// buffer (in cache) in between — one pass after the statistics.
 fn runs<K: Kernel, E: Elem>(
