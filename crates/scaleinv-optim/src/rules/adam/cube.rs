@@ -32,7 +32,7 @@ use crate::engine::cube::{CubeStep, on_cube};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::cube::{Momentum, Update};
+use crate::rules::projection::cube::{Momentum, Update, radial_removed};
 
 /// The f32 scalars of one Adam step, computed on the host from `super` and `rules::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,8 +166,7 @@ fn adam_update<N: Size>(
             m_out[i] = mi;
             v_out[i] = vi;
             if projected {
-                let c = (i * N::value() / inner) % channels;
-                let u = u - p[i] * Vector::new(coef[c]);
+                let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
                 p_out[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
             } else {
                 p_out[i] = write::<N>(p[i], u, w.decay_factor, w.scale);

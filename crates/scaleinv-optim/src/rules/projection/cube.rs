@@ -49,6 +49,22 @@ pub trait Momentum: Send + Sync + 'static {
     ) -> Vector<f32, N>;
 }
 
+/// `u − k_c·p` for vector `i` of the update kernels, in channel `c = (i·N / inner) mod C`: the
+/// radial part removed with the coefficients the decision kernel wrote (vectors never cross a
+/// channel's run, see `Launch::in_runs`).
+#[cube]
+pub fn radial_removed<N: Size>(
+    i: usize,
+    p: Vector<f32, N>,
+    u: Vector<f32, N>,
+    coef: &[f32],
+    channels: usize,
+    inner: usize,
+) -> Vector<f32, N> {
+    let c = (i * N::value() / inner) % channels;
+    u - p * Vector::new(coef[c])
+}
+
 /// The projection's result on the device: the radial coefficient of every channel (0 where
 /// nothing is removed) and the decay ratio.
 struct Coefficients {

@@ -28,7 +28,7 @@ use crate::engine::cube::launch::contiguous;
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::cube::{Momentum, Update};
+use crate::rules::projection::cube::{Momentum, Update, radial_removed};
 
 /// The f32 scalars of one SGDP step, computed on the host from `super` and `rules::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,8 +147,7 @@ fn sgd_update<N: Size>(
             let bi = first::<N>(b[i], gi, rule);
             let u = direction::<N>(gi, bi, rule, nesterov);
             if projected {
-                let c = (i * N::value() / inner) % channels;
-                let u = u - p[i] * Vector::new(coef[c]);
+                let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
                 if write_back {
                     b_out[i] = u;
                 } else {
