@@ -211,20 +211,17 @@ pub(crate) trait TwoPaths: Optimizer {
     where
         Self::State<D>: Revert<D> + StateTensors<D>,
     {
+        crate::engine::step_frame::check_lr(lr);
         self.notice(&param);
         #[cfg(feature = "flex")]
         if self.fuses(&param, &grad, state.as_ref()) {
-            crate::engine::step_frame::check_lr(lr);
             let fused = self.fused(lr, param, grad, state, false);
             return (fused.param, fused.state);
         }
         #[cfg(feature = "wgpu")]
-        let (param, grad, state) = {
-            crate::engine::step_frame::check_lr(lr);
-            match self.cube(lr, param, grad, state) {
-                Ok(stepped) => return stepped,
-                Err(inputs) => *inputs,
-            }
+        let (param, grad, state) = match self.cube(lr, param, grad, state) {
+            Ok(stepped) => return stepped,
+            Err(inputs) => *inputs,
         };
         framed_step(lr, self.frame_policy(), param, grad, state, |p, g, s| {
             self.tensor_ops(lr, p, g, s)

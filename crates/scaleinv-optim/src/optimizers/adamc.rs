@@ -424,19 +424,19 @@ impl TwoPaths for AdamC {
         state: Option<AdamCState<D>>,
         measure: bool,
     ) -> crate::engine::flex::Fused<D, AdamCState<D>> {
+        use crate::engine::flex::passes::Frame;
+        use crate::rules::adam::flex::{AdamRule, step};
         let (moments, old_peak) = split(state);
         let time = MomentState::next_time(&moments);
         let (adam, weight_decay, peak_lr) = self.step_at(lr, time, old_peak);
-        let pass = crate::rules::adam::flex::AdamPass {
+        let (bc1, bc2) = adam.bias_corrections(time);
+        let frame = Frame::new(self.policy.skips(), measure, lr * weight_decay, lr / bc1);
+        let rule = AdamRule {
             adam,
+            bc2,
             nesterov: false,
-            time,
-            lr,
-            weight_decay,
-            projection: None,
-            skip_non_finite: self.policy.skips(),
         };
-        let fused = pass.step(param, grad, moments, measure);
+        let fused = step(&frame, rule, None, param, grad, moments);
         // A step skipped under `measure` gives its state back as it came.
         let skipped = measure && !fused.outcome.written();
         let peak_lr = if skipped { old_peak } else { peak_lr };

@@ -9,9 +9,13 @@ use crate::diagnostics::observer::{Observed, ObserverTag};
 use crate::engine::dispatch::{
     StepOptions, StepPolicy, TwoPaths, step_setters, two_paths_optimizer,
 };
+#[cfg(feature = "flex")]
+use crate::engine::flex::passes::Frame;
 use crate::error::{ConfigError, Range, check};
 use crate::optimizers::constructors::{OptimizerConfig, constructors};
 use crate::rules::adam::Adam;
+#[cfg(feature = "flex")]
+use crate::rules::adam::flex::AdamRule;
 use crate::rules::adam::tensor::MomentState;
 use crate::rules::decay::corrected_weight_decay;
 use crate::rules::decay::tensor::decay_factor;
@@ -140,12 +144,6 @@ impl AdamP {
     pub fn scale_invariance(&self) -> &ScaleInvariance {
         &self.projector.invariance
     }
-
-    /// λ at learning rate `lr` for a tensor of rank `D` (scaled by `η_t/η_max` under
-    /// [`corrected_decay`](AdamPConfig::corrected_decay)).
-    fn weight_decay_at<const D: usize>(&self, lr: LearningRate) -> f64 {
-        corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D)
-    }
 }
 
 impl TwoPaths for AdamP {
@@ -175,7 +173,7 @@ impl TwoPaths for AdamP {
         if !self.projector.fuses_on_cube(&param) {
             return Err(Box::new((param, grad, state)));
         }
-        let weight_decay = self.weight_decay_at::<D>(lr);
+        let weight_decay = corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D);
         let skip = self.projector.policy.skips();
         MomentState::on_cube(param, grad, state, |time| {
             crate::rules::adam::cube::AdamScalars::new(self.adam, time, lr, weight_decay, skip)
@@ -200,12 +198,14 @@ impl TwoPaths for AdamP {
             self.adam
                 .direction(state.moment_1.clone(), grad.clone(), denom, self.nesterov);
         let projected = self.projector.project(&param, &grad, update);
-        let factor = decay_factor(lr * self.weight_decay_at::<D>(lr), projected.decay_ratio);
+        let weight_decay = corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D);
+        let factor = decay_factor(lr * weight_decay, projected.decay_ratio);
         let param = write(param, factor, projected.update, lr / bc1);
         (param, Some(state))
     }
 
-    /// The step as the fused flex loops (`rules::adam::flex`), on the same formulas.
+    /// The step as the fused flex loops: Adam's moments (`rules::adam::flex`) inside the
+    /// projection's passes (`rules::projection::flex`), on the same formulas.
     #[cfg(feature = "flex")]
     fn fused<const D: usize>(
         &self,
@@ -215,16 +215,17 @@ impl TwoPaths for AdamP {
         state: Option<MomentState<D>>,
         measure: bool,
     ) -> crate::engine::flex::Fused<D, MomentState<D>> {
-        let pass = crate::rules::adam::flex::AdamPass {
+        let (bc1, bc2) = self.adam.bias_corrections(MomentState::next_time(&state));
+        let weight_decay = corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D);
+        let skip = self.projector.policy.skips();
+        let frame = Frame::new(skip, measure, lr * weight_decay, lr / bc1);
+        let rule = AdamRule {
             adam: self.adam,
+            bc2,
             nesterov: self.nesterov,
-            time: MomentState::next_time(&state),
-            lr,
-            weight_decay: self.weight_decay_at::<D>(lr),
-            projection: Some(&self.projector.invariance),
-            skip_non_finite: self.projector.policy.skips(),
         };
-        pass.step(param, grad, state, measure)
+        let projection = Some(&self.projector.invariance);
+        crate::rules::adam::flex::step(&frame, rule, projection, param, grad, state)
     }
 }
 

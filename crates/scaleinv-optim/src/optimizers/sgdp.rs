@@ -290,24 +290,25 @@ impl TwoPaths for Sgdp {
         state: Option<SgdpState<D>>,
         measure: bool,
     ) -> crate::engine::flex::Fused<D, SgdpState<D>> {
+        use crate::engine::flex::passes::Frame;
         use crate::engine::flex::{Buffer, Target};
+        use crate::rules::sgd::flex::{SgdRule, step};
         let mu = self.momentum;
         let mut p = Target::new(param);
         let g = Buffer::new(grad);
         let previous = state.filter(|_| mu != 0.0).map(|s| Buffer::new(s.momentum));
         let had_buffer = previous.is_some();
         let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&g));
-        let pass = crate::rules::sgd::flex::SgdPass {
+        let skip = self.projector.policy.skips();
+        let frame = Frame::new(skip, measure, self.decay_rate::<D>(lr), lr);
+        let rule = SgdRule {
             momentum: mu,
             dampening: self.dampening,
             nesterov: self.nesterov,
             write_back: self.writes_back(),
-            lr,
-            decay_rate: self.decay_rate::<D>(lr),
-            projection: Some(&self.projector.invariance),
-            skip_non_finite: self.projector.policy.skips(),
         };
-        let outcome = pass.run(&mut p, &g, buffer.get_mut(), measure);
+        let projection = Some(&self.projector.invariance);
+        let outcome = step(&frame, rule, projection, &mut p, &g, buffer.get_mut());
         // A step skipped under `measure` gives its state back as it came (none before the
         // first step: PyTorch's first step takes the gradient itself as the buffer).
         let given_back = measure && !outcome.written();

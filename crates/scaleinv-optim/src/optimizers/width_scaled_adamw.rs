@@ -367,16 +367,18 @@ impl TwoPaths for WidthScaledAdamW {
         state: Option<MomentState<D>>,
         measure: bool,
     ) -> crate::engine::flex::Fused<D, MomentState<D>> {
-        let pass = crate::rules::adam::flex::AdamPass {
+        use crate::engine::flex::passes::Frame;
+        use crate::rules::adam::flex::{AdamRule, step};
+        let lr = lr * self.lr_scale;
+        let (bc1, bc2) = self.adam.bias_corrections(MomentState::next_time(&state));
+        let skip = self.policy.skips();
+        let frame = Frame::new(skip, measure, lr * self.weight_decay_at(lr), lr / bc1);
+        let rule = AdamRule {
             adam: self.adam,
+            bc2,
             nesterov: false,
-            time: MomentState::next_time(&state),
-            lr: lr * self.lr_scale,
-            weight_decay: self.weight_decay_at(lr * self.lr_scale),
-            projection: None,
-            skip_non_finite: self.policy.skips(),
         };
-        pass.step(param, grad, state, measure)
+        step(&frame, rule, None, param, grad, state)
     }
 }
 

@@ -6,8 +6,6 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{DispatchDevice, Flex};
 use burn::tensor::{DType, Tensor};
 
-use half::{bf16, f16};
-
 use super::elem::{Elem, fused_dtype};
 use super::parallel::{CHUNK, Task, ranges, run_all, split_mut};
 use super::passes::{Outcome, Param};
@@ -89,11 +87,29 @@ impl Task for Scale<'_> {
     }
 }
 
-/// A fused pass over a parameter and its gradient, generic over their element type.
-pub(crate) trait OverElements {
-    type Output;
-    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Self::Output;
+/// `$body` with `$p` the parameter's elements ([`Param`]) and `$g` the gradient's, of the
+/// parameter's element type (f32, f16 or bf16): the body expands once per type, where the macro
+/// is written (no call between the optimizer and its passes).
+macro_rules! over_elements {
+    ($target:expr, $grad:expr, |$p:ident, $g:ident| $body:expr) => {
+        match $target.dtype() {
+            burn::tensor::DType::F16 => {
+                let ($p, $g) = $target.elements::<half::f16>(&$grad);
+                $body
+            }
+            burn::tensor::DType::BF16 => {
+                let ($p, $g) = $target.elements::<half::bf16>(&$grad);
+                $body
+            }
+            _ => {
+                let ($p, $g) = $target.elements::<f32>(&$grad);
+                $body
+            }
+        }
+    };
 }
+
+pub(crate) use over_elements;
 
 /// One step of the fused loops: the new parameter and state, and what the step did.
 pub(crate) struct Fused<const D: usize, S> {
@@ -168,24 +184,20 @@ impl Target {
         }
     }
 
-    /// The elements for the step, of type `E`: in place, or from the shared buffer into the
-    /// fresh one.
-    fn param<E: Elem>(&mut self) -> Param<'_, E> {
+    /// The elements for the step, of type `E` (the parameter's, see [`over_elements`]): in
+    /// place, or from the shared buffer into the fresh one; with the gradient's `grad`.
+    pub fn elements<'g, E: Elem>(&mut self, grad: &'g Buffer) -> (Param<'_, E>, &'g [E]) {
         let out = E::slice_mut(&mut self.out);
-        match &self.shared {
+        let p = match &self.shared {
             None => Param::in_place(out),
             Some(shared) => Param::copied(E::slice(shared), out),
-        }
+        };
+        (p, grad.elements())
     }
 
-    /// `pass` over the parameter's elements and the gradient's `grad`, of the parameter's
-    /// element type.
-    pub fn step<P: OverElements>(&mut self, grad: &Buffer, pass: P) -> P::Output {
-        match self.out.dtype() {
-            DType::F16 => pass.run(self.param::<f16>(), grad.elements()),
-            DType::BF16 => pass.run(self.param::<bf16>(), grad.elements()),
-            _ => pass.run(self.param::<f32>(), grad.elements()),
-        }
+    /// The parameter's element type.
+    pub fn dtype(&self) -> DType {
+        self.out.dtype()
     }
 
     pub fn dims(&self) -> Vec<usize> {

@@ -14,7 +14,8 @@ pub(crate) mod parallel;
 pub(crate) mod passes;
 pub(crate) mod sums;
 
+pub(crate) use buffer::over_elements;
 pub(crate) use buffer::{
-    Buffer, Fused, OverElements, Target, accepts, all_finite, norm, on_flex, readable,
-    scalar_on_flex, scaled, single_value,
+    Buffer, Fused, Target, accepts, all_finite, norm, on_flex, readable, scalar_on_flex, scaled,
+    single_value,
 };

@@ -11,7 +11,7 @@
 use std::ops::Range;
 
 use super::elem::{Elem, resized, view};
-use super::parallel::{CHUNK, Task, ranges, run_all, split, split_mut, take_front, take_front_mut};
+use super::parallel::{CHUNK, Task, ranges, split, split_mut, take_front, take_front_mut};
 use super::sums::{BLOCK, blocked_squares};
 use crate::rules::decay::{factor, write};
 
@@ -237,21 +237,33 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
+    /// The frame of a step at `scale` (`η` with its bias correction) and decay rate `η·λ`;
+    /// `measure` (NaP's projection) skips a non-finite gradient whatever the policy and sums
+    /// `p'²`.
+    pub fn new(skip_non_finite: bool, measure: bool, decay_rate: f64, scale: f64) -> Self {
+        Self {
+            skip_non_finite: skip_non_finite || measure,
+            new_norm: NewNorm(measure),
+            decay_rate,
+            scale: scale as f32,
+        }
+    }
+
     /// The decay factor `1 − ηλ·r` (`rules::decay::factor`) for the ratio `r`, or `None` when
     /// `ηλ = 0` (no multiply).
     pub fn factor(&self, ratio: f32) -> Option<f32> {
         (self.decay_rate != 0.0).then(|| factor(ratio, self.decay_rate))
     }
 
-    /// One pass: the state and `p ← p·f − η'·u`.
-    pub fn plain<K: Kernel, E: Elem>(
+    /// The plain pass's tasks (run by `run_all`): the state and `p ← p·f − η'·u`, chunk by
+    /// chunk.
+    pub fn plain<'a, K: Kernel, E: Elem>(
         &self,
-        p: Param<'_, E>,
-        kernel: &mut K,
+        p: Param<'a, E>,
+        kernel: &'a mut K,
         factor: Option<f32>,
-    ) -> Vec<f64> {
-        let numel = p.len();
-        let chunks = ranges(numel, CHUNK);
+    ) -> Vec<Plain<'a, K::Part<'a>, E>> {
+        let chunks = ranges(p.len(), CHUNK);
         let tasks = p.split(&chunks).into_iter().zip(kernel.parts(&chunks));
         let (scale, new_norm) = (self.scale, self.new_norm);
         let tasks = tasks.map(|(p, part)| Plain {
@@ -261,12 +273,12 @@ impl Frame {
             scale,
             new_norm,
         });
-        run_all(tasks.collect(), numel)
+        tasks.collect()
     }
 }
 
 /// One pass over one chunk: the state and `p ← p·f − η'·u`.
-struct Plain<'a, P, E> {
+pub(crate) struct Plain<'a, P, E> {
     p: Param<'a, E>,
     part: P,
     factor: Option<f32>,

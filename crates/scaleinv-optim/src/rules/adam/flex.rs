@@ -1,5 +1,6 @@
 //! Adam's rule on flex buffers: the moments of one tensor stepped element by element with
-//! `super`'s formulas, inside the projection's passes (AdamP) or the plain pass (AdamW, AdamC).
+//! `super`'s formulas, inside the projection's passes (`rules::projection::flex::step`: AdamP's
+//! projection, or none for AdamW and AdamC).
 
 use std::ops::Range;
 
@@ -9,116 +10,63 @@ use super::Adam;
 use super::tensor::MomentState;
 use crate::engine::flex::elem::{Elem, view};
 use crate::engine::flex::parallel::{split, split_mut, take_front, take_front_mut};
-use crate::engine::flex::passes::{Frame, Kernel, NewNorm, Outcome, Param, Part};
-use crate::engine::flex::{Buffer, Fused, OverElements, Target};
+use crate::engine::flex::passes::{Frame, Kernel, Outcome, Part};
+use crate::engine::flex::{Buffer, Fused, Target, over_elements};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::flex::step;
+use crate::rules::projection::flex::step as passes;
 
-/// One Adam-type step's hyperparameters.
-pub(crate) struct AdamPass<'a> {
-    pub adam: Adam,
-    /// AdamP's Nesterov form.
-    pub nesterov: bool,
-    /// The step count `t` after this step.
-    pub time: usize,
-    pub lr: f64,
-    /// Decoupled decay λ (multiplied by `lr`, and by `wd_ratio` where the projection fires).
-    pub weight_decay: f64,
-    /// AdamP's projection; `None` for AdamW.
-    pub projection: Option<&'a ScaleInvariance>,
-    pub skip_non_finite: bool,
-}
-
-impl AdamPass<'_> {
-    /// One fused step of `param` with gradient `grad` from `state` (moments of zeros before the
-    /// first step; `time` is [`MomentState::next_time`] of it): the moments become buffers,
-    /// the passes step them with the parameter, and they come back as the new state (as given,
-    /// for a step skipped under `measure`: see `TwoPaths::fused`). Nothing is written when the
-    /// step is skipped for a non-finite gradient. The caller checked
-    /// [`accepts`](crate::engine::flex::accepts) and [`fit`](crate::engine::fits::fit).
-    pub fn step<const D: usize>(
-        &self,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<MomentState<D>>,
-        measure: bool,
-    ) -> Fused<D, MomentState<D>> {
-        let g = Buffer::new(grad);
-        let first = state.is_none();
-        let (mut m, mut v) = match state {
-            Some(s) => (Buffer::new(s.moment_1), Buffer::new(s.moment_2)),
-            None => (Buffer::zeros(&g), Buffer::zeros(&g)),
-        };
-        let mut p = Target::new(param);
-        let dims = &p.dims();
-        let run = AdamRun {
-            pass: self,
-            dims,
-            moments: (m.get_mut(), v.get_mut()),
-            measure,
-        };
-        let outcome = p.step(&g, run);
-        let given_back = measure && outcome == Outcome::Skipped;
-        let time = self.time;
-        let state = MomentState {
-            time: if given_back { time - 1 } else { time },
-            moment_1: m.tensor(),
-            moment_2: v.tensor(),
-        };
-        Fused {
-            param: p.tensor(outcome),
-            state: (!(given_back && first)).then_some(state),
-            outcome,
-        }
-    }
-}
-
-/// [`AdamPass::step`] over one element type: the frame's scalars and Adam's kernel, through
-/// the projection's passes.
-struct AdamRun<'a, 'm> {
-    pass: &'a AdamPass<'a>,
-    dims: &'a [usize],
-    moments: (&'m mut [f32], &'m mut [f32]),
-    measure: bool,
-}
-
-impl OverElements for AdamRun<'_, '_> {
-    type Output = Outcome;
-
-    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
-        let Self {
-            pass,
-            dims,
-            moments: (m, v),
-            measure,
-        } = self;
-        let (bc1, bc2) = pass.adam.bias_corrections(pass.time);
-        let frame = Frame {
-            skip_non_finite: pass.skip_non_finite || measure,
-            new_norm: NewNorm(measure),
-            decay_rate: pass.lr * pass.weight_decay,
-            scale: (pass.lr / bc1) as f32,
-        };
+/// One fused step of `param` with gradient `grad` from `state` (moments of zeros before the
+/// first step): the moments become buffers, the projection's passes (`projection`: AdamP's, or
+/// `None`) step them with the parameter under `frame` (built for the step count
+/// [`MomentState::next_time`] of `state`), and they come back as the new state (as given, for a
+/// step skipped under the frame's measure: see `TwoPaths::fused`). Nothing is written when the
+/// step is skipped for a non-finite gradient. The caller checked
+/// [`accepts`](crate::engine::flex::accepts) and [`fit`](crate::engine::fits::fit).
+pub(crate) fn step<const D: usize>(
+    frame: &Frame,
+    rule: AdamRule,
+    projection: Option<&ScaleInvariance>,
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    state: Option<MomentState<D>>,
+) -> Fused<D, MomentState<D>> {
+    let time = MomentState::next_time(&state);
+    let first = state.is_none();
+    let g = Buffer::new(grad);
+    let (mut m, mut v) = match state {
+        Some(s) => (Buffer::new(s.moment_1), Buffer::new(s.moment_2)),
+        None => (Buffer::zeros(&g), Buffer::zeros(&g)),
+    };
+    let (mut target, moments) = (Target::new(param), (m.get_mut(), v.get_mut()));
+    let dims = target.dims();
+    let outcome = over_elements!(target, g, |p, g| {
         let mut kernel = AdamKernel {
-            rule: AdamRule {
-                adam: pass.adam,
-                bc2,
-                nesterov: pass.nesterov,
-            },
+            rule,
             g,
-            m,
-            v,
+            m: moments.0,
+            v: moments.1,
         };
-        step(&frame, pass.projection, dims, p, g, &mut kernel)
+        passes(frame, projection, &dims, p, g, &mut kernel)
+    });
+    let given_back = frame.new_norm.0 && outcome == Outcome::Skipped;
+    let state = MomentState {
+        time: if given_back { time - 1 } else { time },
+        moment_1: m.tensor(),
+        moment_2: v.tensor(),
+    };
+    Fused {
+        param: target.tensor(outcome),
+        state: (!(given_back && first)).then_some(state),
+        outcome,
     }
 }
 
-/// Adam's formulas at one step (`super`).
+/// Adam's formulas at one step (`super`): `bc2 = 1 − β2^t`, and AdamP's Nesterov form.
 #[derive(Clone, Copy)]
-struct AdamRule {
-    adam: Adam,
-    bc2: f64,
-    nesterov: bool,
+pub(crate) struct AdamRule {
+    pub adam: Adam,
+    pub bc2: f64,
+    pub nesterov: bool,
 }
 
 impl AdamRule {

@@ -181,7 +181,7 @@ impl<E: Elem> Task for Measure<'_, E> {
 
 /// One fused step of a kernel with AdamP's and SGDP's projection (`projection`, where it
 /// applies) or without (`None`): the statistics pass, the test, then the plain pass, the
-/// channel runs, or the dots and projected passes.
+/// channel runs, or the dots and projected passes, each a list of tasks for `run_all`.
 pub(crate) fn step<K: Kernel, E: Elem>(
     frame: &Frame,
     projection: Option<&ScaleInvariance>,
@@ -190,13 +190,13 @@ pub(crate) fn step<K: Kernel, E: Elem>(
     g: &[E],
     kernel: &mut K,
 ) -> Outcome {
-    let new_norm = frame.new_norm;
+    let (numel, new_norm) = (p.len(), frame.new_norm);
     let projection = projection.filter(|proj| proj.applies_to(dims.len()));
     let Some(projection) = projection else {
         if frame.skip_non_finite && !finite(g) {
             return Outcome::Skipped;
         }
-        let squares = frame.plain(p, kernel, frame.factor(1.0));
+        let squares = run_all(frame.plain(p, kernel, frame.factor(1.0)), numel);
         return Outcome::Written(new_norm.total(squares));
     };
     let channels = Channels::new(dims, projection.channel_axis.min(dims.len() - 1));
@@ -207,38 +207,34 @@ pub(crate) fn step<K: Kernel, E: Elem>(
     }
     let (channel, layer) = sums.test(projection, channels.numel());
     let squares = if !(channel || layer) {
-        frame.plain(p, kernel, frame.factor(1.0))
+        run_all(frame.plain(p, kernel, frame.factor(1.0)), numel)
     } else {
         let factor = frame.factor(projection.wd_ratio as f32);
         if channel && channels.by_runs() {
-            runs(
-                frame,
-                channels,
-                p,
-                kernel,
-                (projection, &sums.weight_sq),
-                factor,
-            )
+            let weight_sq = (projection, &sums.weight_sq[..]);
+            run_all(runs(frame, channels, p, kernel, weight_sq, factor), numel)
         } else {
-            let dots = dots(channels, &chunks, p.old(), kernel);
+            let partials = run_all(dots(channels, &chunks, p.old(), kernel), numel);
+            let [dots] = combine(partials, channels.count);
             let coefs = sums.coefficients(projection, channel, &dots);
-            projected(frame, channels, &chunks, p, kernel, &coefs, factor)
+            let tasks = projected(frame, channels, &chunks, p, kernel, &coefs, factor);
+            run_all(tasks, numel)
         }
     };
     Outcome::Written(new_norm.total(squares))
 }
 
-/// A channel-wise projection one channel's run at a time: its state, `⟨P_c, U_c⟩`, the
-/// coefficient and `p ← p·f − η'·(u − c·p)`, with the run's updates kept in a scratch
-/// buffer (in cache) in between — one pass after the statistics.
-fn runs<K: Kernel, E: Elem>(
+/// The tasks of a channel-wise projection one channel's run at a time: its state,
+/// `⟨P_c, U_c⟩`, the coefficient and `p ← p·f − η'·(u − c·p)`, with the run's updates kept in
+/// a scratch buffer (in cache) in between — one pass after the statistics.
+fn runs<'a, K: Kernel, E: Elem>(
     frame: &Frame,
     channels: Channels,
-    p: Param<'_, E>,
-    kernel: &mut K,
-    (projection, weight_sq): (&ScaleInvariance, &[f64]),
+    p: Param<'a, E>,
+    kernel: &'a mut K,
+    (projection, weight_sq): (&'a ScaleInvariance, &'a [f64]),
     factor: Option<f32>,
-) -> Vec<f64> {
+) -> Vec<Runs<'a, K::Part<'a>, E>> {
     let chunks = ranges(
         channels.numel(),
         (CHUNK / channels.inner).max(1) * channels.inner,
@@ -255,16 +251,16 @@ fn runs<K: Kernel, E: Elem>(
         scale: frame.scale,
         new_norm: frame.new_norm,
     });
-    run_all(tasks.collect(), channels.numel())
+    tasks.collect()
 }
 
-/// Pass 2 of a projected step: the state, and `⟨P_c, U_c⟩` per channel.
-fn dots<K: Kernel, E: Elem>(
+/// The tasks of pass 2 of a projected step: the state, and `⟨P_c, U_c⟩` per channel.
+fn dots<'a, K: Kernel, E: Elem>(
     channels: Channels,
     chunks: &[Range<usize>],
-    p: &[E],
-    kernel: &mut K,
-) -> Vec<f64> {
+    p: &'a [E],
+    kernel: &'a mut K,
+) -> Vec<Dots<'a, K::Part<'a>, E>> {
     let parts = split(p, chunks).into_iter().zip(kernel.parts(chunks));
     let tasks = chunks.iter().cloned().zip(parts);
     let tasks = tasks.map(|(range, (p, part))| Dots {
@@ -273,21 +269,19 @@ fn dots<K: Kernel, E: Elem>(
         p,
         part,
     });
-    let partials = run_all(tasks.collect(), channels.numel());
-    let [dots] = combine(partials, channels.count);
-    dots
+    tasks.collect()
 }
 
-/// Pass 3 of a projected step: `p ← p·f − η'·(u − c·p)`.
-fn projected<K: Kernel, E: Elem>(
+/// The tasks of pass 3 of a projected step: `p ← p·f − η'·(u − c·p)`.
+fn projected<'a, K: Kernel, E: Elem>(
     frame: &Frame,
     channels: Channels,
     chunks: &[Range<usize>],
-    p: Param<'_, E>,
-    kernel: &mut K,
-    coefs: &[f32],
+    p: Param<'a, E>,
+    kernel: &'a mut K,
+    coefs: &'a [f32],
     factor: Option<f32>,
-) -> Vec<f64> {
+) -> Vec<Project<'a, K::Part<'a>, E>> {
     let parts = p.split(chunks).into_iter().zip(kernel.parts(chunks));
     let tasks = chunks.iter().cloned().zip(parts);
     let tasks = tasks.map(|(range, (p, part))| Project {
@@ -300,7 +294,7 @@ fn projected<K: Kernel, E: Elem>(
         scale: frame.scale,
         new_norm: frame.new_norm,
     });
-    run_all(tasks.collect(), channels.numel())
+    tasks.collect()
 }
 
 /// Pass 2 over one chunk: the state, and per-channel `⟨P_c, U_c⟩`.

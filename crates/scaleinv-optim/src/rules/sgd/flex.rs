@@ -5,91 +5,40 @@ use std::ops::Range;
 
 use crate::engine::flex::elem::{Elem, view};
 use crate::engine::flex::parallel::{split, split_mut, take_front, take_front_mut};
-use crate::engine::flex::passes::{Frame, Kernel, NewNorm, Outcome, Param, Part};
-use crate::engine::flex::{Buffer, OverElements, Target};
+use crate::engine::flex::passes::{Frame, Kernel, Outcome, Part};
+use crate::engine::flex::{Buffer, Target, over_elements};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::flex::step;
+use crate::rules::projection::flex::step as passes;
 use crate::rules::sgd;
 
-/// One SGD-with-momentum step's hyperparameters.
-pub(crate) struct SgdPass<'a> {
-    pub momentum: f64,
-    pub dampening: f64,
-    pub nesterov: bool,
-    /// Write the projected update back into the buffer.
-    pub write_back: bool,
-    pub lr: f64,
-    /// Decoupled decay rate (before the projection's ratio).
-    pub decay_rate: f64,
-    pub projection: Option<&'a ScaleInvariance>,
-    pub skip_non_finite: bool,
-}
-
-impl SgdPass<'_> {
-    /// Steps `p` with gradient `g` and momentum buffer `b` (zeros before the first step; with
-    /// μ = 0 scratch space the caller does not keep). Nothing is written when the step is
-    /// skipped for a non-finite gradient. With `measure`, a non-finite gradient is skipped
-    /// whatever the policy, and a written step returns `Σ p'²` (see [`Outcome`]).
-    pub fn run(&self, p: &mut Target, g: &Buffer, b: &mut [f32], measure: bool) -> Outcome {
-        let dims = &p.dims();
-        p.step(
-            g,
-            SgdRun {
-                pass: self,
-                dims,
-                b,
-                measure,
-            },
-        )
-    }
-}
-
-/// [`SgdPass::run`] over one element type.
-struct SgdRun<'a, 'b> {
-    pass: &'a SgdPass<'a>,
-    dims: &'a [usize],
-    b: &'b mut [f32],
-    measure: bool,
-}
-
-impl OverElements for SgdRun<'_, '_> {
-    type Output = Outcome;
-
-    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
-        let Self {
-            pass,
-            dims,
-            b,
-            measure,
-        } = self;
-        let frame = Frame {
-            skip_non_finite: pass.skip_non_finite || measure,
-            new_norm: NewNorm(measure),
-            decay_rate: pass.decay_rate,
-            scale: pass.lr as f32,
-        };
-        let mut kernel = SgdKernel {
-            rule: SgdRule {
-                momentum: pass.momentum,
-                dampening: pass.dampening,
-                nesterov: pass.nesterov,
-                write_back: pass.write_back,
-            },
-            g,
-            b,
-        };
-        step(&frame, pass.projection, dims, p, g, &mut kernel)
-    }
+/// Steps the parameter `target` with gradient `g` and momentum buffer `b` (zeros before the
+/// first step; with μ = 0 scratch space the caller does not keep) in the projection's passes
+/// (`projection`: SGDP's, or `None`) under `frame`. Nothing is written when the step is skipped
+/// for a non-finite gradient (see [`Outcome`]).
+pub(crate) fn step(
+    frame: &Frame,
+    rule: SgdRule,
+    projection: Option<&ScaleInvariance>,
+    target: &mut Target,
+    g: &Buffer,
+    b: &mut [f32],
+) -> Outcome {
+    let dims = target.dims();
+    over_elements!(target, g, |p, g| {
+        let mut kernel = SgdKernel { rule, g, b };
+        passes(frame, projection, &dims, p, g, &mut kernel)
+    })
 }
 
 /// SGD's formulas (`super`). From a zero buffer, `0·μ + x = x` exactly: the tensor path's
 /// first step.
 #[derive(Clone, Copy)]
-struct SgdRule {
-    momentum: f64,
-    dampening: f64,
-    nesterov: bool,
-    write_back: bool,
+pub(crate) struct SgdRule {
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    /// Write the projected update back into the buffer (SGDP's reference).
+    pub write_back: bool,
 }
 
 /// SGD's momentum buffer of one tensor.

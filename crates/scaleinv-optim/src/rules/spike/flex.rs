@@ -9,7 +9,7 @@ use crate::engine::flex::parallel::{
 };
 use crate::engine::flex::passes::{NewNorm, Outcome, Param};
 use crate::engine::flex::sums::{BLOCK, max_abs_and_squares, squares};
-use crate::engine::flex::{Buffer, OverElements, Target};
+use crate::engine::flex::{Buffer, Target, over_elements};
 use crate::rules::adam::Adam;
 use crate::rules::{decay, spike};
 
@@ -29,21 +29,6 @@ pub(crate) struct SpikeState<'a> {
     pub scalars: SpikeScalars<'a>,
 }
 
-/// [`SpikeStep::run`] over one element type.
-struct SpikeRun<'a> {
-    step: &'a SpikeStep,
-    state: SpikeState<'a>,
-    measure: bool,
-}
-
-impl OverElements for SpikeRun<'_> {
-    type Output = Outcome;
-
-    fn run<E: Elem>(self, p: Param<'_, E>, g: &[E]) -> Outcome {
-        self.step.frame(p, g, self.state, self.measure)
-    }
-}
-
 impl SpikeStep {
     /// Steps `p` with gradient `g`, moments `m`, `v` and AMSGrad's running maximum `max_v`.
     /// Under `skip_non_finite`, a non-finite clipped norm leaves `p`, the moments and the
@@ -51,14 +36,7 @@ impl SpikeStep {
     /// With `measure`, a non-finite gradient is skipped whatever the policy and then nothing at
     /// all is written (no reset either), and a written step returns `Σ p'²` (see [`Outcome`]).
     pub fn run(&self, p: &mut Target, g: &Buffer, state: SpikeState<'_>, measure: bool) -> Outcome {
-        p.step(
-            g,
-            SpikeRun {
-                step: self,
-                state,
-                measure,
-            },
-        )
+        over_elements!(p, g, |p, g| self.frame(p, g, state, measure))
     }
 
     fn frame<E: Elem>(
