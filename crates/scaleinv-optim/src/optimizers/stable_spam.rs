@@ -356,9 +356,9 @@ impl TwoPaths for StableSpam {
         let old = state.unwrap_or_else(|| StableSpamState::zeros(&param, self.amsgrad));
         let step = self.step_at(&old, lr);
         let scalars = SpikeScalars::new(&step, self.amsgrad);
-        let max_v = old
-            .max_moment_2
-            .unwrap_or_else(|| old.moments.moment_1.clone());
+        // Without AMSGrad the kernels read no maximum: the gradient stands in (read-only, so
+        // that the moments' buffers stay unshared and are written in place).
+        let max_v = old.max_moment_2.unwrap_or_else(|| grad.clone());
         let ([param, m, v, max_v], [clip_threshold, norm_mean, norm_sq_mean]) = spike_step(
             [
                 param,

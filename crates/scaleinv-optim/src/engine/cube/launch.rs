@@ -1,5 +1,7 @@
-//! What every launch of the CubeCL kernels shares: contiguous f32 inputs, fresh outputs of
-//! the same shape, one thread per element, and the device-side non-finite flag.
+//! What every launch of the CubeCL kernels shares: contiguous f32 inputs, the state written in
+//! place when no other tensor shares its buffer, one thread per vector of elements, and the
+//! device-side non-finite test (per-block flags in scratch from the runtime's pool: no upload,
+//! nothing to clear, finished by the kernel that reads them).
 
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
@@ -21,9 +23,19 @@ pub fn contiguous<const N: usize>(tensors: [CubeTensor; N]) -> [CubeTensor; N] {
     })
 }
 
+/// `tensor` for a kernel that writes it in place: itself when no other tensor shares its buffer
+/// (`CubeTensor::can_mut`), else a copy (one launch).
+pub fn writable(tensor: CubeTensor) -> CubeTensor {
+    if tensor.can_mut() {
+        tensor
+    } else {
+        tensor.copy()
+    }
+}
+
 /// The geometry of an element-wise launch over contiguous tensors of one shape: one thread
 /// per vector of 4, 2 or 1 elements (the widest that divides the element count and every
-/// buffer's offset).
+/// buffer's offset), in cubes of a power of two units ([`units_per_cube`]).
 pub struct Launch {
     like: CubeTensor,
     elements: usize,
@@ -53,7 +65,7 @@ impl Launch {
         };
         let vector = [4, 2, 1].into_iter().find(|&v| aligned(v)).unwrap_or(1);
         let threads = elements / vector;
-        let dim = CubeDim::new(&like.client, threads);
+        let dim = CubeDim::new_1d(units_per_cube(&like.client, threads) as u32);
         let count = cubecl::calculate_cube_count_elemwise(&like.client, threads, dim);
         Self {
             like: like.clone(),
@@ -70,6 +82,11 @@ impl Launch {
 
     pub fn dim(&self) -> CubeDim {
         self.dim
+    }
+
+    /// The units of one cube (a power of two: the kernels' in-cube reductions need it).
+    pub fn units(&self) -> usize {
+        self.dim.num_elems() as usize
     }
 
     pub fn count(&self) -> CubeCount {
@@ -119,6 +136,9 @@ pub fn units_per_cube(client: &Client, work: usize) -> usize {
     (1 << most.ilog2()).min(work.max(1).next_power_of_two())
 }
 
+/// The most blocks of a reduction that every cube of the next launch finishes for itself.
+pub const FEW: usize = 64;
+
 /// A reduction by blocks over `vectors` vectors: at most 256 cubes of
 /// [`units_per_cube`] units, each reducing a strided share to one partial result in `partial`,
 /// which one cube of the same width then finishes.
@@ -130,8 +150,18 @@ pub struct Blocks {
 
 impl Blocks {
     pub fn new(client: &Client, vectors: usize) -> Self {
+        Self::at_most(client, vectors, 256)
+    }
+
+    /// At most [`FEW`] blocks: for a reduction every cube of the next launch finishes for
+    /// itself ([`finish_in_cube`](super::reduce::finish_in_cube)).
+    pub fn few(client: &Client, vectors: usize) -> Self {
+        Self::at_most(client, vectors, FEW)
+    }
+
+    fn at_most(client: &Client, vectors: usize, most: usize) -> Self {
         let units = units_per_cube(client, vectors);
-        let count = vectors.div_ceil(units).clamp(1, 256);
+        let count = vectors.div_ceil(units).clamp(1, most);
         Self {
             units,
             count,
@@ -156,47 +186,125 @@ impl Blocks {
     }
 }
 
-/// A one-element `u32` flag on the device: 1 when the step must be skipped.
-pub struct Flag(Handle);
+/// The non-finite test an update reads: `count` flags on the device (1.0 where the gradient
+/// held NaN or ±∞, else 0.0), written before the update by the blocks of
+/// [`NonFinite::of_blocks`] or, for a projected tensor, by the decision kernel; none when the
+/// policy does not skip.
+pub struct NonFinite {
+    flags: Option<Handle>,
+    count: usize,
+}
 
-impl Flag {
-    pub fn arg(&self) -> BufferArg {
-        // SAFETY: the handle holds one u32.
-        unsafe { BufferArg::from_raw_parts(self.0.clone(), 1) }
+impl NonFinite {
+    /// No test (the policy propagates): nothing is launched, nothing read.
+    pub fn none() -> Self {
+        Self {
+            flags: None,
+            count: 0,
+        }
+    }
+
+    /// One flag another kernel writes (`flag`, one f32 from the pool).
+    pub fn one(flag: Handle) -> Self {
+        Self {
+            flags: Some(flag),
+            count: 1,
+        }
+    }
+
+    /// The test of the contiguous gradient `g` by at most 256 blocks, one flag each (one
+    /// launch).
+    pub fn of_blocks(run: &Launch, g: &CubeTensor) -> Self {
+        let blocks = Blocks::new(run.client(), g.meta.num_elements() / run.vector());
+        non_finite_blocks::launch(
+            run.client(),
+            blocks.cubes(),
+            blocks.dim(),
+            run.vector(),
+            run.arg(g),
+            blocks.partial(),
+            blocks.units,
+        );
+        Self {
+            flags: Some(blocks.partial),
+            count: blocks.count,
+        }
+    }
+
+    /// Whether the update reads flags (a comptime switch of the update kernels).
+    pub fn tested(&self) -> bool {
+        self.count > 0
+    }
+
+    /// The flags as a kernel's slice (`fill`'s buffer, unread, when there is no test), and
+    /// their count.
+    pub fn args(&self, run: &Launch, fill: &CubeTensor) -> (BufferArg, usize) {
+        let handle = self.flags.as_ref().unwrap_or(&fill.handle);
+        (run.floats(handle, self.count.max(1)), self.count)
     }
 }
 
-/// Sets `flag[0]` to 1 where an element of `g` is NaN or ±∞, one vector of `N` elements per
-/// thread (every such thread writes the same value: no atomics needed).
+/// Block `CUBE_POS`'s flag: 1.0 when an element of its strided share of `g` is NaN or ±∞.
 #[cube(launch)]
-fn flag_non_finite<N: Size>(g: &[Vector<f32, N>], flag: &mut [u32]) {
-    let i = ABSOLUTE_POS;
-    if i < g.len() {
-        let nan = g[i].is_nan();
-        let inf = g[i].is_inf();
+fn non_finite_blocks<N: Size>(g: &[Vector<f32, N>], flags: &mut [f32], #[comptime] units: usize) {
+    let unit = UNIT_POS as usize;
+    let stride = CUBE_COUNT * units;
+    let mut bad = 0.0f32;
+    let mut j = CUBE_POS * units + unit;
+    while j < g.len() {
+        let nan = g[j].is_nan();
+        let inf = g[j].is_inf();
         #[unroll]
         for k in 0..N::value() {
             if nan.extract(k) || inf.extract(k) {
-                flag[0] = 1u32;
+                bad = 1.0f32;
             }
         }
+        j += stride;
+    }
+    // One shared word raised by any unit that met one (two barriers, no tree).
+    let raised = Shared::<[Atomic<u32>]>::new_slice(1usize);
+    if unit == 0 {
+        raised[0].store(0u32);
+    }
+    sync_cube();
+    if bad > 0.0f32 {
+        raised[0].store(1u32);
+    }
+    sync_cube();
+    if unit == 0 {
+        flags[CUBE_POS] = select(raised[0].load() != 0u32, 1.0f32, 0.0f32);
     }
 }
 
-/// The skip flag of a step on the contiguous gradient `g`: tested on the device when
-/// `skip_non_finite` (one launch), else a constant 0 (no launch).
-pub fn flag(g: &CubeTensor, skip_non_finite: bool) -> Flag {
-    let flag = Flag(g.client.create_from_slice(&0u32.to_le_bytes()));
-    if skip_non_finite {
-        let run = Launch::new([g]);
-        flag_non_finite::launch(
-            run.client(),
-            run.count(),
-            run.dim(),
-            run.vector(),
-            run.arg(g),
-            flag.arg(),
-        );
+/// Whether the step is skipped: some flag of `flags[0..count]` set, finished by every cube of
+/// the update for itself (`units` its units; every unit must call it): each unit reads its
+/// share of the flags and raises one shared word, between two barriers (a tree would take one
+/// barrier per halving, which a software device pays in full). `false` without a test.
+#[cube]
+pub fn skipped(
+    flags: &[f32],
+    count: usize,
+    #[comptime] units: usize,
+    #[comptime] tested: bool,
+) -> bool {
+    let mut skip = false;
+    if tested {
+        let unit = UNIT_POS as usize;
+        let raised = Shared::<[Atomic<u32>]>::new_slice(1usize);
+        if unit == 0 {
+            raised[0].store(0u32);
+        }
+        sync_cube();
+        let mut b = unit;
+        while b < count {
+            if flags[b] > 0.0f32 {
+                raised[0].store(1u32);
+            }
+            b += units;
+        }
+        sync_cube();
+        skip = raised[0].load() != 0u32;
     }
-    flag
+    skip
 }

@@ -4,15 +4,17 @@
 //! live in its `cube.rs` (`rules::*::cube`), plugged in as a backend extension of their own
 //! (`AdamKernel`, `SgdKernel`, `SpikeKernel`, `NormKernel`): under Burn's fusion each step is
 //! registered lazily like any other operation and runs on the `CubeTensor` handles when the
-//! stream is flushed. No step reads anything back to the host: the non-finite test is a device
-//! flag the update kernel reads.
+//! stream is flushed. No step reads anything back to the host or uploads anything to it: the
+//! non-finite test is a set of device flags in scratch from the runtime's pool, written by the
+//! kernels before the update and finished by the update itself. The Adam and SGD updates write
+//! the parameter and the state in place when no other tensor shares their buffers.
 //!
 //! | optimizer | launches per tensor and step |
 //! |-----------|------------------------------|
 //! | width-scaled AdamW, AdamC | 1 (+1 for the non-finite test under `Skip`) |
-//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision, update), 1 otherwise (+1 under `Skip`) |
-//! | Stable-SPAM | 5 (`max|g|` by blocks, AdaClip, `Σ clip(g)²` by blocks, AdaGN, update) |
-//! | NaP's projection of a whole tensor | 3 (`Σp²` by blocks, the factor, the rescale) |
+//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision with the non-finite test, update), 1 otherwise (+1 under `Skip`) |
+//! | Stable-SPAM | 3 (`max|g|` by blocks; AdaClip and `Σ clip(g)²` by blocks; AdaGN and the update in place) |
+//! | NaP's projection of a whole tensor | 2 (`Σp²` by blocks; the factor and the rescale in place) |
 
 pub(crate) mod launch;
 #[cfg(test)]

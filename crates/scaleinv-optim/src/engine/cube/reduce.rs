@@ -4,6 +4,8 @@
 use burn::cubecl;
 use burn::cubecl::prelude::*;
 
+use super::launch::FEW;
+
 /// Reduces `rows` rows of `units` values each (row `r` at `acc[r·units..]`, one value per
 /// unit) to their sums (`sum`) or maxima, left at `acc[r·units]`: one tree over the cube's
 /// units whose barriers the rows share.
@@ -61,28 +63,39 @@ pub fn lane_max<N: Size>(x: Vector<f32, N>) -> f32 {
     most
 }
 
-/// The partial results `partial[0..blocks]` combined by one cube: their sum (`sum`) or their
-/// maximum.
+/// The partial results `partial[0..blocks]` (at most [`FEW`]) combined in index order, for
+/// every unit of the cube that calls it (`units` its units; every unit must call it): their
+/// sum (`sum`) or their maximum. The units stage the partials in shared memory with one load
+/// each, one unit combines them, and the result comes back through shared memory: two
+/// barriers. Each cube of a launch finishes a reduction's blocks for itself, all in the same
+/// order, so every cube holds the same bits.
 #[cube]
-pub fn finish(
+pub fn finish_in_cube(
     partial: &[f32],
     blocks: usize,
     #[comptime] units: usize,
     #[comptime] sum: bool,
 ) -> f32 {
     let unit = UNIT_POS as usize;
-    let mut acc = 0.0f32;
+    let mut staged = Shared::<[Vector<f32, Const<1>>]>::new_slice(FEW + 1);
     let mut b = unit;
     while b < blocks {
-        if sum {
-            acc += partial[b];
-        } else {
-            acc = f32::max(acc, partial[b]);
-        }
+        staged[b] = Vector::new(partial[b]);
         b += units;
     }
-    let mut shared = Shared::<[Vector<f32, Const<1>>]>::new_slice(units);
-    shared[unit] = Vector::new(acc);
-    tree::<Const<1>>(&mut shared, 1usize, units, sum);
-    shared[0].extract(0usize)
+    sync_cube();
+    if unit == 0 {
+        let mut acc = 0.0f32;
+        for k in 0..blocks {
+            let x = staged[k].extract(0usize);
+            if sum {
+                acc += x;
+            } else {
+                acc = f32::max(acc, x);
+            }
+        }
+        staged[FEW] = Vector::new(acc);
+    }
+    sync_cube();
+    staged[FEW].extract(0usize)
 }

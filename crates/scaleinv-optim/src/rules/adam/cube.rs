@@ -1,12 +1,12 @@
 //! Adam's step (width-scaled AdamW's, AdamC's, AdamP's) as CubeCL kernels: one launch for
-//! the step, after one for the non-finite test under `Skip`, and for AdamP's projected
-//! tensors two for the projection's coefficients (`projection`).
+//! the step, after one for the non-finite test under `Skip` or, for AdamP's projected
+//! tensors, two for the projection's coefficients and the test (`projection`).
 //!
 //! ```text
-//! launch 1 (Skip only)   read g: flag ← 1 where an element is NaN or ±∞
-//! (AdamP, rank ≥ 2)      the coefficients k_c and the decay ratio r (`projection`)
-//! last launch            read p, g, m, v, flag (k_c, r); write p, m, v:
-//!                        flag set:  p, m, v copied as they were
+//! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞
+//! (AdamP, rank ≥ 2)      the coefficients k_c, the decay ratio r, the flag (`projection`)
+//! last launch            read g, flags (k_c, r); p, m, v in place (a copy first if shared):
+//!                        some flag set: nothing written
 //!                        otherwise: m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
 //!                                   u = m / (√v / √(1 − β2^t) + ε)   (`direction`)
 //!                                   AdamP: u ← u − k_c·p,  f = r·(−ηλ) + 1
@@ -27,7 +27,7 @@ use burn::tensor::Tensor;
 
 use super::Adam;
 use super::tensor::MomentState;
-use crate::engine::cube::launch::contiguous;
+use crate::engine::cube::launch::{contiguous, skipped, writable};
 use crate::engine::cube::{CubeStep, on_cube};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
@@ -130,53 +130,51 @@ impl Momentum for AdamMomentum {
     }
 }
 
-/// One Adam step per vector of `N` elements (see the module's doc); `skip[0] ≠ 0` copies the
-/// inputs. `projected`: `u ← u − coef[c]·p` in channel `c` and the decay ratio `ratio[0]`.
+/// One Adam step per vector of `N` elements, in place (see the module's doc): nothing is
+/// written when a flag of `flags[0..flag_count]` is set (`tested`; every cube of `units` units
+/// finishes the flags for itself). `projected`: `u ← u − coef[c]·p` in channel `c` and the
+/// decay ratio `ratio[0]`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn adam_update<N: Size>(
-    p: &[Vector<f32, N>],
+    p: &mut [Vector<f32, N>],
     g: &[Vector<f32, N>],
-    m: &[Vector<f32, N>],
-    v: &[Vector<f32, N>],
-    skip: &[u32],
+    m: &mut [Vector<f32, N>],
+    v: &mut [Vector<f32, N>],
+    flags: &[f32],
     coef: &[f32],
     ratio: &[f32],
-    p_out: &mut [Vector<f32, N>],
-    m_out: &mut [Vector<f32, N>],
-    v_out: &mut [Vector<f32, N>],
     rule: &MomentArgs,
     w: &WriteArgs,
+    flag_count: usize,
     channels: usize,
     inner: usize,
+    #[comptime] units: usize,
+    #[comptime] tested: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
 ) {
+    let skip = skipped(flags, flag_count, units, tested);
     let i = ABSOLUTE_POS;
-    if i < p.len() {
-        if skip[0] != 0u32 {
-            p_out[i] = p[i];
-            m_out[i] = m[i];
-            v_out[i] = v[i];
+    if i < p.len() && !skip {
+        let gi = g[i];
+        let mi = first::<N>(m[i], gi, rule);
+        let vi = second::<N>(v[i], gi, rule);
+        let u = direction::<N>(gi, mi, vi, rule, nesterov);
+        m[i] = mi;
+        v[i] = vi;
+        if projected {
+            let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
+            p[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
         } else {
-            let gi = g[i];
-            let mi = first::<N>(m[i], gi, rule);
-            let vi = second::<N>(v[i], gi, rule);
-            let u = direction::<N>(gi, mi, vi, rule, nesterov);
-            m_out[i] = mi;
-            v_out[i] = vi;
-            if projected {
-                let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
-                p_out[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
-            } else {
-                p_out[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
-            }
+            p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
         }
     }
 }
 
-/// Launches Adam's step on contiguous f32 tensors of one shape; returns `(p, m, v)`. AdamP's
-/// projection applies to tensors of rank ≥ 2 (its channel axis an axis of them).
+/// Launches Adam's step on f32 tensors of one shape; returns `(p, m, v)`, written in place
+/// where no other tensor shares their buffers. AdamP's projection applies to tensors of rank
+/// ≥ 2 (its channel axis an axis of them).
 fn launch(
     p: CubeTensor,
     g: CubeTensor,
@@ -185,6 +183,7 @@ fn launch(
     s: AdamScalars,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [p, g, m, v] = contiguous([p, g, m, v]);
+    let [p, m, v] = [p, m, v].map(writable);
     let rule = s.moments;
     let update = Update::new::<AdamMomentum, 4>(
         [&p, &g, &m, &v],
@@ -194,8 +193,8 @@ fn launch(
         (rule, s.nesterov),
     );
     let run = &update.run;
-    let [p_out, m_out, v_out] = run.outputs();
-    let (coef, ratio, channels) = update.bindings(&p);
+    let (coef, ratio, channels) = update.bindings(&g);
+    let (flags, flag_count) = update.skip.args(run, &g);
     adam_update::launch(
         run.client(),
         run.count(),
@@ -205,21 +204,22 @@ fn launch(
         run.arg(&g),
         run.arg(&m),
         run.arg(&v),
-        update.skip.arg(),
+        flags,
         coef,
         ratio,
-        run.arg(&p_out),
-        run.arg(&m_out),
-        run.arg(&v_out),
         rule.launch(),
         s.write.launch(),
+        flag_count,
         channels.count,
         channels.inner,
+        run.units(),
+        update.skip.tested(),
         s.nesterov,
         update.projects(),
     );
-    (p_out, m_out, v_out)
+    (p, m, v)
 }
+
 impl<const D: usize> MomentState<D> {
     /// One Adam-type step as the CubeCL kernels: the moments (zeros before the first step)
     /// and the parameter go through [`AdamKernel::adam_step`] with the scalars of step `t`.

@@ -1,10 +1,11 @@
-//! NaP's projection of a whole tensor back to its norm `ρ` as CubeCL kernels: three launches
+//! NaP's projection of a whole tensor back to its norm `ρ` as CubeCL kernels: two launches
 //! and no host read.
 //!
 //! ```text
 //! launch 1, blocks   read p: Σp² per block
-//! launch 2, 1 cube   factor = ρ / max(√Σp², ε)
-//! launch 3           read p; write p·factor
+//! launch 2           every cube: factor = ρ / max(√Σp², ε) from the blocks' sums (at most
+//!                    64, added in order: the same bits in every cube);
+//!                    p ← p·factor in place (a copy first if shared)
 //! ```
 
 use burn::backend::wgpu::CubeTensor;
@@ -16,8 +17,8 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::engine::cube::launch::{Blocks, Launch, contiguous};
-use crate::engine::cube::reduce::{finish, lane_sum, tree};
+use crate::engine::cube::launch::{Blocks, Launch, contiguous, writable};
+use crate::engine::cube::reduce::{finish_in_cube, lane_sum, tree};
 use crate::engine::cube::{accepts, on_cube};
 
 /// NaP's floor of the current norm.
@@ -51,39 +52,33 @@ pub fn norm_factor_of(radius: f32, norm: f32, epsilon: f32) -> f32 {
     radius / f32::max(norm, epsilon)
 }
 
-/// Launch 2: `ρ / max(‖p‖, ε)`.
+/// Launch 2: `p ← p · ρ / max(‖p‖, ε)`, each cube of `units` units finishing the `blocks`
+/// partial sums for itself.
 #[cube(launch)]
-fn norm_factor(
+fn rescale<N: Size>(
+    p: &mut [Vector<f32, N>],
     partial: &[f32],
     blocks: usize,
     radius: &[f32],
-    factor: &mut [f32],
     epsilon: f32,
     #[comptime] units: usize,
 ) {
-    let sum = finish(partial, blocks, units, true);
-    if UNIT_POS == 0 {
-        factor[0] = norm_factor_of(radius[0], f32::sqrt(sum), epsilon);
-    }
-}
-
-/// Launch 3: `p · factor`.
-#[cube(launch)]
-fn scale<N: Size>(p: &[Vector<f32, N>], factor: &[f32], p_out: &mut [Vector<f32, N>]) {
+    let sum = finish_in_cube(partial, blocks, units, true);
+    let factor = norm_factor_of(radius[0], f32::sqrt(sum), epsilon);
     let i = ABSOLUTE_POS;
     if i < p.len() {
-        p_out[i] = p[i] * Vector::new(factor[0]);
+        p[i] = p[i] * Vector::new(factor);
     }
 }
 
-/// Launches NaP's projection of the contiguous f32 tensor `p` onto the norm held in the
-/// one-element `radius`.
+/// Launches NaP's projection of the f32 tensor `p` onto the norm held in the one-element
+/// `radius`; `p` is written in place where no other tensor shares its buffer.
 fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
     let [p, radius] = contiguous([p, radius]);
+    let p = writable(p);
     let run = Launch::new([&p]);
     let client = run.client();
-    let blocks = Blocks::new(client, p.meta.num_elements() / run.vector());
-    let factor = client.empty(size_of::<f32>());
+    let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
     block_squares::launch(
         client,
         blocks.cubes(),
@@ -93,28 +88,19 @@ fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
         blocks.partial(),
         blocks.units,
     );
-    norm_factor::launch(
-        client,
-        CubeCount::new_1d(1),
-        blocks.dim(),
-        blocks.partial(),
-        blocks.count,
-        run.floats(&radius.handle, 1),
-        run.floats(&factor, 1),
-        s.epsilon,
-        blocks.units,
-    );
-    let [p_out] = run.outputs();
-    scale::launch(
+    rescale::launch(
         client,
         run.count(),
         run.dim(),
         run.vector(),
         run.arg(&p),
-        run.floats(&factor, 1),
-        run.arg(&p_out),
+        blocks.partial(),
+        blocks.count,
+        run.floats(&radius.handle, 1),
+        s.epsilon,
+        run.units(),
     );
-    p_out
+    p
 }
 
 /// NaP's projection as an operation of Burn's CubeCL backend (and of fusion around it).

@@ -1,6 +1,7 @@
 //! AdamP's and SGDP's scale-invariance test and projection coefficients as CubeCL kernels
 //! (`tensor` on the tensor ops, `flex` on flex): two launches before the step's update, and no value
-//! read back to the host: the update kernel reads the coefficients the second one writes.
+//! read back to the host: the update kernel reads the coefficients and the non-finite flag the
+//! second one writes.
 //!
 //! ```text
 //! launch 1, one cube per channel c    read p, g, the state:
@@ -10,7 +11,9 @@
 //!     the layer's sums, each channel's rescaled by s_c / max s;
 //!     channel test max cos_c < δ/√K_c, else layer test cos < δ/√K;
 //!     writes k_c = ⟨p_c,u_c⟩/(‖p_c‖+ε)² (channel), ⟨p,u⟩/(‖p‖+ε)² (layer) or 0,
-//!     and the decay ratio (wd_ratio when a view passed, else 1)
+//!     the decay ratio (wd_ratio when a view passed, else 1), and the non-finite flag:
+//!     1 when some channel's ‖g̃‖² is NaN or ±∞ (an element NaN or ±∞ makes g̃ = g/s_g NaN
+//!     there; a finite g̃ is at most 1, so its squares never overflow)
 //! ```
 //!
 //! Each channel is scaled by its own largest `|element|`, so no square or product overflows
@@ -26,7 +29,7 @@ use burn::cubecl::server::Handle;
 
 use super::{ProjectionView, ScaleInvariance};
 use crate::engine::channels::Channels;
-use crate::engine::cube::launch::{Flag, Launch, flag, units_per_cube};
+use crate::engine::cube::launch::{Launch, NonFinite, units_per_cube};
 use crate::engine::cube::reduce::{lane_max, lane_sum, tree};
 use crate::rules::arith::cube::{MIN_POSITIVE, MomentArgs};
 
@@ -66,19 +69,21 @@ pub fn radial_removed<N: Size>(
 }
 
 /// The projection's result on the device: the radial coefficient of every channel (0 where
-/// nothing is removed) and the decay ratio.
+/// nothing is removed), the decay ratio and the non-finite flag.
 struct Coefficients {
     coef: Handle,
     ratio: Handle,
+    flag: Handle,
     channels: Channels,
 }
 
 /// What an update launch of AdamP or SGDP reads beside its tensors: its geometry (for a
-/// projected tensor, vectors that never cross a channel's run), the skip flag and, for a
-/// projected tensor, the coefficients of launches 1 and 2.
+/// projected tensor, vectors that never cross a channel's run), the non-finite test (the
+/// decision's flag for a projected tensor, else the blocks' flags) and, for a projected
+/// tensor, the coefficients of launches 1 and 2.
 pub struct Update {
     pub run: Launch,
-    pub skip: Flag,
+    pub skip: NonFinite,
     coefficients: Option<Coefficients>,
 }
 
@@ -100,10 +105,14 @@ impl Update {
             .filter(|inv| inv.applies_to(dims.len()))
             .map(|inv| (inv, Channels::new(&dims, inv.channel_axis)));
         let run = Launch::in_runs(tensors, projection.map(|(_, c)| c.inner));
-        let skip = flag(g, skip_non_finite);
         let coefficients = projection.map(|(inv, channels)| {
             coefficients::<R>(&run, [p, g, s1, s2], channels, (rule, nesterov), &inv)
         });
+        let skip = match &coefficients {
+            _ if !skip_non_finite => NonFinite::none(),
+            Some(k) => NonFinite::one(k.flag.clone()),
+            None => NonFinite::of_blocks(&run, g),
+        };
         Self {
             run,
             skip,
@@ -117,8 +126,9 @@ impl Update {
     }
 
     /// The update kernel's `coef` and `ratio` bindings and the geometry it reads them with;
-    /// without a projection they are unread, and `p`'s buffer fills them.
-    pub fn bindings(&self, p: &CubeTensor) -> (BufferArg, BufferArg, Channels) {
+    /// without a projection they are unread, and the gradient's buffer `g` (read-only in the
+    /// update, so that no buffer is bound both read-only and writable) fills them.
+    pub fn bindings(&self, g: &CubeTensor) -> (BufferArg, BufferArg, Channels) {
         let run = &self.run;
         match &self.coefficients {
             Some(k) => (
@@ -127,8 +137,8 @@ impl Update {
                 k.channels,
             ),
             None => (
-                run.floats(&p.handle, 1),
-                run.floats(&p.handle, 1),
+                run.floats(&g.handle, 1),
+                run.floats(&g.handle, 1),
                 Channels::new(&[1], 0),
             ),
         }
@@ -379,6 +389,7 @@ fn decide(
     stats: &[f32],
     coef: &mut [f32],
     ratio: &mut [f32],
+    flag: &mut [f32],
     channels: usize,
     args: &DecideArgs,
     #[comptime] units: usize,
@@ -386,10 +397,11 @@ fn decide(
     let unit = UNIT_POS as usize;
     let eps = args.epsilon;
 
-    // The largest channel cosine and scales.
+    // The largest channel cosine and scales, and whether some channel's ‖g̃‖² is not finite.
     let mut cos_max = 0.0f32;
     let mut sp_max = 0.0f32;
     let mut sg_max = 0.0f32;
+    let mut bad = 0.0f32;
     let mut c = unit;
     while c < channels {
         let b = c * STATS;
@@ -400,16 +412,22 @@ fn decide(
         cos_max = f32::max(cos_max, cosine(stats[b + 2], norm_p, sp, norm_g, sg, eps));
         sp_max = f32::max(sp_max, sp);
         sg_max = f32::max(sg_max, sg);
+        let gg = Vector::<f32, Const<1>>::new(stats[b + 4]);
+        if gg.is_nan().extract(0usize) || gg.is_inf().extract(0usize) {
+            bad = 1.0f32;
+        }
         c += units;
     }
-    let mut maxima = Shared::<[Vector<f32, Const<1>>]>::new_slice(3 * units);
+    let mut maxima = Shared::<[Vector<f32, Const<1>>]>::new_slice(4 * units);
     maxima[unit] = Vector::new(cos_max);
     maxima[units + unit] = Vector::new(sp_max);
     maxima[2 * units + unit] = Vector::new(sg_max);
-    tree::<Const<1>>(&mut maxima, 3usize, units, false);
+    maxima[3 * units + unit] = Vector::new(bad);
+    tree::<Const<1>>(&mut maxima, 4usize, units, false);
     let cos_max = maxima[0].extract(0usize);
     let sp = maxima[units].extract(0usize);
     let sg = maxima[2 * units].extract(0usize);
+    let bad = maxima[3 * units].extract(0usize);
 
     // The layer's sums, each channel's rescaled to the largest scales.
     let mut dot = 0.0f32;
@@ -454,6 +472,7 @@ fn decide(
     }
     if unit == 0 {
         ratio[0] = select(channel_view || layer_view, args.wd_ratio, 1.0f32);
+        flag[0] = bad;
     }
 }
 
@@ -513,6 +532,7 @@ fn coefficients<R: Momentum>(
 
     let coef = client.empty(channels.count * size_of::<f32>());
     let ratio = client.empty(size_of::<f32>());
+    let flag = client.empty(size_of::<f32>());
     let numel = channels.numel();
     let units = units_per_cube(client, channels.count);
     decide::launch(
@@ -522,6 +542,7 @@ fn coefficients<R: Momentum>(
         run.floats(&stats, channels.count * STATS),
         run.floats(&coef, channels.count),
         run.floats(&ratio, 1),
+        run.floats(&flag, 1),
         channels.count,
         DecideArgs::new(invariance, numel / channels.count, numel).launch(),
         units,
@@ -529,6 +550,7 @@ fn coefficients<R: Momentum>(
     Coefficients {
         coef,
         ratio,
+        flag,
         channels,
     }
 }

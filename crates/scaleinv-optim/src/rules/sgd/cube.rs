@@ -1,12 +1,12 @@
 //! SGDP's step as CubeCL kernels: one launch for the step, after one for the non-finite test
-//! under `Skip` and, for a tensor of rank ≥ 2, two for the projection's coefficients
-//! (`projection`).
+//! under `Skip` or, for a tensor of rank ≥ 2, two for the projection's coefficients and the
+//! test (`projection`).
 //!
 //! ```text
-//! launch 1 (Skip only)   read g: flag ← 1 where an element is NaN or ±∞
-//! (rank ≥ 2)             the coefficients k_c and the decay ratio r (`projection`)
-//! last launch            read p, g, b, flag (k_c, r); write p, b:
-//!                        flag set:  p, b copied as they were
+//! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞
+//! (rank ≥ 2)             the coefficients k_c, the decay ratio r, the flag (`projection`)
+//! last launch            read g, flags (k_c, r); p, b in place (a copy first if shared):
+//!                        some flag set: nothing written
 //!                        otherwise: b ← μ·b + (1 − τ)·g ;  u = b (Nesterov: g + μ·b)  (`rule`)
 //!                                   u ← u − k_c·p ;  b ← u (write-back, not Nesterov)
 //!                                   p ← p·(r·(−ηλ/(1 − μ)) + 1) − η·u
@@ -24,7 +24,7 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::engine::cube::launch::contiguous;
+use crate::engine::cube::launch::{contiguous, skipped, writable};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
@@ -116,55 +116,55 @@ impl Momentum for SgdMomentum {
     }
 }
 
-/// One SGD step per vector of `N` elements (see the module's doc); `skip[0] ≠ 0` copies the
-/// inputs. `projected`: `u ← u − coef[c]·p` in channel `c` and the decay ratio `ratio[0]`.
+/// One SGDP step per vector of `N` elements, in place (see the module's doc): nothing is
+/// written when a flag of `flags[0..flag_count]` is set (`tested`; every cube of `units` units
+/// finishes the flags for itself).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn sgd_update<N: Size>(
-    p: &[Vector<f32, N>],
+    p: &mut [Vector<f32, N>],
     g: &[Vector<f32, N>],
-    b: &[Vector<f32, N>],
-    skip: &[u32],
+    b: &mut [Vector<f32, N>],
+    flags: &[f32],
     coef: &[f32],
     ratio: &[f32],
-    p_out: &mut [Vector<f32, N>],
-    b_out: &mut [Vector<f32, N>],
     rule: &MomentArgs,
     w: &WriteArgs,
+    flag_count: usize,
     channels: usize,
     inner: usize,
+    #[comptime] units: usize,
+    #[comptime] tested: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
     #[comptime] write_back: bool,
 ) {
+    let skip = skipped(flags, flag_count, units, tested);
     let i = ABSOLUTE_POS;
-    if i < p.len() {
-        if skip[0] != 0u32 {
-            p_out[i] = p[i];
-            b_out[i] = b[i];
-        } else {
-            let gi = g[i];
-            let bi = first::<N>(b[i], gi, rule);
-            let u = direction::<N>(gi, bi, rule, nesterov);
-            if projected {
-                let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
-                if write_back {
-                    b_out[i] = u;
-                } else {
-                    b_out[i] = bi;
-                }
-                p_out[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
+    if i < p.len() && !skip {
+        let gi = g[i];
+        let bi = first::<N>(b[i], gi, rule);
+        let u = direction::<N>(gi, bi, rule, nesterov);
+        if projected {
+            let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
+            if write_back {
+                b[i] = u;
             } else {
-                b_out[i] = bi;
-                p_out[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+                b[i] = bi;
             }
+            p[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
+        } else {
+            b[i] = bi;
+            p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
         }
     }
 }
 
-/// Launches SGDP's step on contiguous f32 tensors of one shape; returns `(p, b)`.
+/// Launches SGDP's step on f32 tensors of one shape; returns `(p, b)`, written in place where
+/// no other tensor shares their buffers.
 fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTensor, CubeTensor) {
     let [p, g, b] = contiguous([p, g, b]);
+    let [p, b] = [p, b].map(writable);
     let rule = s.moments;
     let update = Update::new::<SgdMomentum, 3>(
         [&p, &g, &b],
@@ -174,8 +174,8 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         (rule, s.nesterov),
     );
     let run = &update.run;
-    let [p_out, b_out] = run.outputs();
-    let (coef, ratio, channels) = update.bindings(&p);
+    let (coef, ratio, channels) = update.bindings(&g);
+    let (flags, flag_count) = update.skip.args(run, &g);
     sgd_update::launch(
         run.client(),
         run.count(),
@@ -184,20 +184,21 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         run.arg(&p),
         run.arg(&g),
         run.arg(&b),
-        update.skip.arg(),
+        flags,
         coef,
         ratio,
-        run.arg(&p_out),
-        run.arg(&b_out),
         rule.launch(),
         s.write.launch(),
+        flag_count,
         channels.count,
         channels.inner,
+        run.units(),
+        update.skip.tested(),
         s.nesterov,
         update.projects(),
         s.write_back,
     );
-    (p_out, b_out)
+    (p, b)
 }
 
 /// SGDP's step as an operation of Burn's CubeCL backend (and of fusion around it).

@@ -1,19 +1,21 @@
-//! Stable-SPAM's step as CubeCL kernels: five launches and no host read. The per-tensor
-//! statistics are reduced by blocks, then finished by one cube that writes them for the next
-//! launch.
+//! Stable-SPAM's step as CubeCL kernels: three launches and no host read. The per-tensor
+//! statistics are reduced by at most 64 blocks; every cube of the next launch finishes the
+//! blocks' partial results for itself (in block order: the same bits in every cube), so no
+//! launch exists only to finish a reduction.
 //!
 //! ```text
 //! launch 1, blocks   read g: max|g| per block
-//! launch 2, 1 cube   max|g|; AdaClip M ← θ·M + (1 − θ)·max|g|, limit M̂ = M / (1 − θ^t),
-//!                    scale M̂ / max|g| (M kept in the work buffer until launch 4)
-//! launch 3, blocks   read g: Σ clip(g)² per block   (clip: |g_i| > M̂ scaled by M̂ / max|g|)
-//! launch 4, 1 cube   n = √Σ; AdaGN μ ← γ1·μ + (1 − γ1)·n, ν ← γ2·ν + (1 − γ2)·n²,
-//!                    factor μ̂ / (√ν̂ + ε) / n (1 when n = 0); under Skip a non-finite n sets the
-//!                    skip flag and keeps M, μ, ν; writes the new M, μ, ν
-//! launch 5           read p, g, m, v (v̄), the scalars; write p, m, v (v̄):
+//! launch 2, blocks   every cube: max|g|; AdaClip M ← θ·M + (1 − θ)·max|g|,
+//!                    limit M̂ = M / (1 − θ^t), scale M̂ / max|g|;
+//!                    read g: Σ clip(g)² per block   (clip: |g_i| > M̂ scaled by M̂ / max|g|)
+//! launch 3           every cube: AdaClip as in launch 2; n = √Σ; AdaGN
+//!                    μ ← γ1·μ + (1 − γ1)·n, ν ← γ2·ν + (1 − γ2)·n²,
+//!                    factor μ̂ / (√ν̂ + ε) / n (1 when n = 0); under Skip a non-finite n skips
+//!                    the step and keeps M, μ, ν; the first unit writes the new M, μ, ν;
+//!                    p, m, v (v̄) in place (a copy first if shared):
 //!                    g ← clip(g)·factor; Adam's moments (AMSGrad: v̄ ← max(v̄, v));
 //!                    p ← p·(1 − ηλ) − η/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
-//!                    (a skipped step copies p and the state)
+//!                    (nothing written when the step is skipped)
 //! ```
 //!
 //! The f32 scalars are the flex loops' (`flex`), from `super` and `rules::adam` on the host.
@@ -28,20 +30,11 @@ use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
 use super::SpikeStep;
-use crate::engine::cube::launch::{Blocks, Launch, contiguous};
-use crate::engine::cube::reduce::{finish, lane_max, lane_sum, tree};
+use crate::engine::cube::launch::{Blocks, Launch, contiguous, writable};
+use crate::engine::cube::reduce::{finish_in_cube, lane_max, lane_sum, tree};
 use crate::rules::adam::cube::{direction, moment_args, second};
 use crate::rules::arith::cube::{MomentArgs, first, ratio};
 use crate::rules::decay::cube::{WriteArgs, write};
-
-/// The step's work scalars on the device, in one buffer: written by launches 2 and 4, read by
-/// launches 3, 4 and 5.
-const CLIP_AVERAGE: usize = 0;
-const LIMIT: usize = 1;
-const SPIKE_SCALE: usize = 2;
-const FACTOR: usize = 3;
-const SKIP: usize = 4;
-const WORK: usize = 5;
 
 /// The f32 scalars of one Stable-SPAM step, computed on the host (β1 and γ1 already scaled by
 /// the cosine multiplier, the bias corrections at the step's counts).
@@ -175,12 +168,14 @@ fn clip<N: Size>(g: Vector<f32, N>, limit: f32, scale: f32) -> Vector<f32, N> {
     select_many(spikes, g * Vector::new(scale), g)
 }
 
-/// Launches 1 and 3: per block, `max|g|` (`squares` false) or `Σ clip(g)²` (true).
-#[cube(launch)]
+/// Launches 1 and 2: per block, `max|g|` (`squares` false: `limit` and `scale` unread) or
+/// `Σ clip(g)²` under AdaClip's `limit` and `scale`.
+#[cube]
 fn block_reduce<N: Size>(
     g: &[Vector<f32, N>],
-    work: &[f32],
     partial: &mut [f32],
+    limit: f32,
+    scale: f32,
     #[comptime] units: usize,
     #[comptime] squares: bool,
 ) {
@@ -190,7 +185,7 @@ fn block_reduce<N: Size>(
     let mut j = CUBE_POS * units + unit;
     while j < g.len() {
         if squares {
-            let x = clip::<N>(g[j], work[LIMIT], work[SPIKE_SCALE]);
+            let x = clip::<N>(g[j], limit, scale);
             acc += x * x;
         } else {
             acc = <Vector<f32, N> as FloatOps>::max(acc, Vector::abs(g[j]));
@@ -209,103 +204,98 @@ fn block_reduce<N: Size>(
     }
 }
 
-/// Launch 2: AdaClip's average, limit and scale.
+/// Launch 1: `max|g|` per block.
 #[cube(launch)]
-fn clip_limit(
-    partial: &[f32],
+fn block_max<N: Size>(g: &[Vector<f32, N>], partial: &mut [f32], #[comptime] units: usize) {
+    block_reduce::<N>(g, partial, 0.0f32, 0.0f32, units, false);
+}
+
+/// AdaClip's `(M, M̂, M̂ / max|g|)` from the blocks' `max|g|`, finished by the cube of `units`
+/// units (every unit calls it).
+#[cube]
+fn clipping(
+    maxima: &[f32],
     blocks: usize,
     average: &[f32],
-    work: &mut [f32],
+    args: &ClipArgs,
+    #[comptime] units: usize,
+) -> (f32, f32, f32) {
+    let max_abs = finish_in_cube(maxima, blocks, units, false);
+    ada_clip(average[0], max_abs, args)
+}
+
+/// Launch 2: AdaClip, then `Σ clip(g)²` per block.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn block_clipped_squares<N: Size>(
+    g: &[Vector<f32, N>],
+    maxima: &[f32],
+    partial: &mut [f32],
+    blocks: usize,
+    average: &[f32],
     args: &ClipArgs,
     #[comptime] units: usize,
 ) {
-    let max_abs = finish(partial, blocks, units, false);
-    if UNIT_POS == 0 {
-        let (avg, limit, scale) = ada_clip(average[0], max_abs, args);
-        work[CLIP_AVERAGE] = avg;
-        work[LIMIT] = limit;
-        work[SPIKE_SCALE] = scale;
-    }
+    let (_, limit, scale) = clipping(maxima, blocks, average, args, units);
+    block_reduce::<N>(g, partial, limit, scale, units, true);
 }
 
-/// Launch 4: AdaGN's averages and factor, and the skip flag; the step's new statistics (the
-/// old ones when it is skipped).
+/// Launch 3: the statistics (see the module's doc), then the moments and the parameter in
+/// place; `max_v` is scratch without AMSGrad.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn norm_factor(
-    partial: &[f32],
+fn spike_update<N: Size>(
+    p: &mut [Vector<f32, N>],
+    g: &[Vector<f32, N>],
+    m: &mut [Vector<f32, N>],
+    v: &mut [Vector<f32, N>],
+    max_v: &mut [Vector<f32, N>],
+    maxima: &[f32],
+    squares: &[f32],
     blocks: usize,
     clip_average: &[f32],
     mean: &[f32],
     sq_mean: &[f32],
-    work: &mut [f32],
-    clip_average_out: &mut [f32],
+    clip_out: &mut [f32],
     mean_out: &mut [f32],
     sq_mean_out: &mut [f32],
-    args: &NormArgs,
-    #[comptime] units: usize,
-) {
-    let sum = finish(partial, blocks, units, true);
-    if UNIT_POS == 0 {
-        let n = f32::sqrt(sum);
-        let (mu, nu, factor) = ada_gn(mean[0], sq_mean[0], n, args);
-        work[FACTOR] = factor;
-        let skip = args.skip_non_finite == 1u32 && (n.is_nan() || n.is_inf());
-        work[SKIP] = select(skip, 1.0f32, 0.0f32);
-        mean_out[0] = select(skip, mean[0], mu);
-        sq_mean_out[0] = select(skip, sq_mean[0], nu);
-        clip_average_out[0] = select(skip, clip_average[0], work[CLIP_AVERAGE]);
-    }
-}
-
-/// Launch 5: the moments and the parameter (see the module's doc).
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn spike_update<N: Size>(
-    p: &[Vector<f32, N>],
-    g: &[Vector<f32, N>],
-    m: &[Vector<f32, N>],
-    v: &[Vector<f32, N>],
-    max_v: &[Vector<f32, N>],
-    work: &[f32],
-    p_out: &mut [Vector<f32, N>],
-    m_out: &mut [Vector<f32, N>],
-    v_out: &mut [Vector<f32, N>],
-    max_v_out: &mut [Vector<f32, N>],
+    clip_args: &ClipArgs,
+    norm_args: &NormArgs,
     rule: &MomentArgs,
     w: &WriteArgs,
+    #[comptime] units: usize,
     #[comptime] amsgrad: bool,
     #[comptime] zero_moments: bool,
 ) {
+    let (avg, limit, scale) = clipping(maxima, blocks, clip_average, clip_args, units);
+    let n = f32::sqrt(finish_in_cube(squares, blocks, units, true));
+    let (mu, nu, factor) = ada_gn(mean[0], sq_mean[0], n, norm_args);
+    let skip = norm_args.skip_non_finite == 1u32 && (n.is_nan() || n.is_inf());
     let i = ABSOLUTE_POS;
-    if i < p.len() {
-        if work[SKIP] != 0.0 {
-            p_out[i] = p[i];
-            m_out[i] = m[i];
-            v_out[i] = v[i];
-            if amsgrad {
-                max_v_out[i] = max_v[i];
-            }
-        } else {
-            let gi = clip::<N>(g[i], work[LIMIT], work[SPIKE_SCALE]) * Vector::new(work[FACTOR]);
-            let mut m0 = m[i];
-            let mut v0 = v[i];
-            if zero_moments {
-                m0 = Vector::new(0.0f32);
-                v0 = Vector::new(0.0f32);
-            }
-            let mi = first::<N>(m0, gi, rule);
-            let vi = second::<N>(v0, gi, rule);
-            m_out[i] = mi;
-            v_out[i] = vi;
-            let mut denom_v = vi;
-            if amsgrad {
-                denom_v = <Vector<f32, N> as FloatOps>::max(max_v[i], vi);
-                max_v_out[i] = denom_v;
-            }
-            let u = direction::<N>(gi, mi, denom_v, rule, false);
-            p_out[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+    if i == 0 {
+        clip_out[0] = select(skip, clip_average[0], avg);
+        mean_out[0] = select(skip, mean[0], mu);
+        sq_mean_out[0] = select(skip, sq_mean[0], nu);
+    }
+    if i < p.len() && !skip {
+        let gi = clip::<N>(g[i], limit, scale) * Vector::new(factor);
+        let mut m0 = m[i];
+        let mut v0 = v[i];
+        if zero_moments {
+            m0 = Vector::new(0.0f32);
+            v0 = Vector::new(0.0f32);
         }
+        let mi = first::<N>(m0, gi, rule);
+        let vi = second::<N>(v0, gi, rule);
+        m[i] = mi;
+        v[i] = vi;
+        let mut denom_v = vi;
+        if amsgrad {
+            denom_v = <Vector<f32, N> as FloatOps>::max(max_v[i], vi);
+            max_v[i] = denom_v;
+        }
+        let u = direction::<N>(gi, mi, denom_v, rule, false);
+        p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
     }
 }
 
@@ -321,77 +311,47 @@ struct SpikeOutputs {
     pub norm_sq_mean: CubeTensor,
 }
 
-/// Launches Stable-SPAM's step (see the module's doc) on contiguous f32 tensors: `p`, `g`,
-/// `m`, `v`, `max_v` of one shape (`max_v` unread without AMSGrad), the statistics of shape
-/// `[1]`.
+/// Launches Stable-SPAM's step (see the module's doc) on f32 tensors: `p`, `g`, `m`, `v`,
+/// `max_v` of one shape (`max_v` unread without AMSGrad), the statistics of shape `[1]`. The
+/// parameter and the state are written in place where no other tensor shares their buffers;
+/// the statistics, which every cube reads, into fresh one-element tensors.
 fn launch(
     [p, g, m, v, max_v]: [CubeTensor; 5],
     [clip_average, norm_mean, norm_sq_mean]: [CubeTensor; 3],
     s: SpikeScalars,
 ) -> SpikeOutputs {
     let [p, g, m, v, max_v] = contiguous([p, g, m, v, max_v]);
-    let [clip_average, norm_mean, norm_sq_mean] =
-        contiguous([clip_average, norm_mean, norm_sq_mean]);
+    let [p, m, v] = [p, m, v].map(writable);
+    let max_v = if s.amsgrad { writable(max_v) } else { max_v };
     let run = Launch::new([&p, &g, &m, &v, &max_v]);
     let client = run.client();
-    let blocks = Blocks::new(client, p.meta.num_elements() / run.vector());
-    let work = client.empty(WORK * size_of::<f32>());
-    let scalar = |t: &CubeTensor| run.floats(&t.handle, 1);
-    let one = || CubeCount::new_1d(1);
-
-    // Launches 1 and 2: max|g|, then AdaClip.
-    let reduce = |squares: bool| {
-        block_reduce::launch(
-            client,
-            blocks.cubes(),
-            blocks.dim(),
-            run.vector(),
-            run.arg(&g),
-            run.floats(&work, WORK),
-            blocks.partial(),
-            blocks.units,
-            squares,
-        )
-    };
-    reduce(false);
-    clip_limit::launch(
+    let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
+    let maxima = blocks.partial();
+    block_max::launch(
         client,
-        one(),
+        blocks.cubes(),
         blocks.dim(),
+        run.vector(),
+        run.arg(&g),
         blocks.partial(),
+        blocks.units,
+    );
+    let squares = client.empty(blocks.count * size_of::<f32>());
+    block_clipped_squares::launch(
+        client,
+        blocks.cubes(),
+        blocks.dim(),
+        run.vector(),
+        run.arg(&g),
+        blocks.partial(),
+        run.floats(&squares, blocks.count),
         blocks.count,
-        scalar(&clip_average),
-        run.floats(&work, WORK),
+        run.floats(&clip_average.handle, 1),
         s.clip.launch(),
         blocks.units,
     );
-    // Launches 3 and 4: Σ clip(g)², then AdaGN, the skip flag and the new statistics.
-    reduce(true);
     let [clip_out, mean_out, sq_mean_out] = Launch::new([&clip_average]).outputs();
-    norm_factor::launch(
-        client,
-        one(),
-        blocks.dim(),
-        blocks.partial(),
-        blocks.count,
-        scalar(&clip_average),
-        scalar(&norm_mean),
-        scalar(&norm_sq_mean),
-        run.floats(&work, WORK),
-        scalar(&clip_out),
-        scalar(&mean_out),
-        scalar(&sq_mean_out),
-        s.norm.launch(),
-        blocks.units,
-    );
-
-    // Launch 5: the moments and the parameter.
-    let [p_out, m_out, v_out] = run.outputs();
-    let max_v_out = s.amsgrad.then(|| {
-        let [out] = run.outputs();
-        out
-    });
-    // Unwritten without AMSGrad: one vector fills the binding.
+    // Without AMSGrad one vector of scratch fills the maximum's binding.
     let unwritten = client.empty(run.vector() * size_of::<f32>());
     spike_update::launch(
         client,
@@ -402,25 +362,33 @@ fn launch(
         run.arg(&g),
         run.arg(&m),
         run.arg(&v),
-        run.arg(&max_v),
-        run.floats(&work, WORK),
-        run.arg(&p_out),
-        run.arg(&m_out),
-        run.arg(&v_out),
-        match &max_v_out {
-            Some(out) => run.arg(out),
-            None => run.floats(&unwritten, run.vector()),
+        if s.amsgrad {
+            run.arg(&max_v)
+        } else {
+            run.floats(&unwritten, run.vector())
         },
+        maxima,
+        run.floats(&squares, blocks.count),
+        blocks.count,
+        run.floats(&clip_average.handle, 1),
+        run.floats(&norm_mean.handle, 1),
+        run.floats(&norm_sq_mean.handle, 1),
+        run.floats(&clip_out.handle, 1),
+        run.floats(&mean_out.handle, 1),
+        run.floats(&sq_mean_out.handle, 1),
+        s.clip.launch(),
+        s.norm.launch(),
         s.adam.launch(),
         s.write.launch(),
+        run.units(),
         s.amsgrad,
         s.zero_moments,
     );
     SpikeOutputs {
-        p: p_out,
-        m: m_out,
-        v: v_out,
-        max_v: max_v_out.unwrap_or(max_v),
+        p,
+        m,
+        v,
+        max_v,
         clip_average: clip_out,
         norm_mean: mean_out,
         norm_sq_mean: sq_mean_out,
