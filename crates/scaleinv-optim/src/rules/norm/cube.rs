@@ -67,7 +67,7 @@ fn rescale<N: Size>(
     let factor = norm_factor_of(radius[0], f32::sqrt(sum), epsilon);
     let i = ABSOLUTE_POS;
     if i < p.len() {
-        p[i] = p[i] * Vector::new(factor);
+        p[i] *= Vector::new(factor);
     }
 }
 
