@@ -3,15 +3,15 @@
 //!
 //! ```text
 //! cargo run --release --example bench [-- --device flex[,ndarray,wgpu]] [--sizes 1,4,16]
-//!     [--sets conv-random,conv-firing,linear,transformer] [--threads 1,2]
+//!     [--sets conv-random,conv-firing,linear,transformer,resnet50,gpt2-small] [--threads 1,2]
 //!     [--optimizers adamp,sgdp,...] [--rounds N] [--warmup N] [--pairs] [--mem-gb G]
 //!     [--json out.json]
 //! ```
 //!
 //! # Parameter sets
 //!
-//! Each set (`--sets`, default all four) is built at every size of `--sizes` (millions of
-//! parameters):
+//! Each set (`--sets`, default the first four) is built at every size of `--sizes` (millions
+//! of parameters):
 //!
 //! - `conv-random`: 16 conv kernels `[c, c, 3, 3]` plus 16 biases `[c]`; random gradients drawn
 //!   once per optimizer. The projection of AdamP and SGDP almost never fires on them.
@@ -26,6 +26,13 @@
 //!   `[d, 3d]`, output projection `[d, d]`, MLP `[d, 4d]` and `[4d, d]` (Burn `Linear`, with
 //!   biases) and two LayerNorms, and a final LayerNorm; random gradients drawn once. From 4M
 //!   parameters the embedding has GPT-2's vocabulary (50,257 tokens) and at least 4M elements.
+//! - `resnet50`, `gpt2-small`: the tensors of the real models (161 and 148 tensors, 25.6M and
+//!   124M parameters; `scaleinv::models::shapes`), with every width, the classes, the
+//!   vocabulary and the context divided by the integer that brings the model nearest the size
+//!   (1 from 25.6M and 124M up): the same tensor list at a size a software device steps in
+//!   reasonable time. ResNet's kernels, BatchNorm scales and offsets are raw parameters (the
+//!   kernels project along axis 0), its head a Burn `Linear`; GPT-2's are Burn's `Embedding`,
+//!   `LayerNorm` and `Linear` layers. Random gradients drawn once.
 //!
 //! Random gradients drawn once are copied afresh before every step (outside the timer), each
 //! tensor owning its buffer as a backward pass's do. The projected optimizers are built from the
@@ -35,7 +42,10 @@
 //! # Round-robin
 //!
 //! For each device, set, size and thread count, every optimizer's parameters and state are
-//! built first and stepped `--warmup` times untimed (default 3); then every timed round
+//! built first and stepped `--warmup` times untimed (default 3), and then untimed rounds go on
+//! until the A/A pair settles (the median of its last three ratios within 10 % of 1; at most
+//! 50 more rounds: a GPU backend's autotune and fusion settle over the first rounds, and
+//! `--warmup` is a minimum); then every timed round
 //! (`--rounds`, default 20) steps every optimizer once, round `r` starting at optimizer
 //! `r mod n`. The device is synchronised before and at the end of every timed step. A noisy
 //! machine's slow spells then fall on all optimizers alike, and each row is compared with its
@@ -79,12 +89,19 @@
 //! pairs for that set and size: each row round-robin with its base alone (`--pairs` forces
 //! that mode).
 //!
+//! # Launches
+//!
+//! On a CubeCL device (wgpu), each row's kernel launches per step are counted by the runtime
+//! (a launch observer) over one more untimed step after the timed rounds: Burn's operations
+//! and this crate's kernels alike.
+//!
 //! # JSON
 //!
 //! `--json PATH` writes an array with one record per row: `optimizer, device, set, params,
 //! threads, ms_per_step, mparams_per_s, base, ratio_median, ratio_iqr` (`[p25, p75]`), `branch,
 //! bytes_per_param, roofline_pct`, then `branch_after_warmup, channel_axes, ms_p25, ms_p75,
-//! state_bytes_per_param, copy_gb_per_s, mode, rounds, ms_rounds, ratio_rounds`. A base row has
+//! state_bytes_per_param, copy_gb_per_s, mode, rounds, ms_rounds, ratio_rounds, dtype,
+//! warmup_rounds, launches_per_step` (null off CubeCL devices). A base row has
 //! `base`, `ratio_median` and `ratio_iqr` null. `examples/bench_plot.rs` draws it.
 
 use std::time::Instant;
@@ -101,6 +118,7 @@ use rayon::prelude::*;
 use scaleinv::models::cli::{DevicesArg, positive, positive_finite};
 use scaleinv::models::device::device_from_name;
 use scaleinv::models::progress::Progress;
+use scaleinv::models::shapes;
 use scaleinv::{
     AdamPConfig, ChannelAxes, NapConfig, NonFinitePolicy, ProjectionBranch, ProjectionObserver,
     RadialProjectionConfig, ScaleInvariance, SgdpConfig, StableSpamConfig, WidthRole,
@@ -125,6 +143,11 @@ enum SetKind {
     /// a small GPT: embedding [vocab, d] (from 4M parameters GPT-2's 50,257 tokens, at least
     /// 4M elements), blocks of qkv, out, MLP and LayerNorms, random gradients
     Transformer,
+    /// ResNet-50's 161 tensors, widths divided to come near the size, random gradients
+    Resnet50,
+    /// GPT-2 small's 148 tensors, widths divided to come near the size, random gradients
+    #[value(name = "gpt2-small")]
+    Gpt2Small,
 }
 
 impl SetKind {
@@ -135,6 +158,8 @@ impl SetKind {
             Self::ConvFiring => "conv-firing",
             Self::Linear => "linear",
             Self::Transformer => "transformer",
+            Self::Resnet50 => "resnet50",
+            Self::Gpt2Small => "gpt2-small",
         }
     }
 
@@ -154,8 +179,20 @@ impl SetKind {
                 width: ((n / LAYERS as f64).sqrt().round() as usize).max(1),
             },
             Self::Transformer => transformer_shape(n),
+            Self::Resnet50 => SetShape::Resnet50 {
+                divisor: divisor_near(shapes::parameters(&shapes::resnet50(1)), n),
+            },
+            Self::Gpt2Small => SetShape::Gpt2Small {
+                divisor: divisor_near(shapes::parameters(&shapes::gpt2_small(1)), n),
+            },
         }
     }
+}
+
+/// The width divisor that brings a model of `full` parameters nearest `n` (parameters scale
+/// with the square of the width): at least 1.
+fn divisor_near(full: usize, n: f64) -> usize {
+    ((full as f64 / n).sqrt().round() as usize).max(1)
 }
 
 /// Layers of the conv and linear sets.
@@ -180,6 +217,10 @@ enum SetShape {
         vocab: usize,
         layers: usize,
     },
+    /// ResNet-50 with its widths divided by `divisor`.
+    Resnet50 { divisor: usize },
+    /// GPT-2 small with its widths divided by `divisor`.
+    Gpt2Small { divisor: usize },
 }
 
 /// Parameters of one GPT block of width `d`: qkv `[d, 3d] + 3d`, output `[d, d] + d`, MLP
@@ -227,6 +268,8 @@ impl SetShape {
                 vocab,
                 layers,
             } => vocab * width + layers * gpt_block_params(width) + 2 * width,
+            Self::Resnet50 { divisor } => shapes::parameters(&shapes::resnet50(divisor)),
+            Self::Gpt2Small { divisor } => shapes::parameters(&shapes::gpt2_small(divisor)),
         }
     }
 }
@@ -265,8 +308,10 @@ struct ParamSet {
     biases: Vec<Param<Tensor<1>>>,
     /// `Linear` layers `[d, d]` (linear set).
     layers: Vec<Linear>,
-    /// Token embedding `[vocab, d]` (transformer set).
+    /// Token embedding `[vocab, d]` (transformer sets).
     embedding: Option<Embedding>,
+    /// Position embedding `[context, d]` (GPT-2).
+    positions: Option<Embedding>,
     /// GPT blocks (transformer set).
     blocks: Vec<Block>,
     /// Final LayerNorm (transformer set).
@@ -280,6 +325,7 @@ impl ParamSet {
             biases: Vec::new(),
             layers: Vec::new(),
             embedding: None,
+            positions: None,
             blocks: Vec::new(),
             norm: None,
         }
@@ -311,6 +357,34 @@ impl ParamSet {
                 norm: Some(LayerNormConfig::new(width).init(device)),
                 ..Self::empty()
             },
+            SetShape::Resnet50 { divisor } => {
+                let mut list = shapes::resnet50(divisor);
+                // The head, `Linear [d_in, classes]` with its bias: the last two shapes.
+                let head = list[list.len() - 2].clone();
+                list.truncate(list.len() - 2);
+                let (kernels, norms): (Vec<_>, Vec<_>) = list.iter().partition(|s| s.len() == 4);
+                Self {
+                    kernels: (kernels.iter())
+                        .map(|s| normal_param([s[0], s[1], s[2], s[3]], device))
+                        .collect(),
+                    biases: (norms.iter())
+                        .map(|s| normal_param([s[0]], device))
+                        .collect(),
+                    layers: vec![LinearConfig::new(head[0], head[1]).init(device)],
+                    ..Self::empty()
+                }
+            }
+            SetShape::Gpt2Small { divisor } => {
+                let list = shapes::gpt2_small(divisor);
+                let (vocab, context, width) = (list[0][0], list[1][0], list[0][1]);
+                Self {
+                    embedding: Some(EmbeddingConfig::new(vocab, width).init(device)),
+                    positions: Some(EmbeddingConfig::new(context, width).init(device)),
+                    blocks: (0..12).map(|_| Block::new(width, device)).collect(),
+                    norm: Some(LayerNormConfig::new(width).init(device)),
+                    ..Self::empty()
+                }
+            }
         }
     }
 }
@@ -823,30 +897,109 @@ struct Schedule {
     rounds: usize,
 }
 
-/// Steps `slots` round-robin: `warmup` untimed rounds, then `rounds` timed ones, round `r`
-/// starting at slot `r mod n`; the branches are checked in the first and the last timed round.
-/// Returns each slot's step times in milliseconds, one per timed round.
+/// The most untimed rounds after `--warmup` spent waiting for the A/A pair to settle.
+const MAX_SETTLE_ROUNDS: usize = 50;
+
+/// Whether the A/A pair has settled: the median of its last three ratios within 10 % of 1.
+fn settled(aa_ratios: &[f64]) -> bool {
+    aa_ratios.len() >= 3 && (quantile(&aa_ratios[aa_ratios.len() - 3..], 0.5) - 1.0).abs() <= 0.1
+}
+
+/// What a round-robin measured: each slot's step times in milliseconds (one per timed round),
+/// the untimed rounds it ran and each slot's launches per step (CubeCL devices).
+struct Measured {
+    times: Vec<Vec<f64>>,
+    warmup_rounds: usize,
+    launches: Vec<Option<usize>>,
+}
+
+/// One round over `slots`, round `r` starting at slot `r mod n`: each slot's step time in
+/// seconds.
+fn one_round(slots: &mut [Slot], device: &Device, r: usize, check: bool) -> Vec<f64> {
+    let n = slots.len();
+    let mut times = vec![0.0; n];
+    for k in 0..n {
+        let i = (r + k) % n;
+        times[i] = slots[i].step(device, check);
+    }
+    times
+}
+
+/// Steps `slots` round-robin: at least `warmup` untimed rounds, more until the A/A pair (when
+/// both are among the slots) settles, then `rounds` timed ones; the branches are checked in
+/// the first and the last timed round, and the launches counted over one more step.
 fn round_robin(
     slots: &mut [Slot],
     device: &Device,
     schedule: Schedule,
     progress: &Progress,
-) -> Vec<Vec<f64>> {
+) -> Measured {
     let Schedule { warmup, rounds } = schedule;
     let n = slots.len();
+    let position = |name: &str| slots.iter().position(|s| s.optimizer == name);
+    let aa = position(AA.0).zip(position(AA.1));
+    let mut aa_ratios = Vec::new();
+    let mut r = 0;
+    while r < warmup || (aa.is_some() && !settled(&aa_ratios) && r < warmup + MAX_SETTLE_ROUNDS) {
+        let t = one_round(slots, device, r, false);
+        if let Some((a, b)) = aa {
+            aa_ratios.push(t[b] / t[a]);
+        }
+        if r < warmup {
+            progress.inc(n as u64);
+        }
+        r += 1;
+    }
+    let warmup_rounds = r;
     let mut times = vec![Vec::with_capacity(rounds); n];
-    for r in 0..warmup + rounds {
-        let check = r == warmup || r + 1 == warmup + rounds;
-        for k in 0..n {
-            let i = (r + k) % n;
-            let t = slots[i].step(device, check);
-            progress.inc(1);
-            if r >= warmup {
-                times[i].push(t * 1e3);
+    for timed in 0..rounds {
+        let check = timed == 0 || timed + 1 == rounds;
+        for (i, t) in one_round(slots, device, r + timed, check)
+            .into_iter()
+            .enumerate()
+        {
+            times[i].push(t * 1e3);
+        }
+        progress.inc(n as u64);
+    }
+    let launches = slots
+        .iter_mut()
+        .map(|s| launches_per_step(s, device))
+        .collect();
+    Measured {
+        times,
+        warmup_rounds,
+        launches,
+    }
+}
+
+/// The kernel launches of one step of `slot`, counted by the CubeCL runtime (`None` off a
+/// CubeCL device).
+fn launches_per_step(slot: &mut Slot, device: &Device) -> Option<usize> {
+    #[cfg(feature = "wgpu")]
+    if matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_)) {
+        use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl LaunchObserver for Count {
+            fn launched(&self, _kernel: &'static str) {
+                self.0.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let grads = slot.next_gradients(device);
+        sync(device);
+        let count = Arc::new(Count::default());
+        let watching = LaunchObservation::new(count.clone());
+        let set = slot.set.take().expect("a parameter set");
+        slot.set = Some(slot.optim.step(1e-3, set, grads));
+        sync(device);
+        drop(watching);
+        return Some(count.0.load(Ordering::Relaxed));
     }
-    times
+    let _ = (slot, device);
+    None
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1011,6 +1164,10 @@ struct Row {
     branch: Option<ProjectionBranch>,
     /// The distinct channel axes of the projected weights (empty: no projection).
     channel_axes: Vec<usize>,
+    /// The untimed rounds before the timed ones.
+    warmup_rounds: usize,
+    /// Kernel launches per step (CubeCL devices).
+    launches: Option<usize>,
 }
 
 impl Row {
@@ -1034,6 +1191,17 @@ impl Row {
             branch_after_warmup,
             branch,
             channel_axes,
+            warmup_rounds: 0,
+            launches: None,
+        }
+    }
+
+    /// The row with its untimed rounds and launches per step.
+    fn with_counts(self, warmup_rounds: usize, launches: Option<usize>) -> Self {
+        Self {
+            warmup_rounds,
+            launches,
+            ..self
         }
     }
 
@@ -1072,16 +1240,18 @@ fn bench_round_robin(
     progress: &Progress,
 ) -> Vec<Row> {
     let mut slots: Vec<Slot> = optimizers.iter().map(|o| Slot::new(o, case)).collect();
-    let times = round_robin(&mut slots, case.device, schedule, progress);
+    let measured = round_robin(&mut slots, case.device, schedule, progress);
+    let times = &measured.times;
     let index = |o: &str| slots.iter().position(|s| s.optimizer == o);
     slots
         .iter()
-        .zip(&times)
-        .map(|(s, ms)| {
+        .enumerate()
+        .map(|(i, s)| {
             let r = base_of(s.optimizer)
                 .and_then(index)
-                .map_or_else(Vec::new, |b| ratios(&times[b], ms));
-            Row::new(case, s, "round-robin", ms.clone(), r)
+                .map_or_else(Vec::new, |b| ratios(&times[b], &times[i]));
+            Row::new(case, s, "round-robin", times[i].clone(), r)
+                .with_counts(measured.warmup_rounds, measured.launches[i])
         })
         .collect()
 }
@@ -1100,12 +1270,14 @@ fn bench_pairs(
             if let Some(b) = base_of(o) {
                 slots.push(Slot::new(b, case));
             }
-            let times = round_robin(&mut slots, case.device, schedule, progress);
+            let measured = round_robin(&mut slots, case.device, schedule, progress);
+            let times = &measured.times;
             let r = match times.len() {
                 2 => ratios(&times[1], &times[0]),
                 _ => Vec::new(),
             };
             Row::new(case, &slots[0], "pairs", times[0].clone(), r)
+                .with_counts(measured.warmup_rounds, measured.launches[0])
         })
         .collect()
 }
@@ -1351,6 +1523,8 @@ struct Record {
     ms_rounds: Vec<f64>,
     ratio_rounds: Vec<f64>,
     dtype: &'static str,
+    warmup_rounds: usize,
+    launches_per_step: Option<usize>,
 }
 
 /// `x` rounded to `decimals` decimals.
@@ -1390,6 +1564,8 @@ impl Record {
             ms_rounds: r.ms.iter().map(|&t| round(t, 4)).collect(),
             ratio_rounds: r.ratios.iter().map(|&x| round(x, 4)).collect(),
             dtype: r.dtype.name(),
+            warmup_rounds: r.warmup_rounds,
+            launches_per_step: r.launches,
         }
     }
 }
@@ -1438,12 +1614,18 @@ fn run_case(
         peak_rss().map_or("?".into(), |b| format!("{:.2} GB", b / 1e9))
     ));
     for r in &rows {
+        let launches = r
+            .launches
+            .map_or(String::new(), |n| format!("  {n} launches"));
         progress.println(format!(
-            "  {label} {:<22} {:9.2} ms/step  branch {}",
+            "  {label} {:<22} {:9.2} ms/step  branch {}{launches}",
             r.optimizer,
             r.ms_per_step(),
             branch_name(r.branch)
         ));
+    }
+    if let Some(r) = rows.first() {
+        progress.println(format!("  {label}: {} untimed rounds", r.warmup_rounds));
     }
     if let Some(aa) = rows.iter().find(|r| r.optimizer == AA.0) {
         progress.println(format!("  {}", aa_line(aa)));

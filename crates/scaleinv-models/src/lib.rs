@@ -32,6 +32,7 @@ pub mod quant;
 pub mod resnet;
 pub mod rng;
 pub mod shakespeare;
+pub mod shapes;
 pub mod train;
 pub mod transformer;
 

@@ -530,11 +530,17 @@ fn both_agree<const D: usize>(
 
 /// Seven steps of `fused` and `ops` (the same wrapper around the fused and the tensor-op base)
 /// on a conv kernel whose gradient fires the channel-wise projection, the third gradient holding
-/// a NaN: the parameters agree at every step, and the NaN step keeps the weight.
+/// a NaN, on every device with a fused path (flex's loops, wgpu's kernels): the parameters
+/// agree at every step, and the NaN step keeps the weight.
 fn nap_agrees<O: Optimizer>(label: &str, fused: &O, ops: &O) {
-    let device = Device::flex();
+    for (name, device) in fused_devices() {
+        nap_agrees_on(&format!("{label} on {name}"), fused, ops, &device);
+    }
+}
+
+fn nap_agrees_on<O: Optimizer>(label: &str, fused: &O, ops: &O, device: &Device) {
     let dims = [8, 4, 3, 3];
-    let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, dims), &device);
+    let t = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, dims), device);
     let start = wave(8 * 4 * 9, 1);
     let (mut a, mut b) = (t(start.clone()), t(start));
     let (mut sa, mut sb) = (None, None);

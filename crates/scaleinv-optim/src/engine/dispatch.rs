@@ -20,9 +20,10 @@ pub struct StepOptions {
     /// loops over memory (see each optimizer's doc), f16/bf16 parameters and gradients read
     /// and written in the same passes, converted a segment at a time (the arithmetic and the
     /// state in f32, as on the tensor-op path); on Burn's CubeCL backends (the `wgpu` feature)
-    /// as CubeCL kernels for f32 tensors (one launch per tensor for width-scaled AdamW and
-    /// AdamC, three for AdamP's and SGDP's projected tensors, five for Stable-SPAM, each
-    /// after the non-finite test; no value read back to the host). The paths agree to rounding and replay the golden trajectories.
+    /// as CubeCL kernels for f32 tensors (two launches per tensor for width-scaled AdamW and
+    /// AdamC, three for Stable-SPAM and for AdamP's and SGDP's projected tensors, the
+    /// non-finite test included; the parameter and the state written in place; no value read
+    /// back to the host, nothing uploaded). The paths agree to rounding and replay the golden trajectories.
     /// Other backends and optimizers, other dtypes and optimizers with an armed observer use
     /// the tensor operations.
     #[config(default = true)]
@@ -175,8 +176,8 @@ pub(crate) trait TwoPaths: Optimizer {
     ) -> crate::engine::flex::Fused<D, Self::State<D>>;
 
     /// The step as the CubeCL kernels when they apply to this parameter, gradient and state
-    /// (`Err` hands the inputs back for the tensor ops); an optimizer without kernels keeps
-    /// this default.
+    /// (`Err` hands the inputs back for the tensor ops), with a non-finite gradient treated as
+    /// `on_non_finite` says; an optimizer without kernels keeps this default.
     #[cfg(feature = "wgpu")]
     fn cube<const D: usize>(
         &self,
@@ -184,8 +185,9 @@ pub(crate) trait TwoPaths: Optimizer {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
+        on_non_finite: crate::engine::cube::OnNonFinite,
     ) -> crate::engine::cube::CubeStep<D, Self::State<D>> {
-        let _ = lr;
+        let _ = (lr, on_non_finite);
         Err(Box::new((param, grad, state)))
     }
 
@@ -219,7 +221,8 @@ pub(crate) trait TwoPaths: Optimizer {
             return (fused.param, fused.state);
         }
         #[cfg(feature = "wgpu")]
-        let (param, grad, state) = match self.cube(lr, param, grad, state) {
+        let policy = crate::engine::cube::OnNonFinite::Policy;
+        let (param, grad, state) = match self.cube(lr, param, grad, state, policy) {
             Ok(stepped) => return stepped,
             Err(inputs) => *inputs,
         };

@@ -12,7 +12,7 @@ pub(crate) mod dispatch;
 pub(crate) mod fits;
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "wgpu"))]
 pub(crate) mod join;
 pub(crate) mod non_finite;
 pub(crate) mod rows;

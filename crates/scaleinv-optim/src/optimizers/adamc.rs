@@ -363,6 +363,7 @@ impl TwoPaths for AdamC {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamCState<D>>,
+        on_non_finite: crate::engine::cube::OnNonFinite,
     ) -> crate::engine::cube::CubeStep<D, AdamCState<D>> {
         if !self.policy.fuses_on_cube(&param, false) {
             return Err(Box::new((param, grad, state)));
@@ -379,6 +380,7 @@ impl TwoPaths for AdamC {
                 weight_decay,
                 self.policy.skips(),
             )
+            .on_non_finite(on_non_finite)
         };
         match MomentState::on_cube(param, grad, moments, scalars) {
             Ok((param, moments)) => {

@@ -169,6 +169,7 @@ impl TwoPaths for AdamP {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
+        on_non_finite: crate::engine::cube::OnNonFinite,
     ) -> crate::engine::cube::CubeStep<D, MomentState<D>> {
         if !self.projector.fuses_on_cube(&param) {
             return Err(Box::new((param, grad, state)));
@@ -178,6 +179,7 @@ impl TwoPaths for AdamP {
         MomentState::on_cube(param, grad, state, |time| {
             crate::rules::adam::cube::AdamScalars::new(self.adam, time, lr, weight_decay, skip)
                 .adamp(self.nesterov, Some(self.projector.invariance))
+                .on_non_finite(on_non_finite)
         })
     }
 

@@ -10,9 +10,9 @@ pub(crate) mod sgdp;
 pub(crate) mod stable_spam;
 pub(crate) mod width_scaled_adamw;
 
-/// The optimizers with a fused path whose passes a wrapper can join (NaP's norm): the one
+/// The optimizers with a fused path whose passes or kernels a wrapper can join (NaP): the one
 /// type lookup of `engine::join`. A new fused optimizer adds its name here.
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "wgpu"))]
 pub(crate) mod fused_base {
     crate::engine::join::fused_bases!(
         super::adamp::AdamP,

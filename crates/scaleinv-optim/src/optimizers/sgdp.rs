@@ -224,13 +224,20 @@ impl TwoPaths for Sgdp {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<SgdpState<D>>,
+        on_non_finite: crate::engine::cube::OnNonFinite,
     ) -> crate::engine::cube::CubeStep<D, SgdpState<D>> {
         use crate::rules::sgd::cube::{SgdScalars, sgd_step};
         let mu = self.momentum;
         let buffers = state.iter().filter(|_| mu != 0.0).map(|s| &s.momentum);
         let on_cube = crate::engine::cube::on_cube;
+        // A wrapper's zero-gradient step of a projected tensor would write the projection of
+        // μ·b back: the tensor ops take it.
+        let zeroing = on_non_finite == crate::engine::cube::OnNonFinite::ZeroGradient;
+        let zero_written_back =
+            zeroing && self.writes_back() && self.projector.invariance.applies_to(D);
         if !self.projector.fuses_on_cube(&param)
             || !crate::engine::fits::fit(&param, &grad, buffers, on_cube)
+            || zero_written_back
         {
             return Err(Box::new((param, grad, state)));
         }
@@ -247,7 +254,8 @@ impl TwoPaths for Sgdp {
             self.decay_rate::<D>(lr),
             self.projector.policy.skips(),
             Some(self.projector.invariance),
-        );
+        )
+        .on_non_finite(on_non_finite);
         let (param, buffer) = sgd_step(param, grad, buffer, scalars);
         Ok((param, (mu != 0.0).then_some(SgdpState { momentum: buffer })))
     }

@@ -339,10 +339,15 @@ impl TwoPaths for StableSpam {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<StableSpamState<D>>,
+        on_non_finite: crate::engine::cube::OnNonFinite,
     ) -> crate::engine::cube::CubeStep<D, StableSpamState<D>> {
         use crate::engine::cube::{on_cube, scalar_fits};
         use crate::rules::spike::cube::{SpikeScalars, spike_step};
-        let fits = self.policy.fuses_on_cube(&param, false)
+        // A wrapper's zero-gradient step is the tensor ops' (the statistics of a zero
+        // gradient are not the kernels').
+        let zeroing = on_non_finite == crate::engine::cube::OnNonFinite::ZeroGradient;
+        let fits = !zeroing
+            && self.policy.fuses_on_cube(&param, false)
             && crate::engine::fits::fit(
                 &param,
                 &grad,

@@ -324,6 +324,7 @@ impl TwoPaths for WidthScaledAdamW {
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<MomentState<D>>,
+        on_non_finite: crate::engine::cube::OnNonFinite,
     ) -> crate::engine::cube::CubeStep<D, MomentState<D>> {
         if !self.policy.fuses_on_cube(&param, false) {
             return Err(Box::new((param, grad, state)));
@@ -338,6 +339,7 @@ impl TwoPaths for WidthScaledAdamW {
                 weight_decay,
                 self.policy.skips(),
             )
+            .on_non_finite(on_non_finite)
         })
     }
 

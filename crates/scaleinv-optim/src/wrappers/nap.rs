@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::non_finite::NonFinitePolicy;
 use crate::engine::rows::{sum_all, sum_except};
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "wgpu"))]
 use crate::engine::step_frame::check_lr;
 use crate::engine::step_frame::framed_wrapper_step;
 use crate::error::{ConfigError, Range, check};
@@ -17,7 +17,7 @@ use crate::model::channel_axes::ChannelAxes;
 use crate::model::norm_affine::{NormAffine, is_norm_affine, project_jointly};
 use crate::model::params::{self, ParamInfo, read_back};
 use crate::optimizers::constructors::wrapper_constructors;
-#[cfg(feature = "flex")]
+#[cfg(any(feature = "flex", feature = "wgpu"))]
 use crate::optimizers::fused_base;
 use crate::rules::decay::tensor::decay;
 use crate::rules::norm::factor;
@@ -311,10 +311,9 @@ impl<O> Nap<O> {
         rank >= self.min_rank
     }
 
-    /// `‖W‖` over the scope: shape `[1, …, 1]`, or per row with kept dimensions.
     /// `W · ρ / max(‖W‖, ε)`. A whole-tensor projection on flex reads `‖W‖` and `ρ` where they
     /// lie and scales by one number (in place when the backend can); on a CubeCL device it is
-    /// three kernels (`rules::norm::cube`).
+    /// two kernels (`rules::norm::cube`).
     fn project<const D: usize>(&self, param: Tensor<D>, radius: &Tensor<D>) -> Tensor<D> {
         #[cfg(feature = "flex")]
         if self.row_axis.is_none()
@@ -326,16 +325,14 @@ impl<O> Nap<O> {
             return param * factor(radius, norm, self.epsilon);
         }
         #[cfg(feature = "wgpu")]
-        if self.row_axis.is_none()
-            && let Some(projected) =
-                crate::rules::norm::cube::nap_rescale(&param, radius, self.epsilon)
-        {
-            return projected;
+        if self.row_axis.is_none() && crate::rules::norm::cube::rescales(&param, radius) {
+            return crate::rules::norm::cube::nap_rescale(param, radius, None, self.epsilon);
         }
         let norm = self.norm(&param);
         param * factor(radius.clone(), norm, self.epsilon)
     }
 
+    /// `‖W‖` over the scope: shape `[1, …, 1]`, or per row with kept dimensions.
     fn norm<const D: usize>(&self, tensor: &Tensor<D>) -> Tensor<D> {
         let squares = tensor.clone().square();
         match self.row_axis {
@@ -350,6 +347,19 @@ impl<O> Nap<O> {
             }
         }
         .sqrt()
+    }
+
+    /// The state before `param`'s first step: no step taken, `ρ` measured when it is
+    /// projected.
+    fn first_state<const D: usize, S>(&self, param: &Tensor<D>) -> NapState<D, S>
+    where
+        S: RecordState + Clone,
+    {
+        NapState {
+            steps: 0,
+            radius: self.projects(D).then(|| self.radius(param)),
+            inner: None,
+        }
     }
 
     /// `ρ` of a tensor about to take its first step; panics when it is zero or not finite.
@@ -405,11 +415,7 @@ impl<O: Optimizer> Nap<O> {
         state: Option<NapState<D, O::State<D>>>,
     ) -> (Tensor<D>, Option<NapState<D, O::State<D>>>) {
         check_lr(lr);
-        let state = state.unwrap_or_else(|| NapState {
-            steps: 0,
-            radius: self.projects(D).then(|| self.radius(&param)),
-            inner: None,
-        });
+        let state = state.unwrap_or_else(|| self.first_state(&param));
         let steps = state.steps + 1;
         // ρ, when this step projects (one element on flex, checked by `fuses`).
         let radius = state
@@ -441,6 +447,73 @@ impl<O: Optimizer> Nap<O> {
     }
 }
 
+/// NaP around one of this crate's optimizers on a CubeCL device, for a whole-tensor projection
+/// (or none): the base's kernels apply the wrapper's non-finite rule themselves (under `Skip`,
+/// the state steps on a zero gradient and the parameter is kept) and the projection's kernels
+/// test the gradient again where they read `W`, so no tensor-op frame runs around them: the
+/// base's launches and two more, `W`, the state and `ρ` untouched by any other.
+#[cfg(feature = "wgpu")]
+impl<O: Optimizer> Nap<O> {
+    fn cube_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<NapState<D, O::State<D>>>,
+    ) -> crate::engine::cube::CubeStep<D, NapState<D, O::State<D>>> {
+        use crate::engine::cube::OnNonFinite;
+        use crate::rules::norm::cube::{nap_rescale, rescales};
+        let projects = self.projects(D);
+        let radius = state.as_ref().and_then(|s| s.radius.as_ref());
+        let fits = self.scale_decay == 0.0
+            && !(projects && self.row_axis.is_some())
+            && crate::engine::cube::accepts(&param)
+            && radius.is_none_or(|r| rescales(&param, r));
+        if !fits {
+            return Err(Box::new((param, grad, state)));
+        }
+        check_lr(lr);
+        let NapState {
+            steps,
+            radius,
+            inner,
+        } = state.unwrap_or_else(|| self.first_state(&param));
+        let skip = self.non_finite == NonFinitePolicy::Skip;
+        let on_non_finite = match skip {
+            true => OnNonFinite::ZeroGradient,
+            false => OnNonFinite::Policy,
+        };
+        // The projection's guard reads the gradient the base's kernels read (read-only in both).
+        let guard = skip.then(|| grad.clone());
+        match fused_base::cube_step(&self.inner, lr, param, grad, inner, on_non_finite) {
+            Ok((param, inner)) => {
+                let steps = steps + 1;
+                let param = match &radius {
+                    Some(rho) if steps.is_multiple_of(self.project_every) => {
+                        nap_rescale(param, rho, guard.as_ref(), self.epsilon)
+                    }
+                    _ => param,
+                };
+                let state = NapState {
+                    steps,
+                    radius,
+                    inner,
+                };
+                Ok((param, Some(state)))
+            }
+            Err(inputs) => {
+                let (param, grad, inner) = *inputs;
+                let state = NapState {
+                    steps,
+                    radius,
+                    inner,
+                };
+                Err(Box::new((param, grad, Some(state))))
+            }
+        }
+    }
+}
+
 impl<O: Optimizer> Optimizer for Nap<O> {
     type State<const D: usize> = NapState<D, O::State<D>>;
 
@@ -455,6 +528,11 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         if self.fuses(&param, &grad, state.as_ref()) {
             return self.fused_step(lr, param, grad, state);
         }
+        #[cfg(feature = "wgpu")]
+        let (param, grad, state) = match self.cube_step(lr, param, grad, state) {
+            Ok(stepped) => return stepped,
+            Err(inputs) => *inputs,
+        };
         framed_wrapper_step(
             lr,
             self.non_finite,
@@ -462,11 +540,7 @@ impl<O: Optimizer> Optimizer for Nap<O> {
             grad,
             state,
             |param, grad, state| {
-                let state = state.unwrap_or_else(|| NapState {
-                    steps: 0,
-                    radius: self.projects(D).then(|| self.radius(&param)),
-                    inner: None,
-                });
+                let state = state.unwrap_or_else(|| self.first_state(&param));
                 let (param, inner) = self.inner.step(lr, param, grad, state.inner);
                 let param = decay(param, lr * self.scale_decay);
                 let steps = state.steps + 1;

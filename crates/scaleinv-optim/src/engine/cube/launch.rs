@@ -8,9 +8,7 @@ use burn::cubecl;
 use burn::cubecl::client::Client;
 use burn::cubecl::prelude::*;
 use burn::cubecl::server::Handle;
-use burn::tensor::DType;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 
 /// The tensors with contiguous rows (a copy only for a strided view).
 pub fn contiguous<const N: usize>(tensors: [CubeTensor; N]) -> [CubeTensor; N] {
@@ -96,18 +94,6 @@ impl Launch {
     /// The elements of one thread's vector.
     pub fn vector(&self) -> usize {
         self.vector
-    }
-
-    /// `N` fresh contiguous f32 tensors of the launch's shape.
-    pub fn outputs<const N: usize>(&self) -> [CubeTensor; N] {
-        core::array::from_fn(|_| {
-            empty_device_contiguous_dtype(
-                self.like.client.clone(),
-                self.like.device.clone(),
-                self.like.meta.shape().clone(),
-                DType::F32,
-            )
-        })
     }
 
     /// `tensor`'s elements as a kernel's slice.
@@ -252,17 +238,32 @@ fn non_finite_blocks<N: Size>(g: &[Vector<f32, N>], flags: &mut [f32], #[comptim
     let mut bad = 0.0f32;
     let mut j = CUBE_POS * units + unit;
     while j < g.len() {
-        let nan = g[j].is_nan();
-        let inf = g[j].is_inf();
-        #[unroll]
-        for k in 0..N::value() {
-            if nan.extract(k) || inf.extract(k) {
-                bad = 1.0f32;
-            }
-        }
+        bad = f32::max(bad, non_finite_in::<N>(g[j]));
         j += stride;
     }
-    // One shared word raised by any unit that met one (two barriers, no tree).
+    write_block_flag(bad, flags);
+}
+
+/// 1.0 when a lane of `x` is NaN or ±∞, else 0.0.
+#[cube]
+pub fn non_finite_in<N: Size>(x: Vector<f32, N>) -> f32 {
+    let nan = x.is_nan();
+    let inf = x.is_inf();
+    let mut bad = 0.0f32;
+    #[unroll]
+    for k in 0..N::value() {
+        if nan.extract(k) || inf.extract(k) {
+            bad = 1.0f32;
+        }
+    }
+    bad
+}
+
+/// `flags[CUBE_POS]` ← 1.0 when any unit of the cube has `bad > 0`, else 0.0: one shared word
+/// raised by the units that met one (two barriers, no tree). Every unit must call it.
+#[cube]
+pub fn write_block_flag(bad: f32, flags: &mut [f32]) {
+    let unit = UNIT_POS as usize;
     let raised = Shared::<[Atomic<u32>]>::new_slice(1usize);
     if unit == 0 {
         raised[0].store(0u32);

@@ -6,15 +6,18 @@
 //! registered lazily like any other operation and runs on the `CubeTensor` handles when the
 //! stream is flushed. No step reads anything back to the host or uploads anything to it: the
 //! non-finite test is a set of device flags in scratch from the runtime's pool, written by the
-//! kernels before the update and finished by the update itself. The Adam and SGD updates write
-//! the parameter and the state in place when no other tensor shares their buffers.
+//! kernels before the update and finished by the update itself. The parameter and the state
+//! are written in place when no other tensor shares their buffers.
 //!
-//! | optimizer | launches per tensor and step |
-//! |-----------|------------------------------|
-//! | width-scaled AdamW, AdamC | 1 (+1 for the non-finite test under `Skip`) |
-//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision with the non-finite test, update), 1 otherwise (+1 under `Skip`) |
-//! | Stable-SPAM | 3 (`max|g|` by blocks; AdaClip and `Σ clip(g)²` by blocks; AdaGN and the update in place) |
-//! | NaP's projection of a whole tensor | 2 (`Σp²` by blocks; the factor and the rescale in place) |
+//! | optimizer | launches per tensor and step (default `Skip`) | scratch buffers |
+//! |-----------|-----------------------------------------------|-----------------|
+//! | width-scaled AdamW, AdamC | 2 (the non-finite test by blocks, the update) | 1 |
+//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision with the non-finite test, update), 2 otherwise | 2 (1) |
+//! | Stable-SPAM | 3 (`max|g|` by blocks; AdaClip and `Σ clip(g)²` by blocks; AdaGN and the update) | 3 |
+//! | NaP around one of these, whole-tensor projection | the base's, and 2 (`Σp²` and the gradient's test by blocks; the factor and the rescale) | the base's, and 2 |
+//!
+//! `tests/launches.rs` holds every optimizer to these counts, and to no read-back, at
+//! CubeCL's runtime over ResNet-50's and GPT-2 small's parameter lists.
 
 pub(crate) mod launch;
 #[cfg(test)]
@@ -30,6 +33,18 @@ pub(crate) type CubeStep<const D: usize, S> = Result<(Tensor<D>, Option<S>), Box
 
 /// A step's parameter, gradient and state.
 pub(crate) type Inputs<const D: usize, S> = (Tensor<D>, Tensor<D>, Option<S>);
+
+/// What a step's kernels do with a gradient that holds NaN or ±∞.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnNonFinite {
+    /// The optimizer's own policy: under `Skip` nothing is written, under `Propagate` nothing
+    /// is tested.
+    Policy,
+    /// A wrapper's `Skip` ([`Nap`](crate::Nap)): tested whatever the optimizer's policy; the
+    /// state then steps on a zero gradient and the parameter is kept, as the wrapper's
+    /// tensor-op frame does (`framed_wrapper_step`).
+    ZeroGradient,
+}
 
 /// Whether `tensor` is an f32 tensor on a CubeCL device (the kernels apply).
 pub(crate) fn on_cube<const D: usize>(tensor: &Tensor<D>) -> bool {

@@ -63,7 +63,8 @@ pub fn lane_max<N: Size>(x: Vector<f32, N>) -> f32 {
     most
 }
 
-/// The partial results `partial[0..blocks]` (at most [`FEW`]) combined in index order, for
+/// The partial results `partial[first..first + blocks]` (at most [`FEW`]) combined in index
+/// order, for
 /// every unit of the cube that calls it (`units` its units; every unit must call it): their
 /// sum (`sum`) or their maximum. The units stage the partials in shared memory with one load
 /// each, one unit combines them, and the result comes back through shared memory: two
@@ -72,6 +73,7 @@ pub fn lane_max<N: Size>(x: Vector<f32, N>) -> f32 {
 #[cube]
 pub fn finish_in_cube(
     partial: &[f32],
+    first: usize,
     blocks: usize,
     #[comptime] units: usize,
     #[comptime] sum: bool,
@@ -80,7 +82,7 @@ pub fn finish_in_cube(
     let mut staged = Shared::<[Vector<f32, Const<1>>]>::new_slice(FEW + 1);
     let mut b = unit;
     while b < blocks {
-        staged[b] = Vector::new(partial[b]);
+        staged[b] = Vector::new(partial[first + b]);
         b += units;
     }
     sync_cube();

@@ -6,7 +6,8 @@
 //! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞
 //! (AdamP, rank ≥ 2)      the coefficients k_c, the decay ratio r, the flag (`projection`)
 //! last launch            read g, flags (k_c, r); p, m, v in place (a copy first if shared):
-//!                        some flag set: nothing written
+//!                        some flag set: nothing written (under a wrapper's `Skip`, the
+//!                                   moments step on g = 0, p is kept)
 //!                        otherwise: m ← β1·m + (1 − β1)·g ;  v ← β2·v + (1 − β2)·g²
 //!                                   u = m / (√v / √(1 − β2^t) + ε)   (`direction`)
 //!                                   AdamP: u ← u − k_c·p,  f = r·(−ηλ) + 1
@@ -28,11 +29,11 @@ use burn::tensor::Tensor;
 use super::Adam;
 use super::tensor::MomentState;
 use crate::engine::cube::launch::{contiguous, skipped, writable};
-use crate::engine::cube::{CubeStep, on_cube};
+use crate::engine::cube::{CubeStep, OnNonFinite, on_cube};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::cube::{Momentum, Update, radial_removed};
+use crate::rules::projection::cube::{Momentum, Update, decay_ratio, radial_removed};
 
 /// The f32 scalars of one Adam step, computed on the host from `super` and `rules::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,6 +44,9 @@ pub struct AdamScalars {
     pub write: WriteArgs,
     /// Whether a non-finite gradient skips the step (tested on the device).
     pub skip_non_finite: bool,
+    /// Whether a skipped step still steps the moments, on a zero gradient (a wrapper's
+    /// `Skip`, see [`OnNonFinite::ZeroGradient`]).
+    pub zero_gradient_on_skip: bool,
     /// AdamP's Nesterov form.
     pub nesterov: bool,
     /// AdamP's projection (applied to the tensors it applies to, see
@@ -58,8 +62,21 @@ impl AdamScalars {
             moments: moment_args(adam, time),
             write: WriteArgs::new(lr * weight_decay, lr / bc1),
             skip_non_finite: skip,
+            zero_gradient_on_skip: false,
             nesterov: false,
             projection: None,
+        }
+    }
+
+    /// The same step with a non-finite gradient treated as `on` says.
+    pub fn on_non_finite(self, on: OnNonFinite) -> Self {
+        match on {
+            OnNonFinite::Policy => self,
+            OnNonFinite::ZeroGradient => Self {
+                skip_non_finite: true,
+                zero_gradient_on_skip: true,
+                ..self
+            },
         }
     }
 
@@ -132,8 +149,8 @@ impl Momentum for AdamMomentum {
 
 /// One Adam step per vector of `N` elements, in place (see the module's doc): nothing is
 /// written when a flag of `flags[0..flag_count]` is set (`tested`; every cube of `units` units
-/// finishes the flags for itself). `projected`: `u ← u − coef[c]·p` in channel `c` and the
-/// decay ratio `ratio[0]`.
+/// finishes the flags for itself), or only the moments on a zero gradient (`zeroing`).
+/// `projected`: `u ← u − k_c·p` in channel `c` and the decay ratio, as `decided` holds them.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn adam_update<N: Size>(
@@ -142,8 +159,7 @@ fn adam_update<N: Size>(
     m: &mut [Vector<f32, N>],
     v: &mut [Vector<f32, N>],
     flags: &[f32],
-    coef: &[f32],
-    ratio: &[f32],
+    decided: &[f32],
     rule: &MomentArgs,
     w: &WriteArgs,
     flag_count: usize,
@@ -151,12 +167,19 @@ fn adam_update<N: Size>(
     inner: usize,
     #[comptime] units: usize,
     #[comptime] tested: bool,
+    #[comptime] zeroing: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
 ) {
     let skip = skipped(flags, flag_count, units, tested);
     let i = ABSOLUTE_POS;
-    if i < p.len() && !skip {
+    if i < p.len() && skip {
+        if zeroing {
+            let zero = Vector::<f32, N>::new(0.0f32);
+            m[i] = first::<N>(m[i], zero, rule);
+            v[i] = second::<N>(v[i], zero, rule);
+        }
+    } else if i < p.len() {
         let gi = g[i];
         let mi = first::<N>(m[i], gi, rule);
         let vi = second::<N>(v[i], gi, rule);
@@ -164,8 +187,8 @@ fn adam_update<N: Size>(
         m[i] = mi;
         v[i] = vi;
         if projected {
-            let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
-            p[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
+            let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
+            p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
         } else {
             p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
         }
@@ -193,7 +216,7 @@ fn launch(
         (rule, s.nesterov),
     );
     let run = &update.run;
-    let (coef, ratio, channels) = update.bindings(&g);
+    let (decided, channels) = update.bindings(&g);
     let (flags, flag_count) = update.skip.args(run, &g);
     adam_update::launch(
         run.client(),
@@ -205,8 +228,7 @@ fn launch(
         run.arg(&m),
         run.arg(&v),
         flags,
-        coef,
-        ratio,
+        decided,
         rule.launch(),
         s.write.launch(),
         flag_count,
@@ -214,6 +236,7 @@ fn launch(
         channels.inner,
         run.units(),
         update.skip.tested(),
+        s.zero_gradient_on_skip,
         s.nesterov,
         update.projects(),
     );

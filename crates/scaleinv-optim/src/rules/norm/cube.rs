@@ -2,10 +2,12 @@
 //! and no host read.
 //!
 //! ```text
-//! launch 1, blocks   read p: Σp² per block
+//! launch 1, blocks   read p: Σp² per block (guarded: and a flag per block, 1 where the
+//!                    step's gradient g holds NaN or ±∞)
 //! launch 2           every cube: factor = ρ / max(√Σp², ε) from the blocks' sums (at most
 //!                    64, added in order: the same bits in every cube);
-//!                    p ← p·factor in place (a copy first if shared)
+//!                    guarded and some flag set: nothing written (the step is skipped)
+//!                    otherwise p ← p·factor in place (a copy first if shared)
 //! ```
 
 use burn::backend::wgpu::CubeTensor;
@@ -17,7 +19,9 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::engine::cube::launch::{Blocks, Launch, contiguous, writable};
+use crate::engine::cube::launch::{
+    Blocks, Launch, contiguous, non_finite_in, skipped, writable, write_block_flag,
+};
 use crate::engine::cube::reduce::{finish_in_cube, lane_sum, tree};
 use crate::engine::cube::{accepts, on_cube};
 
@@ -27,15 +31,27 @@ pub struct NapScalars {
     pub epsilon: f32,
 }
 
-/// Launch 1: `Σp²` per block.
+/// Launch 1: `Σp²` per block and, `guarded`, the block's non-finite flag of `g` (1.0 where an
+/// element is NaN or ±∞).
 #[cube(launch)]
-fn block_squares<N: Size>(p: &[Vector<f32, N>], partial: &mut [f32], #[comptime] units: usize) {
+fn block_squares<N: Size>(
+    p: &[Vector<f32, N>],
+    g: &[Vector<f32, N>],
+    partial: &mut [f32],
+    flags: &mut [f32],
+    #[comptime] units: usize,
+    #[comptime] guarded: bool,
+) {
     let unit = UNIT_POS as usize;
     let stride = CUBE_COUNT * units;
     let mut acc = Vector::new(0.0f32);
+    let mut bad = 0.0f32;
     let mut j = CUBE_POS * units + unit;
     while j < p.len() {
         acc += p[j] * p[j];
+        if guarded {
+            bad = f32::max(bad, non_finite_in::<N>(g[j]));
+        }
         j += stride;
     }
     let mut shared = Shared::<[Vector<f32, N>]>::new_slice(units);
@@ -43,6 +59,9 @@ fn block_squares<N: Size>(p: &[Vector<f32, N>], partial: &mut [f32], #[comptime]
     tree::<N>(&mut shared, 1usize, units, true);
     if unit == 0 {
         partial[CUBE_POS] = lane_sum::<N>(shared[0]);
+    }
+    if guarded {
+        write_block_flag(bad, flags);
     }
 }
 
@@ -53,40 +72,63 @@ pub fn norm_factor_of(radius: f32, norm: f32, epsilon: f32) -> f32 {
 }
 
 /// Launch 2: `p ← p · ρ / max(‖p‖, ε)`, each cube of `units` units finishing the `blocks`
-/// partial sums for itself.
+/// partial sums (and, `guarded`, the flags: nothing written when one is set) for itself.
 #[cube(launch)]
+#[allow(clippy::too_many_arguments)]
 fn rescale<N: Size>(
     p: &mut [Vector<f32, N>],
     partial: &[f32],
+    flags: &[f32],
     blocks: usize,
     radius: &[f32],
     epsilon: f32,
     #[comptime] units: usize,
+    #[comptime] guarded: bool,
 ) {
-    let sum = finish_in_cube(partial, blocks, units, true);
+    let skip = skipped(flags, blocks, units, guarded);
+    let sum = finish_in_cube(partial, 0usize, blocks, units, true);
     let factor = norm_factor_of(radius[0], f32::sqrt(sum), epsilon);
     let i = ABSOLUTE_POS;
-    if i < p.len() {
+    if i < p.len() && !skip {
         p[i] *= Vector::new(factor);
     }
 }
 
 /// Launches NaP's projection of the f32 tensor `p` onto the norm held in the one-element
-/// `radius`; `p` is written in place where no other tensor shares its buffer.
-fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
+/// `radius`, skipped when `guard` (the step's gradient) holds NaN or ±∞; `p` is written in
+/// place where no other tensor shares its buffer.
+fn launch(
+    p: CubeTensor,
+    radius: CubeTensor,
+    guard: Option<CubeTensor>,
+    s: NapScalars,
+) -> CubeTensor {
     let [p, radius] = contiguous([p, radius]);
+    let guard = guard.map(|g| contiguous([g])[0].clone());
     let p = writable(p);
-    let run = Launch::new([&p]);
+    let run = match &guard {
+        Some(g) => Launch::new([&p, g]),
+        None => Launch::new([&p]),
+    };
     let client = run.client();
     let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
+    // The flags' scratch when guarded; unread (the sums' buffer) otherwise.
+    let flags = match guard {
+        Some(_) => client.empty(blocks.count * size_of::<f32>()),
+        None => blocks.partial.clone(),
+    };
+    let g = guard.as_ref().unwrap_or(&p);
     block_squares::launch(
         client,
         blocks.cubes(),
         blocks.dim(),
         run.vector(),
         run.arg(&p),
+        run.arg(g),
         blocks.partial(),
+        run.floats(&flags, blocks.count),
         blocks.units,
+        guard.is_some(),
     );
     rescale::launch(
         client,
@@ -95,10 +137,12 @@ fn launch(p: CubeTensor, radius: CubeTensor, s: NapScalars) -> CubeTensor {
         run.vector(),
         run.arg(&p),
         blocks.partial(),
+        run.floats(&flags, blocks.count),
         blocks.count,
         run.floats(&radius.handle, 1),
         s.epsilon,
         run.units(),
+        guard.is_some(),
     );
     p
 }
@@ -113,6 +157,15 @@ pub trait NormKernel: burn::backend::Backend {
         radius: FloatTensor<Self>,
         s: NapScalars,
     ) -> FloatTensor<Self>;
+
+    /// [`nap_rescale`](Self::nap_rescale), skipped when `g` holds NaN or ±∞.
+    #[fusion(meta = |p, _g, _radius, _s| p.clone())]
+    fn nap_rescale_guarded(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self>;
 }
 
 impl NormKernel for CubeBackend {
@@ -121,26 +174,44 @@ impl NormKernel for CubeBackend {
         radius: FloatTensor<Self>,
         s: NapScalars,
     ) -> FloatTensor<Self> {
-        launch(p, radius, s)
+        launch(p, radius, None, s)
+    }
+
+    fn nap_rescale_guarded(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self> {
+        launch(p, radius, Some(g), s)
     }
 }
 
-/// NaP's projection of `p` back to the norm held in the one-element `radius`, when both are
-/// f32 tensors on a CubeCL device (`None`: they do not fit, and nothing was launched).
+/// Whether [`nap_rescale`] takes `p` and `radius`: f32 tensors on a CubeCL device, `radius`
+/// of one element.
+pub(crate) fn rescales<const D: usize>(p: &Tensor<D>, radius: &Tensor<D>) -> bool {
+    accepts(p) && on_cube(radius) && radius.shape().num_elements() == 1
+}
+
+/// NaP's projection of `p` back to the norm held in the one-element `radius` (the caller
+/// checks [`rescales`]); with `guard`, none when that gradient holds NaN or ±∞ (`p` comes
+/// back as it was). `p` is moved in, so its buffer is written in place when nothing else
+/// holds it.
 pub(crate) fn nap_rescale<const D: usize>(
-    p: &Tensor<D>,
+    p: Tensor<D>,
     radius: &Tensor<D>,
+    guard: Option<&Tensor<D>>,
     epsilon: f64,
-) -> Option<Tensor<D>> {
-    let fits = accepts(p) && on_cube(radius) && radius.shape().num_elements() == 1;
-    fits.then(|| {
-        let s = NapScalars {
-            epsilon: epsilon as f32,
-        };
-        let out =
-            Dispatch::nap_rescale(p.clone().into_dispatch(), radius.clone().into_dispatch(), s);
-        Tensor::from_dispatch(out)
-    })
+) -> Tensor<D> {
+    let s = NapScalars {
+        epsilon: epsilon as f32,
+    };
+    let (p, radius) = (p.into_dispatch(), radius.clone().into_dispatch());
+    let out = match guard {
+        Some(g) => Dispatch::nap_rescale_guarded(p, g.clone().into_dispatch(), radius, s),
+        None => Dispatch::nap_rescale(p, radius, s),
+    };
+    Tensor::from_dispatch(out)
 }
 
 /// [`norm_factor_of`] against [`super::factor`] on wgpu, element by element.

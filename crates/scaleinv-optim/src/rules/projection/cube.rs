@@ -52,28 +52,38 @@ pub trait Momentum: Send + Sync + 'static {
     ) -> Vector<f32, N>;
 }
 
+/// The decision kernel's output, one scratch buffer per tensor: the non-finite flag at 0 (so
+/// that it is the update's one flag, `NonFinite::one`), the decay ratio at 1, the radial
+/// coefficient of channel `c` at `2 + c`.
+const DECIDED: usize = 2;
+
+/// The decay ratio the decision kernel wrote in `decided`.
+#[cube]
+pub fn decay_ratio(decided: &[f32]) -> f32 {
+    decided[1]
+}
+
 /// `u − k_c·p` for vector `i` of the update kernels, in channel `c = (i·N / inner) mod C`: the
-/// radial part removed with the coefficients the decision kernel wrote (vectors never cross a
-/// channel's run, see `Launch::in_runs`).
+/// radial part removed with the coefficients the decision kernel wrote in `decided` (vectors
+/// never cross a channel's run, see `Launch::in_runs`).
 #[cube]
 pub fn radial_removed<N: Size>(
     i: usize,
     p: Vector<f32, N>,
     u: Vector<f32, N>,
-    coef: &[f32],
+    decided: &[f32],
     channels: usize,
     inner: usize,
 ) -> Vector<f32, N> {
     let c = (i * N::value() / inner) % channels;
-    u - p * Vector::new(coef[c])
+    u - p * Vector::new(decided[2 + c])
 }
 
-/// The projection's result on the device: the radial coefficient of every channel (0 where
-/// nothing is removed), the decay ratio and the non-finite flag.
+/// The projection's result on the device, in one buffer (see [`decay_ratio`]): the non-finite
+/// flag, the decay ratio and the radial coefficient of every channel (0 where nothing is
+/// removed).
 struct Coefficients {
-    coef: Handle,
-    ratio: Handle,
-    flag: Handle,
+    decided: Handle,
     channels: Channels,
 }
 
@@ -110,7 +120,7 @@ impl Update {
         });
         let skip = match &coefficients {
             _ if !skip_non_finite => NonFinite::none(),
-            Some(k) => NonFinite::one(k.flag.clone()),
+            Some(k) => NonFinite::one(k.decided.clone()),
             None => NonFinite::of_blocks(&run, g),
         };
         Self {
@@ -125,22 +135,17 @@ impl Update {
         self.coefficients.is_some()
     }
 
-    /// The update kernel's `coef` and `ratio` bindings and the geometry it reads them with;
-    /// without a projection they are unread, and the gradient's buffer `g` (read-only in the
-    /// update, so that no buffer is bound both read-only and writable) fills them.
-    pub fn bindings(&self, g: &CubeTensor) -> (BufferArg, BufferArg, Channels) {
+    /// The update kernel's `decided` binding (see [`decay_ratio`]) and the geometry it reads
+    /// it with; without a projection it is unread, and the gradient's buffer `g` (read-only in
+    /// the update, so that no buffer is bound both read-only and writable) fills it.
+    pub fn bindings(&self, g: &CubeTensor) -> (BufferArg, Channels) {
         let run = &self.run;
         match &self.coefficients {
             Some(k) => (
-                run.floats(&k.coef, k.channels.count),
-                run.floats(&k.ratio, 1),
+                run.floats(&k.decided, DECIDED + k.channels.count),
                 k.channels,
             ),
-            None => (
-                run.floats(&g.handle, 1),
-                run.floats(&g.handle, 1),
-                Channels::new(&[1], 0),
-            ),
+            None => (run.floats(&g.handle, 1), Channels::new(&[1], 0)),
         }
     }
 }
@@ -387,9 +392,7 @@ pub fn views(cos_max: f32, layer_cos: f32, squares: (f32, f32), args: &DecideArg
 #[cube(launch)]
 fn decide(
     stats: &[f32],
-    coef: &mut [f32],
-    ratio: &mut [f32],
-    flag: &mut [f32],
+    decided: &mut [f32],
     channels: usize,
     args: &DecideArgs,
     #[comptime] units: usize,
@@ -467,12 +470,12 @@ fn decide(
         let b = c * STATS;
         let norm_c = f32::sqrt(stats[b + 3]) * stats[b];
         let own = coefficient(stats[b + 5], norm_c, stats[b], eps);
-        coef[c] = select(channel_view, own, layer);
+        decided[2 + c] = select(channel_view, own, layer);
         c += units;
     }
     if unit == 0 {
-        ratio[0] = select(channel_view || layer_view, args.wd_ratio, 1.0f32);
-        flag[0] = bad;
+        decided[0] = bad;
+        decided[1] = select(channel_view || layer_view, args.wd_ratio, 1.0f32);
     }
 }
 
@@ -530,9 +533,7 @@ fn coefficients<R: Momentum>(
         );
     }
 
-    let coef = client.empty(channels.count * size_of::<f32>());
-    let ratio = client.empty(size_of::<f32>());
-    let flag = client.empty(size_of::<f32>());
+    let decided = client.empty((DECIDED + channels.count) * size_of::<f32>());
     let numel = channels.numel();
     let units = units_per_cube(client, channels.count);
     decide::launch(
@@ -540,19 +541,12 @@ fn coefficients<R: Momentum>(
         CubeCount::new_1d(1),
         CubeDim::new_1d(units as u32),
         run.floats(&stats, channels.count * STATS),
-        run.floats(&coef, channels.count),
-        run.floats(&ratio, 1),
-        run.floats(&flag, 1),
+        run.floats(&decided, DECIDED + channels.count),
         channels.count,
         DecideArgs::new(invariance, numel / channels.count, numel).launch(),
         units,
     );
-    Coefficients {
-        coef,
-        ratio,
-        flag,
-        channels,
-    }
+    Coefficients { decided, channels }
 }
 
 /// The cosine, the radial coefficient and the decision above against `super`'s formulas on

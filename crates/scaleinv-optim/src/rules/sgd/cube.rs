@@ -6,7 +6,8 @@
 //! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞
 //! (rank ≥ 2)             the coefficients k_c, the decay ratio r, the flag (`projection`)
 //! last launch            read g, flags (k_c, r); p, b in place (a copy first if shared):
-//!                        some flag set: nothing written
+//!                        some flag set: nothing written (under a wrapper's `Skip`, the
+//!                                   buffer steps on g = 0, p is kept; no write-back)
 //!                        otherwise: b ← μ·b + (1 − τ)·g ;  u = b (Nesterov: g + μ·b)  (`rule`)
 //!                                   u ← u − k_c·p ;  b ← u (write-back, not Nesterov)
 //!                                   p ← p·(r·(−ηλ/(1 − μ)) + 1) − η·u
@@ -24,11 +25,12 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
+use crate::engine::cube::OnNonFinite;
 use crate::engine::cube::launch::{contiguous, skipped, writable};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::cube::{Momentum, Update, radial_removed};
+use crate::rules::projection::cube::{Momentum, Update, decay_ratio, radial_removed};
 
 /// The f32 scalars of one SGDP step, computed on the host from `super` and `rules::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,6 +43,9 @@ pub struct SgdScalars {
     /// Write the projected update back into the buffer.
     pub write_back: bool,
     pub skip_non_finite: bool,
+    /// Whether a skipped step still steps the buffer, on a zero gradient (a wrapper's `Skip`,
+    /// see [`OnNonFinite::ZeroGradient`]; not with the write-back of a projected tensor).
+    pub zero_gradient_on_skip: bool,
     /// SGDP's projection (applied to the tensors it applies to, see
     /// `ScaleInvariance::applies_to`).
     pub projection: Option<ScaleInvariance>,
@@ -65,7 +70,20 @@ impl SgdScalars {
             nesterov,
             write_back,
             skip_non_finite: skip,
+            zero_gradient_on_skip: false,
             projection,
+        }
+    }
+
+    /// The same step with a non-finite gradient treated as `on` says.
+    pub fn on_non_finite(self, on: OnNonFinite) -> Self {
+        match on {
+            OnNonFinite::Policy => self,
+            OnNonFinite::ZeroGradient => Self {
+                skip_non_finite: true,
+                zero_gradient_on_skip: true,
+                ..self
+            },
         }
     }
 }
@@ -118,7 +136,7 @@ impl Momentum for SgdMomentum {
 
 /// One SGDP step per vector of `N` elements, in place (see the module's doc): nothing is
 /// written when a flag of `flags[0..flag_count]` is set (`tested`; every cube of `units` units
-/// finishes the flags for itself).
+/// finishes the flags for itself), or only the buffer on a zero gradient (`zeroing`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn sgd_update<N: Size>(
@@ -126,8 +144,7 @@ fn sgd_update<N: Size>(
     g: &[Vector<f32, N>],
     b: &mut [Vector<f32, N>],
     flags: &[f32],
-    coef: &[f32],
-    ratio: &[f32],
+    decided: &[f32],
     rule: &MomentArgs,
     w: &WriteArgs,
     flag_count: usize,
@@ -135,24 +152,29 @@ fn sgd_update<N: Size>(
     inner: usize,
     #[comptime] units: usize,
     #[comptime] tested: bool,
+    #[comptime] zeroing: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
     #[comptime] write_back: bool,
 ) {
     let skip = skipped(flags, flag_count, units, tested);
     let i = ABSOLUTE_POS;
-    if i < p.len() && !skip {
+    if i < p.len() && skip {
+        if zeroing {
+            b[i] = first::<N>(b[i], Vector::<f32, N>::new(0.0f32), rule);
+        }
+    } else if i < p.len() {
         let gi = g[i];
         let bi = first::<N>(b[i], gi, rule);
         let u = direction::<N>(gi, bi, rule, nesterov);
         if projected {
-            let u = radial_removed::<N>(i, p[i], u, coef, channels, inner);
+            let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
             if write_back {
                 b[i] = u;
             } else {
                 b[i] = bi;
             }
-            p[i] = write::<N>(p[i], u, projected_factor(ratio[0], w), w.scale);
+            p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
         } else {
             b[i] = bi;
             p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
@@ -174,7 +196,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         (rule, s.nesterov),
     );
     let run = &update.run;
-    let (coef, ratio, channels) = update.bindings(&g);
+    let (decided, channels) = update.bindings(&g);
     let (flags, flag_count) = update.skip.args(run, &g);
     sgd_update::launch(
         run.client(),
@@ -185,8 +207,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         run.arg(&g),
         run.arg(&b),
         flags,
-        coef,
-        ratio,
+        decided,
         rule.launch(),
         s.write.launch(),
         flag_count,
@@ -194,6 +215,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         channels.inner,
         run.units(),
         update.skip.tested(),
+        s.zero_gradient_on_skip,
         s.nesterov,
         update.projects(),
         s.write_back,

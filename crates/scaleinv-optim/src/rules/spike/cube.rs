@@ -7,16 +7,22 @@
 //! launch 1, blocks   read g: max|g| per block
 //! launch 2, blocks   every cube: max|g|; AdaClip M ← θ·M + (1 − θ)·max|g|,
 //!                    limit M̂ = M / (1 − θ^t), scale M̂ / max|g|;
-//!                    read g: Σ clip(g)² per block   (clip: |g_i| > M̂ scaled by M̂ / max|g|)
+//!                    read g: Σ clip(g)² per block   (clip: |g_i| > M̂ scaled by M̂ / max|g|);
+//!                    the first unit copies the old M, μ, ν beside the blocks' results
 //! launch 3           every cube: AdaClip as in launch 2; n = √Σ; AdaGN
 //!                    μ ← γ1·μ + (1 − γ1)·n, ν ← γ2·ν + (1 − γ2)·n²,
-//!                    factor μ̂ / (√ν̂ + ε) / n (1 when n = 0); under Skip a non-finite n skips
-//!                    the step and keeps M, μ, ν; the first unit writes the new M, μ, ν;
+//!                    factor μ̂ / (√ν̂ + ε) / n (1 when n = 0), all from the copies; under
+//!                    Skip a non-finite n skips the step and keeps M, μ, ν; the first unit
+//!                    writes the new M, μ, ν in place;
 //!                    p, m, v (v̄) in place (a copy first if shared):
 //!                    g ← clip(g)·factor; Adam's moments (AMSGrad: v̄ ← max(v̄, v));
 //!                    p ← p·(1 − ηλ) − η/(1 − β1^t) · m / (√v / √(1 − β2^t) + ε)
 //!                    (nothing written when the step is skipped)
 //! ```
+//!
+//! Scratch from the pool: the blocks' `max|g|`, and `[Σ clip(g)² per block | M, μ, ν]`.
+//! Every cube of launch 3 reads the old statistics from the copies, so the one that writes
+//! the new ones in place races with none.
 //!
 //! The f32 scalars are the flex loops' (`flex`), from `super` and `rules::adam` on the host.
 
@@ -168,12 +174,14 @@ fn clip<N: Size>(g: Vector<f32, N>, limit: f32, scale: f32) -> Vector<f32, N> {
     select_many(spikes, g * Vector::new(scale), g)
 }
 
-/// Launches 1 and 2: per block, `max|g|` (`squares` false: `limit` and `scale` unread) or
-/// `Σ clip(g)²` under AdaClip's `limit` and `scale`.
+/// Launches 1 and 2: per block, into `partial[first + b]`, `max|g|` (`squares` false:
+/// `limit` and `scale` unread) or `Σ clip(g)²` under AdaClip's `limit` and `scale`.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn block_reduce<N: Size>(
     g: &[Vector<f32, N>],
     partial: &mut [f32],
+    first: usize,
     limit: f32,
     scale: f32,
     #[comptime] units: usize,
@@ -197,9 +205,9 @@ fn block_reduce<N: Size>(
     tree::<N>(&mut shared, 1usize, units, squares);
     if unit == 0 {
         if squares {
-            partial[CUBE_POS] = lane_sum::<N>(shared[0]);
+            partial[first + CUBE_POS] = lane_sum::<N>(shared[0]);
         } else {
-            partial[CUBE_POS] = lane_max::<N>(shared[0]);
+            partial[first + CUBE_POS] = lane_max::<N>(shared[0]);
         }
     }
 }
@@ -207,41 +215,50 @@ fn block_reduce<N: Size>(
 /// Launch 1: `max|g|` per block.
 #[cube(launch)]
 fn block_max<N: Size>(g: &[Vector<f32, N>], partial: &mut [f32], #[comptime] units: usize) {
-    block_reduce::<N>(g, partial, 0.0f32, 0.0f32, units, false);
+    block_reduce::<N>(g, partial, 0usize, 0.0f32, 0.0f32, units, false);
 }
 
-/// AdaClip's `(M, M̂, M̂ / max|g|)` from the blocks' `max|g|`, finished by the cube of `units`
-/// units (every unit calls it).
+/// AdaClip's `(M, M̂, M̂ / max|g|)` from the blocks' `max|g|` and the old average `average`,
+/// finished by the cube of `units` units (every unit calls it).
 #[cube]
 fn clipping(
     maxima: &[f32],
     blocks: usize,
-    average: &[f32],
+    average: f32,
     args: &ClipArgs,
     #[comptime] units: usize,
 ) -> (f32, f32, f32) {
-    let max_abs = finish_in_cube(maxima, blocks, units, false);
-    ada_clip(average[0], max_abs, args)
+    let max_abs = finish_in_cube(maxima, 0usize, blocks, units, false);
+    ada_clip(average, max_abs, args)
 }
 
-/// Launch 2: AdaClip, then `Σ clip(g)²` per block.
+/// Launch 2: AdaClip, then `Σ clip(g)²` per block into `squares[b]`; the first unit copies
+/// the old `M, μ, ν` to `squares[blocks..]`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn block_clipped_squares<N: Size>(
     g: &[Vector<f32, N>],
     maxima: &[f32],
-    partial: &mut [f32],
+    squares: &mut [f32],
     blocks: usize,
     average: &[f32],
+    mean: &[f32],
+    sq_mean: &[f32],
     args: &ClipArgs,
     #[comptime] units: usize,
 ) {
-    let (_, limit, scale) = clipping(maxima, blocks, average, args, units);
-    block_reduce::<N>(g, partial, limit, scale, units, true);
+    let (_, limit, scale) = clipping(maxima, blocks, average[0], args, units);
+    block_reduce::<N>(g, squares, 0usize, limit, scale, units, true);
+    if ABSOLUTE_POS == 0 {
+        squares[blocks] = average[0];
+        squares[blocks + 1] = mean[0];
+        squares[blocks + 2] = sq_mean[0];
+    }
 }
 
-/// Launch 3: the statistics (see the module's doc), then the moments and the parameter in
-/// place; `max_v` is scratch without AMSGrad.
+/// Launch 3: the statistics (see the module's doc) from the blocks' results and the copies,
+/// written in place by the first unit, then the moments and the parameter in place; `max_v`
+/// is scratch without AMSGrad.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn spike_update<N: Size>(
@@ -253,12 +270,9 @@ fn spike_update<N: Size>(
     maxima: &[f32],
     squares: &[f32],
     blocks: usize,
-    clip_average: &[f32],
-    mean: &[f32],
-    sq_mean: &[f32],
-    clip_out: &mut [f32],
-    mean_out: &mut [f32],
-    sq_mean_out: &mut [f32],
+    clip_average: &mut [f32],
+    mean: &mut [f32],
+    sq_mean: &mut [f32],
     clip_args: &ClipArgs,
     norm_args: &NormArgs,
     rule: &MomentArgs,
@@ -267,15 +281,16 @@ fn spike_update<N: Size>(
     #[comptime] amsgrad: bool,
     #[comptime] zero_moments: bool,
 ) {
-    let (avg, limit, scale) = clipping(maxima, blocks, clip_average, clip_args, units);
-    let n = f32::sqrt(finish_in_cube(squares, blocks, units, true));
-    let (mu, nu, factor) = ada_gn(mean[0], sq_mean[0], n, norm_args);
+    let old = blocks;
+    let (avg, limit, scale) = clipping(maxima, blocks, squares[old], clip_args, units);
+    let n = f32::sqrt(finish_in_cube(squares, 0usize, blocks, units, true));
+    let (mu, nu, factor) = ada_gn(squares[old + 1], squares[old + 2], n, norm_args);
     let skip = norm_args.skip_non_finite == 1u32 && (n.is_nan() || n.is_inf());
     let i = ABSOLUTE_POS;
-    if i == 0 {
-        clip_out[0] = select(skip, clip_average[0], avg);
-        mean_out[0] = select(skip, mean[0], mu);
-        sq_mean_out[0] = select(skip, sq_mean[0], nu);
+    if i == 0 && !skip {
+        clip_average[0] = avg;
+        mean[0] = mu;
+        sq_mean[0] = nu;
     }
     if i < p.len() && !skip {
         let gi = clip::<N>(g[i], limit, scale) * Vector::new(factor);
@@ -314,7 +329,7 @@ struct SpikeOutputs {
 /// Launches Stable-SPAM's step (see the module's doc) on f32 tensors: `p`, `g`, `m`, `v`,
 /// `max_v` of one shape (`max_v` unread without AMSGrad), the statistics of shape `[1]`. The
 /// parameter and the state are written in place where no other tensor shares their buffers;
-/// the statistics, which every cube reads, into fresh one-element tensors.
+/// the statistics, which every cube reads from the scratch's copies, too.
 fn launch(
     [p, g, m, v, max_v]: [CubeTensor; 5],
     [clip_average, norm_mean, norm_sq_mean]: [CubeTensor; 3],
@@ -322,11 +337,15 @@ fn launch(
 ) -> SpikeOutputs {
     let [p, g, m, v, max_v] = contiguous([p, g, m, v, max_v]);
     let [p, m, v] = [p, m, v].map(writable);
+    let [clip_average, norm_mean, norm_sq_mean] =
+        contiguous([clip_average, norm_mean, norm_sq_mean]).map(writable);
     let max_v = if s.amsgrad { writable(max_v) } else { max_v };
     let run = Launch::new([&p, &g, &m, &v, &max_v]);
     let client = run.client();
     let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
-    let maxima = blocks.partial();
+    // [Σ clip(g)² per block | the old M, μ, ν].
+    let squares_len = blocks.count + 3;
+    let squares = client.empty(squares_len * size_of::<f32>());
     block_max::launch(
         client,
         blocks.cubes(),
@@ -336,7 +355,6 @@ fn launch(
         blocks.partial(),
         blocks.units,
     );
-    let squares = client.empty(blocks.count * size_of::<f32>());
     block_clipped_squares::launch(
         client,
         blocks.cubes(),
@@ -344,13 +362,14 @@ fn launch(
         run.vector(),
         run.arg(&g),
         blocks.partial(),
-        run.floats(&squares, blocks.count),
+        run.floats(&squares, squares_len),
         blocks.count,
         run.floats(&clip_average.handle, 1),
+        run.floats(&norm_mean.handle, 1),
+        run.floats(&norm_sq_mean.handle, 1),
         s.clip.launch(),
         blocks.units,
     );
-    let [clip_out, mean_out, sq_mean_out] = Launch::new([&clip_average]).outputs();
     // Without AMSGrad one vector of scratch fills the maximum's binding.
     let unwritten = client.empty(run.vector() * size_of::<f32>());
     spike_update::launch(
@@ -367,15 +386,12 @@ fn launch(
         } else {
             run.floats(&unwritten, run.vector())
         },
-        maxima,
-        run.floats(&squares, blocks.count),
+        blocks.partial(),
+        run.floats(&squares, squares_len),
         blocks.count,
         run.floats(&clip_average.handle, 1),
         run.floats(&norm_mean.handle, 1),
         run.floats(&norm_sq_mean.handle, 1),
-        run.floats(&clip_out.handle, 1),
-        run.floats(&mean_out.handle, 1),
-        run.floats(&sq_mean_out.handle, 1),
         s.clip.launch(),
         s.norm.launch(),
         s.adam.launch(),
@@ -389,9 +405,9 @@ fn launch(
         m,
         v,
         max_v,
-        clip_average: clip_out,
-        norm_mean: mean_out,
-        norm_sq_mean: sq_mean_out,
+        clip_average,
+        norm_mean,
+        norm_sq_mean,
     }
 }
 
