@@ -103,11 +103,12 @@ fn width_scaled_adamw_kernel_matches_its_tensor_ops() {
 
 /// Under `Skip`, a step whose gradient holds a NaN or ±∞ leaves the parameter and the state
 /// bit for bit as they were, decided on the device; under `Propagate` it flows into both. The
-/// lengths make the kernels read vectors of 4, 2 and 1 elements.
+/// lengths make the kernels read vectors of 4, 2 and 1 elements, and test the gradient by
+/// blocks before the update (20,000 elements) or in the update's one cube (up to 8192).
 #[test]
 fn width_scaled_adamw_kernel_skips_non_finite_gradients_on_the_device() {
     let Some(device) = wgpu() else { return };
-    for n in [300, 30, 7] {
+    for n in [20_000, 300, 30, 7] {
         let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let label = format!("[{n}] {bad}");
@@ -219,7 +220,14 @@ fn projected_kernels_skip_non_finite_gradients_on_the_device() {
 fn stable_spam_kernels_skip_non_finite_gradients_on_the_device() {
     use scaleinv_optim::StableSpamConfig;
     let Some(device) = wgpu() else { return };
-    for (n, amsgrad) in [(300, false), (30, true), (7, false)] {
+    // 20,000 elements: the kernels by blocks; the others one cube.
+    for (n, amsgrad) in [
+        (20_000, true),
+        (20_001, false),
+        (300, false),
+        (30, true),
+        (7, false),
+    ] {
         let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
         let optim = StableSpamConfig::new().with_amsgrad(amsgrad).build();
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {

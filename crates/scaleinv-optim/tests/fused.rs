@@ -282,7 +282,8 @@ fn fused_stable_spam_matches_its_tensor_ops() {
             config.clone().build(),
             config.clone().with_fused(false).build(),
         );
-        for n in [288, 7] {
+        // On wgpu 20,000 elements take the kernels by blocks; up to 8192, one cube.
+        for n in [20_000, 288, 7] {
             let t = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [n]), &device);
             let (mut a, mut b) = (t(wave(n, 1)), t(wave(n, 1)));
             let (mut sa, mut sb) = (None, None);

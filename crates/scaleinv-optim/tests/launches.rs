@@ -74,26 +74,28 @@ impl PerTensor {
 
 /// Each entry's budgets per tensor and step, `(launches, allocations)`; `None` for the
 /// wrappers whose step is tensor operations around a base of Burn's (counted and printed, not
-/// bounded: those operations are Burn's).
+/// bounded: those operations are Burn's). Every vector of these lists has at most `ONE_CUBE`
+/// (8192) elements, so its update is one cube that tests the gradient itself: one launch, no
+/// scratch.
 fn budget(entry: &Entry) -> Option<(PerTensor, PerTensor)> {
-    // Launches: the non-finite test by blocks, the update; for a projected tensor the
-    // statistics, the decision (with the non-finite test) and the update. Scratch: the flags;
-    // the statistics' partial sums and the decision's coefficients.
-    let projected = (PerTensor(2, 3), PerTensor(1, 2));
+    // A projected tensor: the statistics, the decision (with the non-finite test) and the
+    // update; the channels' statistics and the decision's flag, ratio and coefficients.
+    let projected = (PerTensor(1, 3), PerTensor(0, 2));
     match entry.name {
         "AdamP" | "SGDP (momentum, Nesterov)" => Some(projected),
         // max|g| by blocks; AdaClip with Σ clip(g)² by blocks; AdaGN with the update. The
         // blocks' maxima, their sums with a copy of the old statistics (the new ones are
         // written in place), and a vector that fills the unread maximum of the second moment
-        // without AMSGrad.
-        "Stable-SPAM" => Some((PerTensor(3, 3), PerTensor(3, 3))),
-        // The non-finite test by blocks, the update; the flags.
+        // without AMSGrad. A vector: all in one cube, with that vector.
+        "Stable-SPAM" => Some((PerTensor(1, 3), PerTensor(1, 3))),
+        // The non-finite test by blocks and the update, with the blocks' flags (one launch
+        // and no scratch for a tensor of at most 8192 elements).
         "width-scaled AdamW (matrix)" | "AdamC (normalized, running peak)" => {
-            Some((PerTensor(2, 2), PerTensor(1, 1)))
+            Some((PerTensor(1, 2), PerTensor(0, 1)))
         }
         // AdamP's, and NaP's projection of a tensor of rank ≥ 2: Σp² (with the non-finite
         // test) by blocks, the rescale; the sums and the flags.
-        "NaP(AdamP)" => Some((PerTensor(2, 3 + 2), PerTensor(1, 2 + 2))),
+        "NaP(AdamP)" => Some((PerTensor(1, 3 + 2), PerTensor(0, 2 + 2))),
         _ => None,
     }
 }

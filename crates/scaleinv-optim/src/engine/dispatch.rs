@@ -22,8 +22,8 @@ pub struct StepOptions {
     /// state in f32, as on the tensor-op path); on Burn's CubeCL backends (the `wgpu` feature)
     /// as CubeCL kernels for f32 tensors (two launches per tensor for width-scaled AdamW and
     /// AdamC, three for Stable-SPAM and for AdamP's and SGDP's projected tensors, the
-    /// non-finite test included; the parameter and the state written in place; no value read
-    /// back to the host, nothing uploaded). The paths agree to rounding and replay the golden trajectories.
+    /// non-finite test included; one for a small tensor that is not projected; the parameter
+    /// and the state written in place; no value read back to the host, nothing uploaded). The paths agree to rounding and replay the golden trajectories.
     /// Other backends and optimizers, other dtypes and optimizers with an armed observer use
     /// the tensor operations.
     #[config(default = true)]

@@ -13,7 +13,9 @@ use burn::tensor::Tensor;
 
 #[cfg(feature = "wgpu")]
 use super::cube::{CubeStep, OnNonFinite};
-use super::dispatch::{StateTensors, TwoPaths};
+#[cfg(feature = "flex")]
+use super::dispatch::StateTensors;
+use super::dispatch::TwoPaths;
 #[cfg(feature = "flex")]
 use super::flex::Fused;
 

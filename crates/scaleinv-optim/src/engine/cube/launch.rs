@@ -78,6 +78,20 @@ impl Launch {
         &self.like.client
     }
 
+    /// The same launch as one cube, whose units walk the whole tensor (for a tensor of at
+    /// most [`ONE_CUBE`] elements, which its update tests and steps alone).
+    pub fn one_cube(self) -> Self {
+        Self {
+            count: CubeCount::new_1d(1),
+            ..self
+        }
+    }
+
+    /// The elements of the launch's tensors.
+    pub fn elements(&self) -> usize {
+        self.elements
+    }
+
     pub fn dim(&self) -> CubeDim {
         self.dim
     }
@@ -124,6 +138,10 @@ pub fn units_per_cube(client: &Client, work: usize) -> usize {
 
 /// The most blocks of a reduction that every cube of the next launch finishes for itself.
 pub const FEW: usize = 64;
+
+/// The most elements of a tensor whose update runs as one cube that tests the gradient itself
+/// (a bias, a norm's scale: one launch where a test by blocks would take two).
+pub const ONE_CUBE: usize = 8192;
 
 /// A reduction by blocks over `vectors` vectors: at most 256 cubes of
 /// [`units_per_cube`] units, each reducing a strided share to one partial result in `partial`,
@@ -174,11 +192,13 @@ impl Blocks {
 
 /// The non-finite test an update reads: `count` flags on the device (1.0 where the gradient
 /// held NaN or ±∞, else 0.0), written before the update by the blocks of
-/// [`NonFinite::of_blocks`] or, for a projected tensor, by the decision kernel; none when the
-/// policy does not skip.
+/// [`NonFinite::of_blocks`] or, for a projected tensor, by the decision kernel; or the test
+/// the update's one cube runs itself ([`NonFinite::in_cube`]); none when the policy does not
+/// skip.
 pub struct NonFinite {
     flags: Option<Handle>,
     count: usize,
+    in_cube: bool,
 }
 
 impl NonFinite {
@@ -187,6 +207,7 @@ impl NonFinite {
         Self {
             flags: None,
             count: 0,
+            in_cube: false,
         }
     }
 
@@ -195,7 +216,24 @@ impl NonFinite {
         Self {
             flags: Some(flag),
             count: 1,
+            in_cube: false,
         }
+    }
+
+    /// The test run by the update itself, as one cube ([`Launch::one_cube`],
+    /// [`non_finite_in_cube`]): nothing launched before it, no scratch.
+    pub fn in_cube() -> Self {
+        Self {
+            flags: None,
+            count: 0,
+            in_cube: true,
+        }
+    }
+
+    /// Whether the update's one cube tests the gradient itself (a comptime switch of the
+    /// update kernels).
+    pub fn by_the_update(&self) -> bool {
+        self.in_cube
     }
 
     /// The test of the contiguous gradient `g` by at most 256 blocks, one flag each (one
@@ -214,6 +252,7 @@ impl NonFinite {
         Self {
             flags: Some(blocks.partial),
             count: blocks.count,
+            in_cube: false,
         }
     }
 
@@ -259,13 +298,12 @@ pub fn non_finite_in<N: Size>(x: Vector<f32, N>) -> f32 {
     bad
 }
 
-/// `flags[CUBE_POS]` ← 1.0 when any unit of the cube has `bad > 0`, else 0.0: one shared word
-/// raised by the units that met one (two barriers, no tree). Every unit must call it.
+/// Whether any unit of the cube has `bad > 0`, for every unit: one shared word raised by the
+/// units that met one (two barriers, no tree). Every unit must call it.
 #[cube]
-pub fn write_block_flag(bad: f32, flags: &mut [f32]) {
-    let unit = UNIT_POS as usize;
+pub fn cube_any(bad: f32) -> bool {
     let raised = Shared::<[Atomic<u32>]>::new_slice(1usize);
-    if unit == 0 {
+    if UNIT_POS == 0 {
         raised[0].store(0u32);
     }
     sync_cube();
@@ -273,8 +311,48 @@ pub fn write_block_flag(bad: f32, flags: &mut [f32]) {
         raised[0].store(1u32);
     }
     sync_cube();
-    if unit == 0 {
-        flags[CUBE_POS] = select(raised[0].load() != 0u32, 1.0f32, 0.0f32);
+    raised[0].load() != 0u32
+}
+
+/// `flags[CUBE_POS]` ← 1.0 when any unit of the cube has `bad > 0`, else 0.0 ([`cube_any`]).
+/// Every unit must call it.
+#[cube]
+pub fn write_block_flag(bad: f32, flags: &mut [f32]) {
+    let any = cube_any(bad);
+    if UNIT_POS == 0 {
+        flags[CUBE_POS] = select(any, 1.0f32, 0.0f32);
+    }
+}
+
+/// Whether `g`, stepped by this one cube of `units` units, holds NaN or ±∞: each unit tests
+/// its strided share ([`NonFinite::in_cube`]). Every unit must call it.
+#[cube]
+pub fn non_finite_in_cube<N: Size>(g: &[Vector<f32, N>], #[comptime] units: usize) -> bool {
+    let mut bad = 0.0f32;
+    let mut j = UNIT_POS as usize;
+    while j < g.len() {
+        bad = f32::max(bad, non_finite_in::<N>(g[j]));
+        j += units;
+    }
+    cube_any(bad)
+}
+
+/// Whether the update skips its step: `g` tested by the update's one cube itself
+/// (`tests_itself`, [`non_finite_in_cube`]), or some flag another launch wrote set
+/// ([`skipped`]); `false` without a test. Every unit must call it.
+#[cube]
+pub fn non_finite_test<N: Size>(
+    g: &[Vector<f32, N>],
+    flags: &[f32],
+    count: usize,
+    #[comptime] units: usize,
+    #[comptime] tested: bool,
+    #[comptime] tests_itself: bool,
+) -> bool {
+    if tests_itself {
+        non_finite_in_cube::<N>(g, units)
+    } else {
+        skipped(flags, count, units, tested)
     }
 }
 
@@ -291,21 +369,13 @@ pub fn skipped(
 ) -> bool {
     let mut skip = false;
     if tested {
-        let unit = UNIT_POS as usize;
-        let raised = Shared::<[Atomic<u32>]>::new_slice(1usize);
-        if unit == 0 {
-            raised[0].store(0u32);
-        }
-        sync_cube();
-        let mut b = unit;
+        let mut bad = 0.0f32;
+        let mut b = UNIT_POS as usize;
         while b < count {
-            if flags[b] > 0.0f32 {
-                raised[0].store(1u32);
-            }
+            bad = f32::max(bad, flags[b]);
             b += units;
         }
-        sync_cube();
-        skip = raised[0].load() != 0u32;
+        skip = cube_any(bad);
     }
     skip
 }

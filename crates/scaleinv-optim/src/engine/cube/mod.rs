@@ -16,6 +16,10 @@
 //! | Stable-SPAM | 3 (`max|g|` by blocks; AdaClip and `Σ clip(g)²` by blocks; AdaGN and the update) | 3 |
 //! | NaP around one of these, whole-tensor projection | the base's, and 2 (`Σp²` and the gradient's test by blocks; the factor and the rescale) | the base's, and 2 |
 //!
+//! A tensor of at most [`launch::ONE_CUBE`] elements that is not projected (a bias, a norm's
+//! scale) is stepped by one cube in one launch that tests the gradient itself: width-scaled
+//! AdamW, AdamC, AdamP and SGDP without scratch, Stable-SPAM with one vector of it.
+//!
 //! `tests/launches.rs` holds every optimizer to these counts, and to no read-back, at
 //! CubeCL's runtime over ResNet-50's and GPT-2 small's parameter lists.
 

@@ -3,7 +3,9 @@
 //! tensors, two for the projection's coefficients and the test (`projection`).
 //!
 //! ```text
-//! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞
+//! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞ (none for
+//!                        a tensor of at most `ONE_CUBE` elements: its update, one cube,
+//!                        tests g itself before it writes)
 //! (AdamP, rank ≥ 2)      the coefficients k_c, the decay ratio r, the flag (`projection`)
 //! last launch            read g, flags (k_c, r); p, m, v in place (a copy first if shared):
 //!                        some flag set: nothing written (under a wrapper's `Skip`, the
@@ -28,7 +30,7 @@ use burn::tensor::Tensor;
 
 use super::Adam;
 use super::tensor::MomentState;
-use crate::engine::cube::launch::{contiguous, skipped, writable};
+use crate::engine::cube::launch::{contiguous, non_finite_test, writable};
 use crate::engine::cube::{CubeStep, OnNonFinite, on_cube};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
@@ -149,7 +151,8 @@ impl Momentum for AdamMomentum {
 
 /// One Adam step per vector of `N` elements, in place (see the module's doc): nothing is
 /// written when a flag of `flags[0..flag_count]` is set (`tested`; every cube of `units` units
-/// finishes the flags for itself), or only the moments on a zero gradient (`zeroing`).
+/// finishes the flags for itself) or, for the one cube of a small tensor, when `g` holds NaN or
+/// ±∞ (`tests_itself`); or only the moments on a zero gradient (`zeroing`).
 /// `projected`: `u ← u − k_c·p` in channel `c` and the decay ratio, as `decided` holds them.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -167,31 +170,37 @@ fn adam_update<N: Size>(
     inner: usize,
     #[comptime] units: usize,
     #[comptime] tested: bool,
+    #[comptime] tests_itself: bool,
     #[comptime] zeroing: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
 ) {
-    let skip = skipped(flags, flag_count, units, tested);
-    let i = ABSOLUTE_POS;
-    if i < p.len() && skip {
-        if zeroing {
-            let zero = Vector::<f32, N>::new(0.0f32);
-            m[i] = first::<N>(m[i], zero, rule);
-            v[i] = second::<N>(v[i], zero, rule);
-        }
-    } else if i < p.len() {
-        let gi = g[i];
-        let mi = first::<N>(m[i], gi, rule);
-        let vi = second::<N>(v[i], gi, rule);
-        let u = direction::<N>(gi, mi, vi, rule, nesterov);
-        m[i] = mi;
-        v[i] = vi;
-        if projected {
-            let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
-            p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
+    let skip = non_finite_test::<N>(g, flags, flag_count, units, tested, tests_itself);
+    // One vector per unit, or every `units`-th for the one cube of a small tensor.
+    let stride = CUBE_COUNT * units;
+    let mut i = ABSOLUTE_POS;
+    while i < p.len() {
+        if skip {
+            if zeroing {
+                let zero = Vector::<f32, N>::new(0.0f32);
+                m[i] = first::<N>(m[i], zero, rule);
+                v[i] = second::<N>(v[i], zero, rule);
+            }
         } else {
-            p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+            let gi = g[i];
+            let mi = first::<N>(m[i], gi, rule);
+            let vi = second::<N>(v[i], gi, rule);
+            let u = direction::<N>(gi, mi, vi, rule, nesterov);
+            m[i] = mi;
+            v[i] = vi;
+            if projected {
+                let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
+                p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
+            } else {
+                p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+            }
         }
+        i += stride;
     }
 }
 
@@ -236,6 +245,7 @@ fn launch(
         channels.inner,
         run.units(),
         update.skip.tested(),
+        update.skip.by_the_update(),
         s.zero_gradient_on_skip,
         s.nesterov,
         update.projects(),

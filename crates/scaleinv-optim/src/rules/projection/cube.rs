@@ -29,7 +29,7 @@ use burn::cubecl::server::Handle;
 
 use super::{ProjectionView, ScaleInvariance};
 use crate::engine::channels::Channels;
-use crate::engine::cube::launch::{Launch, NonFinite, units_per_cube};
+use crate::engine::cube::launch::{Launch, NonFinite, ONE_CUBE, units_per_cube};
 use crate::engine::cube::reduce::{lane_max, lane_sum, tree};
 use crate::rules::arith::cube::{MIN_POSITIVE, MomentArgs};
 
@@ -114,13 +114,17 @@ impl Update {
         let projection = projection
             .filter(|inv| inv.applies_to(dims.len()))
             .map(|inv| (inv, Channels::new(&dims, inv.channel_axis)));
-        let run = Launch::in_runs(tensors, projection.map(|(_, c)| c.inner));
+        let mut run = Launch::in_runs(tensors, projection.map(|(_, c)| c.inner));
         let coefficients = projection.map(|(inv, channels)| {
             coefficients::<R>(&run, [p, g, s1, s2], channels, (rule, nesterov), &inv)
         });
         let skip = match &coefficients {
             _ if !skip_non_finite => NonFinite::none(),
             Some(k) => NonFinite::one(k.decided.clone()),
+            None if run.elements() <= ONE_CUBE => {
+                run = run.one_cube();
+                NonFinite::in_cube()
+            }
             None => NonFinite::of_blocks(&run, g),
         };
         Self {

@@ -3,7 +3,9 @@
 //! test (`projection`).
 //!
 //! ```text
-//! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞
+//! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞ (none for
+//!                        a tensor of at most `ONE_CUBE` elements: its update, one cube,
+//!                        tests g itself before it writes)
 //! (rank ≥ 2)             the coefficients k_c, the decay ratio r, the flag (`projection`)
 //! last launch            read g, flags (k_c, r); p, b in place (a copy first if shared):
 //!                        some flag set: nothing written (under a wrapper's `Skip`, the
@@ -26,7 +28,7 @@ use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
 use crate::engine::cube::OnNonFinite;
-use crate::engine::cube::launch::{contiguous, skipped, writable};
+use crate::engine::cube::launch::{contiguous, non_finite_test, writable};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
@@ -136,7 +138,8 @@ impl Momentum for SgdMomentum {
 
 /// One SGDP step per vector of `N` elements, in place (see the module's doc): nothing is
 /// written when a flag of `flags[0..flag_count]` is set (`tested`; every cube of `units` units
-/// finishes the flags for itself), or only the buffer on a zero gradient (`zeroing`).
+/// finishes the flags for itself) or, for the one cube of a small tensor, when `g` holds NaN or
+/// ±∞ (`tests_itself`); or only the buffer on a zero gradient (`zeroing`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn sgd_update<N: Size>(
@@ -152,33 +155,39 @@ fn sgd_update<N: Size>(
     inner: usize,
     #[comptime] units: usize,
     #[comptime] tested: bool,
+    #[comptime] tests_itself: bool,
     #[comptime] zeroing: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
     #[comptime] write_back: bool,
 ) {
-    let skip = skipped(flags, flag_count, units, tested);
-    let i = ABSOLUTE_POS;
-    if i < p.len() && skip {
-        if zeroing {
-            b[i] = first::<N>(b[i], Vector::<f32, N>::new(0.0f32), rule);
-        }
-    } else if i < p.len() {
-        let gi = g[i];
-        let bi = first::<N>(b[i], gi, rule);
-        let u = direction::<N>(gi, bi, rule, nesterov);
-        if projected {
-            let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
-            if write_back {
-                b[i] = u;
+    let skip = non_finite_test::<N>(g, flags, flag_count, units, tested, tests_itself);
+    // One vector per unit, or every `units`-th for the one cube of a small tensor.
+    let stride = CUBE_COUNT * units;
+    let mut i = ABSOLUTE_POS;
+    while i < p.len() {
+        if skip {
+            if zeroing {
+                b[i] = first::<N>(b[i], Vector::<f32, N>::new(0.0f32), rule);
+            }
+        } else {
+            let gi = g[i];
+            let bi = first::<N>(b[i], gi, rule);
+            let u = direction::<N>(gi, bi, rule, nesterov);
+            if projected {
+                let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
+                if write_back {
+                    b[i] = u;
+                } else {
+                    b[i] = bi;
+                }
+                p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
             } else {
                 b[i] = bi;
+                p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
             }
-            p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
-        } else {
-            b[i] = bi;
-            p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
         }
+        i += stride;
     }
 }
 
@@ -215,6 +224,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         channels.inner,
         run.units(),
         update.skip.tested(),
+        update.skip.by_the_update(),
         s.zero_gradient_on_skip,
         s.nesterov,
         update.projects(),

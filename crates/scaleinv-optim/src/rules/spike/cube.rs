@@ -20,6 +20,10 @@
 //!                    (nothing written when the step is skipped)
 //! ```
 //!
+//! A tensor of at most `ONE_CUBE` elements (a bias, a norm's scale) is stepped by one cube in
+//! one launch: `max|g|` and `Σ clip(g)²` reduced in the cube, the statistics and the update
+//! as in launch 3, no scratch.
+//!
 //! Scratch from the pool: the blocks' `max|g|`, and `[Σ clip(g)² per block | M, μ, ν]`.
 //! Every cube of launch 3 reads the old statistics from the copies, so the one that writes
 //! the new ones in place races with none.
@@ -36,7 +40,7 @@ use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
 use super::SpikeStep;
-use crate::engine::cube::launch::{Blocks, Launch, contiguous, writable};
+use crate::engine::cube::launch::{Blocks, Launch, ONE_CUBE, contiguous, writable};
 use crate::engine::cube::reduce::{finish_in_cube, lane_max, lane_sum, tree};
 use crate::rules::adam::cube::{direction, moment_args, second};
 use crate::rules::arith::cube::{MomentArgs, first, ratio};
@@ -187,6 +191,22 @@ fn block_reduce<N: Size>(
     #[comptime] units: usize,
     #[comptime] squares: bool,
 ) {
+    let reduced = cube_reduce::<N>(g, limit, scale, units, squares);
+    if UNIT_POS == 0 {
+        partial[first + CUBE_POS] = reduced;
+    }
+}
+
+/// This cube's `max|g|` or `Σ clip(g)²` (see [`block_reduce`]) over its strided share of `g`
+/// (all of it when the launch is one cube), for every unit.
+#[cube]
+fn cube_reduce<N: Size>(
+    g: &[Vector<f32, N>],
+    limit: f32,
+    scale: f32,
+    #[comptime] units: usize,
+    #[comptime] squares: bool,
+) -> f32 {
     let unit = UNIT_POS as usize;
     let stride = CUBE_COUNT * units;
     let mut acc = Vector::new(0.0f32);
@@ -203,12 +223,10 @@ fn block_reduce<N: Size>(
     let mut shared = Shared::<[Vector<f32, N>]>::new_slice(units);
     shared[unit] = acc;
     tree::<N>(&mut shared, 1usize, units, squares);
-    if unit == 0 {
-        if squares {
-            partial[first + CUBE_POS] = lane_sum::<N>(shared[0]);
-        } else {
-            partial[first + CUBE_POS] = lane_max::<N>(shared[0]);
-        }
+    if squares {
+        lane_sum::<N>(shared[0])
+    } else {
+        lane_max::<N>(shared[0])
     }
 }
 
@@ -294,24 +312,85 @@ fn spike_update<N: Size>(
     }
     if i < p.len() && !skip {
         let gi = clip::<N>(g[i], limit, scale) * Vector::new(factor);
-        let mut m0 = m[i];
-        let mut v0 = v[i];
-        if zero_moments {
-            m0 = Vector::new(0.0f32);
-            v0 = Vector::new(0.0f32);
-        }
-        let mi = first::<N>(m0, gi, rule);
-        let vi = second::<N>(v0, gi, rule);
-        m[i] = mi;
-        v[i] = vi;
-        let mut denom_v = vi;
-        if amsgrad {
-            denom_v = <Vector<f32, N> as FloatOps>::max(max_v[i], vi);
-            max_v[i] = denom_v;
-        }
-        let u = direction::<N>(gi, mi, denom_v, rule, false);
-        p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
+        spike_element::<N>(i, gi, p, m, v, max_v, rule, w, amsgrad, zero_moments);
     }
+}
+
+/// Stable-SPAM's step of a tensor of at most `ONE_CUBE` elements, one cube of `units` units
+/// in one launch: `max|g|` and `Σ clip(g)²` reduced in the cube, the statistics read by every
+/// unit before the first unit writes the new ones in place (the reductions' barriers come
+/// between), the update in place.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn spike_one_cube<N: Size>(
+    p: &mut [Vector<f32, N>],
+    g: &[Vector<f32, N>],
+    m: &mut [Vector<f32, N>],
+    v: &mut [Vector<f32, N>],
+    max_v: &mut [Vector<f32, N>],
+    clip_average: &mut [f32],
+    mean: &mut [f32],
+    sq_mean: &mut [f32],
+    clip_args: &ClipArgs,
+    norm_args: &NormArgs,
+    rule: &MomentArgs,
+    w: &WriteArgs,
+    #[comptime] units: usize,
+    #[comptime] amsgrad: bool,
+    #[comptime] zero_moments: bool,
+) {
+    let (old_average, old_mean, old_sq_mean) = (clip_average[0], mean[0], sq_mean[0]);
+    let max_abs = cube_reduce::<N>(g, 0.0f32, 0.0f32, units, false);
+    let (avg, limit, scale) = ada_clip(old_average, max_abs, clip_args);
+    let n = f32::sqrt(cube_reduce::<N>(g, limit, scale, units, true));
+    let (mu, nu, factor) = ada_gn(old_mean, old_sq_mean, n, norm_args);
+    let skip = norm_args.skip_non_finite == 1u32 && (n.is_nan() || n.is_inf());
+    if UNIT_POS == 0 && !skip {
+        clip_average[0] = avg;
+        mean[0] = mu;
+        sq_mean[0] = nu;
+    }
+    let mut i = UNIT_POS as usize;
+    while i < p.len() && !skip {
+        let gi = clip::<N>(g[i], limit, scale) * Vector::new(factor);
+        spike_element::<N>(i, gi, p, m, v, max_v, rule, w, amsgrad, zero_moments);
+        i += units;
+    }
+}
+
+/// Adam's moments (from zeros with `zero_moments`; AMSGrad's maximum) and the write of `p` at
+/// vector `i`, on the clipped and rescaled gradient `gi`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn spike_element<N: Size>(
+    i: usize,
+    gi: Vector<f32, N>,
+    p: &mut [Vector<f32, N>],
+    m: &mut [Vector<f32, N>],
+    v: &mut [Vector<f32, N>],
+    max_v: &mut [Vector<f32, N>],
+    rule: &MomentArgs,
+    w: &WriteArgs,
+    #[comptime] amsgrad: bool,
+    #[comptime] zero_moments: bool,
+) {
+    let mut m0 = m[i];
+    let mut v0 = v[i];
+    if zero_moments {
+        m0 = Vector::new(0.0f32);
+        v0 = Vector::new(0.0f32);
+    }
+    let mi = first::<N>(m0, gi, rule);
+    let vi = second::<N>(v0, gi, rule);
+    m[i] = mi;
+    v[i] = vi;
+    let mut denom_v = vi;
+    if amsgrad {
+        denom_v = <Vector<f32, N> as FloatOps>::max(max_v[i], vi);
+        max_v[i] = denom_v;
+    }
+    let u = direction::<N>(gi, mi, denom_v, rule, false);
+    p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
 }
 
 /// The new parameter and state of a Stable-SPAM step.
@@ -341,7 +420,46 @@ fn launch(
         contiguous([clip_average, norm_mean, norm_sq_mean]).map(writable);
     let max_v = if s.amsgrad { writable(max_v) } else { max_v };
     let run = Launch::new([&p, &g, &m, &v, &max_v]);
-    let client = run.client();
+    let client = &run.client().clone();
+    // Without AMSGrad one vector of scratch fills the maximum's binding.
+    let unwritten = client.empty(run.vector() * size_of::<f32>());
+    let max_v_arg = match s.amsgrad {
+        true => run.arg(&max_v),
+        false => run.floats(&unwritten, run.vector()),
+    };
+    if run.elements() <= ONE_CUBE {
+        let run = run.one_cube();
+        spike_one_cube::launch(
+            client,
+            run.count(),
+            run.dim(),
+            run.vector(),
+            run.arg(&p),
+            run.arg(&g),
+            run.arg(&m),
+            run.arg(&v),
+            max_v_arg,
+            run.floats(&clip_average.handle, 1),
+            run.floats(&norm_mean.handle, 1),
+            run.floats(&norm_sq_mean.handle, 1),
+            s.clip.launch(),
+            s.norm.launch(),
+            s.adam.launch(),
+            s.write.launch(),
+            run.units(),
+            s.amsgrad,
+            s.zero_moments,
+        );
+        return SpikeOutputs {
+            p,
+            m,
+            v,
+            max_v,
+            clip_average,
+            norm_mean,
+            norm_sq_mean,
+        };
+    }
     let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
     // [Σ clip(g)² per block | the old M, μ, ν].
     let squares_len = blocks.count + 3;
@@ -370,8 +488,6 @@ fn launch(
         s.clip.launch(),
         blocks.units,
     );
-    // Without AMSGrad one vector of scratch fills the maximum's binding.
-    let unwritten = client.empty(run.vector() * size_of::<f32>());
     spike_update::launch(
         client,
         run.count(),
@@ -381,11 +497,7 @@ fn launch(
         run.arg(&g),
         run.arg(&m),
         run.arg(&v),
-        if s.amsgrad {
-            run.arg(&max_v)
-        } else {
-            run.floats(&unwritten, run.vector())
-        },
+        max_v_arg,
         blocks.partial(),
         run.floats(&squares, squares_len),
         blocks.count,
