@@ -38,6 +38,36 @@ pub(crate) type CubeStep<const D: usize, S> = Result<(Tensor<D>, Option<S>), Box
 /// A step's parameter, gradient and state.
 pub(crate) type Inputs<const D: usize, S> = (Tensor<D>, Tensor<D>, Option<S>);
 
+/// An update kernel's non-finite switches: test the gradient and write nothing when it holds
+/// NaN or ±∞ (`skip`), and then still step the state on a zero gradient (`zero_gradient`, a
+/// wrapper's `Skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonFiniteArgs {
+    pub skip: bool,
+    pub zero_gradient: bool,
+}
+
+impl NonFiniteArgs {
+    /// The optimizer's own policy: `skip` when it skips.
+    pub fn policy(skip: bool) -> Self {
+        Self {
+            skip,
+            zero_gradient: false,
+        }
+    }
+
+    /// The switches with a non-finite gradient treated as `on` says.
+    pub fn under(self, on: OnNonFinite) -> Self {
+        match on {
+            OnNonFinite::Policy => self,
+            OnNonFinite::ZeroGradient => Self {
+                skip: true,
+                zero_gradient: true,
+            },
+        }
+    }
+}
+
 /// What a step's kernels do with a gradient that holds NaN or ±∞.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnNonFinite {

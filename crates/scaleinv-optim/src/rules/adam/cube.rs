@@ -31,7 +31,7 @@ use burn::tensor::Tensor;
 use super::Adam;
 use super::tensor::MomentState;
 use crate::engine::cube::launch::{contiguous, non_finite_test, writable};
-use crate::engine::cube::{CubeStep, OnNonFinite, on_cube};
+use crate::engine::cube::{CubeStep, NonFiniteArgs, OnNonFinite, on_cube};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
@@ -44,11 +44,9 @@ pub struct AdamScalars {
     pub moments: MomentArgs,
     /// The write of `p`: `1 − ηλ`, `−ηλ` and the step's scale `η / (1 − β1^t)`.
     pub write: WriteArgs,
-    /// Whether a non-finite gradient skips the step (tested on the device).
-    pub skip_non_finite: bool,
-    /// Whether a skipped step still steps the moments, on a zero gradient (a wrapper's
-    /// `Skip`, see [`OnNonFinite::ZeroGradient`]).
-    pub zero_gradient_on_skip: bool,
+    /// Whether a non-finite gradient skips the step (tested on the device), and whether a
+    /// skipped step still steps the moments, on a zero gradient (a wrapper's `Skip`).
+    pub non_finite: NonFiniteArgs,
     /// AdamP's Nesterov form.
     pub nesterov: bool,
     /// AdamP's projection (applied to the tensors it applies to, see
@@ -63,8 +61,7 @@ impl AdamScalars {
         Self {
             moments: moment_args(adam, time),
             write: WriteArgs::new(lr * weight_decay, lr / bc1),
-            skip_non_finite: skip,
-            zero_gradient_on_skip: false,
+            non_finite: NonFiniteArgs::policy(skip),
             nesterov: false,
             projection: None,
         }
@@ -72,14 +69,8 @@ impl AdamScalars {
 
     /// The same step with a non-finite gradient treated as `on` says.
     pub fn on_non_finite(self, on: OnNonFinite) -> Self {
-        match on {
-            OnNonFinite::Policy => self,
-            OnNonFinite::ZeroGradient => Self {
-                skip_non_finite: true,
-                zero_gradient_on_skip: true,
-                ..self
-            },
-        }
+        let non_finite = self.non_finite.under(on);
+        Self { non_finite, ..self }
     }
 
     /// The same step with AdamP's Nesterov form and projection.
@@ -221,7 +212,7 @@ fn launch(
         [&p, &g, &m, &v],
         [&m, &v],
         s.projection,
-        s.skip_non_finite,
+        s.non_finite.skip,
         (rule, s.nesterov),
     );
     let run = &update.run;
@@ -246,7 +237,7 @@ fn launch(
         run.units(),
         update.skip.tested(),
         update.skip.by_the_update(),
-        s.zero_gradient_on_skip,
+        s.non_finite.zero_gradient,
         s.nesterov,
         update.projects(),
     );

@@ -27,8 +27,8 @@ use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
-use crate::engine::cube::OnNonFinite;
 use crate::engine::cube::launch::{contiguous, non_finite_test, writable};
+use crate::engine::cube::{NonFiniteArgs, OnNonFinite};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
@@ -44,10 +44,10 @@ pub struct SgdScalars {
     pub nesterov: bool,
     /// Write the projected update back into the buffer.
     pub write_back: bool,
-    pub skip_non_finite: bool,
-    /// Whether a skipped step still steps the buffer, on a zero gradient (a wrapper's `Skip`,
-    /// see [`OnNonFinite::ZeroGradient`]; not with the write-back of a projected tensor).
-    pub zero_gradient_on_skip: bool,
+    /// Whether a non-finite gradient skips the step, and whether a skipped step still steps
+    /// the buffer on a zero gradient (a wrapper's `Skip`; not with the write-back of a
+    /// projected tensor).
+    pub non_finite: NonFiniteArgs,
     /// SGDP's projection (applied to the tensors it applies to, see
     /// `ScaleInvariance::applies_to`).
     pub projection: Option<ScaleInvariance>,
@@ -71,22 +71,15 @@ impl SgdScalars {
             write: WriteArgs::new(decay_rate, lr),
             nesterov,
             write_back,
-            skip_non_finite: skip,
-            zero_gradient_on_skip: false,
+            non_finite: NonFiniteArgs::policy(skip),
             projection,
         }
     }
 
     /// The same step with a non-finite gradient treated as `on` says.
     pub fn on_non_finite(self, on: OnNonFinite) -> Self {
-        match on {
-            OnNonFinite::Policy => self,
-            OnNonFinite::ZeroGradient => Self {
-                skip_non_finite: true,
-                zero_gradient_on_skip: true,
-                ..self
-            },
-        }
+        let non_finite = self.non_finite.under(on);
+        Self { non_finite, ..self }
     }
 }
 
@@ -201,7 +194,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         [&p, &g, &b],
         [&b, &b],
         s.projection,
-        s.skip_non_finite,
+        s.non_finite.skip,
         (rule, s.nesterov),
     );
     let run = &update.run;
@@ -225,7 +218,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         run.units(),
         update.skip.tested(),
         update.skip.by_the_update(),
-        s.zero_gradient_on_skip,
+        s.non_finite.zero_gradient,
         s.nesterov,
         update.projects(),
         s.write_back,

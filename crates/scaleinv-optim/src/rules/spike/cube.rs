@@ -22,7 +22,7 @@
 //!
 //! A tensor of at most `ONE_CUBE` elements (a bias, a norm's scale) is stepped by one cube in
 //! one launch: `max|g|` and `Σ clip(g)²` reduced in the cube, the statistics and the update
-//! as in launch 3, no scratch.
+//! as in launch 3 (the same kernel), one vector of scratch without AMSGrad.
 //!
 //! Scratch from the pool: the blocks' `max|g|`, and `[Σ clip(g)² per block | M, μ, ν]`.
 //! Every cube of launch 3 reads the old statistics from the copies, so the one that writes
@@ -276,7 +276,10 @@ fn block_clipped_squares<N: Size>(
 
 /// Launch 3: the statistics (see the module's doc) from the blocks' results and the copies,
 /// written in place by the first unit, then the moments and the parameter in place; `max_v`
-/// is scratch without AMSGrad.
+/// is scratch without AMSGrad. `one_cube`: the whole step of a tensor of at most `ONE_CUBE`
+/// elements in this one cube, `max|g|` and `Σ clip(g)²` reduced here from `g` and the old
+/// statistics read by every unit before the first writes the new ones (the reductions'
+/// barriers come between); `maxima` and `squares` are then unread.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn spike_update<N: Size>(
@@ -298,63 +301,39 @@ fn spike_update<N: Size>(
     #[comptime] units: usize,
     #[comptime] amsgrad: bool,
     #[comptime] zero_moments: bool,
+    #[comptime] one_cube: bool,
 ) {
-    let old = blocks;
-    let (avg, limit, scale) = clipping(maxima, blocks, squares[old], clip_args, units);
-    let n = f32::sqrt(finish_in_cube(squares, 0usize, blocks, units, true));
-    let (mu, nu, factor) = ada_gn(squares[old + 1], squares[old + 2], n, norm_args);
-    let skip = norm_args.skip_non_finite == 1u32 && (n.is_nan() || n.is_inf());
-    let i = ABSOLUTE_POS;
-    if i == 0 && !skip {
-        clip_average[0] = avg;
-        mean[0] = mu;
-        sq_mean[0] = nu;
-    }
-    if i < p.len() && !skip {
-        let gi = clip::<N>(g[i], limit, scale) * Vector::new(factor);
-        spike_element::<N>(i, gi, p, m, v, max_v, rule, w, amsgrad, zero_moments);
-    }
-}
-
-/// Stable-SPAM's step of a tensor of at most `ONE_CUBE` elements, one cube of `units` units
-/// in one launch: `max|g|` and `Σ clip(g)²` reduced in the cube, the statistics read by every
-/// unit before the first unit writes the new ones in place (the reductions' barriers come
-/// between), the update in place.
-#[cube(launch)]
-#[allow(clippy::too_many_arguments)]
-fn spike_one_cube<N: Size>(
-    p: &mut [Vector<f32, N>],
-    g: &[Vector<f32, N>],
-    m: &mut [Vector<f32, N>],
-    v: &mut [Vector<f32, N>],
-    max_v: &mut [Vector<f32, N>],
-    clip_average: &mut [f32],
-    mean: &mut [f32],
-    sq_mean: &mut [f32],
-    clip_args: &ClipArgs,
-    norm_args: &NormArgs,
-    rule: &MomentArgs,
-    w: &WriteArgs,
-    #[comptime] units: usize,
-    #[comptime] amsgrad: bool,
-    #[comptime] zero_moments: bool,
-) {
-    let (old_average, old_mean, old_sq_mean) = (clip_average[0], mean[0], sq_mean[0]);
-    let max_abs = cube_reduce::<N>(g, 0.0f32, 0.0f32, units, false);
+    let (old_average, old_mean, old_sq_mean) = if one_cube {
+        (clip_average[0], mean[0], sq_mean[0])
+    } else {
+        (squares[blocks], squares[blocks + 1], squares[blocks + 2])
+    };
+    let max_abs = if one_cube {
+        cube_reduce::<N>(g, 0.0f32, 0.0f32, units, false)
+    } else {
+        finish_in_cube(maxima, 0usize, blocks, units, false)
+    };
     let (avg, limit, scale) = ada_clip(old_average, max_abs, clip_args);
-    let n = f32::sqrt(cube_reduce::<N>(g, limit, scale, units, true));
+    let sum = if one_cube {
+        cube_reduce::<N>(g, limit, scale, units, true)
+    } else {
+        finish_in_cube(squares, 0usize, blocks, units, true)
+    };
+    let n = f32::sqrt(sum);
     let (mu, nu, factor) = ada_gn(old_mean, old_sq_mean, n, norm_args);
     let skip = norm_args.skip_non_finite == 1u32 && (n.is_nan() || n.is_inf());
-    if UNIT_POS == 0 && !skip {
+    if ABSOLUTE_POS == 0 && !skip {
         clip_average[0] = avg;
         mean[0] = mu;
         sq_mean[0] = nu;
     }
-    let mut i = UNIT_POS as usize;
+    // One vector per unit, or every `units`-th for the one cube of a small tensor.
+    let stride = CUBE_COUNT * units;
+    let mut i = ABSOLUTE_POS;
     while i < p.len() && !skip {
         let gi = clip::<N>(g[i], limit, scale) * Vector::new(factor);
         spike_element::<N>(i, gi, p, m, v, max_v, rule, w, amsgrad, zero_moments);
-        i += units;
+        i += stride;
     }
 }
 
@@ -427,67 +406,44 @@ fn launch(
         true => run.arg(&max_v),
         false => run.floats(&unwritten, run.vector()),
     };
-    if run.elements() <= ONE_CUBE {
-        let run = run.one_cube();
-        spike_one_cube::launch(
+    // A small tensor: one cube, its reductions in the cube (the blocks' bindings unread, the
+    // gradient fills them, read-only here too). Otherwise the blocks' launches 1 and 2.
+    let one_cube = run.elements() <= ONE_CUBE;
+    let (run, maxima, squares, blocks) = if one_cube {
+        let unread = || (g.handle.clone(), 1);
+        (run.one_cube(), unread(), unread(), 0)
+    } else {
+        let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
+        // [Σ clip(g)² per block | the old M, μ, ν].
+        let squares_len = blocks.count + 3;
+        let squares = client.empty(squares_len * size_of::<f32>());
+        block_max::launch(
             client,
-            run.count(),
-            run.dim(),
+            blocks.cubes(),
+            blocks.dim(),
             run.vector(),
-            run.arg(&p),
             run.arg(&g),
-            run.arg(&m),
-            run.arg(&v),
-            max_v_arg,
+            blocks.partial(),
+            blocks.units,
+        );
+        block_clipped_squares::launch(
+            client,
+            blocks.cubes(),
+            blocks.dim(),
+            run.vector(),
+            run.arg(&g),
+            blocks.partial(),
+            run.floats(&squares, squares_len),
+            blocks.count,
             run.floats(&clip_average.handle, 1),
             run.floats(&norm_mean.handle, 1),
             run.floats(&norm_sq_mean.handle, 1),
             s.clip.launch(),
-            s.norm.launch(),
-            s.adam.launch(),
-            s.write.launch(),
-            run.units(),
-            s.amsgrad,
-            s.zero_moments,
+            blocks.units,
         );
-        return SpikeOutputs {
-            p,
-            m,
-            v,
-            max_v,
-            clip_average,
-            norm_mean,
-            norm_sq_mean,
-        };
-    }
-    let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
-    // [Σ clip(g)² per block | the old M, μ, ν].
-    let squares_len = blocks.count + 3;
-    let squares = client.empty(squares_len * size_of::<f32>());
-    block_max::launch(
-        client,
-        blocks.cubes(),
-        blocks.dim(),
-        run.vector(),
-        run.arg(&g),
-        blocks.partial(),
-        blocks.units,
-    );
-    block_clipped_squares::launch(
-        client,
-        blocks.cubes(),
-        blocks.dim(),
-        run.vector(),
-        run.arg(&g),
-        blocks.partial(),
-        run.floats(&squares, squares_len),
-        blocks.count,
-        run.floats(&clip_average.handle, 1),
-        run.floats(&norm_mean.handle, 1),
-        run.floats(&norm_sq_mean.handle, 1),
-        s.clip.launch(),
-        blocks.units,
-    );
+        let maxima = (blocks.partial.clone(), blocks.count);
+        (run, maxima, (squares, squares_len), blocks.count)
+    };
     spike_update::launch(
         client,
         run.count(),
@@ -498,9 +454,9 @@ fn launch(
         run.arg(&m),
         run.arg(&v),
         max_v_arg,
-        blocks.partial(),
-        run.floats(&squares, squares_len),
-        blocks.count,
+        run.floats(&maxima.0, maxima.1),
+        run.floats(&squares.0, squares.1),
+        blocks,
         run.floats(&clip_average.handle, 1),
         run.floats(&norm_mean.handle, 1),
         run.floats(&norm_sq_mean.handle, 1),
@@ -511,6 +467,7 @@ fn launch(
         run.units(),
         s.amsgrad,
         s.zero_moments,
+        one_cube,
     );
     SpikeOutputs {
         p,
