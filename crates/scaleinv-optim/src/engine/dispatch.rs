@@ -221,8 +221,13 @@ pub(crate) trait TwoPaths: Optimizer {
             return (fused.param, fused.state);
         }
         #[cfg(feature = "wgpu")]
-        let policy = crate::engine::cube::OnNonFinite::Policy;
-        let (param, grad, state) = match self.cube(lr, param, grad, state, policy) {
+        let (param, grad, state) = match self.cube(
+            lr,
+            param,
+            grad,
+            state,
+            crate::engine::cube::OnNonFinite::Policy,
+        ) {
             Ok(stepped) => return stepped,
             Err(inputs) => *inputs,
         };
