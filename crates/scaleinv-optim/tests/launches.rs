@@ -78,9 +78,10 @@ impl PerTensor {
 /// (8192) elements, so its update is one cube that tests the gradient itself: one launch, no
 /// scratch.
 fn budget(entry: &Entry) -> Option<(PerTensor, PerTensor)> {
-    // A projected tensor: the statistics, the decision (with the non-finite test) and the
-    // update; the channels' statistics and the decision's flag, ratio and coefficients.
-    let projected = (PerTensor(1, 3), PerTensor(0, 2));
+    // A projected tensor: the channels' statistics, then the update, whose every cube
+    // decides (the test, the coefficients and the non-finite test) from them; one buffer, the
+    // statistics.
+    let projected = (PerTensor(1, 2), PerTensor(0, 1));
     match entry.name {
         "AdamP" | "SGDP (momentum, Nesterov)" => Some(projected),
         // max|g| by blocks; AdaClip with Σ clip(g)² by blocks; AdaGN with the update. The
@@ -95,7 +96,7 @@ fn budget(entry: &Entry) -> Option<(PerTensor, PerTensor)> {
         }
         // AdamP's, and NaP's projection of a tensor of rank ≥ 2: Σp² (with the non-finite
         // test) by blocks, the rescale; the sums and the flags.
-        "NaP(AdamP)" => Some((PerTensor(1, 3 + 2), PerTensor(0, 2 + 2))),
+        "NaP(AdamP)" => Some((PerTensor(1, 2 + 2), PerTensor(0, 1 + 2))),
         _ => None,
     }
 }

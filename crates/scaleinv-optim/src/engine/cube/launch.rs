@@ -81,8 +81,15 @@ impl Launch {
     /// The same launch as one cube, whose units walk the whole tensor (for a tensor of at
     /// most [`ONE_CUBE`] elements, which its update tests and steps alone).
     pub fn one_cube(self) -> Self {
+        self.at_most(1)
+    }
+
+    /// The same launch in at most `cubes` cubes, whose units walk the tensor in strides.
+    pub fn at_most(self, cubes: usize) -> Self {
+        let threads = self.elements / self.vector;
+        let count = threads.div_ceil(self.units()).clamp(1, cubes);
         Self {
-            count: CubeCount::new_1d(1),
+            count: CubeCount::new_1d(count as u32),
             ..self
         }
     }
@@ -190,88 +197,30 @@ impl Blocks {
     }
 }
 
-/// The non-finite test an update reads: `count` flags on the device (1.0 where the gradient
-/// held NaN or ±∞, else 0.0), written before the update by the blocks of
-/// [`NonFinite::of_blocks`] or, for a projected tensor, by the decision kernel; or the test
-/// the update's one cube runs itself ([`NonFinite::in_cube`]); none when the policy does not
-/// skip.
-pub struct NonFinite {
-    flags: Option<Handle>,
-    count: usize,
-    in_cube: bool,
-}
-
-impl NonFinite {
-    /// No test (the policy propagates): nothing is launched, nothing read.
-    pub fn none() -> Self {
-        Self {
-            flags: None,
-            count: 0,
-            in_cube: false,
-        }
-    }
-
-    /// One flag another kernel writes (`flag`, one f32 from the pool).
-    pub fn one(flag: Handle) -> Self {
-        Self {
-            flags: Some(flag),
-            count: 1,
-            in_cube: false,
-        }
-    }
-
-    /// The test run by the update itself, as one cube ([`Launch::one_cube`],
-    /// [`non_finite_in_cube`]): nothing launched before it, no scratch.
-    pub fn in_cube() -> Self {
-        Self {
-            flags: None,
-            count: 0,
-            in_cube: true,
-        }
-    }
-
-    /// Whether the update's one cube tests the gradient itself (a comptime switch of the
-    /// update kernels).
-    pub fn by_the_update(&self) -> bool {
-        self.in_cube
-    }
-
-    /// The test of the contiguous gradient `g` by at most 256 blocks, one flag each (one
-    /// launch).
-    pub fn of_blocks(run: &Launch, g: &CubeTensor) -> Self {
-        let blocks = Blocks::new(run.client(), g.meta.num_elements() / run.vector());
-        non_finite_blocks::launch(
-            run.client(),
-            blocks.cubes(),
-            blocks.dim(),
-            run.vector(),
-            run.arg(g),
-            blocks.partial(),
-            blocks.units,
-        );
-        Self {
-            flags: Some(blocks.partial),
-            count: blocks.count,
-            in_cube: false,
-        }
-    }
-
-    /// Whether the update reads flags (a comptime switch of the update kernels).
-    pub fn tested(&self) -> bool {
-        self.count > 0
-    }
-
-    /// The flags as a kernel's slice (`fill`'s buffer, unread, when there is no test), and
-    /// their count.
-    pub fn args(&self, run: &Launch, fill: &CubeTensor) -> (BufferArg, usize) {
-        let handle = self.flags.as_ref().unwrap_or(&fill.handle);
-        (run.floats(handle, self.count.max(1)), self.count)
-    }
+/// The test of the contiguous gradient `g` by at most 256 blocks (one launch): the flags, one
+/// f32 per block from the runtime's pool (1.0 where the block met NaN or ±∞, else 0.0), and
+/// their count.
+pub fn non_finite_blocks(run: &Launch, g: &CubeTensor) -> (Handle, usize) {
+    let blocks = Blocks::new(run.client(), g.meta.num_elements() / run.vector());
+    non_finite_in_blocks::launch(
+        run.client(),
+        blocks.cubes(),
+        blocks.dim(),
+        run.vector(),
+        run.arg(g),
+        blocks.partial(),
+        blocks.units,
+    );
+    (blocks.partial, blocks.count)
 }
 
 /// Block `CUBE_POS`'s flag: 1.0 when an element of its strided share of `g` is NaN or ±∞.
 #[cube(launch)]
-fn non_finite_blocks<N: Size>(g: &[Vector<f32, N>], flags: &mut [f32], #[comptime] units: usize) {
+fn non_finite_in_blocks<N: Size>(
+    g: &[Vector<f32, N>],
+    flags: &mut [f32],
+    #[comptime] units: usize,
+) {
     let unit = UNIT_POS as usize;
     let stride = CUBE_COUNT * units;
     let mut bad = 0.0f32;
@@ -325,7 +274,7 @@ pub fn write_block_flag(bad: f32, flags: &mut [f32]) {
 }
 
 /// Whether `g`, stepped by this one cube of `units` units, holds NaN or ±∞: each unit tests
-/// its strided share ([`NonFinite::in_cube`]). Every unit must call it.
+/// its strided share. Every unit must call it.
 #[cube]
 pub fn non_finite_in_cube<N: Size>(g: &[Vector<f32, N>], #[comptime] units: usize) -> bool {
     let mut bad = 0.0f32;

@@ -12,7 +12,7 @@
 //! | optimizer | launches per tensor and step (default `Skip`) | scratch buffers |
 //! |-----------|-----------------------------------------------|-----------------|
 //! | width-scaled AdamW, AdamC | 2 (the non-finite test by blocks, the update) | 1 |
-//! | AdamP, SGDP | 3 for a tensor of rank ≥ 2 (statistics, decision with the non-finite test, update), 2 otherwise | 2 (1) |
+//! | AdamP, SGDP | 2 for a tensor of rank ≥ 2 (the channels' statistics; the update, each of whose cubes decides from them, the non-finite test included), 2 otherwise | 1 |
 //! | Stable-SPAM | 3 (`max|g|` by blocks; AdaClip and `Σ clip(g)²` by blocks; AdaGN and the update) | 3 |
 //! | NaP around one of these, whole-tensor projection | the base's, and 2 (`Σp²` and the gradient's test by blocks; the factor and the rescale) | the base's, and 2 |
 //!

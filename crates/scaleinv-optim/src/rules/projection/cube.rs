@@ -1,20 +1,25 @@
 //! AdamP's and SGDP's scale-invariance test and projection coefficients as CubeCL kernels
-//! (`tensor` on the tensor ops, `flex` on flex): two launches before the step's update, and no value
-//! read back to the host: the update kernel reads the coefficients and the non-finite flag the
-//! second one writes.
+//! (`tensor` on the tensor ops, `flex` on flex): one launch before the step's update, and no
+//! value read back to the host: every cube of the update decides for itself from the
+//! statistics that launch wrote ([`decision`]).
 //!
 //! ```text
 //! launch 1, one cube per channel c    read p, g, the state:
 //!     s_p = max|p_c|, s_g = max|g_c|            (first sweep)
 //!     ⟨p̃,g̃⟩, ‖p̃‖², ‖g̃‖², ⟨p̃,u⟩  on p̃ = p/s_p, g̃ = g/s_g   (second sweep, u the new direction)
-//! launch 2, one cube                  per channel cos_c = |⟨p,g⟩| / (max(‖g‖,ε)·max(‖p‖,ε));
+//! the update, each of its cubes      per channel cos_c = |⟨p,g⟩| / (max(‖g‖,ε)·max(‖p‖,ε));
 //!     the layer's sums, each channel's rescaled by s_c / max s;
 //!     channel test max cos_c < δ/√K_c, else layer test cos < δ/√K;
-//!     writes k_c = ⟨p_c,u_c⟩/(‖p_c‖+ε)² (channel), ⟨p,u⟩/(‖p‖+ε)² (layer) or 0,
-//!     the decay ratio (wd_ratio when a view passed, else 1), and the non-finite flag:
-//!     1 when some channel's ‖g̃‖² is NaN or ±∞ (an element NaN or ±∞ makes g̃ = g/s_g NaN
+//!     k_c = ⟨p_c,u_c⟩/(‖p_c‖+ε)² (channel), ⟨p,u⟩/(‖p‖+ε)² (layer) or 0,
+//!     the decay ratio (wd_ratio when a view passed, else 1), and the non-finite test:
+//!     some channel's ‖g̃‖² is NaN or ±∞ (an element NaN or ±∞ makes g̃ = g/s_g NaN
 //!     there; a finite g̃ is at most 1, so its squares never overflow)
 //! ```
+//!
+//! Every cube of the update finishes the same statistics in the same order, so all hold the
+//! same bits (no cube waits for another: the shaders have no device-scope memory ordering);
+//! the update of a projected tensor runs at most [`DECIDING_CUBES`] cubes, so that the
+//! repeated decision stays a small share of its work.
 //!
 //! Each channel is scaled by its own largest `|element|`, so no square or product overflows
 //! f32 whatever the weights' magnitude; the cosines and coefficients are formed from factors
@@ -29,7 +34,7 @@ use burn::cubecl::server::Handle;
 
 use super::{ProjectionView, ScaleInvariance};
 use crate::engine::channels::Channels;
-use crate::engine::cube::launch::{Launch, NonFinite, ONE_CUBE, units_per_cube};
+use crate::engine::cube::launch::{Launch, ONE_CUBE, non_finite_blocks, units_per_cube};
 use crate::engine::cube::reduce::{lane_max, lane_sum, tree};
 use crate::rules::arith::cube::{MIN_POSITIVE, MomentArgs};
 
@@ -52,49 +57,126 @@ pub trait Momentum: Send + Sync + 'static {
     ) -> Vector<f32, N>;
 }
 
-/// The decision kernel's output, one scratch buffer per tensor: the non-finite flag at 0 (so
-/// that it is the update's one flag, `NonFinite::one`), the decay ratio at 1, the radial
-/// coefficient of channel `c` at `2 + c`.
-const DECIDED: usize = 2;
+/// The most cubes of a projected tensor's update, each of which decides for itself
+/// ([`decision`]); its units walk the tensor in strides.
+pub const DECIDING_CUBES: usize = 256;
 
-/// The decay ratio the decision kernel wrote in `decided`.
+/// What every cube of a projected tensor's update decides from the statistics
+/// ([`decision`]).
+#[derive(CubeType, Clone, Copy)]
+pub struct Decision {
+    /// Some channel's gradient holds NaN or ±∞.
+    pub non_finite: bool,
+    /// The decay ratio: `wd_ratio` when a view passed the test, else 1.
+    pub ratio: f32,
+    /// Each channel's own coefficient applies (the channel view passed).
+    pub channel_view: bool,
+    /// The layer's coefficient when the layer view passed, else 0 (and 0 under the
+    /// channel view, where it is unread).
+    pub layer: f32,
+}
+
+/// The update's [`decision`] when it is `projected`, else nothing decided (no test, ratio 1,
+/// no radial part). Every unit must call it.
 #[cube]
-pub fn decay_ratio(decided: &[f32]) -> f32 {
-    decided[1]
+pub fn decided(
+    stats: &[f32],
+    channels: usize,
+    args: &DecideArgs,
+    #[comptime] units: usize,
+    #[comptime] projected: bool,
+) -> Decision {
+    let mut non_finite = false;
+    let mut ratio = 1.0f32;
+    let mut channel_view = false;
+    let mut layer = 0.0f32;
+    if projected {
+        let d = decision(stats, channels, args, units);
+        non_finite = d.non_finite;
+        ratio = d.ratio;
+        channel_view = d.channel_view;
+        layer = d.layer;
+    }
+    Decision {
+        non_finite,
+        ratio,
+        channel_view,
+        layer,
+    }
 }
 
 /// `u − k_c·p` for vector `i` of the update kernels, in channel `c = (i·N / inner) mod C`: the
-/// radial part removed with the coefficients the decision kernel wrote in `decided` (vectors
-/// never cross a channel's run, see `Launch::in_runs`).
+/// radial part removed with the coefficient `decided` selects, channel `c`'s own from its
+/// statistics or the layer's (vectors never cross a channel's run, see `Launch::in_runs`).
 #[cube]
+#[allow(clippy::too_many_arguments)]
 pub fn radial_removed<N: Size>(
     i: usize,
     p: Vector<f32, N>,
     u: Vector<f32, N>,
-    decided: &[f32],
+    stats: &[f32],
+    decided: &Decision,
     channels: usize,
     inner: usize,
+    args: &DecideArgs,
 ) -> Vector<f32, N> {
-    let c = (i * N::value() / inner) % channels;
-    u - p * Vector::new(decided[2 + c])
+    let b = ((i * N::value() / inner) % channels) * STATS;
+    let norm_c = f32::sqrt(stats[b + 3]) * stats[b];
+    let own = coefficient(stats[b + 5], norm_c, stats[b], args.epsilon);
+    u - p * Vector::new(select(decided.channel_view, own, decided.layer))
 }
 
-/// The projection's result on the device, in one buffer (see [`decay_ratio`]): the non-finite
-/// flag, the decay ratio and the radial coefficient of every channel (0 where nothing is
-/// removed).
-struct Coefficients {
-    decided: Handle,
+/// The non-finite test an update runs: flags on the device (1.0 where the gradient held NaN or
+/// ±∞, else 0.0) written before it by [`non_finite_blocks`]; the test the update's one cube
+/// runs itself; the one every cube's [`decision`] makes for a projected tensor; or none when
+/// the policy does not skip.
+pub enum NonFinite {
+    None,
+    Blocks { flags: Handle, count: usize },
+    InCube,
+    InDecision,
+}
+
+impl NonFinite {
+    /// Whether the update reads flags (a comptime switch of the update kernels).
+    pub fn tested(&self) -> bool {
+        matches!(self, Self::Blocks { .. })
+    }
+
+    /// Whether the update's one cube tests the gradient itself (a comptime switch).
+    pub fn by_the_update(&self) -> bool {
+        matches!(self, Self::InCube)
+    }
+
+    /// Whether the decision's test skips the step (a comptime switch).
+    pub fn by_the_decision(&self) -> bool {
+        matches!(self, Self::InDecision)
+    }
+
+    /// The flags as a kernel's slice (`fill`'s buffer, unread, without flags), and their
+    /// count.
+    pub fn args(&self, run: &Launch, fill: &CubeTensor) -> (BufferArg, usize) {
+        match self {
+            Self::Blocks { flags, count } => (run.floats(flags, *count), *count),
+            _ => (run.floats(&fill.handle, 1), 0),
+        }
+    }
+}
+
+/// The projection's statistics on the device (launch 1) and what the update decides with.
+struct Statistics {
+    stats: Handle,
     channels: Channels,
+    args: DecideArgs,
 }
 
 /// What an update launch of AdamP or SGDP reads beside its tensors: its geometry (for a
-/// projected tensor, vectors that never cross a channel's run), the non-finite test (the
-/// decision's flag for a projected tensor, else the blocks' flags) and, for a projected
-/// tensor, the coefficients of launches 1 and 2.
+/// projected tensor, vectors that never cross a channel's run), the non-finite test and, for
+/// a projected tensor, the statistics of launch 1.
 pub struct Update {
     pub run: Launch,
     pub skip: NonFinite,
-    coefficients: Option<Coefficients>,
+    statistics: Option<Statistics>,
 }
 
 impl Update {
@@ -115,47 +197,59 @@ impl Update {
             .filter(|inv| inv.applies_to(dims.len()))
             .map(|inv| (inv, Channels::new(&dims, inv.channel_axis)));
         let mut run = Launch::in_runs(tensors, projection.map(|(_, c)| c.inner));
-        let coefficients = projection.map(|(inv, channels)| {
-            coefficients::<R>(&run, [p, g, s1, s2], channels, (rule, nesterov), &inv)
+        if projection.is_some() {
+            run = run.at_most(DECIDING_CUBES);
+        }
+        let statistics = projection.map(|(inv, channels)| {
+            statistics::<R>(&run, [p, g, s1, s2], channels, (rule, nesterov), &inv)
         });
-        let skip = match &coefficients {
-            _ if !skip_non_finite => NonFinite::none(),
-            Some(k) => NonFinite::one(k.decided.clone()),
+        let skip = match &statistics {
+            _ if !skip_non_finite => NonFinite::None,
+            Some(_) => NonFinite::InDecision,
             None if run.elements() <= ONE_CUBE => {
                 run = run.one_cube();
-                NonFinite::in_cube()
+                NonFinite::InCube
             }
-            None => NonFinite::of_blocks(&run, g),
+            None => {
+                let (flags, count) = non_finite_blocks(&run, g);
+                NonFinite::Blocks { flags, count }
+            }
         };
         Self {
             run,
             skip,
-            coefficients,
+            statistics,
         }
     }
 
     /// Whether the update removes a radial part (the tensor is projected).
     pub fn projects(&self) -> bool {
-        self.coefficients.is_some()
+        self.statistics.is_some()
     }
 
-    /// The update kernel's `decided` binding (see [`decay_ratio`]) and the geometry it reads
-    /// it with; without a projection it is unread, and the gradient's buffer `g` (read-only in
-    /// the update, so that no buffer is bound both read-only and writable) fills it.
-    pub fn bindings(&self, g: &CubeTensor) -> (BufferArg, Channels) {
+    /// The update kernel's `stats` binding, the geometry it reads them with and the test's
+    /// arguments; without a projection they are unread, and the gradient's buffer `g`
+    /// (read-only in the update, so that no buffer is bound both read-only and writable)
+    /// fills the binding.
+    pub fn bindings(&self, g: &CubeTensor) -> (BufferArg, Channels, DecideArgsLaunch) {
         let run = &self.run;
-        match &self.coefficients {
+        match &self.statistics {
             Some(k) => (
-                run.floats(&k.decided, DECIDED + k.channels.count),
+                run.floats(&k.stats, k.channels.count * STATS),
                 k.channels,
+                k.args.launch(),
             ),
-            None => (run.floats(&g.handle, 1), Channels::new(&[1], 0)),
+            None => (
+                run.floats(&g.handle, 1),
+                Channels::new(&[1], 0),
+                DecideArgs::default().launch(),
+            ),
         }
     }
 }
 
 /// The test's thresholds and the projection's constants, as the kernels read them.
-#[derive(CubeLaunch, CubeType, Debug, Clone, Copy, PartialEq)]
+#[derive(CubeLaunch, CubeType, Debug, Default, Clone, Copy, PartialEq)]
 pub struct DecideArgs {
     pub channel_threshold: f32,
     pub layer_threshold: f32,
@@ -392,15 +486,16 @@ pub fn views(cos_max: f32, layer_cos: f32, squares: (f32, f32), args: &DecideArg
     (channel_view, layer_view)
 }
 
-/// Launch 2: the branch and the coefficients (see the module's doc), one cube of `units`.
-#[cube(launch)]
-fn decide(
+/// The branch, the layer's coefficient, the decay ratio and the non-finite test from the
+/// statistics of `channels` channels (see the module's doc), for every unit of a cube of
+/// `units` (every unit must call it; the same bits in every cube).
+#[cube]
+pub fn decision(
     stats: &[f32],
-    decided: &mut [f32],
     channels: usize,
     args: &DecideArgs,
     #[comptime] units: usize,
-) {
+) -> Decision {
     let unit = UNIT_POS as usize;
     let eps = args.epsilon;
 
@@ -467,32 +562,24 @@ fn decide(
     let layer_cos = cosine(dot, norm_p, sp, norm_g, sg, eps);
 
     let (channel_view, layer_view) = views(cos_max, layer_cos, (pp, gg), args);
-    let layer = select(layer_view, coefficient(pu, norm_p, sp, eps), 0.0f32);
-
-    c = unit;
-    while c < channels {
-        let b = c * STATS;
-        let norm_c = f32::sqrt(stats[b + 3]) * stats[b];
-        let own = coefficient(stats[b + 5], norm_c, stats[b], eps);
-        decided[2 + c] = select(channel_view, own, layer);
-        c += units;
-    }
-    if unit == 0 {
-        decided[0] = bad;
-        decided[1] = select(channel_view || layer_view, args.wd_ratio, 1.0f32);
+    Decision {
+        non_finite: bad > 0.0f32,
+        ratio: select(channel_view || layer_view, args.wd_ratio, 1.0f32),
+        channel_view,
+        layer: select(layer_view, coefficient(pu, norm_p, sp, eps), 0.0f32),
     }
 }
 
-/// Launches 1 and 2 for `p` (contiguous, like `g`, `s1`, `s2`) around its `channels`, stepped
-/// with the momentum rule `R` under `(rule, nesterov)`, under `invariance`. `run` is the launch
-/// the update will use.
-fn coefficients<R: Momentum>(
+/// Launch 1 for `p` (contiguous, like `g`, `s1`, `s2`) around its `channels`, stepped with the
+/// momentum rule `R` under `(rule, nesterov)`, under `invariance`. `run` is the launch the
+/// update will use.
+fn statistics<R: Momentum>(
     run: &Launch,
     [p, g, s1, s2]: [&CubeTensor; 4],
     channels: Channels,
     (rule, nesterov): (MomentArgs, bool),
     invariance: &ScaleInvariance,
-) -> Coefficients {
+) -> Statistics {
     let client = run.client();
     let vector = run.vector();
     let stats = client.empty(channels.count * STATS * size_of::<f32>());
@@ -537,20 +624,12 @@ fn coefficients<R: Momentum>(
         );
     }
 
-    let decided = client.empty((DECIDED + channels.count) * size_of::<f32>());
     let numel = channels.numel();
-    let units = units_per_cube(client, channels.count);
-    decide::launch(
-        client,
-        CubeCount::new_1d(1),
-        CubeDim::new_1d(units as u32),
-        run.floats(&stats, channels.count * STATS),
-        run.floats(&decided, DECIDED + channels.count),
-        channels.count,
-        DecideArgs::new(invariance, numel / channels.count, numel).launch(),
-        units,
-    );
-    Coefficients { decided, channels }
+    Statistics {
+        stats,
+        channels,
+        args: DecideArgs::new(invariance, numel / channels.count, numel),
+    }
 }
 
 /// The cosine, the radial coefficient and the decision above against `super`'s formulas on

@@ -1,12 +1,13 @@
 //! SGDP's step as CubeCL kernels: one launch for the step, after one for the non-finite test
-//! under `Skip` or, for a tensor of rank ≥ 2, two for the projection's coefficients and the
-//! test (`projection`).
+//! under `Skip` or, for a tensor of rank ≥ 2, one for the projection's statistics
+//! (`projection`).
 //!
 //! ```text
 //! launch 1 (Skip only)   read g: per block, flag ← 1 where an element is NaN or ±∞ (none for
 //!                        a tensor of at most `ONE_CUBE` elements: its update, one cube,
 //!                        tests g itself before it writes)
-//! (rank ≥ 2)             the coefficients k_c, the decay ratio r, the flag (`projection`)
+//! (rank ≥ 2)             the channels' statistics (`projection`); every cube of the update
+//!                        decides from them: k_c, the decay ratio r, the non-finite test
 //! last launch            read g, flags (k_c, r); p, b in place (a copy first if shared):
 //!                        some flag set: nothing written (under a wrapper's `Skip`, the
 //!                                   buffer steps on g = 0, p is kept; no write-back)
@@ -32,7 +33,7 @@ use crate::engine::cube::{NonFiniteArgs, OnNonFinite};
 use crate::rules::arith::cube::{MomentArgs, first};
 use crate::rules::decay::cube::{WriteArgs, projected_factor, write};
 use crate::rules::projection::ScaleInvariance;
-use crate::rules::projection::cube::{Momentum, Update, decay_ratio, radial_removed};
+use crate::rules::projection::cube::{DecideArgs, Momentum, Update, decided, radial_removed};
 
 /// The f32 scalars of one SGDP step, computed on the host from `super` and `rules::decay`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,21 +141,27 @@ fn sgd_update<N: Size>(
     g: &[Vector<f32, N>],
     b: &mut [Vector<f32, N>],
     flags: &[f32],
-    decided: &[f32],
+    stats: &[f32],
     rule: &MomentArgs,
     w: &WriteArgs,
+    args: &DecideArgs,
     flag_count: usize,
     channels: usize,
     inner: usize,
     #[comptime] units: usize,
     #[comptime] tested: bool,
     #[comptime] tests_itself: bool,
+    #[comptime] decision_tests: bool,
     #[comptime] zeroing: bool,
     #[comptime] nesterov: bool,
     #[comptime] projected: bool,
     #[comptime] write_back: bool,
 ) {
-    let skip = non_finite_test::<N>(g, flags, flag_count, units, tested, tests_itself);
+    let verdict = decided(stats, channels, args, units, projected);
+    let mut skip = non_finite_test::<N>(g, flags, flag_count, units, tested, tests_itself);
+    if decision_tests {
+        skip = skip || verdict.non_finite;
+    }
     // One vector per unit, or every `units`-th for the one cube of a small tensor.
     let stride = CUBE_COUNT * units;
     let mut i = ABSOLUTE_POS;
@@ -168,13 +175,13 @@ fn sgd_update<N: Size>(
             let bi = first::<N>(b[i], gi, rule);
             let u = direction::<N>(gi, bi, rule, nesterov);
             if projected {
-                let u = radial_removed::<N>(i, p[i], u, decided, channels, inner);
+                let u = radial_removed::<N>(i, p[i], u, stats, &verdict, channels, inner, args);
                 if write_back {
                     b[i] = u;
                 } else {
                     b[i] = bi;
                 }
-                p[i] = write::<N>(p[i], u, projected_factor(decay_ratio(decided), w), w.scale);
+                p[i] = write::<N>(p[i], u, projected_factor(verdict.ratio, w), w.scale);
             } else {
                 b[i] = bi;
                 p[i] = write::<N>(p[i], u, w.decay_factor, w.scale);
@@ -198,7 +205,7 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         (rule, s.nesterov),
     );
     let run = &update.run;
-    let (decided, channels) = update.bindings(&g);
+    let (stats, channels, args) = update.bindings(&g);
     let (flags, flag_count) = update.skip.args(run, &g);
     sgd_update::launch(
         run.client(),
@@ -209,15 +216,17 @@ fn launch(p: CubeTensor, g: CubeTensor, b: CubeTensor, s: SgdScalars) -> (CubeTe
         run.arg(&g),
         run.arg(&b),
         flags,
-        decided,
+        stats,
         rule.launch(),
         s.write.launch(),
+        args,
         flag_count,
         channels.count,
         channels.inner,
         run.units(),
         update.skip.tested(),
         update.skip.by_the_update(),
+        update.skip.by_the_decision(),
         s.non_finite.zero_gradient,
         s.nesterov,
         update.projects(),
