@@ -97,6 +97,7 @@ pub use crate::model::channel_axes::{ChannelAxes, ChannelAxisRules, ParamAxis};
 pub use crate::model::norm_affine::NormAffine;
 pub use crate::rules::adam::tensor::MomentState;
 pub use crate::rules::projection::tensor::Projected;
+pub use crate::rules::rotation::tensor::RotationState;
 pub use diagnostics::{
     DiagnosticRow, DiagnosticsTracker, Invariance, LayerSpectrum, Observed, ObserverTag,
     PowerIteration, ProbeEntry, ProbeError, ProbeReport, ProjectionObserver, ProjectionRecord,
@@ -110,6 +111,11 @@ pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradi
 pub use guard::global_clip::{GlobalNorm, GlobalNormClip, clip_grad_norm, global_norm};
 pub use optimizers::adamc::{AdamC, AdamCConfig, AdamCState};
 pub use optimizers::adamp::{AdamP, AdamPConfig, AdamPState};
+pub use optimizers::rotational::RotationOptions;
+pub use optimizers::rotational_adamw::{
+    RotationalAdamW, RotationalAdamWConfig, RotationalAdamWState,
+};
+pub use optimizers::rotational_sgdm::{RotationalSgdm, RotationalSgdmConfig, RotationalSgdmState};
 pub use optimizers::sgdp::{Sgdp, SgdpConfig, SgdpState};
 pub use optimizers::stable_spam::{ResetMode, StableSpam, StableSpamConfig, StableSpamState};
 pub use optimizers::width_scaled_adamw::{

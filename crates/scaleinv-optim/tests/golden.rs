@@ -28,8 +28,8 @@ use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use scaleinv_optim::{
     AdamCConfig, AdamPConfig, GradientStabilizer, GradientStabilizerConfig, Nap, NapConfig,
-    RadialProjectionConfig, ResetMode, SgdpConfig, StableSpamConfig, WidthRole,
-    WidthScaledAdamWConfig,
+    RadialProjectionConfig, ResetMode, RotationalAdamWConfig, RotationalSgdmConfig, SgdpConfig,
+    StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -56,7 +56,10 @@ struct ParamSpec {
     project: Option<bool>,
     role: Option<String>,
     normalized: Option<bool>,
+    rotational: Option<bool>,
     init: Vec<f32>,
+    /// The weight after the optimizer's set-up (rotational optimizers).
+    centered_init: Option<Vec<f32>>,
 }
 
 #[derive(Deserialize)]
@@ -68,12 +71,33 @@ struct Step {
 }
 
 /// An optimizer the replay can drive, with its projection decision when it has one (none by
-/// default).
+/// default) and its set-up of a tensor before the first step (none by default).
 trait Replayable: Optimizer {
     fn branch<const D: usize>(&self, _: &Tensor<D>, _: &Tensor<D>) -> Option<Tensor<1, Int>> {
         None
     }
+
+    fn prepare<const D: usize>(&self, weight: Tensor<D>) -> Option<Tensor<D>> {
+        let _ = weight;
+        None
+    }
 }
+
+/// The rotational optimizers: their set-up is their `prepare`.
+macro_rules! replay_rotational {
+    ($($optim:ty),*) => {$(
+        impl Replayable for $optim {
+            fn prepare<const D: usize>(&self, weight: Tensor<D>) -> Option<Tensor<D>> {
+                Some(<$optim>::prepare(self, weight))
+            }
+        }
+    )*};
+}
+
+replay_rotational!(
+    scaleinv_optim::RotationalAdamW,
+    scaleinv_optim::RotationalSgdm
+);
 
 /// The optimizers that project: their decision is their `scale_invariance().branch`.
 macro_rules! replay_projecting {
@@ -139,6 +163,7 @@ const ADAMP_KEYS: Table = &[
     ("delta", To::Path(&["projection", "delta"])),
     ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
     ("nesterov", To::Path(&["nesterov"])),
+    ("caution", To::Path(&["projection", "caution"])),
 ];
 
 const SGDP_KEYS: Table = &[
@@ -150,6 +175,7 @@ const SGDP_KEYS: Table = &[
     ("eps", To::Path(&["projection", "epsilon"])),
     ("delta", To::Path(&["projection", "delta"])),
     ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
+    ("caution", To::Path(&["projection", "caution"])),
 ];
 
 /// Stable-SPAM's β1, read by the `gamma1 = -1` conversion.
@@ -203,6 +229,7 @@ const PROJECTED_ADAM_ADAM_KEYS: Table = &[
     ("delta", To::Ignored),
     ("wd_ratio", To::Ignored),
     ("nesterov", To::Ignored),
+    ("caution", To::Ignored),
 ];
 
 /// An AdamP case replayed as Burn's Adam inside a radial projection: the projection's part.
@@ -214,7 +241,55 @@ const PROJECTED_ADAM_PROJECTION_KEYS: Table = &[
     ("delta", To::Path(&["projection", "delta"])),
     ("wd_ratio", To::Path(&["projection", "wd_ratio"])),
     ("nesterov", To::Ignored),
+    ("caution", To::Path(&["projection", "caution"])),
 ];
+
+/// The rotational options, named as in the reference (`epfml/REQ`).
+macro_rules! rotation_keys {
+    () => {
+        [
+            (
+                "update_norm_decay_factor",
+                To::Path(&["rotation", "update_norm_decay_factor"]),
+            ),
+            ("per_neuron", To::Path(&["rotation", "per_neuron"])),
+            ("zero_mean", To::Path(&["rotation", "zero_mean"])),
+            ("rotational_eps", To::Path(&["rotation", "rotational_eps"])),
+            // The group's override, read by `rotational_override`.
+            ("rotational", To::Ignored),
+        ]
+    };
+}
+
+const ROTATIONAL_ADAMW_KEYS: Table = &{
+    let [a, b, c, d, e] = rotation_keys!();
+    [
+        ("lr", To::Ignored),
+        ("betas", To::Pair(&["beta_1"], &["beta_2"])),
+        ("eps", To::Path(&["epsilon"])),
+        ("weight_decay", To::Path(&["weight_decay"])),
+        a,
+        b,
+        c,
+        d,
+        e,
+    ]
+};
+
+const ROTATIONAL_SGDM_KEYS: Table = &{
+    let [a, b, c, d, e] = rotation_keys!();
+    [
+        ("lr", To::Ignored),
+        ("momentum", To::Path(&["momentum"])),
+        ("nesterov", To::Path(&["nesterov"])),
+        ("weight_decay", To::Required(&["weight_decay"])),
+        a,
+        b,
+        c,
+        d,
+        e,
+    ]
+};
 
 /// AdamC: `max_lr` is the fixed peak learning rate.
 const ADAMC_KEYS: Table = &[
@@ -523,6 +598,69 @@ fn nap_base(config: &BTreeMap<String, Value>) -> Result<NapBase, String> {
     }
 }
 
+/// The case's group override `rotational` (`null` or absent: the default rule).
+fn rotational_override(config: &BTreeMap<String, Value>) -> Result<Option<bool>, String> {
+    match config.get("rotational") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!("`rotational` must be a bool or null, not {other}")),
+    }
+}
+
+/// Replays a rotational case: each tensor's optimizer by the case's override or the default
+/// rule, which must select the tensors the case marks `rotational`.
+/// `build(forced, axis)` gives the optimizer of a tensor whose neurons lie on `axis` (its
+/// channel axis in the case).
+fn replay_rotational<O: Replayable>(
+    build: impl Fn(Option<bool>, usize) -> Result<O, String>,
+    is_rotational: impl Fn(&O, usize) -> bool,
+    case: &Case,
+    device: &Device,
+) -> Outcome {
+    let forced = match rotational_override(&case.config) {
+        Ok(forced) => forced,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let axis = |s: &ParamSpec| s.channel_axis.unwrap_or(0);
+    for spec in &case.params {
+        let optim = match build(forced, axis(spec)) {
+            Ok(o) => o,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let ours = is_rotational(&optim, spec.shape.len());
+        if let Some(recorded) = spec.rotational
+            && recorded != ours
+        {
+            return Outcome::Failed(format!(
+                "{}: rotational here {ours}, in the case {recorded}",
+                spec.name
+            ));
+        }
+    }
+    replay_with(
+        |s| build(forced, axis(s)).expect("built above"),
+        case,
+        device,
+    )
+}
+
+fn rotational_adamw_config(
+    config: &BTreeMap<String, Value>,
+) -> Result<RotationalAdamWConfig, String> {
+    let c = overlay(RotationalAdamWConfig::new(), ROTATIONAL_ADAMW_KEYS, config)?;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
+fn rotational_sgdm_config(
+    config: &BTreeMap<String, Value>,
+) -> Result<RotationalSgdmConfig, String> {
+    // The weight decay comes from the case (`Required`).
+    let c = overlay(RotationalSgdmConfig::new(0.0), ROTATIONAL_SGDM_KEYS, config)?;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
+}
+
 /// Replays a NaP case, checking first that the default rule (rank ≥ 2 projected) selects the
 /// tensors the case projects.
 fn replay_nap(case: &Case, device: &Device) -> Outcome {
@@ -592,6 +730,29 @@ fn replay_param<O: Replayable, const D: usize>(
         ));
     }
     let mut param = tensor::<D>(&spec.init, &spec.shape, device);
+    if let Some(want) = &spec.centered_init {
+        let prepared = opt
+            .prepare(param)
+            .ok_or("the case has a set-up (centered_init) the optimizer does not")?;
+        let got = common::values(prepared.clone());
+        if got.len() != want.len() {
+            return Err(format!(
+                "{}: centered_init has {} values",
+                spec.name,
+                want.len()
+            ));
+        }
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let err = (g as f64 - w as f64).abs();
+            if err.is_nan() || err > ABS_TOL + REL_TOL * (w as f64).abs() {
+                return Err(format!(
+                    "set-up: {}[{i}] = {g}, reference {w} (|err| = {err:.3e})",
+                    spec.name
+                ));
+            }
+        }
+        param = prepared;
+    }
     let mut state = None;
     let mut max_err = 0.0f64;
     let mut bits = 0xcbf2_9ce4_8422_2325;
@@ -690,6 +851,38 @@ fn replay(case: &Case, device: &Device) -> Outcome {
             Err(e) => Outcome::Failed(e),
         },
         "nap" => replay_nap(case, device),
+        "rotational_adamw" => match rotational_adamw_config(&case.config) {
+            Ok(c) => replay_rotational(
+                |forced, axis| {
+                    let c = c.clone().with_neuron_axis(axis);
+                    match forced {
+                        Some(b) => c.try_build_for(b),
+                        None => c.try_build(),
+                    }
+                    .map_err(|e| e.to_string())
+                },
+                |o, rank| o.is_rotational(rank),
+                case,
+                device,
+            ),
+            Err(e) => Outcome::Failed(e),
+        },
+        "rotational_sgdm" => match rotational_sgdm_config(&case.config) {
+            Ok(c) => replay_rotational(
+                |forced, axis| {
+                    let c = c.clone().with_neuron_axis(axis);
+                    match forced {
+                        Some(b) => c.try_build_for(b),
+                        None => c.try_build(),
+                    }
+                    .map_err(|e| e.to_string())
+                },
+                |o, rank| o.is_rotational(rank),
+                case,
+                device,
+            ),
+            Err(e) => Outcome::Failed(e),
+        },
         "gradient_stabilizer" => replay_gradient_stabilizer(case, device),
         "adamc" => replay_adamc(case, device),
         "width_scaled_adamw" => {
@@ -878,7 +1071,17 @@ fn report(line: String) {
 #[test]
 fn every_rename_table_path_exists_in_its_config() {
     let json = |v: Result<Value, serde_json::Error>| v.expect("a config serializes");
-    let tables: [(&str, Table, Value); 13] = [
+    let tables: [(&str, Table, Value); 15] = [
+        (
+            "rotational_adamw",
+            ROTATIONAL_ADAMW_KEYS,
+            json(serde_json::to_value(RotationalAdamWConfig::new())),
+        ),
+        (
+            "rotational_sgdm",
+            ROTATIONAL_SGDM_KEYS,
+            json(serde_json::to_value(RotationalSgdmConfig::new(0.0))),
+        ),
         (
             "adamc",
             ADAMC_KEYS,

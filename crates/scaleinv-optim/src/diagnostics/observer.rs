@@ -153,7 +153,7 @@ impl ObserverTag {
 /// `projection.project(param, grad, update)`, recorded under `tag` when its observer is
 /// armed. Unobserved and disarmed steps keep `update` uniquely owned, as without a tag.
 pub(crate) fn project_observed<const D: usize>(
-    projection: &ScaleInvariance,
+    (projection, caution): (&ScaleInvariance, bool),
     tag: &Option<ObserverTag>,
     param: &Tensor<D>,
     grad: &Tensor<D>,
@@ -161,11 +161,11 @@ pub(crate) fn project_observed<const D: usize>(
 ) -> Projected<D> {
     match tag {
         Some(tag) if tag.observer.is_armed() => {
-            let projected = projection.project(param, grad, update.clone());
+            let projected = projection.project_with(param, grad, update.clone(), caution);
             tag.record(&update, &projected);
             projected
         }
-        _ => projection.project(param, grad, update),
+        _ => projection.project_with(param, grad, update, caution),
     }
 }
 

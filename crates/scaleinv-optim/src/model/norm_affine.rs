@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::model::params::{self, ParamInfo, ParamVisitor, PathStack};
+use crate::model::params::{self, ParamInfo, ParamMap, ParamVisitor};
 
 /// Burn's normalization layers, whose `gamma` and `beta` are the affine of a normalization.
 const NORM_LAYERS: [&str; 5] = [
@@ -107,10 +107,7 @@ pub(crate) fn project_jointly<M: Module>(module: M, epsilon: f64) -> M {
             Some((layer, factor))
         })
         .collect();
-    module.map(&mut AffineRescale {
-        path: PathStack::default(),
-        factors,
-    })
+    params::map_params(module, &mut AffineRescale { factors })
 }
 
 /// Per normalization layer: `‖γ‖² + ‖β‖²` and the width `d = len(γ)`.
@@ -142,42 +139,14 @@ impl ParamVisitor for AffineSums {
 }
 
 struct AffineRescale {
-    path: PathStack,
     factors: BTreeMap<String, Tensor<1>>,
 }
 
-impl ModuleMapper for AffineRescale {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.enter(name, container_type);
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.exit();
-    }
-
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let info = self.path.info(param.id, D);
-        let factor = is_norm_affine(&info)
+impl ParamMap for AffineRescale {
+    fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>> {
+        let factor = is_norm_affine(info)
             .then(|| self.factors.get(info.layer_path()).cloned())
-            .flatten();
-        match factor {
-            Some(factor) => rescale_param(param, factor),
-            None => param,
-        }
+            .flatten()?;
+        Some(value * factor.inner().unsqueeze::<D>())
     }
-}
-
-/// `param · factor` as a new leaf (outside the autodiff graph), keeping whether it is an
-/// autodiff tensor and whether it requires a gradient.
-fn rescale_param<const D: usize>(param: Param<Tensor<D>>, factor: Tensor<1>) -> Param<Tensor<D>> {
-    let (id, value, mapper) = param.consume();
-    let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
-    let mut value = value.inner() * factor.inner().unsqueeze::<D>();
-    if autodiff {
-        value = Tensor::from_inner(value);
-    }
-    if require_grad {
-        value = value.require_grad();
-    }
-    Param::from_mapped_value(id, value, mapper)
 }

@@ -1,7 +1,7 @@
 //! One walk over a module's float parameters, naming each one (path, id, owning layer type,
 //! rank), shared by every piece that routes or inspects parameters by name.
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
 /// A float parameter of a module, as the walk found it.
@@ -142,4 +142,51 @@ pub(crate) fn read_back(tensor: Tensor<1>) -> Vec<f64> {
         .convert::<f64>()
         .try_to_vec::<f64>()
         .unwrap_or_else(|_| vec![f64::NAN; len])
+}
+
+/// A new value for some float parameters of a module, given their name
+/// ([`map_params`]); `None` keeps a parameter as it is.
+pub(crate) trait ParamMap {
+    fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>>;
+}
+
+/// `module` with every float parameter `f` maps replaced by its new value, as a new leaf
+/// (outside the autodiff graph) that keeps the parameter's id, whether it is an autodiff
+/// tensor and whether it requires a gradient.
+pub(crate) fn map_params<M: Module, F: ParamMap>(module: M, f: &mut F) -> M {
+    struct Mapper<'a, F> {
+        path: PathStack,
+        f: &'a mut F,
+    }
+
+    impl<F: ParamMap> ModuleMapper for Mapper<'_, F> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.exit();
+        }
+
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let info = self.path.info(param.id, D);
+            let (id, value, mapper) = param.consume();
+            let (autodiff, require_grad) = (value.is_autodiff(), value.is_require_grad());
+            let Some(mut new) = self.f.map(&info, value.clone().inner()) else {
+                return Param::from_mapped_value(id, value, mapper);
+            };
+            if autodiff {
+                new = Tensor::from_inner(new);
+            }
+            if require_grad {
+                new = new.require_grad();
+            }
+            Param::from_mapped_value(id, new, mapper)
+        }
+    }
+
+    module.map(&mut Mapper {
+        path: PathStack::default(),
+        f,
+    })
 }

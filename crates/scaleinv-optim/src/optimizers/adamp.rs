@@ -78,7 +78,7 @@ constructors!(AdamPConfig => AdamP: build, init, init_for, axes);
 ///
 /// With `delta = 0` the projection never fires and AdamP is AdamW with PyTorch-style decay.
 /// On flex the step runs as the fused loops of `rules::adam::flex` (two passes, three when the
-/// projection fires), on wgpu as CubeCL kernels (statistics, decision, update), on the same
+/// projection fires), on wgpu as CubeCL kernels (statistics, then the update with the decision), on the same
 /// formulas.
 #[derive(Debug, Clone)]
 pub struct AdamP {

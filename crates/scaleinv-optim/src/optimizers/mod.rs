@@ -6,6 +6,9 @@
 pub(crate) mod adamc;
 pub(crate) mod adamp;
 pub(crate) mod constructors;
+pub(crate) mod rotational;
+pub(crate) mod rotational_adamw;
+pub(crate) mod rotational_sgdm;
 pub(crate) mod sgdp;
 pub(crate) mod stable_spam;
 pub(crate) mod width_scaled_adamw;

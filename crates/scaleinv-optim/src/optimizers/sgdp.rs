@@ -183,8 +183,10 @@ impl Sgdp {
     }
 
     /// Whether the projected update is written back into the buffer.
+    /// Never with the cautious mask: timm's SGDP copies its buffer, so that neither the
+    /// projection nor the mask reaches it.
     fn writes_back(&self) -> bool {
-        !self.nesterov && self.project_momentum_buffer
+        !self.nesterov && self.project_momentum_buffer && !self.projector.caution
     }
 
     /// The scale-invariance test and projection this optimizer applies.

@@ -22,6 +22,7 @@ pub(crate) mod arith;
 pub(crate) mod decay;
 pub(crate) mod norm;
 pub(crate) mod projection;
+pub(crate) mod rotation;
 pub(crate) mod sgd;
 pub(crate) mod spike;
 pub(crate) mod stabilizer;

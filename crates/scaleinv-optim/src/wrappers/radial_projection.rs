@@ -47,6 +47,7 @@ wrapper_constructors!(RadialProjectionConfig => RadialProjection);
 /// ```text
 /// u = O.step(η, p, g) − p                    the base update (its state advances as usual)
 /// (u, r) = project(p, g, u)                  rank ≥ 2; r = wd_ratio if projected, else 1
+///                                            (then the cautious mask, `with_caution(true)`)
 /// p ← p · (1 − η·λ·r) + u
 /// ```
 ///
@@ -94,15 +95,16 @@ impl RadialProjectionConfig {
         channel_axis: usize,
         view: ProjectionView,
     ) -> RadialProjection<O> {
+        let projector = Projector::new(
+            self.projection.invariance(channel_axis, view),
+            StepPolicy {
+                fused: false,
+                non_finite: self.non_finite,
+            },
+        );
         RadialProjection {
             inner,
-            projector: Projector::new(
-                self.projection.invariance(channel_axis, view),
-                StepPolicy {
-                    fused: false,
-                    non_finite: self.non_finite,
-                },
-            ),
+            projector: projector.with_caution(self.projection.caution),
             weight_decay: self.weight_decay,
         }
     }
@@ -224,10 +226,12 @@ impl<O: Optimizer> Optimizer for RadialProjection<O> {
             state,
             |param, grad, state| {
                 let (stepped, state) = self.inner.step(lr, param.clone(), grad.clone(), state);
-                let update = stepped - param.clone();
-                let projected = self.projector.project(&param, &grad, update);
+                // The descent direction `p − O.step(p)` (as AdamP's `η·u`, so that the
+                // cautious mask compares it with the gradient as timm does).
+                let descent = param.clone() - stepped;
+                let projected = self.projector.project(&param, &grad, descent);
                 let param = decoupled_decay(param, lr * self.weight_decay, projected.decay_ratio);
-                (param + projected.update, state)
+                (param - projected.update, state)
             },
         )
     }

@@ -16,7 +16,7 @@ use crate::rules::projection::{ProjectionView, ScaleInvariance};
 /// The scale-invariance test and projection's options, with the reference's defaults
 /// (Heo et al., ICLR 2021). Nested in every config that projects; the configs' setters
 /// (`with_delta`, `with_wd_ratio`, `with_epsilon`, `with_channel_axis`,
-/// `with_zero_is_invariant`) write here.
+/// `with_zero_is_invariant`, `with_caution`) write here.
 #[derive(Config, Debug, PartialEq)]
 pub struct ProjectionOptions {
     /// Threshold δ of the scale-invariance test `max cos < δ / √K`.
@@ -39,6 +39,15 @@ pub struct ProjectionOptions {
     /// plain update and the full decay.
     #[config(default = true)]
     pub zero_is_invariant: bool,
+    /// timm's cautious update (`caution=True`, timm 1.0.31; Cautious Optimizers,
+    /// arXiv 2411.16085, and its spherical form): after the projection only the components of
+    /// the update that agree in sign with the gradient's tangent part are kept, rescaled by
+    /// the kept fraction of the whole tensor (at least 1e-3), and the update is projected
+    /// again; where no view fires (and for rank-1 tensors) the plain cautious mask against the
+    /// gradient. Off by default (the reference's AdamP/SGDP). Runs as tensor operations
+    /// (the fused loops and kernels do not mask).
+    #[config(default = false)]
+    pub caution: bool,
 }
 
 impl ProjectionOptions {
@@ -67,6 +76,7 @@ impl ProjectionOptions {
             self.invariance(channel_axis, ProjectionView::Detect),
             policy,
         )
+        .with_caution(self.caution)
     }
 }
 
@@ -76,6 +86,8 @@ impl ProjectionOptions {
 #[derive(Debug, Clone)]
 pub(crate) struct Projector {
     pub invariance: ScaleInvariance,
+    /// timm's cautious mask after the projection ([`ProjectionOptions::caution`]).
+    pub caution: bool,
     observer: Option<ObserverTag>,
     pub policy: StepPolicy,
     unplaced: Option<Unplaced>,
@@ -94,6 +106,7 @@ impl Projector {
     pub fn new(invariance: ScaleInvariance, policy: StepPolicy) -> Self {
         Self {
             invariance,
+            caution: false,
             observer: None,
             policy,
             unplaced: None,
@@ -139,6 +152,11 @@ impl Projector {
         });
     }
 
+    /// The same, with timm's cautious mask after the projection when `caution`.
+    pub fn with_caution(self, caution: bool) -> Self {
+        Self { caution, ..self }
+    }
+
     /// The same, reporting to `tag`.
     pub fn observed(self, tag: ObserverTag) -> Self {
         Self {
@@ -147,16 +165,18 @@ impl Projector {
         }
     }
 
-    /// Whether the fused loops can step `param` (no armed observer: it needs the tensor ops).
+    /// Whether the fused loops can step `param` (no armed observer and no caution: they need
+    /// the tensor ops).
     #[cfg(feature = "flex")]
     pub fn fuses<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.policy.fuses(param, self.axis(), self.is_observed())
+        self.policy
+            .fuses(param, self.axis(), self.needs_tensor_ops())
     }
 
     /// Whether the flex loops or the CubeCL kernels can step `param`.
     pub fn fuses_anywhere<const D: usize>(&self, param: &Tensor<D>) -> bool {
         self.policy
-            .fuses_anywhere(param, self.axis(), self.is_observed())
+            .fuses_anywhere(param, self.axis(), self.needs_tensor_ops())
     }
 
     /// Whether the CubeCL kernels can step `param`: f32 on a CubeCL device, no armed observer,
@@ -164,26 +184,29 @@ impl Projector {
     /// report the misplaced axis).
     #[cfg(feature = "wgpu")]
     pub fn fuses_on_cube<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.policy.fuses_on_cube(param, self.is_observed())
+        self.policy.fuses_on_cube(param, self.needs_tensor_ops())
             && (D < 2 || self.invariance.channel_axis < D)
     }
 
-    fn is_observed(&self) -> bool {
-        self.observer.as_ref().is_some_and(ObserverTag::is_armed)
+    /// An armed observer or the cautious mask: only the tensor ops step them.
+    fn needs_tensor_ops(&self) -> bool {
+        self.caution || self.observer.as_ref().is_some_and(ObserverTag::is_armed)
     }
 
     fn axis(&self) -> Option<usize> {
         Some(self.invariance.channel_axis)
     }
 
-    /// The projection of `update` (reported to the observer when armed).
+    /// The projection of `update`, and the cautious mask when set (reported to the observer
+    /// when armed).
     pub fn project<const D: usize>(
         &self,
         param: &Tensor<D>,
         grad: &Tensor<D>,
         update: Tensor<D>,
     ) -> Projected<D> {
-        project_observed(&self.invariance, &self.observer, param, grad, update)
+        let projection = (&self.invariance, self.caution);
+        project_observed(projection, &self.observer, param, grad, update)
     }
 }
 
@@ -219,6 +242,12 @@ macro_rules! projection_setters {
             /// [`ProjectionOptions::zero_is_invariant`](crate::ProjectionOptions::zero_is_invariant).
             pub fn with_zero_is_invariant(mut self, zero_is_invariant: bool) -> Self {
                 self.projection.zero_is_invariant = zero_is_invariant;
+                self
+            }
+
+            /// Sets [`ProjectionOptions::caution`](crate::ProjectionOptions::caution).
+            pub fn with_caution(mut self, caution: bool) -> Self {
+                self.projection.caution = caution;
                 self
             }
         }

@@ -211,72 +211,174 @@ impl ScaleInvariance {
         grad: &Tensor<D>,
         update: Tensor<D>,
     ) -> Projected<D> {
+        self.project_with(param, grad, update, false)
+    }
+
+    /// [`project`](Self::project), then, with `caution`, timm's spherical cautious mask
+    /// (Cautious Optimizers, arXiv 2411.16085): with `R(x)` the radial part of `x` in the view
+    /// that fired (zero when none did, and for rank < 2),
+    ///
+    /// ```text
+    /// g⊥ = g − R(g) ;  mask = [u·g⊥ > 0] ;  u ← u · mask / max(mean(mask), 1e-3) ;  u ← u − R(u)
+    /// ```
+    ///
+    /// the mean over the whole tensor. Where no view fired this is the plain cautious mask
+    /// `[u·g > 0]`, as in timm.
+    pub(crate) fn project_with<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+        update: Tensor<D>,
+        caution: bool,
+    ) -> Projected<D> {
         let device = param.device();
-        if !self.projects::<D>(param.shape().num_elements()) {
-            return Projected {
-                update,
-                decay_ratio: ones(&device),
-                decision: Decision::Fixed(ProjectionBranch::None),
-            };
-        }
-        let fixed = |update, branch| Projected {
+        let (radial, decision, decay_ratio) = if self.projects::<D>(param.shape().num_elements()) {
+            self.radial(param, grad)
+        } else {
+            let none = Decision::Fixed(ProjectionBranch::None);
+            (Radial::none(), none, ones(&device))
+        };
+        let update = radial.removed(update);
+        let update = if caution {
+            radial.removed(cautious(update, radial.removed(grad.clone())))
+        } else {
+            update
+        };
+        Projected {
             update,
-            decay_ratio: ones(&device) * self.wd_ratio,
-            decision: Decision::Fixed(branch),
-        };
-        // Radial coefficient per row (channel) or for the whole tensor (layer), on the scaled
-        // weight P̃ = P / s_P: U − c·P = U − c̃·P̃, c̃ = ⟨P̃, U⟩ · (s_P / (‖P‖ + ε))².
+            decay_ratio,
+            decision,
+        }
+    }
+
+    /// The radial part of the view the test selects (or the fixed view), the decision and
+    /// the decay ratio, for a tensor that [`projects`](Self::projects).
+    fn radial<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        grad: &Tensor<D>,
+    ) -> (Radial<D>, Decision, Tensor<1>) {
+        let device = param.device();
         let p = Scaled::new(param);
-        let row_dot_update = self.row_sum(p.tensor.clone() * update.clone());
-        let channel_coef = |weight_sq: Tensor<D>| {
-            let norm = weight_sq.sqrt() * p.scale_d();
-            self.radial_coefficient(row_dot_update.clone(), norm, p.scale_d())
-        };
-        let layer_coef = |weight_sq: Tensor<D>| {
-            let norm = weight_sq.sum().sqrt() * p.scale.clone();
-            let dot = row_dot_update.clone().sum();
-            self.radial_coefficient(dot, norm, p.scale.clone())
-        };
-        match self.view {
-            ProjectionView::Channel => {
-                let coef = channel_coef(self.row_sum(p.tensor.clone().square()));
-                fixed(update - p.tensor.clone() * coef, ProjectionBranch::Channel)
-            }
-            ProjectionView::Layer => {
-                let coef = layer_coef(self.row_sum(p.tensor.clone().square()));
-                fixed(
-                    update - p.tensor.clone() * coef.unsqueeze::<D>(),
-                    ProjectionBranch::Layer,
-                )
-            }
+        let fixed = |branch| (Decision::Fixed(branch), ones(&device) * self.wd_ratio);
+        let (weight_sq, selection, (decision, decay_ratio)) = match self.view {
+            ProjectionView::Channel => (
+                self.row_sum(p.tensor.clone().square()),
+                Selection::Channel,
+                fixed(ProjectionBranch::Channel),
+            ),
+            ProjectionView::Layer => (
+                self.row_sum(p.tensor.clone().square()),
+                Selection::Layer,
+                fixed(ProjectionBranch::Layer),
+            ),
             // Excluded by `projects`.
             ProjectionView::Off => unreachable!("an Off view never projects"),
             ProjectionView::Detect => {
                 let stats = self.row_stats(&p, grad);
                 let tests = self.tests(&stats, param.shape().num_elements());
-                let channel = channel_coef(stats.weight_sq.clone());
-                let layer = layer_coef(stats.weight_sq);
+                let fired = tests.channel.clone().bool_or(tests.layer.clone());
+                let decay_ratio = ones(&device).mask_fill(fired, self.wd_ratio);
+                let decision = Decision::Tested(Box::new(tests.clone()));
+                (
+                    stats.weight_sq,
+                    Selection::Tested(tests),
+                    (decision, decay_ratio),
+                )
+            }
+        };
+        let radial = Radial {
+            parts: Some(RadialParts {
+                p,
+                weight_sq,
+                selection,
+                invariance: *self,
+            }),
+        };
+        (radial, decision, decay_ratio)
+    }
+}
 
+/// timm's cautious mask on `update` against `tangent` (the gradient less its radial part):
+/// `u · mask / max(mean(mask), 1e-3)`, `mask = [u·tangent > 0]`.
+fn cautious<const D: usize>(update: Tensor<D>, tangent: Tensor<D>) -> Tensor<D> {
+    let mask = (update.clone() * tangent).greater_elem(0.0).float();
+    let kept = mask.clone().mean().clamp_min(1e-3).reshape([1; D]);
+    update * (mask / kept)
+}
+
+/// Which coefficient of [`RadialParts`] applies: each row's, the layer's, or the one the test
+/// selected (zero when neither view passed).
+enum Selection {
+    Channel,
+    Layer,
+    Tested(Tests),
+}
+
+/// The radial part `R(x) = P̃·c(x)` of the selected view, for any tensor `x` of the
+/// parameter's shape, where the coefficient on the scaled weight `P̃ = P / s_P` is
+/// `c̃ = ⟨P̃, x⟩ · (s_P / (‖P‖ + ε))²` per row (channel) or for the whole tensor (layer).
+struct Radial<const D: usize> {
+    /// `None`: nothing is removed (the tensor is not projected).
+    parts: Option<RadialParts<D>>,
+}
+
+struct RadialParts<const D: usize> {
+    p: Scaled<D>,
+    /// `‖P̃_i‖²` per row, in the channel view's shape.
+    weight_sq: Tensor<D>,
+    selection: Selection,
+    invariance: ScaleInvariance,
+}
+
+impl<const D: usize> Radial<D> {
+    fn none() -> Self {
+        Self { parts: None }
+    }
+
+    /// `x − R(x)`.
+    fn removed(&self, x: Tensor<D>) -> Tensor<D> {
+        match &self.parts {
+            None => x,
+            Some(parts) => {
+                let coef = parts.coefficient(&x);
+                x - parts.p.tensor.clone() * coef
+            }
+        }
+    }
+}
+
+impl<const D: usize> RadialParts<D> {
+    /// The coefficient of `x`, broadcastable against the parameter.
+    fn coefficient(&self, x: &Tensor<D>) -> Tensor<D> {
+        let inv = &self.invariance;
+        let p = &self.p;
+        let row_dot = inv.row_sum(p.tensor.clone() * x.clone());
+        let channel = || {
+            let norm = self.weight_sq.clone().sqrt() * p.scale_d();
+            inv.radial_coefficient(row_dot.clone(), norm, p.scale_d())
+        };
+        let layer = || {
+            let norm = self.weight_sq.clone().sum().sqrt() * p.scale.clone();
+            let dot = row_dot.clone().sum();
+            inv.radial_coefficient(dot, norm, p.scale.clone())
+        };
+        match &self.selection {
+            Selection::Channel => channel(),
+            Selection::Layer => layer().unsqueeze::<D>(),
+            Selection::Tested(tests) => {
+                let channel = channel();
                 let row_shape = channel.shape();
                 let mask = |test: &Tensor<1, Bool>| {
                     test.clone().unsqueeze::<D>().expand(row_shape.clone())
                 };
-                let coef = channel
+                channel
                     .zeros_like()
                     .mask_where(
                         mask(&tests.layer),
-                        layer.unsqueeze::<D>().expand(row_shape.clone()),
+                        layer().unsqueeze::<D>().expand(row_shape.clone()),
                     )
-                    .mask_where(mask(&tests.channel), channel);
-                let update = update - p.tensor.clone() * coef;
-
-                let fired = tests.channel.clone().bool_or(tests.layer.clone());
-                let decay_ratio = ones(&device).mask_fill(fired, self.wd_ratio);
-                Projected {
-                    update,
-                    decay_ratio,
-                    decision: Decision::Tested(Box::new(tests)),
-                }
+                    .mask_where(mask(&tests.channel), channel)
             }
         }
     }
