@@ -121,8 +121,8 @@ use scaleinv::models::progress::Progress;
 use scaleinv::models::shapes;
 use scaleinv::{
     AdamPConfig, ChannelAxes, NapConfig, NonFinitePolicy, ProjectionBranch, ProjectionObserver,
-    RadialProjectionConfig, ScaleInvariance, SgdpConfig, StableSpamConfig, WidthRole,
-    WidthScaledAdamWConfig,
+    RadialProjectionConfig, RotationalAdamWConfig, ScaleInvariance, SgdpConfig, StableSpamConfig,
+    WidthRole, WidthScaledAdamWConfig,
 };
 use serde::Serialize;
 
@@ -573,7 +573,7 @@ fn branch_name(branch: Option<ProjectionBranch>) -> &'static str {
 // ---------------------------------------------------------------------------------------------
 
 /// Every row the bench can run, in table order.
-const OPTIMIZERS: [&str; 17] = [
+const OPTIMIZERS: [&str; 20] = [
     "burn_adam",
     "burn_adam_built",
     "burn_adamw",
@@ -581,6 +581,7 @@ const OPTIMIZERS: [&str; 17] = [
     "adamp",
     "adamp_tensor_ops",
     "adamp_observed",
+    "adamp_cautious",
     "projected_adam",
     "width_scaled_adamw",
     "width_scaled_adamw_tensor_ops",
@@ -588,6 +589,8 @@ const OPTIMIZERS: [&str; 17] = [
     "nap_adamp",
     "sgdp",
     "sgdp_tensor_ops",
+    "sgdp_cautious",
+    "rotational_adamw",
     "stable_spam",
     "stable_spam_tensor_ops",
     "stable_spam_propagate",
@@ -637,6 +640,8 @@ fn build_optimizer(name: &str, set: &ParamSet) -> ModuleOptimizer {
         "adamp_observed" => adamp()
             .try_init_observed(&ChannelAxes::infer(set), &ProjectionObserver::new())
             .expect("AdamP's defaults are valid"),
+        // timm's cautious mask: the tensor-op path on every backend.
+        "adamp_cautious" => adamp().with_caution(true).init_for(set),
         "projected_adam" => radial().init_for(adam().build(), set),
         // Every tensor with the matrix role (the one with decay): the costlier of the two.
         "width_scaled_adamw" => WidthScaledAdamWConfig::new(64, 256)
@@ -653,6 +658,10 @@ fn build_optimizer(name: &str, set: &ParamSet) -> ModuleOptimizer {
         "nap_adamp" => NapConfig::new().init(adamp().build()),
         "sgdp" => sgdp().init_for(set),
         "sgdp_tensor_ops" => sgdp().with_fused(false).init_for(set),
+        "sgdp_cautious" => sgdp().with_caution(true).init_for(set),
+        // Its defaults (λ 1e-2: every tensor of rank ≥ 2 rotational), the model not prepared
+        // (the step's cost does not depend on it).
+        "rotational_adamw" => RotationalAdamWConfig::new().resume_for(set),
         "stable_spam" => StableSpamConfig::new().init(),
         "stable_spam_tensor_ops" => StableSpamConfig::new().with_fused(false).init(),
         "stable_spam_propagate" => StableSpamConfig::new()
@@ -666,11 +675,11 @@ fn build_optimizer(name: &str, set: &ParamSet) -> ModuleOptimizer {
 /// `axis` (the very one its optimizer holds for that axis), for the rows that project.
 fn invariance_of(name: &str, axis: usize) -> Option<ScaleInvariance> {
     match name {
-        "adamp" | "adamp_tensor_ops" | "adamp_observed" => {
+        "adamp" | "adamp_tensor_ops" | "adamp_observed" | "adamp_cautious" => {
             Some(*adamp().with_channel_axis(axis).build().scale_invariance())
         }
         "nap_adamp" => Some(*adamp().build().scale_invariance()),
-        "sgdp" | "sgdp_tensor_ops" => {
+        "sgdp" | "sgdp_tensor_ops" | "sgdp_cautious" => {
             Some(*sgdp().with_channel_axis(axis).build().scale_invariance())
         }
         "projected_adam" => Some(
@@ -694,7 +703,9 @@ fn base_of(optimizer: &str) -> Option<&'static str> {
         "burn_adam_built" | "burn_adamw" => Some("burn_adam"),
         "width_scaled_adamw" | "width_scaled_adamw_tensor_ops" => Some("burn_adamw"),
         "projected_adam" | "nap_adam" => Some("burn_adam_built"),
-        "nap_adamp" => Some("adamp"),
+        "nap_adamp" | "adamp_cautious" => Some("adamp"),
+        "sgdp_cautious" => Some("sgdp"),
+        "rotational_adamw" => Some("burn_adamw"),
         o if o.starts_with("sgdp") => Some("burn_sgd_momentum"),
         _ => Some("burn_adam"),
     }
@@ -737,6 +748,12 @@ fn selected(requested: &[String]) -> Vec<&'static str> {
 /// - Stable-SPAM: a pass over g for max|g| and ‖g‖, then Adam's (1 + 7 = 8).
 /// - NaP: Adam's pass with the new weight's norm accumulated, then a rescale, read p, write p
 ///   (7 + 2 = 9).
+/// - AdamP cautious, firing: the statistics (read p, g, m, v), the mask's count and the second
+///   projection's dot (read p, g, m, v), the write (7): 15; not firing: the test and the count
+///   in one pass (4), then the write (7): 11. SGDP cautious likewise: 3 + 3 + 5 = 11, or 8.
+/// - RotationalAdamW: the moments and the per-neuron sums (read p, g, m, v, write m, v), the
+///   step with the new norms summed (read p, m, v, write p), the rescale (read p, write p):
+///   6 + 4 + 2 = 12.
 fn traffic(optimizer: &str, branch: Option<ProjectionBranch>, dtype: ElemType) -> (u32, u32) {
     let fires = !matches!(branch, Some(ProjectionBranch::None));
     let (words, state_words) = match optimizer {
@@ -749,6 +766,9 @@ fn traffic(optimizer: &str, branch: Option<ProjectionBranch>, dtype: ElemType) -
         "nap_adam" => (9, 2),
         // AdamP's, plus NaP's rescale (read and write p) after the norm summed in its last pass.
         "nap_adamp" => (if fires { 12 } else { 11 }, 2),
+        "adamp_cautious" => (if fires { 15 } else { 11 }, 2),
+        "sgdp_cautious" => (if fires { 11 } else { 8 }, 1),
+        "rotational_adamw" => (12, 2),
         _ => (7, 2),
     };
     // Every state word is read and written once; the other words are the parameter's and

@@ -51,6 +51,7 @@ mod guide {
         Readme => "../README.md",
         GettingStarted => "../docs/getting-started.md",
         AdampSgdp => "../docs/adamp-sgdp.md",
+        Rotational => "../docs/rotational.md",
         StableSpam => "../docs/stable-spam.md",
         Nap => "../docs/nap.md",
         WidthScaledAdamw => "../docs/width-scaled-adamw.md",

@@ -93,13 +93,53 @@ pub fn train_digits_with(
     train: &Digits,
     test: &Digits,
     settings: TrainSettings,
+    on_epoch: impl FnMut(&EpochReport),
+    hooks: &mut impl StepHooks,
+) -> (DigitsCnn, EpochReport) {
+    let run = Run {
+        train,
+        test,
+        settings,
+        schedule: &|step, total| cosine_lr(settings.lr, step, total),
+    };
+    let make = |model: DigitsCnn| {
+        let optim = make_optim(&model);
+        (model, optim)
+    };
+    train_digits_prepared(device, make, run, on_epoch, hooks)
+}
+
+/// What one training run of [`train_digits_prepared`] reads: the data, the settings, and the
+/// learning rate at step `step` of `total` (`schedule(step, total)`).
+pub struct Run<'a> {
+    /// The training set.
+    pub train: &'a Digits,
+    /// The test set, evaluated after each epoch.
+    pub test: &'a Digits,
+    /// Epochs, batch size, seed (its `lr` is read only by the schedule, if at all).
+    pub settings: TrainSettings,
+    /// The learning rate at step `step` of `total`.
+    pub schedule: &'a dyn Fn(usize, usize) -> f64,
+}
+
+/// [`train_digits_with`] for an optimizer that takes the fresh model and hands it back
+/// prepared (the rotational optimizers' `init_for`), on the learning-rate schedule of `run`.
+pub fn train_digits_prepared(
+    device: &Device,
+    make_optim: impl FnOnce(DigitsCnn) -> (DigitsCnn, ModuleOptimizer),
+    run: Run<'_>,
     mut on_epoch: impl FnMut(&EpochReport),
     hooks: &mut impl StepHooks,
 ) -> (DigitsCnn, EpochReport) {
+    let Run {
+        train,
+        test,
+        settings,
+        schedule,
+    } = run;
     let device = device.clone().autodiff();
     device.seed(settings.seed);
-    let mut model = DigitsCnnConfig::default().init(&device);
-    let mut optim = make_optim(&model);
+    let (mut model, mut optim) = make_optim(DigitsCnnConfig::default().init(&device));
     let (test_images, test_labels) = test.to_tensors(&device);
     let steps_per_epoch = train.len().div_ceil(settings.batch_size);
     let total_steps = (settings.epochs * steps_per_epoch).max(1);
@@ -121,7 +161,7 @@ pub fn train_digits_with(
             let (images, labels) = train.select(batch).to_tensors(&device);
             let loss = model.loss(images, labels);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let lr = cosine_lr(settings.lr, step, total_steps);
+            let lr = schedule(step, total_steps);
             hooks.before_step(step, &model);
             model = optim.step(lr, model, grads);
             hooks.after_step(step, &model);

@@ -99,10 +99,10 @@ pub use crate::rules::adam::tensor::MomentState;
 pub use crate::rules::projection::tensor::Projected;
 pub use crate::rules::rotation::tensor::RotationState;
 pub use diagnostics::{
-    DiagnosticRow, DiagnosticsTracker, Invariance, LayerSpectrum, Observed, ObserverTag,
-    PowerIteration, ProbeEntry, ProbeError, ProbeReport, ProjectionObserver, ProjectionRecord,
-    ScaleProbe, SingularValue, StepKind, SublayerGain, WeightNorm, spectral_report, sublayer_gains,
-    top_singular_value, weight_norms,
+    DiagnosticRow, DiagnosticsTracker, Equilibrium, Invariance, LayerSpectrum, Observed,
+    ObserverTag, PowerIteration, ProbeEntry, ProbeError, ProbeReport, ProjectionObserver,
+    ProjectionRecord, ScaleProbe, SingularValue, StepKind, SublayerGain, WeightNorm,
+    spectral_report, sublayer_gains, top_singular_value, weight_norms,
 };
 pub use engine::dispatch::StepOptions;
 pub use engine::non_finite::NonFinitePolicy;

@@ -191,6 +191,11 @@ fn fused_adamp_matches_its_tensor_ops() {
         AdamPConfig::new()
             .with_zero_is_invariant(false)
             .with_wd_ratio(0.3),
+        AdamPConfig::new().with_weight_decay(0.1).with_caution(true),
+        AdamPConfig::new()
+            .with_nesterov(true)
+            .with_caution(true)
+            .with_zero_is_invariant(false),
     ];
     for ((name, device), config) in fused_devices()
         .into_iter()
@@ -204,7 +209,11 @@ fn fused_adamp_matches_its_tensor_ops() {
                 .with_fused(fused)
                 .build()
         };
-        assert!(build(0, true).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device)));
+        // The kernels do not apply the cautious mask: on wgpu a cautious step takes the tensor
+        // ops.
+        let cube_cautious = name == "wgpu" && config.projection.caution;
+        let fused = build(0, true).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device));
+        assert_eq!(fused, !cube_cautious, "{label}");
         assert!(!build(0, false).takes_fused_path(&Tensor::<2>::zeros([2, 2], &device)));
         every_shape(&label, build, &device);
     }
@@ -226,6 +235,19 @@ fn fused_sgdp_matches_its_tensor_ops() {
             .with_momentum(0.9)
             .with_project_momentum_buffer(false),
         SgdpConfig::new(),
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_weight_decay(1e-3)
+            .with_caution(true),
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_nesterov(true)
+            .with_caution(true),
+        SgdpConfig::new()
+            .with_momentum(0.9)
+            .with_dampening(0.1)
+            .with_weight_decay(1e-3)
+            .with_caution(true),
     ];
     for ((name, device), config) in fused_devices()
         .into_iter()
@@ -240,6 +262,79 @@ fn fused_sgdp_matches_its_tensor_ops() {
                 .build()
         };
         every_shape(&label, build, &device);
+    }
+}
+
+/// The cautious flex loops on tensors of several chunks (a convolution's runs, a Linear's rows,
+/// a vector), for every kind of gradient: the mask's count and the second projection's dots
+/// summed over chunks, the same result as the tensor ops.
+#[test]
+fn fused_cautious_steps_match_their_tensor_ops_across_chunks() {
+    let device = burn::tensor::Device::flex();
+    for kind in KINDS {
+        let adamp = |axis: usize, fused: bool| {
+            AdamPConfig::new()
+                .with_weight_decay(0.1)
+                .with_caution(true)
+                .with_channel_axis(axis)
+                .with_fused(fused)
+                .build()
+        };
+        let sgdp = |axis: usize, fused: bool| {
+            SgdpConfig::new()
+                .with_momentum(0.9)
+                .with_caution(true)
+                .with_channel_axis(axis)
+                .with_fused(fused)
+                .build()
+        };
+        let label = "cautious AdamP, large";
+        agree(
+            label,
+            &adamp(0, true),
+            &adamp(0, false),
+            [64, 32, 3, 3],
+            0,
+            kind,
+            &device,
+        );
+        agree(
+            label,
+            &adamp(1, true),
+            &adamp(1, false),
+            [300, 70],
+            1,
+            kind,
+            &device,
+        );
+        agree(
+            label,
+            &adamp(0, true),
+            &adamp(0, false),
+            [40_000],
+            0,
+            kind,
+            &device,
+        );
+        let label = "cautious SGDP, large";
+        agree(
+            label,
+            &sgdp(0, true),
+            &sgdp(0, false),
+            [64, 32, 3, 3],
+            0,
+            kind,
+            &device,
+        );
+        agree(
+            label,
+            &sgdp(1, true),
+            &sgdp(1, false),
+            [300, 70],
+            1,
+            kind,
+            &device,
+        );
     }
 }
 

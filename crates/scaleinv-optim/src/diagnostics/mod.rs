@@ -19,5 +19,5 @@ pub use spectral::{
     LayerSpectrum, PowerIteration, SingularValue, SublayerGain, spectral_report, sublayer_gains,
     top_singular_value,
 };
-pub use tracker::{DiagnosticRow, DiagnosticsTracker};
+pub use tracker::{DiagnosticRow, DiagnosticsTracker, Equilibrium};
 pub use weight_norms::{StepKind, WeightNorm, weight_norms};

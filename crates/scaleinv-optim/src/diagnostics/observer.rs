@@ -128,6 +128,7 @@ impl core::fmt::Debug for ObserverTag {
 
 impl ObserverTag {
     /// Whether the observer wants this step's records.
+    #[cfg_attr(not(any(feature = "flex", feature = "wgpu")), allow(dead_code))]
     pub(crate) fn is_armed(&self) -> bool {
         self.observer.is_armed()
     }

@@ -34,11 +34,61 @@ pub struct DiagnosticRow {
     pub branch: Option<ProjectionBranch>,
     /// `σ_max` of the weight viewed as `[size(0), rest]` (rank ≥ 2, when enabled).
     pub sigma_max: Option<f64>,
+    /// The angle in radians between `w` before and after the step (`None` when either is 0).
+    #[serde(default)]
+    pub angular_update: Option<f64>,
+    /// The equilibrium angle per step that [`Equilibrium`] predicts for a scale-invariant
+    /// weight at this step's learning rate (rank ≥ 2, when the tracker was given the
+    /// optimizer's and the step's learning rate: [`DiagnosticsTracker::with_equilibrium`],
+    /// [`DiagnosticsTracker::before_step_at`]).
+    #[serde(default)]
+    pub equilibrium_angle: Option<f64>,
+}
+
+/// The optimizer whose equilibrium angular update the tracker predicts (Kosson et al., ICML
+/// 2024): with weight decay, a scale-invariant weight's norm settles where each step turns it
+/// by `√(2·η·λ·(1 − β1)/(1 + β1))` (AdamW, Adam-type) or `√(2·η·λ/(1 + μ))` (SGD with
+/// momentum). The rotational optimizers hold every neuron there from the first step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Equilibrium {
+    /// AdamW (and RotationalAdamW) with decoupled decay λ and β1.
+    AdamW {
+        /// λ.
+        weight_decay: f64,
+        /// β1.
+        beta_1: f64,
+    },
+    /// SGD with momentum μ and L2 decay λ (and RotationalSgdm).
+    Sgdm {
+        /// λ.
+        weight_decay: f64,
+        /// μ.
+        momentum: f64,
+    },
+}
+
+impl Equilibrium {
+    /// The equilibrium angle per step at learning rate `lr`, in radians.
+    pub fn angle(&self, lr: f64) -> f64 {
+        use crate::rules::rotation::{adamw_equilibrium, sgdm_equilibrium};
+        match *self {
+            Self::AdamW {
+                weight_decay,
+                beta_1,
+            } => adamw_equilibrium(lr, weight_decay, beta_1),
+            Self::Sgdm {
+                weight_decay,
+                momentum,
+            } => sgdm_equilibrium(lr, weight_decay, momentum),
+        }
+    }
 }
 
 /// Samples, every `every` steps, per trainable parameter: the weight norm, the effective step
-/// size `‖Δw‖/‖w‖`, the fraction of the update the projection removed as radial, the branch
-/// it took, and `σ_max` of matrices.
+/// size `‖Δw‖/‖w‖`, the angular update (the angle between `w` before and after the step,
+/// beside the equilibrium angle of [`with_equilibrium`](Self::with_equilibrium)), the fraction
+/// of the update the projection removed as radial, the branch it took, and `σ_max` of
+/// matrices.
 ///
 /// The step itself is not slowed: the tracker snapshots the parameters before a sampled step
 /// (tensor handles, no copy) and arms its [`ProjectionObserver`]; the observed optimizers then
@@ -80,12 +130,14 @@ pub struct DiagnosticsTracker {
     sigma: Option<PowerIteration>,
     pending: Option<Snapshot>,
     rows: Vec<DiagnosticRow>,
+    equilibrium: Option<Equilibrium>,
 }
 
-/// The parameters before a sampled step, flattened.
+/// The parameters before a sampled step, flattened, and the step's learning rate if given.
 #[derive(Debug, Clone)]
 struct Snapshot {
     step: usize,
+    lr: Option<f64>,
     before: HashMap<ParamId, Tensor<1>>,
 }
 
@@ -99,6 +151,16 @@ impl DiagnosticsTracker {
             sigma: Some(PowerIteration::default()),
             pending: None,
             rows: Vec::new(),
+            equilibrium: None,
+        }
+    }
+
+    /// With the equilibrium angle of `equilibrium` beside each weight's angular update (at the
+    /// learning rate given to [`before_step_at`](Self::before_step_at)).
+    pub fn with_equilibrium(self, equilibrium: Equilibrium) -> Self {
+        Self {
+            equilibrium: Some(equilibrium),
+            ..self
         }
     }
 
@@ -120,6 +182,16 @@ impl DiagnosticsTracker {
     /// Call before the optimizer's step `step`: on a sampled step, snapshots the parameters
     /// and arms the observer.
     pub fn before_step<M: Module>(&mut self, step: usize, model: &M) {
+        self.snapshot(step, None, model);
+    }
+
+    /// [`before_step`](Self::before_step) for a step at learning rate `lr`, which the
+    /// equilibrium angle needs.
+    pub fn before_step_at<M: Module>(&mut self, step: usize, lr: f64, model: &M) {
+        self.snapshot(step, Some(lr), model);
+    }
+
+    fn snapshot<M: Module>(&mut self, step: usize, lr: Option<f64>, model: &M) {
         if !self.is_due(step) {
             return;
         }
@@ -129,7 +201,7 @@ impl DiagnosticsTracker {
         });
         self.observer.drain();
         self.observer.arm();
-        self.pending = Some(Snapshot { step, before });
+        self.pending = Some(Snapshot { step, lr, before });
     }
 
     /// Call after the step: on a sampled step, reads the step's statistics back and adds one
@@ -146,11 +218,20 @@ impl DiagnosticsTracker {
         for_trainable(model, |info, after| {
             let before = snapshot.before.get(&info.id).cloned();
             let before = before.unwrap_or_else(|| after.clone());
+            let (norm_after, norm_before) = (norm(&after), norm(&before));
+            let tiny = f64::from(f32::MIN_POSITIVE);
+            // ‖â − b̂‖ of the two directions: the angle is 2·asin(‖â − b̂‖/2), exact also for
+            // the tiny angles where acos of the cosine loses every digit.
+            let chord = norm(
+                &(after.clone() / norm_after.clone().clamp_min(tiny)
+                    - before.clone() / norm_before.clone().clamp_min(tiny)),
+            );
             stats.push(Tensor::cat(
                 vec![
-                    after.clone().square().sum().sqrt(),
-                    (after.clone() - before.clone()).square().sum().sqrt(),
-                    before.square().sum().sqrt(),
+                    norm_after,
+                    norm(&(after.clone() - before.clone())),
+                    norm_before,
+                    chord,
                 ],
                 0,
             ));
@@ -161,9 +242,17 @@ impl DiagnosticsTracker {
         }
         let values = read_back(Tensor::cat(stats, 0));
         let sigmas = self.sigmas(model);
-        for (info, v) in params.into_iter().zip(values.chunks(3)) {
+        for (info, v) in params.into_iter().zip(values.chunks(4)) {
             let projection = projections.get(&info.path);
+            let equilibrium = self
+                .equilibrium
+                .zip(snapshot.lr)
+                .filter(|_| info.rank >= 2)
+                .map(|(e, lr)| e.angle(lr));
             self.rows.push(DiagnosticRow {
+                angular_update: (v[0] > 0.0 && v[2] > 0.0)
+                    .then(|| 2.0 * (v[3] / 2.0).min(1.0).asin()),
+                equilibrium_angle: equilibrium,
                 step: snapshot.step,
                 sigma_max: sigmas.get(&info.id).copied(),
                 radial_fraction: projection.map(|p| p.1),
@@ -248,16 +337,17 @@ impl DiagnosticsTracker {
         counts
     }
 
-    /// The rows as CSV:
-    /// `step,path,module_type,rank,norm,effective_step,radial_fraction,branch,sigma_max`.
+    /// The rows as CSV: `step,path,module_type,rank,norm,effective_step,radial_fraction,
+    /// branch,sigma_max,angular_update,equilibrium_angle`.
     pub fn to_csv(&self) -> String {
         let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:e}"));
         let mut out = String::from(
-            "step,path,module_type,rank,norm,effective_step,radial_fraction,branch,sigma_max\n",
+            "step,path,module_type,rank,norm,effective_step,radial_fraction,branch,sigma_max,\
+             angular_update,equilibrium_angle\n",
         );
         for r in &self.rows {
             out.push_str(&format!(
-                "{},{},{},{},{:e},{},{},{},{}\n",
+                "{},{},{},{},{:e},{},{},{},{},{},{}\n",
                 r.step,
                 r.path,
                 r.module_type,
@@ -267,10 +357,17 @@ impl DiagnosticsTracker {
                 opt(r.radial_fraction),
                 r.branch.map_or("", ProjectionBranch::name),
                 opt(r.sigma_max),
+                opt(r.angular_update),
+                opt(r.equilibrium_angle),
             ));
         }
         out
     }
+}
+
+/// `‖x‖` as a one-element tensor.
+fn norm(x: &Tensor<1>) -> Tensor<1> {
+    x.clone().square().sum().sqrt()
 }
 
 /// Calls `f` with every trainable parameter of `model`, flattened and detached.

@@ -220,7 +220,8 @@ impl TwoPaths for AdamP {
         let (bc1, bc2) = self.adam.bias_corrections(MomentState::next_time(&state));
         let weight_decay = corrected_weight_decay(self.weight_decay, self.corrected_decay, lr, D);
         let skip = self.projector.policy.skips();
-        let frame = Frame::new(skip, measure, lr * weight_decay, lr / bc1);
+        let frame = Frame::new(skip, measure, lr * weight_decay, lr / bc1)
+            .with_caution(self.projector.caution);
         let rule = AdamRule {
             adam: self.adam,
             bc2,

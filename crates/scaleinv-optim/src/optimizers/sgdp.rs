@@ -310,7 +310,8 @@ impl TwoPaths for Sgdp {
         let had_buffer = previous.is_some();
         let mut buffer = previous.unwrap_or_else(|| Buffer::zeros(&g));
         let skip = self.projector.policy.skips();
-        let frame = Frame::new(skip, measure, self.decay_rate::<D>(lr), lr);
+        let frame = Frame::new(skip, measure, self.decay_rate::<D>(lr), lr)
+            .with_caution(self.projector.caution);
         let rule = SgdRule {
             momentum: mu,
             dampening: self.dampening,

@@ -17,7 +17,8 @@ use burn::module::Module;
 use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, ModuleOptimizer, Optimizer};
 use scaleinv_optim::{
     AdamCConfig, AdamPConfig, GradientStabilizerConfig, NapConfig, NonFinitePolicy,
-    RadialProjectionConfig, SgdpConfig, StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
+    RadialProjectionConfig, RotationalAdamWConfig, RotationalSgdmConfig, SgdpConfig,
+    StableSpamConfig, WidthRole, WidthScaledAdamWConfig,
 };
 
 /// One optimizer of the catalog and what the generic tests need to know about it.
@@ -160,6 +161,44 @@ pub const STABILIZED_ADAMW: Entry = Entry {
     absorbs_spikes: true,
 };
 
+pub const ADAMP_CAUTIOUS: Entry = Entry {
+    name: "AdamP (cautious)",
+    lr: 1e-3,
+    owns_state: true,
+    holds_norms: false,
+    // The flex loops apply the mask; on wgpu a cautious step takes the tensor ops.
+    fused: true,
+    absorbs_spikes: false,
+};
+pub const SGDP_CAUTIOUS: Entry = Entry {
+    name: "SGDP (cautious, momentum)",
+    lr: 1e-2,
+    owns_state: true,
+    holds_norms: false,
+    fused: true,
+    absorbs_spikes: false,
+};
+/// The rotational optimizers hold each neuron at the norm of its centred weights from their
+/// first step (`init_for` centres the model first; the catalog's constructors, which cannot
+/// hand a model back, use `resume_for`), so the soak's check of the initial norms does not
+/// apply (`holds_norms`); an all-zero neuron stays zero.
+pub const ROTATIONAL_ADAMW: Entry = Entry {
+    name: "RotationalAdamW",
+    lr: 1e-3,
+    owns_state: true,
+    holds_norms: false,
+    fused: false,
+    absorbs_spikes: false,
+};
+pub const ROTATIONAL_SGDM: Entry = Entry {
+    name: "RotationalSgdm (momentum)",
+    lr: 1e-2,
+    owns_state: true,
+    holds_norms: false,
+    fused: false,
+    absorbs_spikes: false,
+};
+
 /// Burn's Adam with the references' ε (Burn's default is 1e-5).
 fn adam() -> Adam {
     AdamConfig::new().with_epsilon(1e-8).build()
@@ -228,6 +267,20 @@ fn nap(s: Settings) -> NapConfig {
     NapConfig::new().with_non_finite(s.non_finite)
 }
 
+fn rotational_adamw(s: Settings) -> RotationalAdamWConfig {
+    RotationalAdamWConfig::new()
+        .with_weight_decay(0.1)
+        .with_non_finite(s.non_finite)
+        .with_neuron_axis(s.channel_axis)
+}
+
+fn rotational_sgdm(s: Settings) -> RotationalSgdmConfig {
+    RotationalSgdmConfig::new(5e-4)
+        .with_momentum(0.9)
+        .with_non_finite(s.non_finite)
+        .with_neuron_axis(s.channel_axis)
+}
+
 /// Visits every per-tensor optimizer of the catalog.
 pub fn for_each_optimizer(v: &mut impl OptimizerVisitor) {
     v.visit(&ADAMP, &|s| adamp(s).build());
@@ -241,6 +294,12 @@ pub fn for_each_optimizer(v: &mut impl OptimizerVisitor) {
     v.visit(&NAP_ADAMP, &|s| nap(s).wrap(adamp(s).build()));
     v.visit(&ADAMC, &|s| adamc(s).build(true));
     v.visit(&STABILIZED_ADAMW, &|s| stabilizer(s).wrap(adamw()));
+    v.visit(&ADAMP_CAUTIOUS, &|s| adamp(s).with_caution(true).build());
+    v.visit(&SGDP_CAUTIOUS, &|s| {
+        sgdp(s).with_nesterov(false).with_caution(true).build()
+    });
+    v.visit(&ROTATIONAL_ADAMW, &|s| rotational_adamw(s).build());
+    v.visit(&ROTATIONAL_SGDM, &|s| rotational_sgdm(s).build());
 }
 
 /// Builds an entry's `ModuleOptimizer` for a model (default [`Settings`]).
@@ -266,6 +325,21 @@ pub fn module_optimizers<M: Module>() -> Vec<(&'static Entry, InitFor<M>)> {
         (&ADAMC, |m| adamc(Settings::default()).init_for(m)),
         (&STABILIZED_ADAMW, |m| {
             stabilizer(Settings::default()).init_for(adamw(), m)
+        }),
+        (&ADAMP_CAUTIOUS, |m| {
+            adamp(Settings::default()).with_caution(true).init_for(m)
+        }),
+        (&SGDP_CAUTIOUS, |m| {
+            sgdp(Settings::default())
+                .with_nesterov(false)
+                .with_caution(true)
+                .init_for(m)
+        }),
+        (&ROTATIONAL_ADAMW, |m| {
+            rotational_adamw(Settings::default()).resume_for(m)
+        }),
+        (&ROTATIONAL_SGDM, |m| {
+            rotational_sgdm(Settings::default()).resume_for(m)
         }),
     ]
 }
@@ -341,6 +415,35 @@ pub fn constructors<M: Module>() -> Vec<Constructor<M>> {
         }),
         (&STABILIZED_ADAMW, "init_for", |m| {
             stabilizer(Settings::default()).init_for(adamw(), m)
+        }),
+        (&ADAMP_CAUTIOUS, "init_for", |m| {
+            adamp(Settings::default()).with_caution(true).init_for(m)
+        }),
+        (&ADAMP_CAUTIOUS, "init_observed", |m| {
+            adamp(Settings::default())
+                .with_caution(true)
+                .init_observed(m, &ProjectionObserver::new())
+        }),
+        (&SGDP_CAUTIOUS, "init", |_| {
+            sgdp(Settings::default())
+                .with_nesterov(false)
+                .with_caution(true)
+                .init()
+        }),
+        (&SGDP_CAUTIOUS, "init_for", |m| {
+            sgdp(Settings::default())
+                .with_nesterov(false)
+                .with_caution(true)
+                .init_for(m)
+        }),
+        // `init_for` takes the model and hands it back prepared, which these constructors
+        // cannot: the optimizer it builds is `resume_for`'s, whose own test is in
+        // tests/rotational.rs.
+        (&ROTATIONAL_ADAMW, "resume_for", |m| {
+            rotational_adamw(Settings::default()).resume_for(m)
+        }),
+        (&ROTATIONAL_SGDM, "resume_for", |m| {
+            rotational_sgdm(Settings::default()).resume_for(m)
         }),
     ]
 }

@@ -234,6 +234,8 @@ pub(crate) struct Frame {
     /// Decoupled decay rate `η·λ` (before the ratio `r`), and the step's scale on `u`.
     pub decay_rate: f64,
     pub scale: f32,
+    /// timm's cautious mask after the projection (`rules::projection::flex::caution`).
+    pub caution: bool,
 }
 
 impl Frame {
@@ -246,7 +248,13 @@ impl Frame {
             new_norm: NewNorm(measure),
             decay_rate,
             scale: scale as f32,
+            caution: false,
         }
+    }
+
+    /// The same frame with the cautious mask when `caution`.
+    pub fn with_caution(self, caution: bool) -> Self {
+        Self { caution, ..self }
     }
 
     /// The decay factor `1 − ηλ·r` (`rules::decay::factor`) for the ratio `r`, or `None` when

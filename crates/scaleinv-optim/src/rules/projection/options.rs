@@ -165,32 +165,41 @@ impl Projector {
         }
     }
 
-    /// Whether the fused loops can step `param` (no armed observer and no caution: they need
-    /// the tensor ops).
+    /// Whether the fused loops can step `param` (no armed observer: it needs the tensor ops;
+    /// the loops apply the cautious mask).
     #[cfg(feature = "flex")]
     pub fn fuses<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.policy
-            .fuses(param, self.axis(), self.needs_tensor_ops())
+        self.policy.fuses(param, self.axis(), self.is_observed())
     }
 
     /// Whether the flex loops or the CubeCL kernels can step `param`.
     pub fn fuses_anywhere<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.policy
-            .fuses_anywhere(param, self.axis(), self.needs_tensor_ops())
+        #[cfg(feature = "wgpu")]
+        if self.fuses_on_cube(param) {
+            return true;
+        }
+        #[cfg(feature = "flex")]
+        return self.fuses(param);
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = param;
+            false
+        }
     }
 
     /// Whether the CubeCL kernels can step `param`: f32 on a CubeCL device, no armed observer,
-    /// and a channel axis that is an axis of it when it is projected (otherwise the tensor ops
-    /// report the misplaced axis).
+    /// no cautious mask (the kernels do not apply it), and a channel axis that is an axis of
+    /// it when it is projected (otherwise the tensor ops report the misplaced axis).
     #[cfg(feature = "wgpu")]
     pub fn fuses_on_cube<const D: usize>(&self, param: &Tensor<D>) -> bool {
-        self.policy.fuses_on_cube(param, self.needs_tensor_ops())
+        self.policy
+            .fuses_on_cube(param, self.is_observed() || self.caution)
             && (D < 2 || self.invariance.channel_axis < D)
     }
 
-    /// An armed observer or the cautious mask: only the tensor ops step them.
-    fn needs_tensor_ops(&self) -> bool {
-        self.caution || self.observer.as_ref().is_some_and(ObserverTag::is_armed)
+    #[cfg_attr(not(any(feature = "flex", feature = "wgpu")), allow(dead_code))]
+    fn is_observed(&self) -> bool {
+        self.observer.as_ref().is_some_and(ObserverTag::is_armed)
     }
 
     fn axis(&self) -> Option<usize> {

@@ -119,7 +119,10 @@ impl Rotation {
     }
 
     /// One rotational step of `weight` on the inner update `update` (no decay, no learning
-    /// rate) at the equilibrium angle `rate` (see `super`).
+    /// rate) at the equilibrium angle `rate` (see `super`). A neuron held at norm 0 (all zero:
+    /// only a per-tensor optimizer stepped without `init_for`, which refuses one, can meet it)
+    /// stays zero where the reference divides 0 by 0: `n²` and `‖w‖` are taken at least
+    /// `f32::MIN_POSITIVE`, which changes nothing for any other neuron.
     pub(crate) fn rotate<const D: usize>(
         &self,
         weight: Tensor<D>,
@@ -135,7 +138,9 @@ impl Rotation {
         } else {
             update
         };
-        let radial = self.sum(update.clone() * weight.clone()) / norm.clone().square();
+        let tiny = f64::from(f32::MIN_POSITIVE);
+        let radial =
+            self.sum(update.clone() * weight.clone()) / norm.clone().square().clamp_min(tiny);
         let update = update - weight.clone() * radial;
         let update_norm2 = self
             .norm(update.clone())
@@ -145,7 +150,7 @@ impl Rotation {
         let corrected = update_norm2.clone() / (1.0 - self.decay.powf(steps as f64));
         let step = (update / (corrected.sqrt() + self.epsilon)).mul_scalar(rate) * norm.clone();
         let weight = weight - step;
-        let weight = (weight.clone() * norm.clone()) / self.norm(weight);
+        let weight = (weight.clone() * norm.clone()) / self.norm(weight).clamp_min(tiny);
         let state = RotationState {
             steps,
             norm,
