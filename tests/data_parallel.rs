@@ -227,7 +227,14 @@ fn two_workers_train_like_one_device_accumulating_two_batches() {
             );
             let diff = max_rel_diff(&multi, &single);
             println!("{name} main [flex, wgpu]: max relative difference {diff:.2e}");
-            assert!(diff <= 1e-4, "{name} [flex, wgpu]: {diff}");
+            // wgpu's gradients differ from flex's by rounding; a sign mask (cautious) or an
+            // update scaled to a fixed angle (rotational) can turn that into whole steps, and
+            // the runs drift apart by more than rounding: held to 5 % of the weights.
+            let bound = if entry.amplifies_rounding { 5e-2 } else { 1e-4 };
+            assert!(
+                diff.is_finite() && diff <= bound,
+                "{name} [flex, wgpu]: {diff}"
+            );
         }
         for (mode, optim) in [
             ("main", MultiDeviceOptim::OptimMainDevice),

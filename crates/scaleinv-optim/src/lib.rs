@@ -7,7 +7,9 @@
 //! plug into [`burn::optim::ModuleOptimizer`] (and so into Burn's `Learner`):
 //!
 //! - [`AdamP`] / [`Sgdp`] (Heo et al., ICLR 2021): detect scale-invariant weights at each step
-//!   and remove the radial component of their update.
+//!   and remove the radial component of their update; with timm's cautious mask on request.
+//! - [`RotationalAdamW`] / [`RotationalSgdm`] (Kosson et al., ICML 2024): every neuron held at
+//!   the equilibrium angular update from the first step.
 //! - [`StableSpam`] (Huang et al., 2025): Adam behind spike-aware clipping, gradient-norm
 //!   normalisation and periodic momentum resets, for stable low-precision training.
 //! - [`Nap`] (Normalize-and-Project, Lyle et al., 2024): around any of these or Burn's own,
@@ -51,7 +53,7 @@
 //! | `model` | the parameter walk, channel axes, the norms' affine parameters |
 //! | `diagnostics` | probe, observer, tracker, spectral norms, weight norms |
 //! | `guard` | checked steps, checked record loading, global-norm clipping |
-//! | `optimizers` | one file per optimizer: AdamC, AdamP, SGDP, Stable-SPAM, width-scaled AdamW |
+//! | `optimizers` | one file per optimizer: AdamC, AdamP, SGDP, RotationalAdamW, RotationalSgdm, Stable-SPAM, width-scaled AdamW (and what the two rotational ones share) |
 //! | `wrappers` | optimizers around any optimizer: GradientStabilizer, NaP, the radial projection |
 //!
 //! A new optimizer that composes existing rules is one file in `optimizers/` (its config with

@@ -318,7 +318,31 @@ pub(crate) use rotation_setters;
 /// in, prepared, and out with its optimizer), `try_resume_for`/`resume_for` (for a record),
 /// `try_build`/`build` (one tensor's optimizer).
 macro_rules! rotational_constructors {
-    ($config:ty => $optim:ty) => {
+    ($config:ident => $optim:ty) => {
+        impl $crate::optimizers::rotational::RotationalConfig for $config {
+            type Optim = $optim;
+
+            fn name(&self) -> &'static str {
+                stringify!($config)
+            }
+
+            fn check(&self) -> Result<(), $crate::ConfigError> {
+                self.validate()
+            }
+
+            fn weight_decay(&self) -> f64 {
+                self.weight_decay
+            }
+
+            fn rotation_options(&self) -> &$crate::RotationOptions {
+                &self.rotation
+            }
+
+            fn optimizer(&self, axis: usize, rotational: Option<bool>) -> $optim {
+                self.for_neurons(axis, rotational)
+            }
+        }
+
         impl $config {
             /// Prepares `model` and returns it with its optimizer: every rotational weight
             /// (weight decay ≠ 0 and rank ≥ 2, the overrides applied) is centred per neuron
@@ -397,3 +421,63 @@ macro_rules! rotational_constructors {
 }
 
 pub(crate) use rotational_constructors;
+
+/// What both rotational optimizers give per tensor, from their fields `weight_decay`,
+/// `rotation`, `rotational` and `non_finite` and their `tensor_ops`: `is_rotational`,
+/// `prepare`, and `impl Optimizer` (the step in the frame of the non-finite policy).
+macro_rules! rotational_optimizer {
+    ($optim:ident => $state:ident) => {
+        impl $optim {
+            /// Whether a tensor of rank `rank` takes the rotational update.
+            pub fn is_rotational(&self, rank: usize) -> bool {
+                self.rotational.unwrap_or_else(|| {
+                    $crate::optimizers::rotational::rotational_by_default(self.weight_decay, rank)
+                })
+            }
+
+            /// `weight` prepared for its first step when it is rotational (centred per neuron
+            /// and rescaled to its norm, with `zero_mean`), else as it is: the tensor-level
+            /// form of the config's `init_for` set-up.
+            pub fn prepare<const D: usize>(
+                &self,
+                weight: burn::tensor::Tensor<D>,
+            ) -> burn::tensor::Tensor<D> {
+                if self.is_rotational(D) {
+                    self.rotation.prepare(weight)
+                } else {
+                    weight
+                }
+            }
+        }
+
+        impl burn::optim::Optimizer for $optim {
+            type State<const D: usize> = $state<D>;
+
+            fn step<const D: usize>(
+                &self,
+                lr: burn::optim::LearningRate,
+                param: burn::tensor::Tensor<D>,
+                grad: burn::tensor::Tensor<D>,
+                state: Option<Self::State<D>>,
+            ) -> (burn::tensor::Tensor<D>, Option<Self::State<D>>) {
+                $crate::engine::step_frame::framed_step(
+                    lr,
+                    self.non_finite,
+                    param,
+                    grad,
+                    state,
+                    |p, g, s| self.tensor_ops(lr, p, g, s),
+                )
+            }
+
+            fn to_device<const D: usize>(
+                state: Self::State<D>,
+                device: &burn::tensor::Device,
+            ) -> Self::State<D> {
+                state.to_device(device)
+            }
+        }
+    };
+}
+
+pub(crate) use rotational_optimizer;

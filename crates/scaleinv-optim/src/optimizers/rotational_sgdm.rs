@@ -2,16 +2,14 @@
 //! equilibrium from the first step. See [`RotationalSgdm`].
 
 use burn::config::Config;
-use burn::optim::{LearningRate, Optimizer, RecordState};
+use burn::optim::{LearningRate, RecordState};
 use burn::tensor::{Device, Tensor};
 
 use crate::engine::dispatch::{StepOptions, step_setters};
 use crate::engine::non_finite::{Checkpoint, NonFinitePolicy, Revert};
-use crate::engine::step_frame::framed_step;
 use crate::error::{ConfigError, Range, check};
 use crate::optimizers::rotational::{
-    RotationOptions, RotationalConfig, rotation_setters, rotational_by_default,
-    rotational_constructors,
+    RotationOptions, rotation_setters, rotational_constructors, rotational_optimizer,
 };
 use crate::rules::rotation::tensor::RotationState;
 use crate::rules::rotation::{Rotation, sgdm_equilibrium};
@@ -135,26 +133,10 @@ impl RotationalSgdmConfig {
     }
 }
 
-impl RotationalConfig for RotationalSgdmConfig {
-    type Optim = RotationalSgdm;
-
-    fn name(&self) -> &'static str {
-        "RotationalSgdmConfig"
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        self.validate()
-    }
-
-    fn weight_decay(&self) -> f64 {
-        self.weight_decay
-    }
-
-    fn rotation_options(&self) -> &RotationOptions {
-        &self.rotation
-    }
-
-    fn optimizer(&self, axis: usize, rotational: Option<bool>) -> RotationalSgdm {
+impl RotationalSgdmConfig {
+    /// The per-tensor optimizer around neuron axis `axis`; `rotational` overrides the
+    /// default rule.
+    fn for_neurons(&self, axis: usize, rotational: Option<bool>) -> RotationalSgdm {
         RotationalSgdm {
             momentum: self.momentum,
             nesterov: self.nesterov,
@@ -167,23 +149,6 @@ impl RotationalConfig for RotationalSgdmConfig {
 }
 
 impl RotationalSgdm {
-    /// Whether a tensor of rank `rank` takes the rotational update.
-    pub fn is_rotational(&self, rank: usize) -> bool {
-        self.rotational
-            .unwrap_or_else(|| rotational_by_default(self.weight_decay, rank))
-    }
-
-    /// `weight` prepared for its first step when it is rotational (centred per neuron and
-    /// rescaled to its norm, with `zero_mean`), else as it is: the tensor-level form of
-    /// [`RotationalSgdmConfig::init_for`]'s set-up.
-    pub fn prepare<const D: usize>(&self, weight: Tensor<D>) -> Tensor<D> {
-        if self.is_rotational(D) {
-            self.rotation.prepare(weight)
-        } else {
-            weight
-        }
-    }
-
     /// The step as tensor operations (any backend).
     fn tensor_ops<const D: usize>(
         &self,
@@ -230,22 +195,4 @@ impl RotationalSgdm {
     }
 }
 
-impl Optimizer for RotationalSgdm {
-    type State<const D: usize> = RotationalSgdmState<D>;
-
-    fn step<const D: usize>(
-        &self,
-        lr: LearningRate,
-        param: Tensor<D>,
-        grad: Tensor<D>,
-        state: Option<Self::State<D>>,
-    ) -> (Tensor<D>, Option<Self::State<D>>) {
-        framed_step(lr, self.non_finite, param, grad, state, |p, g, s| {
-            self.tensor_ops(lr, p, g, s)
-        })
-    }
-
-    fn to_device<const D: usize>(state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.to_device(device)
-    }
-}
+rotational_optimizer!(RotationalSgdm => RotationalSgdmState);

@@ -12,7 +12,8 @@
 //! | `adam` | Adam's moments, denominator and direction | `tensor` (`MomentState`), `flex`, `cube` |
 //! | `sgd` | SGD's buffer and direction | `flex`, `cube` |
 //! | `decay` | decoupled and corrected decay, the parameter write `p·f − u·s` | `tensor`, `cube` |
-//! | `projection` | the scale-invariance test, decision and radial coefficient | `tensor`, `flex`, `cube`, `options` |
+//! | `projection` | the scale-invariance test, decision and radial coefficient (and timm's cautious mask) | `tensor`, `flex`, `cube`, `options` |
+//! | `rotation` | the rotational update and the equilibrium angles | `tensor` |
 //! | `spike` | Stable-SPAM's AdaClip, AdaGN and reset | `flex`, `cube` |
 //! | `norm` | NaP's projection back to a norm | `cube` |
 //! | `stabilizer` | GradientStabilizer's running norm | – |

@@ -38,6 +38,12 @@ pub struct Entry {
     pub fused: bool,
     /// Whether it is built to absorb gradient spikes (the soak spikes its gradients).
     pub absorbs_spikes: bool,
+    /// Whether its step can turn rounding into a whole step, so that two runs whose gradients
+    /// differ by rounding (two backends) agree to the run's drift, not to rounding: a sign
+    /// mask (the cautious optimizers drop an element whose sign test flips), or an update
+    /// scaled to a fixed angle (the rotational ones turn a neuron whose update is rounding
+    /// noise by the full equilibrium angle).
+    pub amplifies_rounding: bool,
 }
 
 /// What a generic test may vary when it builds an entry.
@@ -93,6 +99,7 @@ pub const ADAMP: Entry = Entry {
     holds_norms: false,
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 pub const SGDP: Entry = Entry {
     name: "SGDP (momentum, Nesterov)",
@@ -101,6 +108,7 @@ pub const SGDP: Entry = Entry {
     holds_norms: false,
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 pub const STABLE_SPAM: Entry = Entry {
     name: "Stable-SPAM",
@@ -109,6 +117,7 @@ pub const STABLE_SPAM: Entry = Entry {
     holds_norms: false,
     fused: true,
     absorbs_spikes: true,
+    amplifies_rounding: false,
 };
 pub const WIDTH_SCALED_ADAMW: Entry = Entry {
     name: "width-scaled AdamW (matrix)",
@@ -117,6 +126,7 @@ pub const WIDTH_SCALED_ADAMW: Entry = Entry {
     holds_norms: false,
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 pub const RADIAL_ADAM: Entry = Entry {
     name: "RadialProjection(Burn Adam)",
@@ -125,6 +135,7 @@ pub const RADIAL_ADAM: Entry = Entry {
     holds_norms: false,
     fused: false,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 pub const NAP_ADAM: Entry = Entry {
     name: "NaP(Burn Adam)",
@@ -133,6 +144,7 @@ pub const NAP_ADAM: Entry = Entry {
     holds_norms: true,
     fused: false,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 pub const NAP_ADAMP: Entry = Entry {
     name: "NaP(AdamP)",
@@ -142,6 +154,7 @@ pub const NAP_ADAMP: Entry = Entry {
     // Through the inner AdamP.
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 
 pub const ADAMC: Entry = Entry {
@@ -151,6 +164,7 @@ pub const ADAMC: Entry = Entry {
     holds_norms: false,
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: false,
 };
 pub const STABILIZED_ADAMW: Entry = Entry {
     name: "GradientStabilizer(Burn AdamW)",
@@ -159,6 +173,7 @@ pub const STABILIZED_ADAMW: Entry = Entry {
     holds_norms: false,
     fused: false,
     absorbs_spikes: true,
+    amplifies_rounding: false,
 };
 
 pub const ADAMP_CAUTIOUS: Entry = Entry {
@@ -169,6 +184,7 @@ pub const ADAMP_CAUTIOUS: Entry = Entry {
     // The flex loops apply the mask; on wgpu a cautious step takes the tensor ops.
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: true,
 };
 pub const SGDP_CAUTIOUS: Entry = Entry {
     name: "SGDP (cautious, momentum)",
@@ -177,6 +193,7 @@ pub const SGDP_CAUTIOUS: Entry = Entry {
     holds_norms: false,
     fused: true,
     absorbs_spikes: false,
+    amplifies_rounding: true,
 };
 /// The rotational optimizers hold each neuron at the norm of its centred weights from their
 /// first step (`init_for` centres the model first; the catalog's constructors, which cannot
@@ -189,6 +206,7 @@ pub const ROTATIONAL_ADAMW: Entry = Entry {
     holds_norms: false,
     fused: false,
     absorbs_spikes: false,
+    amplifies_rounding: true,
 };
 pub const ROTATIONAL_SGDM: Entry = Entry {
     name: "RotationalSgdm (momentum)",
@@ -197,6 +215,7 @@ pub const ROTATIONAL_SGDM: Entry = Entry {
     holds_norms: false,
     fused: false,
     absorbs_spikes: false,
+    amplifies_rounding: true,
 };
 
 /// Burn's Adam with the references' ε (Burn's default is 1e-5).

@@ -278,7 +278,8 @@ impl<P: Part, E: Elem> Task for Write<'_, '_, P, E> {
             let g = view(take_front(&mut g, len), &mut sg);
             project_and_mask(radial, c, (old, g), u, kept);
             for (j, ((u, &p), &k)) in u.iter_mut().zip(old).zip(kept.iter()).enumerate() {
-                let masked = if k { *u * mask_scale } else { 0.0 };
+                // `u·0` as timm's `mul_(mask)`: a NaN update stays NaN under `Propagate`.
+                let masked = *u * if k { mask_scale } else { 0.0 };
                 *u = masked - p * coefficient_at(radial.channels, second, c, j);
             }
             squares += new_norm.of(p.step(u, (factor, scale), &mut scratch, true));
