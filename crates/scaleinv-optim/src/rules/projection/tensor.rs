@@ -282,7 +282,7 @@ impl ScaleInvariance {
                 let decision = Decision::Tested(Box::new(tests.clone()));
                 (
                     stats.weight_sq,
-                    Selection::Tested(tests),
+                    Selection::Tested(Box::new(tests)),
                     (decision, decay_ratio),
                 )
             }
@@ -312,7 +312,7 @@ fn cautious<const D: usize>(update: Tensor<D>, tangent: Tensor<D>) -> Tensor<D> 
 enum Selection {
     Channel,
     Layer,
-    Tested(Tests),
+    Tested(Box<Tests>),
 }
 
 /// The radial part `R(x) = P̃·c(x)` of the selected view, for any tensor `x` of the
