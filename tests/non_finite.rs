@@ -10,8 +10,8 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer, RecordState, StateSink
 use burn::tensor::{Device, Tensor, TensorData};
 use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
 use scaleinv::{
-    AdamCConfig, AdamPConfig, CheckedStep, GradientStabilizerConfig, NapConfig, NonFinitePolicy,
-    RadialProjectionConfig, SgdpConfig, StableSpamConfig, StepError, WidthRole,
+    AdamCConfig, AdamPConfig, CheckedStep, GlobalNormClip, GradientStabilizerConfig, NapConfig,
+    NonFinitePolicy, RadialProjectionConfig, SgdpConfig, StableSpamConfig, StepError, WidthRole,
     WidthScaledAdamWConfig, non_finite_gradients,
 };
 
@@ -263,5 +263,41 @@ fn try_step_refuses_a_non_finite_gradient_or_a_bad_learning_rate() {
             .expect("finite gradients step");
         let expected = plain.step(1e-2, model.clone(), grads_for(&model, good.clone()));
         assert_eq!(model_bits(&stepped), model_bits(&expected), "{backend}");
+    }
+}
+
+/// Global-norm clipping with one NaN or ±∞ element makes every gradient NaN, so the default
+/// `Skip` skips the whole step: no parameter moves, on every backend (with ±∞, PyTorch's coefficient would be 0 and the other tensors would step
+/// on zero gradients).
+#[test]
+fn a_non_finite_element_under_global_clipping_skips_the_whole_step() {
+    for (backend, device) in common::devices() {
+        let ad = device.clone().autodiff();
+        let model = linear(&device);
+        let mut optim = AdamPConfig::new().init_for(&model);
+        let good = Tensor::<2>::ones([3, 6], &ad);
+        let grads = grads_for(&model, good.clone());
+        let model = optim.step(1e-2, model, grads);
+        for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+            let mut grads = grads_for(&model, good.clone().mul_scalar(0.5));
+            let weight = grads.remove::<2>(model.weight.id).expect("weight gradient");
+            let (shape, inner) = (weight.dims(), weight.device());
+            let mut values = common::values(weight);
+            values[5] = bad;
+            let poisoned = Tensor::<2>::from_data(TensorData::new(values, shape), &inner);
+            grads.register(model.weight.id, poisoned);
+            let (grads, norm) = GlobalNormClip::new(1.0).clip(&model, grads);
+            assert!(!norm.value().is_finite(), "{backend} {bad}");
+            let bias = grads.get::<1>(model.bias.as_ref().expect("bias").id);
+            let bias = common::values(bias.expect("bias gradient"));
+            assert!(bias.iter().all(|g| g.is_nan()), "{backend} {bad}: {bias:?}");
+            let before = model_bits(&model);
+            let stepped = optim.step(1e-2, model.clone(), grads);
+            assert_eq!(
+                model_bits(&stepped),
+                before,
+                "{backend} {bad}: a parameter moved"
+            );
+        }
     }
 }

@@ -234,3 +234,62 @@ fn a_gradient_spike_disturbs_stable_spam_less_than_adam() {
         "stable-spam drift {spam_end} vs adam {adam_end}"
     );
 }
+
+/// A first gradient of 1e20 in every element (finite in f32, but its norm's square is not),
+/// then ordinary ones, on every path. AdaGN's `ν` cannot hold `‖g‖² ≈ 1.6e41`: the reference
+/// (f32) gets an infinite norm and turns every weight NaN, as `Propagate` does here; under
+/// `Skip` the spike step is skipped whole (the weights, the moments and the statistics as they
+/// were) and training goes on, the same on every path.
+#[test]
+fn a_huge_finite_spike_is_skipped_alike_on_every_path() {
+    let (n, steps) = (16, 6);
+    let gradients: Vec<Vec<f32>> = (0..steps)
+        .map(|k| match k {
+            0 => vec![1e20; n],
+            _ => grad(k, n).iter().map(|g| g * 0.1).collect(),
+        })
+        .collect();
+    let init: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut reference: Option<Vec<Vec<f32>>> = None;
+    for (name, device) in common::devices() {
+        for fused in [true, false] {
+            let opt = StableSpamConfig::new().with_fused(fused).build();
+            let (params, state) = run(&opt, &init, &gradients, &device);
+            assert_eq!(
+                params[0], init,
+                "{name} fused {fused}: the spike step moved"
+            );
+            let moved = params[steps - 1]
+                .iter()
+                .zip(&init)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(moved > 1e-3, "{name} fused {fused}: frozen ({moved})");
+            let state = state.unwrap();
+            let threshold = common::values(state.clip_threshold)[0];
+            let nu = common::values(state.norm_sq_mean)[0];
+            assert!(
+                threshold < 1.0 && nu < 1.0,
+                "{name} fused {fused}: {threshold} {nu}"
+            );
+            let reference = reference.get_or_insert_with(|| params.clone());
+            for (step, (a, b)) in params.iter().zip(reference.iter()).enumerate() {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-6,
+                        "{name} fused {fused}, step {step}: {x} vs {y}"
+                    );
+                }
+            }
+            let propagating = StableSpamConfig::new()
+                .with_fused(fused)
+                .with_non_finite(NonFinitePolicy::Propagate)
+                .build();
+            let (params, _) = run(&propagating, &init, &gradients[..1], &device);
+            assert!(
+                params[0].iter().all(|x| x.is_nan()),
+                "{name} fused {fused}: {:?}",
+                params[0]
+            );
+        }
+    }
+}

@@ -22,9 +22,11 @@ use crate::model::params::{ParamInfo, ParamVisitor, read_back, visit_params};
 /// `Learner` in `TrainStep::step` before the gradients are returned (the configs'
 /// `grad_clipping`, Burn's per-tensor clipping, stays as it is). Everything runs on the device:
 /// the total norm comes back as a [`GlobalNorm`], read on the host only if the caller asks
-/// ([`GlobalNorm::value`]). A non-finite total makes every gradient non-finite, as in PyTorch
-/// (`error_if_nonfinite = False`); the optimizers' [`NonFinitePolicy`](crate::NonFinitePolicy)
-/// then skips the step.
+/// ([`GlobalNorm::value`]). A non-finite total (a NaN or ±∞ element anywhere, or squares
+/// whose f32 sum overflows, a norm above about 1.8e19) makes every gradient NaN, so that the
+/// optimizers' default [`NonFinitePolicy::Skip`](crate::NonFinitePolicy) skips the whole step.
+/// This differs from PyTorch (`error_if_nonfinite = False`), whose coefficient for an infinite
+/// total is 0: there the other gradients become zeros and the step moves on momentum alone.
 ///
 /// ```
 /// use burn::prelude::*;
@@ -103,10 +105,14 @@ impl GlobalNormClip {
         let Some(total) = total else {
             return (grads, GlobalNorm { total: None });
         };
+        // A non-finite total gives a NaN coefficient (PyTorch's would be 0 for +∞, leaving the
+        // other gradients zero and finite).
+        let non_finite = total.clone().is_finite().bool_not();
         let coefficient = (total.clone().add_scalar(TOTAL_EPSILON))
             .recip()
             .mul_scalar(self.max_norm)
-            .clamp_max(1.0);
+            .clamp_max(1.0)
+            .mask_fill(non_finite, f32::NAN);
         let mut scale = Scale { grads, coefficient };
         visit_params(module, &mut scale);
         (scale.grads, GlobalNorm { total: Some(total) })

@@ -65,7 +65,13 @@ impl SpikeStep {
         } else {
             all_squares
         };
-        let norm = clipped_squares.sqrt() as f32;
+        // A norm whose square overflows f32 is infinite, as on the tensor path (whose `Σ clip(g)²`
+        // is an f32 sum) and in the reference: AdaGN's `ν` could not hold it.
+        let norm = if (clipped_squares as f32).is_finite() {
+            clipped_squares.sqrt() as f32
+        } else {
+            f32::INFINITY
+        };
         let skip = (self.skip_non_finite || measure) && !norm.is_finite();
         if skip && measure {
             return Outcome::Skipped;

@@ -24,7 +24,7 @@ use crate::engine::channels::Channels;
 use crate::engine::flex::elem::{Elem, view};
 use crate::engine::flex::parallel::{Task, run_all, split, take_front};
 use crate::engine::flex::passes::{Frame, Kernel, NewNorm, Outcome, Param, Part};
-use crate::engine::flex::sums::{BLOCK, finite};
+use crate::engine::flex::sums::{BLOCK, blocked_dot, finite};
 use crate::rules::projection::ScaleInvariance;
 
 /// The smallest kept fraction the mask is divided by (timm's clamp).
@@ -158,30 +158,57 @@ fn masked<K: Kernel, E: Elem>(
     Outcome::Written(frame.new_norm.total(squares))
 }
 
-/// `c[channel of element j]` for the `len` elements of a segment that starts in channel `c`.
+/// The coefficients of a segment of `len` elements that starts in channel `c`: a run of
+/// them in a last-axis layout (element `j` is channel `c + j`), else channel `c`'s own.
 #[inline(always)]
-fn coefficient_at(channels: Channels, coefs: &[f32], c: usize, j: usize) -> f32 {
+fn coefficients(channels: Channels, coefs: &[f32], c: usize, len: usize) -> Coefficients<'_> {
     if channels.by_rows() {
-        coefs[c + j]
+        Coefficients::Run(&coefs[c..c + len])
     } else {
-        coefs[c]
+        Coefficients::One(coefs[c])
     }
 }
 
-/// The segment's `u' = u − c_u·p` in `u`, and its mask (`u'·g⊥ > 0`, `g⊥ = g − c_g·p`).
+enum Coefficients<'a> {
+    Run(&'a [f32]),
+    One(f32),
+}
+
+/// The segment's `u' = u − c_u·p` in `u`, and its mask in `kept` (1 where `u'·g⊥ > 0`,
+/// `g⊥ = g − c_g·p`, else 0).
 #[inline(always)]
 fn project_and_mask(
     radial: &Radial<'_>,
     c: usize,
     (p, g): (&[f32], &[f32]),
     u: &mut [f32],
-    kept: &mut [bool],
+    kept: &mut [f32],
 ) {
     let ch = radial.channels;
-    for (j, (((u, &p), &g), kept)) in u.iter_mut().zip(p).zip(g).zip(kept).enumerate() {
-        *u -= p * coefficient_at(ch, &radial.update, c, j);
-        let tangent = g - p * coefficient_at(ch, &radial.grad, c, j);
-        *kept = *u * tangent > 0.0;
+    let len = u.len();
+    let coefs = (
+        coefficients(ch, &radial.update, c, len),
+        coefficients(ch, &radial.grad, c, len),
+    );
+    #[inline(always)]
+    fn run(u: &mut f32, p: f32, g: f32, kept: &mut f32, cu: f32, cg: f32) {
+        *u -= p * cu;
+        let tangent = g - p * cg;
+        *kept = if *u * tangent > 0.0 { 1.0 } else { 0.0 };
+    }
+    let elements = u.iter_mut().zip(p).zip(g).zip(kept);
+    match coefs {
+        (Coefficients::One(cu), Coefficients::One(cg)) => {
+            for (((u, &p), &g), kept) in elements {
+                run(u, p, g, kept, cu, cg);
+            }
+        }
+        (Coefficients::Run(cu), Coefficients::Run(cg)) => {
+            for ((((u, &p), &g), kept), (&cu, &cg)) in elements.zip(cu.iter().zip(cg)) {
+                run(u, p, g, kept, cu, cg);
+            }
+        }
+        _ => unreachable!("both coefficients come from the same layout"),
     }
 }
 
@@ -205,7 +232,7 @@ impl<P: Part, E: Elem> Task for Count<'_, '_, P, E> {
             mut part,
             radial,
         } = self;
-        let (mut u, mut kept) = ([0.0f32; BLOCK], [false; BLOCK]);
+        let (mut u, mut kept) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
         let (mut sp, mut sg) = (Vec::new(), Vec::new());
         let (mut count, mut partial) = (0.0, Partial::new());
         let by_rows = radial.channels.by_rows();
@@ -220,16 +247,16 @@ impl<P: Part, E: Elem> Task for Count<'_, '_, P, E> {
             let p = view(take_front(&mut p, len), &mut sp);
             let g = view(take_front(&mut g, len), &mut sg);
             project_and_mask(radial, c, (p, g), u, kept);
-            for (j, ((&u, &p), &k)) in u.iter().zip(p).zip(kept.iter()).enumerate() {
-                if k {
-                    count += 1.0;
-                    let dot = f64::from(p) * f64::from(u);
-                    if by_rows {
-                        row[c + j] += dot;
-                    } else {
-                        accumulate(&mut partial, c, [dot]);
-                    }
+            // `u'·mask` (as timm's `mul_(mask)`: a NaN stays NaN under `Propagate`).
+            u.iter_mut().zip(kept.iter()).for_each(|(u, k)| *u *= k);
+            count += f64::from(kept.iter().sum::<f32>());
+            if by_rows {
+                let dots = row[c..c + len].iter_mut().zip(p.iter().zip(u.iter()));
+                for (d, (&p, &u)) in dots {
+                    *d += f64::from(p) * f64::from(u);
                 }
+            } else {
+                accumulate(&mut partial, c, [blocked_dot(p, u)]);
             }
         }
         partial.extend(row.into_iter().enumerate().map(|(c, d)| (c, [d])));
@@ -267,7 +294,7 @@ impl<P: Part, E: Elem> Task for Write<'_, '_, P, E> {
             scale,
             new_norm,
         } = self;
-        let (mut u, mut kept) = ([0.0f32; BLOCK], [false; BLOCK]);
+        let (mut u, mut kept) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
         let (mut scratch, mut sg) = (Vec::new(), Vec::new());
         let mut squares = 0.0;
         for (c, len) in radial.channels.segments(range) {
@@ -277,10 +304,19 @@ impl<P: Part, E: Elem> Task for Write<'_, '_, P, E> {
             let old = p.old_f32(&mut scratch);
             let g = view(take_front(&mut g, len), &mut sg);
             project_and_mask(radial, c, (old, g), u, kept);
-            for (j, ((u, &p), &k)) in u.iter_mut().zip(old).zip(kept.iter()).enumerate() {
-                // `u·0` as timm's `mul_(mask)`: a NaN update stays NaN under `Propagate`.
-                let masked = *u * if k { mask_scale } else { 0.0 };
-                *u = masked - p * coefficient_at(radial.channels, second, c, j);
+            // `u·0` as timm's `mul_(mask)`: a NaN update stays NaN under `Propagate`.
+            let elements = u.iter_mut().zip(old).zip(kept.iter());
+            match coefficients(radial.channels, second, c, len) {
+                Coefficients::One(c2) => {
+                    for ((u, &p), &k) in elements {
+                        *u = *u * (k * mask_scale) - p * c2;
+                    }
+                }
+                Coefficients::Run(c2) => {
+                    for (((u, &p), &k), &c2) in elements.zip(c2) {
+                        *u = *u * (k * mask_scale) - p * c2;
+                    }
+                }
             }
             squares += new_norm.of(p.step(u, (factor, scale), &mut scratch, true));
         }
