@@ -213,15 +213,21 @@ fn model_bits(model: &Linear) -> Vec<u32> {
     out
 }
 
+/// A Linear model after one good AdamP step, its optimizer and the good input.
+fn after_a_good_step(device: &Device) -> (Linear, burn::optim::ModuleOptimizer, Tensor<2>) {
+    let model = linear(device);
+    let mut optim = AdamPConfig::new().init_for(&model);
+    let good = Tensor::<2>::ones([3, 6], &device.clone().autodiff());
+    let grads = grads_for(&model, good.clone());
+    let model = optim.step(1e-2, model, grads);
+    (model, optim, good)
+}
+
 #[test]
 fn try_step_refuses_a_non_finite_gradient_or_a_bad_learning_rate() {
     for (backend, device) in common::devices() {
         let ad = device.clone().autodiff();
-        let model = linear(&device);
-        let mut optim = AdamPConfig::new().init_for(&model);
-        let good = Tensor::<2>::ones([3, 6], &ad);
-        let grads = grads_for(&model, good.clone());
-        let model = optim.step(1e-2, model, grads);
+        let (model, mut optim, good) = after_a_good_step(&device);
         let record = optim.to_record().into_bytes().expect("record");
 
         let mut values = vec![0.5f32; 18];
@@ -267,17 +273,12 @@ fn try_step_refuses_a_non_finite_gradient_or_a_bad_learning_rate() {
 }
 
 /// Global-norm clipping with one NaN or ±∞ element makes every gradient NaN, so the default
-/// `Skip` skips the whole step: no parameter moves, on every backend (with ±∞, PyTorch's coefficient would be 0 and the other tensors would step
-/// on zero gradients).
+/// `Skip` skips the whole step: no parameter moves, on every backend (with ±∞, PyTorch's
+/// coefficient would be 0 and the other tensors would step on zero gradients).
 #[test]
 fn a_non_finite_element_under_global_clipping_skips_the_whole_step() {
     for (backend, device) in common::devices() {
-        let ad = device.clone().autodiff();
-        let model = linear(&device);
-        let mut optim = AdamPConfig::new().init_for(&model);
-        let good = Tensor::<2>::ones([3, 6], &ad);
-        let grads = grads_for(&model, good.clone());
-        let model = optim.step(1e-2, model, grads);
+        let (model, mut optim, good) = after_a_good_step(&device);
         for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
             let mut grads = grads_for(&model, good.clone().mul_scalar(0.5));
             let weight = grads.remove::<2>(model.weight.id).expect("weight gradient");

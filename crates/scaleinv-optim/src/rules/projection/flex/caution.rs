@@ -158,24 +158,9 @@ fn masked<K: Kernel, E: Elem>(
     Outcome::Written(frame.new_norm.total(squares))
 }
 
-/// The coefficients of a segment of `len` elements that starts in channel `c`: a run of
-/// them in a last-axis layout (element `j` is channel `c + j`), else channel `c`'s own.
-#[inline(always)]
-fn coefficients(channels: Channels, coefs: &[f32], c: usize, len: usize) -> Coefficients<'_> {
-    if channels.by_rows() {
-        Coefficients::Run(&coefs[c..c + len])
-    } else {
-        Coefficients::One(coefs[c])
-    }
-}
-
-enum Coefficients<'a> {
-    Run(&'a [f32]),
-    One(f32),
-}
-
 /// The segment's `u' = u − c_u·p` in `u`, and its mask in `kept` (1 where `u'·g⊥ > 0`,
-/// `g⊥ = g − c_g·p`, else 0).
+/// `g⊥ = g − c_g·p`, else 0). The segment starts in channel `c`: in a last-axis layout element
+/// `j` is channel `c + j`, otherwise every element is channel `c`.
 #[inline(always)]
 fn project_and_mask(
     radial: &Radial<'_>,
@@ -184,31 +169,45 @@ fn project_and_mask(
     u: &mut [f32],
     kept: &mut [f32],
 ) {
-    let ch = radial.channels;
     let len = u.len();
-    let coefs = (
-        coefficients(ch, &radial.update, c, len),
-        coefficients(ch, &radial.grad, c, len),
-    );
-    #[inline(always)]
-    fn run(u: &mut f32, p: f32, g: f32, kept: &mut f32, cu: f32, cg: f32) {
+    if radial.channels.by_rows() {
+        let (cu, cg) = (&radial.update[c..c + len], &radial.grad[c..c + len]);
+        let coefs = cu.iter().copied().zip(cg.iter().copied());
+        mask_segment(u, (p, g), kept, coefs);
+    } else {
+        let coefs = std::iter::repeat((radial.update[c], radial.grad[c]));
+        mask_segment(u, (p, g), kept, coefs);
+    }
+}
+
+/// [`project_and_mask`] with each element's `(c_u, c_g)`.
+#[inline(always)]
+fn mask_segment(
+    u: &mut [f32],
+    (p, g): (&[f32], &[f32]),
+    kept: &mut [f32],
+    coefs: impl Iterator<Item = (f32, f32)>,
+) {
+    let elements = u.iter_mut().zip(p).zip(g).zip(kept);
+    for ((((u, &p), &g), kept), (cu, cg)) in elements.zip(coefs) {
         *u -= p * cu;
         let tangent = g - p * cg;
         *kept = if *u * tangent > 0.0 { 1.0 } else { 0.0 };
     }
-    let elements = u.iter_mut().zip(p).zip(g).zip(kept);
-    match coefs {
-        (Coefficients::One(cu), Coefficients::One(cg)) => {
-            for (((u, &p), &g), kept) in elements {
-                run(u, p, g, kept, cu, cg);
-            }
-        }
-        (Coefficients::Run(cu), Coefficients::Run(cg)) => {
-            for ((((u, &p), &g), kept), (&cu, &cg)) in elements.zip(cu.iter().zip(cg)) {
-                run(u, p, g, kept, cu, cg);
-            }
-        }
-        _ => unreachable!("both coefficients come from the same layout"),
+}
+
+/// The write's `s·u'·kept − c₂·p` in `u`, with each element's `c₂`.
+#[inline(always)]
+fn second_projection(
+    u: &mut [f32],
+    p: &[f32],
+    kept: &[f32],
+    mask_scale: f32,
+    second: impl Iterator<Item = f32>,
+) {
+    // `u·0` as timm's `mul_(mask)`: a NaN update stays NaN under `Propagate`.
+    for (((u, &p), &k), c2) in u.iter_mut().zip(p).zip(kept).zip(second) {
+        *u = *u * (k * mask_scale) - p * c2;
     }
 }
 
@@ -304,19 +303,11 @@ impl<P: Part, E: Elem> Task for Write<'_, '_, P, E> {
             let old = p.old_f32(&mut scratch);
             let g = view(take_front(&mut g, len), &mut sg);
             project_and_mask(radial, c, (old, g), u, kept);
-            // `u·0` as timm's `mul_(mask)`: a NaN update stays NaN under `Propagate`.
-            let elements = u.iter_mut().zip(old).zip(kept.iter());
-            match coefficients(radial.channels, second, c, len) {
-                Coefficients::One(c2) => {
-                    for ((u, &p), &k) in elements {
-                        *u = *u * (k * mask_scale) - p * c2;
-                    }
-                }
-                Coefficients::Run(c2) => {
-                    for (((u, &p), &k), &c2) in elements.zip(c2) {
-                        *u = *u * (k * mask_scale) - p * c2;
-                    }
-                }
+            if radial.channels.by_rows() {
+                let run = second[c..c + len].iter().copied();
+                second_projection(u, old, kept, mask_scale, run);
+            } else {
+                second_projection(u, old, kept, mask_scale, std::iter::repeat(second[c]));
             }
             squares += new_norm.of(p.step(u, (factor, scale), &mut scratch, true));
         }
