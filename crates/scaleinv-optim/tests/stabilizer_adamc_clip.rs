@@ -12,9 +12,9 @@ use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use scaleinv_optim::{
-    AdamCConfig, AdamPConfig, ConfigError, GlobalNormClip, GradientStabilizerConfig, Invariance,
-    NonFinitePolicy, ProbeEntry, ProbeReport, SgdpConfig, WidthRole, WidthScaledAdamWConfig,
-    clip_grad_norm, global_norm,
+    AdamCConfig, AdamPConfig, ConfigError, GlobalNormClip, GradientStabilizerConfig,
+    GradientStabilizerState, Invariance, NonFinitePolicy, ProbeEntry, ProbeReport, SgdpConfig,
+    WidthRole, WidthScaledAdamWConfig, clip_grad_norm, global_norm,
 };
 
 fn t<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
@@ -65,6 +65,25 @@ fn the_stabilized_gradient_matches_a_hand_computation() {
     }
 }
 
+/// The count and both averages of `after` are those of `before`.
+fn assert_averages_kept<S: burn::optim::RecordState + Clone>(
+    after: &GradientStabilizerState<S>,
+    before: &GradientStabilizerState<S>,
+    name: &str,
+) {
+    for (a, b) in [
+        (&after.count, &before.count),
+        (&after.norm_mean, &before.norm_mean),
+        (&after.norm_sq_mean, &before.norm_sq_mean),
+    ] {
+        assert_eq!(
+            common::values(a.clone()),
+            common::values(b.clone()),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn an_invalid_norm_passes_the_gradient_and_moves_nothing() {
     for (name, device) in common::devices() {
@@ -75,18 +94,8 @@ fn an_invalid_norm_passes_the_gradient_and_moves_nothing() {
         // A zero gradient: passed as it is, averages and count unchanged.
         let (p, state) = optim.step(1.0, p, t(&[0.0, 0.0], [2], &device), state);
         let after = state.clone().expect("a state");
-        for (a, b) in [
-            (&after.count, &before.count),
-            (&after.norm_mean, &before.norm_mean),
-            (&after.norm_sq_mean, &before.norm_sq_mean),
-        ] {
-            assert_eq!(
-                common::values(a.clone()),
-                common::values(b.clone()),
-                "{name}"
-            );
-        }
-        assert_eq!(common::values(after.count.clone()), [1.0], "{name}");
+        assert_averages_kept(&after, &before, name);
+        assert_eq!(common::values(after.count), [1.0], "{name}");
         close(&common::values(p.clone()), &[0.4, 0.2], name);
         // A NaN under Propagate reaches the inner optimizer unchanged; the averages stay.
         let propagate = GradientStabilizerConfig::new()
@@ -108,6 +117,34 @@ fn an_invalid_norm_passes_the_gradient_and_moves_nothing() {
             state,
         );
         assert_eq!(common::values(q), common::values(p), "{name}: Skip");
+        assert_eq!(common::values(s.expect("state").count), [1.0], "{name}");
+    }
+}
+
+/// A finite gradient whose norm squared overflows f32: under `Skip` the step is skipped (the
+/// parameter and the averages kept); under `Propagate` it passes as it is, as in the
+/// reference. The same on every path (flex reads the norm in f64, the tensor ops sum in f32).
+#[test]
+fn a_norm_that_overflows_f32_skips_the_step_under_skip() {
+    for (name, device) in common::devices() {
+        let optim = stabilized_sgd(true);
+        let p = t(&[1.0, 1.0], [2], &device);
+        let (p, state) = optim.step(1.0, p, t(&[3.0, 4.0], [2], &device), None);
+        let before = state.clone().expect("a state");
+        let spike = || t(&[1e20, -1e20], [2], &device);
+        let (q, s) = optim.step(1.0, p.clone(), spike(), state.clone());
+        assert_eq!(common::values(q), common::values(p.clone()), "{name}: Skip");
+        assert_averages_kept(&s.expect("a state"), &before, name);
+        let propagate = GradientStabilizerConfig::new()
+            .with_non_finite(NonFinitePolicy::Propagate)
+            .wrap(SgdConfig::new().build());
+        let (q, s) = propagate.step(1.0, p.clone(), spike(), state);
+        let moved: Vec<f32> = common::values(q)
+            .iter()
+            .zip(common::values(p))
+            .map(|(a, b)| a - b)
+            .collect();
+        assert_eq!(moved, [-1e20, 1e20], "{name}: Propagate");
         assert_eq!(common::values(s.expect("state").count), [1.0], "{name}");
     }
 }

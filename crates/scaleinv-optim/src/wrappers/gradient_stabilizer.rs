@@ -4,7 +4,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 use crate::engine::non_finite::NonFinitePolicy;
 use crate::engine::step_frame::framed_wrapper_step;
@@ -56,8 +56,11 @@ wrapper_constructors!(GradientStabilizerConfig => GradientStabilizer);
 /// The gradient's direction is kept; its norm becomes the running estimate `μ̂ / √ν̂` (≈ 1 in a
 /// steady state, below 1 after a spike), so a spike is tamed without clipping any element. An
 /// invalid norm (zero, NaN, ±∞) passes the gradient as it is and leaves the averages and `t`
-/// alone. Everything runs on the device (masks, no host read); on flex the norm is read where
-/// it lies and the decision taken on the CPU.
+/// alone, except that under `Skip` a norm that overflows f32 from finite elements (`‖g‖` above
+/// about 1.8e19) skips the step as a non-finite gradient does: the reference passes such a
+/// spike to its inner optimizer, whose second moment overflows and never moves again.
+/// Everything runs on the device (masks, no host read); on flex the norm is read where it lies
+/// and the decision taken on the CPU.
 ///
 /// ```
 /// use burn::prelude::*;
@@ -147,17 +150,40 @@ impl<O> GradientStabilizer<O> {
         &self.inner
     }
 
-    /// The stabilized gradient and the averages after it, as tensor operations (no host read).
+    /// The stabilized gradient, the averages after it and, under `Skip`, a one-element flag
+    /// that keeps the parameter where it is true, as tensor operations (no host read).
+    ///
+    /// Under `Skip` the frame has already replaced a gradient holding NaN or ±∞ by zeros, so a
+    /// norm that is not finite here comes from finite elements whose squares overflow f32 (a
+    /// spike with `‖g‖` above about 1.8e19): the step is skipped as for a non-finite gradient
+    /// (the inner optimizer sees zeros, the parameter is kept, the averages stay). Under
+    /// `Propagate` it passes unchanged, as in the reference.
     fn stabilize<const D: usize, S: RecordState + Clone>(
         &self,
         grad: Tensor<D>,
         old: GradientStabilizerState<S>,
-    ) -> (Tensor<D>, GradientStabilizerState<S>) {
+    ) -> (
+        Tensor<D>,
+        GradientStabilizerState<S>,
+        Option<Tensor<1, Bool>>,
+    ) {
+        let skip = self.non_finite == NonFinitePolicy::Skip;
         #[cfg(feature = "flex")]
         if let Some(done) = self.stabilize_on_host(&grad, &old) {
             let (factor, count, mean, sq_mean) = done;
-            let grad = if factor == 1.0 { grad } else { grad * factor };
-            return (grad, old.with_scalars(count, mean, sq_mean));
+            // An overflowing norm is invalid: skipped under `Skip`, else passed as it is.
+            let overflow = factor.is_infinite();
+            let grad = if overflow && skip {
+                grad.zeros_like()
+            } else if overflow || factor == 1.0 {
+                grad
+            } else {
+                grad * factor
+            };
+            let overflow = overflow && skip;
+            // The decision is the host's; the flag tells the caller to keep the parameter.
+            let keep = overflow.then(|| Tensor::from_data([true], &grad.device()));
+            return (grad, old.with_scalars(count, mean, sq_mean), keep);
         }
         let s = &self.stabilizer;
         let norm = grad.clone().square().sum().sqrt();
@@ -166,6 +192,7 @@ impl<O> GradientStabilizer<O> {
             .is_finite()
             .bool_and(norm.clone().greater_elem(0.0));
         let invalid = valid.clone().bool_not();
+        let overflow = norm.clone().is_finite().bool_not();
         let (mean, sq_mean) = s.averages(
             old.norm_mean.clone(),
             old.norm_sq_mean.clone(),
@@ -175,9 +202,12 @@ impl<O> GradientStabilizer<O> {
         let sq_mean = sq_mean.mask_where(invalid.clone(), old.norm_sq_mean);
         let count = old.count + valid.float();
         let (mean_hat, sq_mean_hat) = s.debiased(mean.clone(), sq_mean.clone(), &count);
-        let factor = s
+        let mut factor = s
             .factor(s.target(mean_hat, sq_mean_hat), norm)
             .mask_fill(invalid, 1.0);
+        if skip {
+            factor = factor.mask_fill(overflow.clone(), 0.0);
+        }
         let grad = grad * factor.unsqueeze::<D>();
         let state = GradientStabilizerState {
             count,
@@ -185,11 +215,12 @@ impl<O> GradientStabilizer<O> {
             norm_sq_mean: sq_mean,
             inner: old.inner,
         };
-        (grad, state)
+        (grad, state, skip.then_some(overflow))
     }
 
     /// On flex: the norm and the averages read where they lie, the step's factor and the new
-    /// averages `(factor, t, μ, ν)` computed on the CPU; `None` on other backends.
+    /// averages `(factor, t, μ, ν)` computed on the CPU (the factor ∞ where the tensor path's
+    /// f32 norm overflows); `None` on other backends.
     #[cfg(feature = "flex")]
     fn stabilize_on_host<const D: usize, S: RecordState + Clone>(
         &self,
@@ -201,7 +232,11 @@ impl<O> GradientStabilizer<O> {
         let mean = single_value(&old.norm_mean)?;
         let sq_mean = single_value(&old.norm_sq_mean)?;
         let n = norm(grad)?;
-        // The norm as the tensor path sees it: rounded to f32 (an f32 overflow is invalid).
+        // The norm as the tensor path sees it: its squares summed in f32 overflow above
+        // f32::MAX, and it is rounded to f32.
+        if n * n > f64::from(f32::MAX) {
+            return Some((f64::INFINITY, count, mean, sq_mean));
+        }
         let n = f64::from(n as f32);
         if !(n.is_finite() && n > 0.0) {
             return Some((1.0, count, mean, sq_mean));
@@ -261,9 +296,16 @@ impl<O: Optimizer> Optimizer for GradientStabilizer<O> {
             state,
             |param, grad, state| {
                 let old = state.unwrap_or_else(|| GradientStabilizerState::zeros(&param.device()));
-                let (grad, mut next) = self.stabilize(grad, old);
-                let (param, inner) = self.inner.step(lr, param, grad, next.inner.take());
+                let (grad, mut next, keep) = self.stabilize(grad, old);
+                let before = keep.as_ref().map(|_| param.clone());
+                let (stepped, inner) = self.inner.step(lr, param, grad, next.inner.take());
                 next.inner = inner;
+                let param = match (keep, before) {
+                    (Some(keep), Some(before)) => {
+                        stepped.mask_where(keep.unsqueeze::<D>().expand(before.shape()), before)
+                    }
+                    _ => stepped,
+                };
                 (param, Some(next))
             },
         )

@@ -36,6 +36,8 @@ pub struct Entry {
     pub holds_norms: bool,
     /// Whether it has a fused flex path, switched by [`Settings::fused`].
     pub fused: bool,
+    /// Whether its default configuration runs as CubeCL kernels on wgpu.
+    pub kernels: bool,
     /// Whether it is built to absorb gradient spikes (the soak spikes its gradients).
     pub absorbs_spikes: bool,
     /// Whether its step can turn rounding into a whole step, so that two runs whose gradients
@@ -98,6 +100,7 @@ pub const ADAMP: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: true,
+    kernels: true,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -107,6 +110,7 @@ pub const SGDP: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: true,
+    kernels: true,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -116,6 +120,7 @@ pub const STABLE_SPAM: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: true,
+    kernels: true,
     absorbs_spikes: true,
     amplifies_rounding: false,
 };
@@ -125,6 +130,7 @@ pub const WIDTH_SCALED_ADAMW: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: true,
+    kernels: true,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -134,6 +140,7 @@ pub const RADIAL_ADAM: Entry = Entry {
     owns_state: false,
     holds_norms: false,
     fused: false,
+    kernels: false,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -143,6 +150,7 @@ pub const NAP_ADAM: Entry = Entry {
     owns_state: false,
     holds_norms: true,
     fused: false,
+    kernels: false,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -153,6 +161,7 @@ pub const NAP_ADAMP: Entry = Entry {
     holds_norms: true,
     // Through the inner AdamP.
     fused: true,
+    kernels: true,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -163,6 +172,7 @@ pub const ADAMC: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: true,
+    kernels: true,
     absorbs_spikes: false,
     amplifies_rounding: false,
 };
@@ -172,6 +182,7 @@ pub const STABILIZED_ADAMW: Entry = Entry {
     owns_state: false,
     holds_norms: false,
     fused: false,
+    kernels: false,
     absorbs_spikes: true,
     amplifies_rounding: false,
 };
@@ -183,6 +194,7 @@ pub const ADAMP_CAUTIOUS: Entry = Entry {
     holds_norms: false,
     // The flex loops apply the mask; on wgpu a cautious step takes the tensor ops.
     fused: true,
+    kernels: false,
     absorbs_spikes: false,
     amplifies_rounding: true,
 };
@@ -192,6 +204,7 @@ pub const SGDP_CAUTIOUS: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: true,
+    kernels: false,
     absorbs_spikes: false,
     amplifies_rounding: true,
 };
@@ -205,6 +218,7 @@ pub const ROTATIONAL_ADAMW: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: false,
+    kernels: false,
     absorbs_spikes: false,
     amplifies_rounding: true,
 };
@@ -214,6 +228,7 @@ pub const ROTATIONAL_SGDM: Entry = Entry {
     owns_state: true,
     holds_norms: false,
     fused: false,
+    kernels: false,
     absorbs_spikes: false,
     amplifies_rounding: true,
 };
