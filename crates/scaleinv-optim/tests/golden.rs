@@ -8,9 +8,10 @@
 //!
 //! Which path the flex replay takes depends on this crate's `flex` feature (on by default),
 //! which compiles the fused flex steps in: `cargo test -p scaleinv-optim`, and the workspace's
-//! `--all-features`, replay AdamP, SGDP, Stable-SPAM and width-scaled AdamW on flex through the
-//! fused path (on by default in their configs) and on ndarray and wgpu through the tensor ops;
-//! `--no-default-features` replays every case on flex through the tensor ops.
+//! `--all-features`, replay AdamP, SGDP, Stable-SPAM, width-scaled AdamW and AdamC on flex
+//! through the fused path (on by default in their configs), on ndarray through the tensor ops
+//! and on wgpu through the CubeCL kernels; `--no-default-features` replays every case on flex
+//! through the tensor ops.
 //!
 //! A case's config keys reach the optimizer's config through one rename table per optimizer
 //! (`ADAMP_KEYS`, `SGDP_KEYS`, …): each key goes to a path in the config's JSON and the result

@@ -20,10 +20,11 @@ pub struct StepOptions {
     /// loops over memory (see each optimizer's doc), f16/bf16 parameters and gradients read
     /// and written in the same passes, converted a segment at a time (the arithmetic and the
     /// state in f32, as on the tensor-op path); on Burn's CubeCL backends (the `wgpu` feature)
-    /// as CubeCL kernels for f32 tensors (two launches per tensor for width-scaled AdamW and
-    /// AdamC, three for Stable-SPAM and for AdamP's and SGDP's projected tensors, the
-    /// non-finite test included; one for a small tensor that is not projected; the parameter
-    /// and the state written in place; no value read back to the host, nothing uploaded). The paths agree to rounding and replay the golden trajectories.
+    /// as CubeCL kernels for f32 tensors (two launches per tensor for AdamP, SGDP,
+    /// width-scaled AdamW and AdamC, three for Stable-SPAM, the non-finite test included; one
+    /// for a small tensor that is not projected; the parameter and the state written in place;
+    /// no value read back to the host, nothing uploaded). The paths agree to rounding and
+    /// replay the golden trajectories.
     /// Other backends and optimizers, other dtypes and optimizers with an armed observer use
     /// the tensor operations.
     #[config(default = true)]

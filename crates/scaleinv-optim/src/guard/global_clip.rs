@@ -19,14 +19,17 @@ use crate::model::params::{ParamInfo, ParamVisitor, read_back, visit_params};
 ///
 /// It works on the [`GradientsParams`] a step is given, so it goes in front of any optimizer,
 /// this crate's or Burn's: in a hand-written loop before `optim.step`, and under Burn's
-/// `Learner` in `TrainStep::step` before the gradients are returned (the configs'
-/// `grad_clipping`, Burn's per-tensor clipping, stays as it is). Everything runs on the device:
-/// the total norm comes back as a [`GlobalNorm`], read on the host only if the caller asks
-/// ([`GlobalNorm::value`]). A non-finite total (a NaN or ±∞ element anywhere, or squares
-/// whose f32 sum overflows, a norm above about 1.8e19) makes every gradient NaN, so that the
-/// optimizers' default [`NonFinitePolicy::Skip`](crate::NonFinitePolicy) skips the whole step.
-/// This differs from PyTorch (`error_if_nonfinite = False`), whose coefficient for an infinite
-/// total is 0: there the other gradients become zeros and the step moves on momentum alone.
+/// `Learner` in `TrainStep::optimize`, which gets the gradients after their accumulation over
+/// micro-batches and their sum over devices (under `OptimSharded`, `optimize_multi` gets each
+/// device's part, and the norm to clip by is that of their sum; `TrainStep::step` would clip
+/// each micro-batch on each device by its own norm). The configs' `grad_clipping`, Burn's
+/// per-tensor clipping, stays as it is. Everything runs on the device: the total norm comes back
+/// as a [`GlobalNorm`], read on the host only if the caller asks ([`GlobalNorm::value`]). A
+/// non-finite total (a NaN or ±∞ element anywhere, or squares whose f32 sum overflows, a norm
+/// above about 1.8e19) makes every gradient NaN, so that the optimizers' default
+/// [`NonFinitePolicy::Skip`](crate::NonFinitePolicy) skips the whole step. This differs from
+/// PyTorch (`error_if_nonfinite = False`), whose coefficient for an infinite total is 0: there
+/// the other gradients become zeros and the step moves on momentum alone.
 ///
 /// ```
 /// use burn::prelude::*;

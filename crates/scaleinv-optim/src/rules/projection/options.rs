@@ -44,8 +44,8 @@ pub struct ProjectionOptions {
     /// the update that agree in sign with the gradient's tangent part are kept, rescaled by
     /// the kept fraction of the whole tensor (at least 1e-3), and the update is projected
     /// again; where no view fires (and for rank-1 tensors) the plain cautious mask against the
-    /// gradient. Off by default (the reference's AdamP/SGDP). Runs as tensor operations
-    /// (the fused loops and kernels do not mask).
+    /// gradient. Off by default (the reference's AdamP/SGDP). The fused flex loops apply it;
+    /// on wgpu a cautious step runs as tensor operations (the kernels do not mask).
     #[config(default = false)]
     pub caution: bool,
 }
