@@ -102,45 +102,29 @@ fn faults(steps: usize, spikes: bool) -> BTreeMap<usize, Fault> {
 /// The network's parameters, in a fixed order.
 const PARAMS: usize = 8;
 
-/// Parameter `index`'s id and rank.
-fn param(model: &Net, index: usize) -> (ParamId, usize) {
-    let n = |norm: &burn::nn::LayerNorm, beta: bool| match beta {
-        false => norm.gamma.id,
-        true => norm.beta.as_ref().expect("LayerNorm has a shift").id,
-    };
-    match index {
-        0 => (model.l1.weight.id, 2),
-        1 => (n(&model.n1, false), 1),
-        2 => (n(&model.n1, true), 1),
-        3 => (model.l2.weight.id, 2),
-        4 => (n(&model.n2, false), 1),
-        5 => (n(&model.n2, true), 1),
-        6 => (model.head.weight.id, 2),
-        _ => (model.head.bias.as_ref().expect("the head has a bias").id, 1),
-    }
+/// The network's parameters in a fixed order: each one's id, rank and values, flattened.
+fn params(model: &Net) -> [(ParamId, usize, Tensor<1>); PARAMS] {
+    let shift = |norm: &burn::nn::LayerNorm| norm.beta.clone().expect("LayerNorm has a shift");
+    let head_bias = model.head.bias.clone().expect("the head has a bias");
+    let matrix = |w: &burn::module::Param<Tensor<2>>| (w.id, 2, w.val().reshape([-1]));
+    let vector = |v: &burn::module::Param<Tensor<1>>| (v.id, 1, v.val());
+    [
+        matrix(&model.l1.weight),
+        vector(&model.n1.gamma),
+        vector(&shift(&model.n1)),
+        matrix(&model.l2.weight),
+        vector(&model.n2.gamma),
+        vector(&shift(&model.n2)),
+        matrix(&model.head.weight),
+        vector(&head_bias),
+    ]
 }
 
 /// Every parameter's values, flattened, and the loss, in one read-back.
 fn read(model: &Net, loss: Tensor<1>) -> (Vec<Vec<u32>>, f32) {
-    let n = |norm: &burn::nn::LayerNorm| {
-        let beta = norm.beta.as_ref().expect("LayerNorm has a shift").val();
-        [norm.gamma.val(), beta]
-    };
-    let [g1, b1] = n(&model.n1);
-    let [g2, b2] = n(&model.n2);
-    let head_bias = model.head.bias.as_ref().expect("the head has a bias").val();
-    let parts = [
-        model.l1.weight.val().reshape([-1]),
-        g1,
-        b1,
-        model.l2.weight.val().reshape([-1]),
-        g2,
-        b2,
-        model.head.weight.val().reshape([-1]),
-        head_bias,
-    ];
-    let lengths: Vec<usize> = parts.iter().map(|p| p.dims()[0]).collect();
-    let mut all: Vec<Tensor<1>> = parts.into_iter().map(|p| p.inner()).collect();
+    let parts = params(model);
+    let lengths: Vec<usize> = parts.iter().map(|(_, _, p)| p.dims()[0]).collect();
+    let mut all: Vec<Tensor<1>> = parts.into_iter().map(|(_, _, p)| p.inner()).collect();
     all.push(loss.inner());
     let values = common::values(Tensor::cat(all, 0));
     let mut bits = values.iter().map(|v| v.to_bits());
@@ -151,24 +135,31 @@ fn read(model: &Net, loss: Tensor<1>) -> (Vec<Vec<u32>>, f32) {
     (params, *values.last().expect("the loss"))
 }
 
-/// Replaces element `element` (modulo the length) of gradient `id` by `value`.
-fn poison<const D: usize>(grads: &mut GradientsParams, id: ParamId, element: usize, value: f32) {
-    let g = grads
-        .remove::<D>(id)
-        .expect("every parameter has a gradient");
-    let shape = g.shape();
-    let at = element % shape.num_elements();
-    let mask: Vec<bool> = (0..shape.num_elements()).map(|i| i == at).collect();
-    let mask = Tensor::<D, Bool>::from_data(TensorData::new(mask, shape), &g.device());
-    grads.register(id, g.mask_fill(mask, value));
+/// Applies a fault to gradient `id` of rank `rank`.
+fn corrupt(grads: &mut GradientsParams, (id, rank): (ParamId, usize), fault: Fault) {
+    match rank {
+        2 => corrupt_rank::<2>(grads, id, fault),
+        _ => corrupt_rank::<1>(grads, id, fault),
+    }
 }
 
-/// Replaces gradient `id` by `±SPIKE` with its signs.
-fn spike<const D: usize>(grads: &mut GradientsParams, id: ParamId) {
+/// [`corrupt`] at rank `D`: one element replaced (modulo the length), or every element made
+/// `±SPIKE` with its sign.
+fn corrupt_rank<const D: usize>(grads: &mut GradientsParams, id: ParamId, fault: Fault) {
     let g = grads
         .remove::<D>(id)
         .expect("every parameter has a gradient");
-    grads.register(id, g.sign() * SPIKE);
+    let g = match fault {
+        Fault::Spike => g.sign() * SPIKE,
+        Fault::Bad { element, value, .. } => {
+            let shape = g.shape();
+            let at = element % shape.num_elements();
+            let mask: Vec<bool> = (0..shape.num_elements()).map(|i| i == at).collect();
+            let mask = Tensor::<D, Bool>::from_data(TensorData::new(mask, shape), &g.device());
+            g.mask_fill(mask, value)
+        }
+    };
+    grads.register(id, g);
 }
 
 /// A run: the optimizer, the data, the faults, and what the checks saw.
@@ -207,28 +198,19 @@ impl<'a> Run<'a> {
         let loss = model.loss(x, y);
         let fault = self.faults.get(&k).copied();
         let mut grads = GradientsParams::from_grads(loss.clone().backward(), &model);
+        let ids = params(&model).map(|(id, rank, _)| (id, rank));
         let poisoned = match fault {
             Some(Fault::Spike) => {
-                for index in 0..PARAMS {
-                    match param(&model, index) {
-                        (id, 2) => spike::<2>(&mut grads, id),
-                        (id, _) => spike::<1>(&mut grads, id),
-                    }
+                for id in ids {
+                    corrupt(&mut grads, id, Fault::Spike);
                 }
                 None
             }
-            Some(Fault::Bad {
-                param: index,
-                element,
-                value,
-            }) => {
-                match param(&model, index) {
-                    (id, 2) => poison::<2>(&mut grads, id, element, value),
-                    (id, _) => poison::<1>(&mut grads, id, element, value),
-                }
+            Some(bad @ Fault::Bad { param: index, .. }) => {
+                corrupt(&mut grads, ids[index], bad);
                 Some(index)
             }
-            _ => None,
+            None => None,
         };
         let model = self.optim.step(self.entry.lr * LR_SCALE, model, grads);
         let (after, loss) = read(&model, loss.detach());

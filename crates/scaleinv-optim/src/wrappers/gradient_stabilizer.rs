@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::optim::{LearningRate, ModuleOptimizer, Optimizer, RecordState};
 use burn::tensor::{Bool, Device, Tensor};
 
-use crate::engine::non_finite::NonFinitePolicy;
+use crate::engine::non_finite::{Checkpoint, NonFinitePolicy};
 use crate::engine::step_frame::framed_wrapper_step;
 use crate::error::{ConfigError, Range, check};
 use crate::optimizers::constructors::wrapper_constructors;
@@ -169,30 +169,31 @@ impl<O> GradientStabilizer<O> {
     ) {
         let skip = self.non_finite == NonFinitePolicy::Skip;
         #[cfg(feature = "flex")]
-        if let Some(done) = self.stabilize_on_host(&grad, &old) {
-            let (factor, count, mean, sq_mean) = done;
-            // An overflowing norm is invalid: skipped under `Skip`, else passed as it is.
-            let overflow = factor.is_infinite();
-            let grad = if overflow && skip {
+        if let Some(host) = self.stabilize_on_host(&grad, &old) {
+            let skipped = skip && !host.norm_finite;
+            let grad = if skipped {
                 grad.zeros_like()
-            } else if overflow || factor == 1.0 {
+            } else if host.factor == 1.0 {
                 grad
             } else {
-                grad * factor
+                grad * host.factor
             };
-            let overflow = overflow && skip;
-            // The decision is the host's; the flag tells the caller to keep the parameter.
-            let keep = overflow.then(|| Tensor::from_data([true], &grad.device()));
-            return (grad, old.with_scalars(count, mean, sq_mean), keep);
+            // The decision is the host's; the flag only tells the caller to keep the parameter.
+            let keep = skipped.then(|| Tensor::from_data([true], &grad.device()));
+            return (
+                grad,
+                old.with_scalars(host.count, host.mean, host.sq_mean),
+                keep,
+            );
         }
         let s = &self.stabilizer;
         let norm = grad.clone().square().sum().sqrt();
-        let valid = norm
+        let not_finite = norm.clone().is_finite().bool_not();
+        let valid = not_finite
             .clone()
-            .is_finite()
+            .bool_not()
             .bool_and(norm.clone().greater_elem(0.0));
         let invalid = valid.clone().bool_not();
-        let overflow = norm.clone().is_finite().bool_not();
         let (mean, sq_mean) = s.averages(
             old.norm_mean.clone(),
             old.norm_sq_mean.clone(),
@@ -206,7 +207,7 @@ impl<O> GradientStabilizer<O> {
             .factor(s.target(mean_hat, sq_mean_hat), norm)
             .mask_fill(invalid, 1.0);
         if skip {
-            factor = factor.mask_fill(overflow.clone(), 0.0);
+            factor = factor.mask_fill(not_finite.clone(), 0.0);
         }
         let grad = grad * factor.unsqueeze::<D>();
         let state = GradientStabilizerState {
@@ -215,39 +216,62 @@ impl<O> GradientStabilizer<O> {
             norm_sq_mean: sq_mean,
             inner: old.inner,
         };
-        (grad, state, skip.then_some(overflow))
+        (grad, state, skip.then_some(not_finite))
     }
 
     /// On flex: the norm and the averages read where they lie, the step's factor and the new
-    /// averages `(factor, t, μ, ν)` computed on the CPU (the factor ∞ where the tensor path's
-    /// f32 norm overflows); `None` on other backends.
+    /// averages computed on the CPU; `None` on other backends.
     #[cfg(feature = "flex")]
     fn stabilize_on_host<const D: usize, S: RecordState + Clone>(
         &self,
         grad: &Tensor<D>,
         old: &GradientStabilizerState<S>,
-    ) -> Option<(f64, f64, f64, f64)> {
+    ) -> Option<HostStep> {
         use crate::engine::flex::{norm, single_value};
         let count = single_value(&old.count)?;
         let mean = single_value(&old.norm_mean)?;
         let sq_mean = single_value(&old.norm_sq_mean)?;
         let n = norm(grad)?;
-        // The norm as the tensor path sees it: its squares summed in f32 overflow above
-        // f32::MAX, and it is rounded to f32.
-        if n * n > f64::from(f32::MAX) {
-            return Some((f64::INFINITY, count, mean, sq_mean));
-        }
-        let n = f64::from(n as f32);
+        // The norm as the tensor path sees it: ∞ where its squares summed in f32 overflow,
+        // else rounded to f32.
+        let n = if n * n > f64::from(f32::MAX) {
+            f64::INFINITY
+        } else {
+            f64::from(n as f32)
+        };
+        let kept = HostStep {
+            factor: 1.0,
+            count,
+            mean,
+            sq_mean,
+            norm_finite: n.is_finite(),
+        };
         if !(n.is_finite() && n > 0.0) {
-            return Some((1.0, count, mean, sq_mean));
+            return Some(kept);
         }
         let s = &self.stabilizer;
         let count = count + 1.0;
         let (mean, sq_mean) = s.averages(mean, sq_mean, n);
         let (mean_hat, sq_mean_hat) = s.debiased_host(mean, sq_mean, count);
-        let factor = s.factor(s.target(mean_hat, sq_mean_hat), n);
-        Some((factor, count, mean, sq_mean))
+        Some(HostStep {
+            factor: s.factor(s.target(mean_hat, sq_mean_hat), n),
+            count,
+            mean,
+            sq_mean,
+            ..kept
+        })
     }
+}
+
+/// One step's stabilizer decided on the host (flex): the factor on the gradient, the new `t`,
+/// `μ` and `ν`, and whether the norm, as f32 sees it, is finite.
+#[cfg(feature = "flex")]
+struct HostStep {
+    factor: f64,
+    count: f64,
+    mean: f64,
+    sq_mean: f64,
+    norm_finite: bool,
 }
 
 impl<S: RecordState + Clone> GradientStabilizerState<S> {
@@ -296,15 +320,13 @@ impl<O: Optimizer> Optimizer for GradientStabilizer<O> {
             state,
             |param, grad, state| {
                 let old = state.unwrap_or_else(|| GradientStabilizerState::zeros(&param.device()));
-                let (grad, mut next, keep) = self.stabilize(grad, old);
-                let before = keep.as_ref().map(|_| param.clone());
-                let (stepped, inner) = self.inner.step(lr, param, grad, next.inner.take());
+                let (grad, mut next, overflow) = self.stabilize(grad, old);
+                let checkpoint = overflow.map(|bad| Checkpoint::with_flag(bad, &param));
+                let (param, inner) = self.inner.step(lr, param, grad, next.inner.take());
                 next.inner = inner;
-                let param = match (keep, before) {
-                    (Some(keep), Some(before)) => {
-                        stepped.mask_where(keep.unsqueeze::<D>().expand(before.shape()), before)
-                    }
-                    _ => stepped,
+                let param = match &checkpoint {
+                    Some(checkpoint) => checkpoint.param(param),
+                    None => param,
                 };
                 (param, Some(next))
             },
