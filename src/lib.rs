@@ -50,6 +50,7 @@ mod guide {
     pages!(
         Readme => "../README.md",
         GettingStarted => "../docs/getting-started.md",
+        Learner => "../docs/learner.md",
         AdampSgdp => "../docs/adamp-sgdp.md",
         Rotational => "../docs/rotational.md",
         StableSpam => "../docs/stable-spam.md",
@@ -57,6 +58,7 @@ mod guide {
         WidthScaledAdamw => "../docs/width-scaled-adamw.md",
         GradientStabilizerAdamc => "../docs/gradient-stabilizer-adamc.md",
         ProbeAndDiagnostics => "../docs/probe-and-diagnostics.md",
+        Groups => "../docs/groups.md",
         Guarantees => "../docs/guarantees.md",
         Performance => "../docs/performance.md",
         Architecture => "../docs/architecture.md",

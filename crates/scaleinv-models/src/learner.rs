@@ -519,9 +519,19 @@ pub fn train_mnist(settings: &RunSettings, device: &Device) -> Result<RunOutcome
     let device = device.clone().autodiff();
     let (train, valid, test) = mnist_splits();
     device.seed(settings.seed);
-    let model = Classifier {
+    let mut model = Classifier {
         net: crate::resnet::ResNetConfig::default().init(&device),
     };
+    // A resumed run builds its optimizer from the checkpoint's model: the optimizers group
+    // the weights by parameter id, and the checkpoint brings back the saved ids.
+    if let Some(epoch) = settings.resume {
+        let path = settings
+            .artifacts
+            .join(format!("checkpoint/model-{epoch}.bpk"));
+        model = model
+            .try_load_file(&path)
+            .map_err(|e| format!("cannot load {}: {e:?}", path.display()))?;
+    }
     let optim = optimizer_by_name(&settings.optimizer, &model, settings.weight_decay)?;
     let lr = settings
         .lr

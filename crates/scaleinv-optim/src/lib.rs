@@ -27,6 +27,10 @@
 //! - [`AdamC`] (Defazio et al., 2025): AdamW whose weights that feed a normalization layer (found
 //!   by the probe or the layer types) decay by `λ·η_t²/η_max`, so the gradient norm does not
 //!   climb at the end of a decaying schedule.
+//! - [`ScaleGroups`]: one call from a model (or a probe report) to a `ModuleOptimizer` with a
+//!   projecting optimizer on the scale-invariant weights, no weight decay on the vectors
+//!   (biases, normalization scales and offsets) and the user's optimizer on the rest, with a
+//!   printable summary of which parameter went where and why.
 //! - [`GlobalNormClip`]: clipping of a whole step's gradients by their global norm (PyTorch's
 //!   `clip_grad_norm_`), in front of any optimizer.
 //!
@@ -53,6 +57,7 @@
 //! | `model` | the parameter walk, channel axes, the norms' affine parameters |
 //! | `diagnostics` | probe, observer, tracker, spectral norms, weight norms |
 //! | `guard` | checked steps, checked record loading, global-norm clipping |
+//! | `grouping` | parameter groups by scale invariance and their module optimizer |
 //! | `optimizers` | one file per optimizer: AdamC, AdamP, SGDP, RotationalAdamW, RotationalSgdm, Stable-SPAM, width-scaled AdamW (and what the two rotational ones share) |
 //! | `wrappers` | optimizers around any optimizer: GradientStabilizer, NaP, the radial projection |
 //!
@@ -88,6 +93,7 @@ extern crate alloc;
 pub mod diagnostics;
 mod engine;
 mod error;
+mod grouping;
 mod guard;
 mod model;
 mod optimizers;
@@ -108,6 +114,7 @@ pub use diagnostics::{
 };
 pub use engine::dispatch::StepOptions;
 pub use engine::non_finite::NonFinitePolicy;
+pub use grouping::{ChannelAxisOptimizer, GroupReason, GroupedParam, ScaleGroup, ScaleGroups};
 pub use guard::checked_load::{CheckedLoad, RecordMismatch};
 pub use guard::checked_step::{CheckedStep, Rejected, StepError, non_finite_gradients};
 pub use guard::global_clip::{GlobalNorm, GlobalNormClip, clip_grad_norm, global_norm};

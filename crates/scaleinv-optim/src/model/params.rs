@@ -32,10 +32,14 @@ impl ParamInfo {
 
     /// Whether the parameter is `prefix` itself or lies under the module path `prefix`.
     pub fn is_under(&self, prefix: &str) -> bool {
-        self.path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        is_under(&self.path, prefix)
     }
+}
+
+/// Whether `path` is `prefix` itself or lies under the module path `prefix`.
+pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// The module path being visited and the type of the struct holding each level. Burn enters

@@ -235,6 +235,15 @@ impl TwoPaths for AdamP {
 /// AdamP's state for one parameter: Adam's moments and step count.
 pub type AdamPState<const D: usize> = MomentState<D>;
 
+impl crate::ChannelAxisOptimizer for AdamP {
+    fn on_channel_axis(&self, axis: usize) -> Result<Self, ConfigError> {
+        Ok(Self {
+            projector: self.projector.on_channel_axis(axis),
+            ..self.clone()
+        })
+    }
+}
+
 impl Observed for AdamP {
     fn observed(self, tag: ObserverTag) -> Self {
         let projector = self.projector.observed(tag);

@@ -248,19 +248,35 @@ struct Prepare<'a> {
 impl ParamMap for Prepare<'_> {
     fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>> {
         let (_, axis) = self.plan.rotational.get(&info.id)?;
-        if value.shape().num_elements() == 0 {
-            return None;
+        match prepare_weight(&self.options.rotation(*axis), &info.path, value) {
+            Ok(prepared) => Some(prepared),
+            Err(error) => {
+                self.error.get_or_insert(error);
+                None
+            }
         }
-        let rotation = self.options.rotation(*axis);
-        let smallest = read_back(rotation.smallest_norm(&value))[0];
-        if !(smallest > 0.0 && smallest.is_finite()) && self.error.is_none() {
-            self.error = Some(ConfigError::UnprojectableNorm {
-                path: info.path.clone(),
-                norm: smallest,
-            });
-        }
-        Some(rotation.prepare(value))
     }
+}
+
+/// `weight` (at `path`) prepared for the rotational update `rotation`: centred per neuron and
+/// rescaled to its norm with `zero_mean`. Fails when a neuron's (centred) weights are all zero:
+/// its direction is undefined.
+pub(crate) fn prepare_weight<const D: usize>(
+    rotation: &Rotation,
+    path: &str,
+    weight: Tensor<D>,
+) -> Result<Tensor<D>, ConfigError> {
+    if weight.shape().num_elements() == 0 {
+        return Ok(weight);
+    }
+    let smallest = read_back(rotation.smallest_norm(&weight))[0];
+    if !(smallest > 0.0 && smallest.is_finite()) {
+        return Err(ConfigError::UnprojectableNorm {
+            path: path.to_string(),
+            norm: smallest,
+        });
+    }
+    Ok(rotation.prepare(weight))
 }
 
 /// The setters of [`RotationOptions`] on a config that nests them as `rotation`.
@@ -319,6 +335,38 @@ pub(crate) use rotation_setters;
 /// `try_build`/`build` (one tensor's optimizer).
 macro_rules! rotational_constructors {
     ($config:ident => $optim:ty) => {
+        impl $crate::ChannelAxisOptimizer for $optim {
+            /// Rotational on every tensor it gets, around neuron axis `axis`; fails without
+            /// weight decay (the equilibrium angle is zero at λ = 0).
+            fn on_channel_axis(&self, axis: usize) -> Result<Self, $crate::ConfigError> {
+                if self.weight_decay == 0.0 {
+                    return Err($crate::ConfigError::Conflict {
+                        config: stringify!($optim),
+                        reason: "a rotational tensor needs weight_decay > 0 (its equilibrium \
+                                 angle is zero at λ = 0)",
+                    });
+                }
+                let rotation = $crate::rules::rotation::Rotation {
+                    axis,
+                    ..self.rotation
+                };
+                Ok(Self {
+                    rotation,
+                    rotational: Some(true),
+                    ..self.clone()
+                })
+            }
+
+            /// Centres each neuron (with `zero_mean`), as `init_for` does.
+            fn prepare<const D: usize>(
+                &self,
+                path: &str,
+                weight: burn::tensor::Tensor<D>,
+            ) -> Result<burn::tensor::Tensor<D>, $crate::ConfigError> {
+                $crate::optimizers::rotational::prepare_weight(&self.rotation, path, weight)
+            }
+        }
+
         impl $crate::optimizers::rotational::RotationalConfig for $config {
             type Optim = $optim;
 

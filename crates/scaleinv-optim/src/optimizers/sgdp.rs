@@ -195,6 +195,15 @@ impl Sgdp {
     }
 }
 
+impl crate::ChannelAxisOptimizer for Sgdp {
+    fn on_channel_axis(&self, axis: usize) -> Result<Self, ConfigError> {
+        Ok(Self {
+            projector: self.projector.on_channel_axis(axis),
+            ..self.clone()
+        })
+    }
+}
+
 impl Observed for Sgdp {
     fn observed(self, tag: ObserverTag) -> Self {
         let projector = self.projector.observed(tag);

@@ -200,6 +200,15 @@ impl<O> RadialProjection<O> {
     }
 }
 
+impl<O: Optimizer> crate::ChannelAxisOptimizer for RadialProjection<O> {
+    fn on_channel_axis(&self, axis: usize) -> Result<Self, ConfigError> {
+        Ok(Self {
+            projector: self.projector.on_channel_axis(axis),
+            ..self.clone()
+        })
+    }
+}
+
 impl<O: Optimizer> Observed for RadialProjection<O> {
     fn observed(self, tag: ObserverTag) -> Self {
         let projector = self.projector.observed(tag);

@@ -125,6 +125,14 @@ impl Projector {
         Self { unplaced, ..self }
     }
 
+    /// The same on `channel_axis`, placed there from the model (no warning).
+    pub fn on_channel_axis(&self, channel_axis: usize) -> Self {
+        let mut placed = self.clone();
+        placed.invariance.channel_axis = channel_axis;
+        placed.unplaced = None;
+        placed
+    }
+
     /// Called at the top of every step (host only): the warning of
     /// [`without_model`](Self::without_model), once per optimizer.
     pub fn notice<const D: usize>(&self, param: &Tensor<D>) {
