@@ -80,6 +80,14 @@
 //! the parameters, over the bandwidth of its own thread count, as a percentage of its measured
 //! time.
 //!
+//! On the CPU backends the copy loop is not the machine's limit for an optimizer step (one
+//! stream in place, on a 256 MB footprint of its own). The bench also measures, for each
+//! parameter count and thread count, the best bandwidth several kernels reach for a step's own
+//! read/write mix (Adam's `p, g, m, v` read and `p, m, v` written; SGD's `p, g, b` read and
+//! `p, b` written) on the step's own footprint (see `bench/limit.rs`); a row's `limit` is its
+//! bytes over that bandwidth (Adam's mix for the Adam family, SGD's for the SGD family), as a
+//! percentage of its measured time.
+//!
 //! # Memory
 //!
 //! All slots of one set and size live at once (about 16 B per parameter for an Adam-type
@@ -102,8 +110,13 @@
 //! bytes_per_param, roofline_pct`, then `branch_after_warmup, channel_axes, ms_p25, ms_p75,
 //! state_bytes_per_param, copy_gb_per_s, mode, rounds, ms_rounds, ratio_rounds, dtype,
 //! warmup_rounds, launches_per_step` (null off CubeCL devices). A base row has
-//! `base`, `ratio_median` and `ratio_iqr` null. `examples/bench_plot.rs` draws it.
+//! `base`, `ratio_median` and `ratio_iqr` null, then `limit_gb_per_s, limit_kernel, limit_mix,
+//! limit_pct` (null off the CPU backends). `examples/bench_plot.rs` draws it.
 
+#[path = "bench/limit.rs"]
+mod limit;
+
+use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
@@ -786,6 +799,16 @@ fn traffic(optimizer: &str, branch: Option<ProjectionBranch>, dtype: ElemType) -
     )
 }
 
+/// The read/write mix whose limit judges `optimizer`'s row: SGD with momentum's for the SGD
+/// family, the Adam family's for every other.
+fn mix_of(optimizer: &str) -> Mix {
+    if optimizer.contains("sgd") {
+        Mix::SGD
+    } else {
+        Mix::ADAM
+    }
+}
+
 /// The parameters' element type (`--dtype`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum ElemType {
@@ -1133,18 +1156,7 @@ fn copy_bandwidth(name: &str, device: &Device) -> f64 {
     8.0 * n as f64 / best
 }
 
-/// The shortest of 10 timed runs of `f`, after 3 untimed.
-fn best_of(mut f: impl FnMut()) -> f64 {
-    let mut best = f64::INFINITY;
-    for k in 0..13 {
-        let start = Instant::now();
-        f();
-        if k >= 3 {
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-    }
-    best
-}
+use limit::{Limit, Mix, best_of};
 
 // ---------------------------------------------------------------------------------------------
 // Rows
@@ -1161,6 +1173,9 @@ struct Case<'a> {
     threads: usize,
     /// The device's copy bandwidth at this thread count, bytes per second.
     copy_bandwidth: f64,
+    /// The machine's limit for each step mix on this footprint and thread count (CPU
+    /// backends; empty elsewhere).
+    limits: Vec<Limit>,
 }
 
 struct Row {
@@ -1179,6 +1194,8 @@ struct Row {
     ratios: Vec<f64>,
     /// The device's copy bandwidth at this thread count, bytes per second.
     copy_bandwidth: f64,
+    /// The machine's limit for the row's step mix (CPU backends).
+    limit: Option<Limit>,
     /// The majority branch after the warm-up and at the last round (`None`: no projection).
     branch_after_warmup: Option<ProjectionBranch>,
     branch: Option<ProjectionBranch>,
@@ -1208,6 +1225,11 @@ impl Row {
             base: base_of(slot.optimizer),
             ratios,
             copy_bandwidth: case.copy_bandwidth,
+            limit: case
+                .limits
+                .iter()
+                .find(|l| l.mix == mix_of(slot.optimizer))
+                .cloned(),
             branch_after_warmup,
             branch,
             channel_axes,
@@ -1240,7 +1262,18 @@ impl Row {
 
     /// The step's floor (`bytes · params / bandwidth`) as a percentage of its measured time.
     fn roofline_pct(&self) -> f64 {
-        let floor_s = f64::from(self.traffic().0) * self.params as f64 / self.copy_bandwidth;
+        self.share_of(self.copy_bandwidth)
+    }
+
+    /// The step's floor at the machine's limit for its mix, as a percentage of its time.
+    fn limit_pct(&self) -> Option<f64> {
+        self.limit.as_ref().map(|l| self.share_of(l.bytes_per_s))
+    }
+
+    /// The step's floor at `bytes_per_s` (its bytes · params / bandwidth) as a percentage of
+    /// its measured time.
+    fn share_of(&self, bytes_per_s: f64) -> f64 {
+        let floor_s = f64::from(self.traffic().0) * self.params as f64 / bytes_per_s;
         100.0 * floor_s / (self.ms_per_step() / 1e3)
     }
 
@@ -1355,6 +1388,10 @@ struct Args {
     /// in f32).
     #[arg(long, value_enum, default_value = "f32")]
     dtype: ElemType,
+    /// The widest vectors the fused flex loops may use, in bits (128, 256 or 512) [default:
+    /// the widest the CPU has].
+    #[arg(long, value_name = "BITS", value_parser = clap::builder::PossibleValuesParser::new(["128", "256", "512"]))]
+    vector_bits: Option<String>,
     /// Writes one JSON record per row here.
     #[arg(long, value_name = "PATH")]
     json: Option<String>,
@@ -1443,13 +1480,15 @@ fn print_table(rows: &[Row], schedule: Schedule) {
         "# {mode}: {} warm-up + {} timed rounds; ms/step = median over rounds; ratio = base ms / \
          row ms in the same round (> 1: faster than the base), median [p25-p75] over rounds; \
          B/param = bytes a step must move for its branch; roofline = that over the copy \
-         bandwidth at the row's thread count, as a share of ms/step; parameters in {}",
+         bandwidth at the row's thread count, as a share of ms/step; limit = that over the \
+         machine's limit for the row's mix, footprint and thread count (CPU backends); \
+         parameters in {}",
         schedule.warmup,
         schedule.rounds,
         rows.first().map_or("f32", |r| r.dtype.name())
     );
     println!(
-        "{:<22} {:<11} {:<7} {:>9} {:>3} {:>9} {:>8} {:<17} {:>7} {:>11} {:<7} {:>7} {:>8} {:>6}",
+        "{:<22} {:<11} {:<7} {:>9} {:>3} {:>9} {:>8} {:<17} {:>7} {:>11} {:<7} {:>7} {:>8} {:>6} {:>6}",
         "optimizer",
         "set",
         "device",
@@ -1463,13 +1502,14 @@ fn print_table(rows: &[Row], schedule: Schedule) {
         "branch",
         "B/param",
         "roofline",
+        "limit",
         "state"
     );
     for r in rows {
         let (ratio, iqr) = ratio_columns(r);
         let (bytes, state) = r.traffic();
         println!(
-            "{:<22} {:<11} {:<7} {:>9} {:>3} {:>9.2} {:>8.0} {:<17} {:>7} {:>11} {:<7} {:>7} {:>7.0}% {:>4} B",
+            "{:<22} {:<11} {:<7} {:>9} {:>3} {:>9.2} {:>8.0} {:<17} {:>7} {:>11} {:<7} {:>7} {:>7.0}% {:>6} {:>4} B",
             r.optimizer,
             r.set.name(),
             r.device,
@@ -1483,6 +1523,7 @@ fn print_table(rows: &[Row], schedule: Schedule) {
             branch_name(r.branch),
             bytes,
             r.roofline_pct(),
+            r.limit_pct().map_or("-".into(), |p| format!("{p:.0}%")),
             state
         );
     }
@@ -1545,6 +1586,10 @@ struct Record {
     dtype: &'static str,
     warmup_rounds: usize,
     launches_per_step: Option<usize>,
+    limit_gb_per_s: Option<f64>,
+    limit_kernel: Option<&'static str>,
+    limit_mix: Option<&'static str>,
+    limit_pct: Option<f64>,
 }
 
 /// `x` rounded to `decimals` decimals.
@@ -1586,6 +1631,10 @@ impl Record {
             dtype: r.dtype.name(),
             warmup_rounds: r.warmup_rounds,
             launches_per_step: r.launches,
+            limit_gb_per_s: r.limit.as_ref().map(|l| round(l.bytes_per_s / 1e9, 2)),
+            limit_kernel: r.limit.as_ref().map(|l| l.kernel),
+            limit_mix: r.limit.as_ref().map(|l| l.mix.name),
+            limit_pct: r.limit_pct().map(|p| round(p, 1)),
         }
     }
 }
@@ -1653,6 +1702,31 @@ fn run_case(
     rows
 }
 
+/// The limits measured for one footprint and thread count, as a progress line.
+fn limits_line(name: &str, params: usize, threads: usize, limits: &[Limit]) -> String {
+    let each: Vec<String> = limits
+        .iter()
+        .map(|l| {
+            let all: Vec<String> = l
+                .kernels
+                .iter()
+                .map(|(k, b)| format!("{k} {:.1}", b / 1e9))
+                .collect();
+            format!(
+                "{} {:.1} GB/s ({}; {})",
+                l.mix.name,
+                l.bytes_per_s / 1e9,
+                l.kernel,
+                all.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "  {name:<7} limit at {params} params, {threads} thread(s): {}",
+        each.join(", ")
+    )
+}
+
 /// Every set, size and thread count on one device.
 fn bench_device(
     name: &str,
@@ -1674,6 +1748,8 @@ fn bench_device(
         })
         .collect();
     let budget = budget_of(name, args.mem_gb);
+    let host = matches!(name, "flex" | "ndarray");
+    let mut limits: HashMap<(usize, usize), Vec<Limit>> = HashMap::new();
     let mut rows = Vec::new();
     for &set in &args.sets {
         for &millions in &args.sizes {
@@ -1691,6 +1767,19 @@ fn bench_device(
                 ));
             }
             for ((threads, pool), &copy_bandwidth) in pools.iter().zip(&bandwidths) {
+                let limits = match host {
+                    true => limits
+                        .entry((params, *threads))
+                        .or_insert_with(|| {
+                            let found = pool.install(|| {
+                                [Mix::ADAM, Mix::SGD].map(|mix| limit::measure(mix, params))
+                            });
+                            progress.println(limits_line(name, params, *threads, &found));
+                            found.to_vec()
+                        })
+                        .clone(),
+                    false => Vec::new(),
+                };
                 let case = Case {
                     device_name: name,
                     device: &device,
@@ -1699,6 +1788,7 @@ fn bench_device(
                     dtype: args.dtype,
                     threads: *threads,
                     copy_bandwidth,
+                    limits,
                 };
                 let run = (optimizers, pairs);
                 rows.extend(run_case(&case, pool, run, args.schedule(), progress));
@@ -1710,6 +1800,10 @@ fn bench_device(
 
 fn main() {
     let args = Args::parse();
+    #[cfg(feature = "flex")]
+    if let Some(bits) = &args.vector_bits {
+        scaleinv::limit_flex_vector_width(bits.parse().expect("one of the listed widths"));
+    }
     let started = Instant::now();
     let optimizers = selected(&args.optimizers);
     let pools = thread_pools(&args.thread_counts());

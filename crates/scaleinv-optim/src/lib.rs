@@ -147,6 +147,15 @@ pub mod radial {
     pub use crate::rules::projection::{ProjectionBranch, ProjectionView, ScaleInvariance};
 }
 
+/// Lowers the widest vectors the fused flex loops may use to `bits` (128: baseline x86-64;
+/// 256: AVX2; 512: AVX-512, the default where the CPU has it), for tests and benchmarks that
+/// compare instruction sets. The results' bits are the same at every width.
+#[doc(hidden)]
+#[cfg(feature = "flex")]
+pub fn limit_flex_vector_width(bits: u32) {
+    engine::flex::parallel::limit_vector_width(bits);
+}
+
 // Names that `#[derive(RecordState)]` expands to; not part of the API.
 #[doc(hidden)]
 pub use burn::optim::{RecordState, StateSink, StateSource, join_index, join_path};

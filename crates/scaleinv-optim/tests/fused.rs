@@ -769,11 +769,29 @@ fn trajectory_bits<O: Optimizer, const D: usize>(
     bits
 }
 
-/// Every fused optimizer of the catalog gives the same bits on 1, 2 and 3 threads, on tensors
-/// large enough to be split (a conv kernel, a Linear weight, a long bias), with the projection
-/// firing channel-wise, layer-wise and not at all.
+/// Restores the widest vectors when dropped (a failing assertion included).
+struct WidestVectors;
+
+impl WidestVectors {
+    fn limit(bits: u32) -> Self {
+        scaleinv_optim::limit_flex_vector_width(bits);
+        Self
+    }
+}
+
+impl Drop for WidestVectors {
+    fn drop(&mut self) {
+        scaleinv_optim::limit_flex_vector_width(512);
+    }
+}
+
+/// Every fused optimizer of the catalog gives the same bits on 1, 2 and 3 threads and with the
+/// loops compiled for 512-bit (AVX-512), 256-bit (AVX2) and 128-bit vectors (whichever of them
+/// this CPU has; the others fall back to the next narrower), on tensors large enough to be
+/// split (a conv kernel, a Linear weight, a long bias), with the projection firing
+/// channel-wise, layer-wise and not at all.
 #[test]
-fn fused_steps_give_the_same_bits_on_any_number_of_threads() {
+fn fused_steps_give_the_same_bits_on_any_number_of_threads_and_vector_width() {
     use common::catalog::{Entry, OptimizerVisitor, Settings, for_each_optimizer};
     struct Bits(Vec<&'static str>);
     impl OptimizerVisitor for Bits {
@@ -786,7 +804,8 @@ fn fused_steps_give_the_same_bits_on_any_number_of_threads() {
                 build(Settings::fused(true, 1)),
             );
             for kind in KINDS {
-                let runs = |threads| {
+                let runs = |threads, width| {
+                    let _width = WidestVectors::limit(width);
                     on_threads(threads, || {
                         let mut bits = trajectory_bits(&conv, ([192, 96, 3, 3], 0), kind, 3);
                         bits.extend(trajectory_bits(&linear, ([640, 320], 1), kind, 3));
@@ -794,14 +813,18 @@ fn fused_steps_give_the_same_bits_on_any_number_of_threads() {
                         bits
                     })
                 };
-                let one = runs(1);
-                for threads in [2, 3] {
+                let one = runs(1, 512);
+                for (threads, width) in [(2, 512), (3, 512), (1, 256), (2, 256), (1, 128)] {
                     let differ = one
                         .iter()
-                        .zip(&runs(threads))
+                        .zip(&runs(threads, width))
                         .filter(|(a, b)| a != b)
                         .count();
-                    assert_eq!(differ, 0, "{} {kind:?}: 1 vs {threads} threads", entry.name);
+                    assert_eq!(
+                        differ, 0,
+                        "{} {kind:?}: 1 thread at 512 bits vs {threads} at {width}",
+                        entry.name
+                    );
                 }
             }
             self.0.push(entry.name);

@@ -2,7 +2,7 @@
 //! buffers instead of one pass per tensor operation. It runs rules and knows nothing of any
 //! algorithm: [`buffer`] turns flex tensors into slices and back (`Buffer`, `Target`), `elem`
 //! reads and writes f16/bf16 a segment at a time in f32, [`parallel`] cuts a tensor into fixed
-//! chunks run as tasks on rayon's current pool (with an AVX2 copy when the CPU has it), `sums`
+//! chunks run as tasks on rayon's current pool (with AVX-512 and AVX2 copies, the widest the CPU has), `sums`
 //! holds the blocked sums (squares in eight f32 lanes per segment, dot products in f64), and
 //! [`passes`] the parameter's write and the plain pass around an optimizer's per-element
 //! `Kernel`. The partial sums of the chunks are combined in chunk order, so the bits do not

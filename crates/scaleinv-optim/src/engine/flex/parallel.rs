@@ -7,6 +7,7 @@
 //! calling thread ([`PARALLEL_MIN`]), where a task would cost more than it saves.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rayon::prelude::*;
 
@@ -28,7 +29,7 @@ pub(crate) fn ranges(len: usize, step: usize) -> Vec<Range<usize>> {
 }
 
 /// One chunk's work. `run` is always inlined, so that the loops it calls (themselves always
-/// inlined) are compiled into [`run_all`]'s 256-bit copy too.
+/// inlined) are compiled into [`run_all`]'s wide copies too.
 pub(crate) trait Task: Send {
     type Output: Send;
     fn run(self) -> Self::Output;
@@ -44,14 +45,33 @@ pub(crate) fn run_all<T: Task>(tasks: Vec<T>, elements: usize) -> Vec<T::Output>
     }
 }
 
-/// Runs `task` compiled for the CPU's 256-bit vectors (AVX2) when it has them: the loops then
-/// take eight f32 lanes per instruction instead of four. The same IEEE operations in the same
-/// order (no fused multiply-add, no reassociation): the same bits.
+/// The widest vectors, in bits, that [`wide`] may use (512 unless lowered by
+/// [`limit_vector_width`]).
+static WIDEST: AtomicU32 = AtomicU32::new(512);
+
+/// Lowers the widest vectors the fused loops may use to `bits` (128: the baseline x86-64
+/// copy; 256: AVX2; 512: AVX-512), for tests and benchmarks that compare them. The bits of
+/// every result are the same at any width.
+pub(crate) fn limit_vector_width(bits: u32) {
+    WIDEST.store(bits, Ordering::Relaxed);
+}
+
+/// Runs `task` compiled for the CPU's widest vectors: AVX-512 (sixteen f32 lanes per
+/// instruction) or AVX2 (eight) where the CPU has them, else the baseline copy (four). The
+/// same IEEE operations in the same order at every width (no fused multiply-add, no
+/// reassociation; the reductions keep their own eight lanes): the same bits.
 fn wide<T: Task>(task: T) -> T::Output {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { with_avx2(task) };
+    {
+        let widest = WIDEST.load(Ordering::Relaxed);
+        if widest >= 512 && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { with_avx512(task) };
+        }
+        if widest >= 256 && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { with_avx2(task) };
+        }
     }
     task.run()
 }
@@ -59,6 +79,12 @@ fn wide<T: Task>(task: T) -> T::Output {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn with_avx2<T: Task>(task: T) -> T::Output {
+    task.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<T: Task>(task: T) -> T::Output {
     task.run()
 }
 
