@@ -1103,14 +1103,16 @@ fn peak_rss() -> Option<f64> {
     Some(kb * 1024.0)
 }
 
+/// Whether the device named `name` is a CPU backend (its tensors in host memory).
+fn on_host(name: &str) -> bool {
+    matches!(name, "flex" | "ndarray")
+}
+
 /// The memory budget of a device: the CPU backends hold everything in host memory.
 fn budget_of(name: &str, mem_gb: Option<f64>) -> Option<f64> {
-    mem_gb.map(|g| g * 1e9).or_else(|| {
-        matches!(name, "flex" | "ndarray")
-            .then(mem_available)
-            .flatten()
-            .map(|m| 0.8 * m)
-    })
+    mem_gb
+        .map(|g| g * 1e9)
+        .or_else(|| on_host(name).then(mem_available).flatten().map(|m| 0.8 * m))
 }
 
 /// Whether a set and size fall back to pairs: forced, or all slots over the memory budget.
@@ -1137,7 +1139,7 @@ fn steps_per_case(optimizers: &[&str], pairs: bool, schedule: Schedule) -> u64 {
 /// the machine's bandwidth, not the backend's element-wise op (flex's in-place multiply did not
 /// reach it on 2 threads). On others, the backend's own multiply over 16M f32.
 fn copy_bandwidth(name: &str, device: &Device) -> f64 {
-    let host = matches!(name, "flex" | "ndarray");
+    let host = on_host(name);
     let n = if host { 64 << 20 } else { 16 << 20 };
     let best = if host {
         let mut x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
@@ -1748,7 +1750,7 @@ fn bench_device(
         })
         .collect();
     let budget = budget_of(name, args.mem_gb);
-    let host = matches!(name, "flex" | "ndarray");
+    let host = on_host(name);
     let mut limits: HashMap<(usize, usize), Vec<Limit>> = HashMap::new();
     let mut rows = Vec::new();
     for &set in &args.sets {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::InMemDataset;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Int, Tensor};
@@ -151,32 +151,13 @@ fn train_with_order(
 /// The values of every parameter but the running statistics, which each worker updates from
 /// its own batches.
 fn trainable_values<M: Module>(model: &M) -> Vec<Vec<f32>> {
-    #[derive(Default)]
-    struct Values {
-        path: Vec<String>,
-        values: Vec<Vec<f32>>,
-    }
-    impl ModuleVisitor for Values {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let field = self.path.last().map_or("", String::as_str);
-            if !field.starts_with("running_") {
-                self.values.push(common::values(param.val()));
-            }
-        }
-    }
-    let mut values = Values::default();
-    model.visit(&mut values);
-    assert!(
-        values.values.len() >= 8,
-        "the model's parameters were found"
-    );
-    values.values
+    let values: Vec<Vec<f32>> = common::float_params(model)
+        .into_iter()
+        .filter(|p| !p.is_running_statistic())
+        .map(|p| p.values)
+        .collect();
+    assert!(values.len() >= 8, "the model's parameters were found");
+    values
 }
 
 /// Largest `|a − b| / max(|b|, 1)` over every value.

@@ -99,7 +99,7 @@ fn the_layer_rule_groups_every_parameter_and_says_why() {
         groups.paths(ScaleGroup::Rest),
         ["pre.weight", "head.weight"]
     );
-    let by_path = |path: &str| groups.params().iter().find(|p| p.path == path).unwrap();
+    let by_path = |path: &str| groups.get(path).unwrap();
     let conv = by_path("conv.weight");
     assert_eq!(
         (conv.channel_axis, conv.reason, conv.shape.as_slice()),
@@ -157,14 +157,7 @@ fn the_probe_groups_by_its_verdicts() {
         ["conv.weight", "mid.weight"]
     );
     assert_eq!(groups.paths(ScaleGroup::Vector), VECTORS);
-    let reason = |path: &str| {
-        groups
-            .params()
-            .iter()
-            .find(|p| p.path == path)
-            .unwrap()
-            .reason
-    };
+    let reason = |path: &str| groups.get(path).unwrap().reason;
     assert_eq!(
         reason("conv.weight"),
         GroupReason::Probe(Invariance::Channel)

@@ -262,68 +262,30 @@ impl Drop for RunDir {
 
 /// Every float parameter of `model` by path, running statistics included.
 fn parameters<M: Module>(model: &M) -> Vec<(String, Vec<f32>)> {
-    #[derive(Default)]
-    struct Values {
-        path: Vec<String>,
-        values: Vec<(String, Vec<f32>)>,
-    }
-    impl ModuleVisitor for Values {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.values
-                .push((self.path.join("."), common::values(param.val())));
-        }
-    }
-    let mut values = Values::default();
-    model.visit(&mut values);
-    values.values
+    common::float_params(model)
+        .into_iter()
+        .map(|p| (p.path, p.values))
+        .collect()
 }
 
 /// The parameters without the BatchNorm running statistics, which each device of a
 /// multi-device run updates from its own batches.
 fn trainable<M: Module>(model: &M) -> Vec<(String, Vec<f32>)> {
-    parameters(model)
+    common::float_params(model)
         .into_iter()
-        .filter(|(path, _)| {
-            !path
-                .rsplit('.')
-                .next()
-                .unwrap_or("")
-                .starts_with("running_")
-        })
+        .filter(|p| !p.is_running_statistic())
+        .map(|p| (p.path, p.values))
         .collect()
 }
 
 /// The ids of the parameters the optimizer steps (the running statistics left out: a loaded
 /// `RunningState` keeps the id of the model it was loaded into).
 fn param_ids<M: Module>(model: &M) -> Vec<ParamId> {
-    #[derive(Default)]
-    struct Ids {
-        path: Vec<String>,
-        ids: Vec<ParamId>,
-    }
-    impl ModuleVisitor for Ids {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let field = self.path.last().map_or("", String::as_str);
-            if !field.starts_with("running_") {
-                self.ids.push(param.id);
-            }
-        }
-    }
-    let mut ids = Ids::default();
-    model.visit(&mut ids);
-    ids.ids
+    common::float_params(model)
+        .into_iter()
+        .filter(|p| !p.is_running_statistic())
+        .map(|p| p.id)
+        .collect()
 }
 
 /// The first parameter whose values differ in any bit, with the largest difference.

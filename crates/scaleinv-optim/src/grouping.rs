@@ -8,7 +8,7 @@
 use core::fmt;
 use std::collections::BTreeMap;
 
-use burn::grad_clipping::GradientClippingConfig;
+use burn::grad_clipping::{GradientClipping, GradientClippingConfig};
 use burn::module::{Module, Param, ParamGroup, ParamId};
 use burn::optim::{ModuleOptimizer, Optimizer};
 use burn::tensor::Tensor;
@@ -16,9 +16,9 @@ use burn::tensor::Tensor;
 use crate::diagnostics::probe::{Invariance, ProbeReport};
 use crate::engine::dispatch::StepOptions;
 use crate::error::ConfigError;
-use crate::model::channel_axes::ChannelAxes;
+use crate::model::channel_axes::{ChannelAxes, grouped, ids_by_axis, with_ids};
 use crate::model::norm_affine::{feeds_normalization, is_norm_affine, is_norm_layer};
-use crate::model::params::{self, ParamInfo, ParamMap, ParamVisitor};
+use crate::model::params::{self, ParamInfo, ParamVisitor, TryParamMap};
 
 /// The three groups of [`ScaleGroups`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,9 +284,14 @@ impl ScaleGroups {
         &self.params
     }
 
+    /// The parameter at `path`.
+    pub fn get(&self, path: &str) -> Option<&GroupedParam> {
+        self.params.iter().find(|p| p.path == path)
+    }
+
     /// The group of the parameter at `path`.
     pub fn group_of(&self, path: &str) -> Option<ScaleGroup> {
-        self.params.iter().find(|p| p.path == path).map(|p| p.group)
+        self.get(path).map(|p| p.group)
     }
 
     /// The paths in `group`, in visiting order.
@@ -316,19 +321,12 @@ impl ScaleGroups {
         R: Optimizer,
     {
         let clipping = self.clipping()?;
-        let mut optim = ModuleOptimizer::from(rest);
-        if let Some(clipping) = &clipping {
-            optim = optim.with_grad_clipping(clipping.init());
-        }
-        let vector_ids: Vec<ParamId> = self.in_group(ScaleGroup::Vector).map(|p| p.id).collect();
-        if !vector_ids.is_empty() {
-            let group = ParamGroup::from_ids(vector_ids);
-            optim = optim.with_group(group, vectors, clipping.as_ref().map(|c| c.init()));
-        }
+        let vector_ids = self.in_group(ScaleGroup::Vector).map(|p| p.id).collect();
+        let optim = grouped(rest, [], clipping.clone());
+        let mut optim = with_ids(optim, vector_ids, vectors, clipping.clone());
         for (axis, ids) in self.invariant_by_axis() {
-            let group = ParamGroup::from_ids(ids);
             let optimizer = invariant.on_channel_axis(axis)?;
-            optim = optim.with_group(group, optimizer, clipping.as_ref().map(|c| c.init()));
+            optim = with_ids(optim, ids, optimizer, clipping.clone());
         }
         Ok(optim)
     }
@@ -354,23 +352,11 @@ impl ScaleGroups {
         model: M,
         invariant: &P,
     ) -> Result<M, ConfigError> {
-        let mut prepare = Prepare {
-            optimizers: self
-                .in_group(ScaleGroup::Invariant)
-                .map(|p| {
-                    Ok((
-                        p.id,
-                        invariant.on_channel_axis(p.channel_axis.unwrap_or(0))?,
-                    ))
-                })
-                .collect::<Result<_, ConfigError>>()?,
-            error: None,
-        };
-        let model = params::map_params(model, &mut prepare);
-        match prepare.error {
-            Some(error) => Err(error),
-            None => Ok(model),
-        }
+        let optimizers = self
+            .invariant()
+            .map(|(axis, p)| Ok((p.id, invariant.on_channel_axis(axis)?)))
+            .collect::<Result<_, ConfigError>>()?;
+        params::try_map_params(model, &mut Prepare { optimizers })
     }
 
     fn in_group(&self, group: ScaleGroup) -> impl Iterator<Item = &GroupedParam> {
@@ -379,22 +365,24 @@ impl ScaleGroups {
 
     /// The invariant parameters' ids by channel axis (a vector moved here by hand: axis 0).
     fn invariant_by_axis(&self) -> BTreeMap<usize, Vec<ParamId>> {
-        let mut by_axis: BTreeMap<usize, Vec<ParamId>> = BTreeMap::new();
-        for p in self.in_group(ScaleGroup::Invariant) {
-            by_axis
-                .entry(p.channel_axis.unwrap_or(0))
-                .or_default()
-                .push(p.id);
-        }
-        by_axis
+        ids_by_axis(self.invariant().map(|(axis, p)| (axis, p.id)))
+    }
+
+    /// The invariant parameters with the channel axis their optimizer takes.
+    fn invariant(&self) -> impl Iterator<Item = (usize, &GroupedParam)> {
+        self.in_group(ScaleGroup::Invariant)
+            .map(|p| (p.channel_axis.unwrap_or(0), p))
     }
 
     /// The clipping, its threshold checked.
-    fn clipping(&self) -> Result<Option<GradientClippingConfig>, ConfigError> {
+    fn clipping(&self) -> Result<Option<GradientClipping>, ConfigError> {
         let mut options = StepOptions::new();
         options.grad_clipping = self.grad_clipping.clone();
         options.validate_in("ScaleGroups")?;
-        Ok(self.grad_clipping.clone())
+        Ok(self
+            .grad_clipping
+            .as_ref()
+            .map(GradientClippingConfig::init))
     }
 }
 
@@ -482,21 +470,17 @@ fn trainable_shapes<M: Module>(model: &M) -> BTreeMap<ParamId, Vec<usize>> {
     }
 }
 
-/// Readies each invariant weight with its optimizer; keeps the first error.
+/// Readies each invariant weight with its optimizer.
 struct Prepare<P> {
     optimizers: BTreeMap<ParamId, P>,
-    error: Option<ConfigError>,
 }
 
-impl<P: ChannelAxisOptimizer> ParamMap for Prepare<P> {
-    fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>> {
-        let optimizer = self.optimizers.get(&info.id)?;
-        match optimizer.prepare(&info.path, value) {
-            Ok(prepared) => Some(prepared),
-            Err(error) => {
-                self.error.get_or_insert(error);
-                None
-            }
-        }
+impl<P: ChannelAxisOptimizer> TryParamMap for Prepare<P> {
+    fn try_map<const D: usize>(
+        &mut self,
+        info: &ParamInfo,
+        value: Tensor<D>,
+    ) -> Option<Result<Tensor<D>, ConfigError>> {
+        Some(self.optimizers.get(&info.id)?.prepare(&info.path, value))
     }
 }

@@ -180,11 +180,7 @@ impl ChannelAxes {
 
     /// Parameter ids by axis.
     fn ids_by_axis(&self) -> BTreeMap<usize, Vec<ParamId>> {
-        let mut groups: BTreeMap<usize, Vec<ParamId>> = BTreeMap::new();
-        for e in &self.entries {
-            groups.entry(e.axis).or_default().push(e.id);
-        }
-        groups
+        ids_by_axis(self.entries.iter().map(|e| (e.axis, e.id)))
     }
 
     /// A [`ModuleOptimizer`] whose fallback optimizer is `build(0)` and which gives every
@@ -204,6 +200,17 @@ impl ChannelAxes {
     }
 }
 
+/// The ids of `(axis, id)` pairs gathered by axis, each axis's in the pairs' order.
+pub(crate) fn ids_by_axis(
+    pairs: impl IntoIterator<Item = (usize, ParamId)>,
+) -> BTreeMap<usize, Vec<ParamId>> {
+    let mut by_axis: BTreeMap<usize, Vec<ParamId>> = BTreeMap::new();
+    for (axis, id) in pairs {
+        by_axis.entry(axis).or_default().push(id);
+    }
+    by_axis
+}
+
 /// A [`ModuleOptimizer`] with `fallback` for every parameter and each `(ids, optimizer)` group
 /// over it (a later group wins), all with the same gradient clipping.
 pub(crate) fn grouped<O: Optimizer>(
@@ -216,11 +223,21 @@ pub(crate) fn grouped<O: Optimizer>(
         optim = optim.with_grad_clipping(clipping.clone());
     }
     for (ids, group_optim) in groups {
-        optim = optim.with_group(
-            ParamGroup::from_ids(ids),
-            group_optim,
-            grad_clipping.clone(),
-        );
+        optim = with_ids(optim, ids, group_optim, grad_clipping.clone());
     }
     optim
+}
+
+/// `optim` with `group_optim` for the parameters `ids` (over any earlier group), under
+/// `grad_clipping`; `optim` itself when `ids` is empty.
+pub(crate) fn with_ids<O: Optimizer>(
+    optim: ModuleOptimizer,
+    ids: Vec<ParamId>,
+    group_optim: O,
+    grad_clipping: Option<GradientClipping>,
+) -> ModuleOptimizer {
+    if ids.is_empty() {
+        return optim;
+    }
+    optim.with_group(ParamGroup::from_ids(ids), group_optim, grad_clipping)
 }

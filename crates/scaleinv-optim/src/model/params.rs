@@ -4,6 +4,8 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
+use crate::error::ConfigError;
+
 /// A float parameter of a module, as the walk found it.
 #[derive(Debug, Clone)]
 pub(crate) struct ParamInfo {
@@ -152,6 +154,43 @@ pub(crate) fn read_back(tensor: Tensor<1>) -> Vec<f64> {
 /// ([`map_params`]); `None` keeps a parameter as it is.
 pub(crate) trait ParamMap {
     fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>>;
+}
+
+/// A new value for some float parameters of a module, given their name, or the error that
+/// stops the mapping ([`try_map_params`]); `None` keeps a parameter as it is.
+pub(crate) trait TryParamMap {
+    fn try_map<const D: usize>(
+        &mut self,
+        info: &ParamInfo,
+        value: Tensor<D>,
+    ) -> Option<Result<Tensor<D>, ConfigError>>;
+}
+
+/// `module` mapped by `f` as [`map_params`] maps it, or the first error `f` gives.
+pub(crate) fn try_map_params<M: Module, F: TryParamMap>(
+    module: M,
+    f: &mut F,
+) -> Result<M, ConfigError> {
+    struct Stopping<'a, F> {
+        f: &'a mut F,
+        error: Option<ConfigError>,
+    }
+
+    impl<F: TryParamMap> ParamMap for Stopping<'_, F> {
+        fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>> {
+            if self.error.is_some() {
+                return None;
+            }
+            self.f
+                .try_map(info, value)?
+                .map_err(|error| self.error = Some(error))
+                .ok()
+        }
+    }
+
+    let mut stopping = Stopping { f, error: None };
+    let module = map_params(module, &mut stopping);
+    stopping.error.map_or(Ok(module), Err)
 }
 
 /// `module` with every float parameter `f` maps replaced by its new value, as a new leaf

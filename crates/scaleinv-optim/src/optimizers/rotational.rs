@@ -14,8 +14,8 @@ use burn::tensor::Tensor;
 
 use crate::engine::dispatch::HasStepOptions;
 use crate::error::{ConfigError, Range, check};
-use crate::model::channel_axes::{ChannelAxes, grouped};
-use crate::model::params::{self, ParamInfo, ParamMap, read_back};
+use crate::model::channel_axes::{ChannelAxes, grouped, ids_by_axis};
+use crate::model::params::{self, ParamInfo, TryParamMap, read_back};
 use crate::rules::rotation::Rotation;
 
 /// The rotational update's options, with the reference's defaults (`epfml/REQ`). Nested in
@@ -129,9 +129,18 @@ pub(crate) fn check_forced<C: RotationalConfig>(
     config: &C,
     rotational: bool,
 ) -> Result<(), ConfigError> {
-    if rotational && config.weight_decay() == 0.0 {
+    check_forced_decay(config.name(), config.weight_decay(), rotational)
+}
+
+/// Refuses a tensor forced rotational (`rotational`) under weight decay 0, naming `config`.
+pub(crate) fn check_forced_decay(
+    config: &'static str,
+    weight_decay: f64,
+    rotational: bool,
+) -> Result<(), ConfigError> {
+    if rotational && weight_decay == 0.0 {
         return Err(ConfigError::Conflict {
-            config: config.name(),
+            config,
             reason: "a rotational tensor needs weight_decay > 0 (its equilibrium angle is zero \
                      at λ = 0)",
         });
@@ -191,10 +200,7 @@ fn plan<C: RotationalConfig, M: Module>(config: &C, model: &M) -> Result<Plan, C
 /// The module optimizer of `plan`: the base optimizer's step for every tensor that is not
 /// rotational, the rotational update for the others, one group per neuron axis.
 fn module_optimizer<C: RotationalConfig>(config: &C, plan: &Plan) -> ModuleOptimizer {
-    let mut by_axis: BTreeMap<usize, Vec<ParamId>> = BTreeMap::new();
-    for (id, (_, axis)) in &plan.rotational {
-        by_axis.entry(*axis).or_default().push(*id);
-    }
+    let by_axis = ids_by_axis(plan.rotational.iter().map(|(id, (_, axis))| (*axis, *id)));
     let groups = by_axis
         .into_iter()
         .map(|(axis, ids)| (ids, config.optimizer(axis, Some(true))));
@@ -218,12 +224,8 @@ pub(crate) fn init_for<C: RotationalConfig, M: Module>(
     let mut prepare = Prepare {
         options: config.rotation_options(),
         plan: &plan,
-        error: None,
     };
-    let model = params::map_params(model, &mut prepare);
-    if let Some(error) = prepare.error {
-        return Err(error);
-    }
+    let model = params::try_map_params(model, &mut prepare)?;
     Ok((model, module_optimizer(config, &plan)))
 }
 
@@ -237,24 +239,24 @@ pub(crate) fn resume_for<C: RotationalConfig, M: Module>(
     Ok(module_optimizer(config, &plan))
 }
 
-/// The set-up of every rotational weight of a plan, with the first neuron that cannot be
-/// prepared.
+/// The set-up of every rotational weight of a plan.
 struct Prepare<'a> {
     options: &'a RotationOptions,
     plan: &'a Plan,
-    error: Option<ConfigError>,
 }
 
-impl ParamMap for Prepare<'_> {
-    fn map<const D: usize>(&mut self, info: &ParamInfo, value: Tensor<D>) -> Option<Tensor<D>> {
+impl TryParamMap for Prepare<'_> {
+    fn try_map<const D: usize>(
+        &mut self,
+        info: &ParamInfo,
+        value: Tensor<D>,
+    ) -> Option<Result<Tensor<D>, ConfigError>> {
         let (_, axis) = self.plan.rotational.get(&info.id)?;
-        match prepare_weight(&self.options.rotation(*axis), &info.path, value) {
-            Ok(prepared) => Some(prepared),
-            Err(error) => {
-                self.error.get_or_insert(error);
-                None
-            }
-        }
+        Some(prepare_weight(
+            &self.options.rotation(*axis),
+            &info.path,
+            value,
+        ))
     }
 }
 
@@ -339,13 +341,11 @@ macro_rules! rotational_constructors {
             /// Rotational on every tensor it gets, around neuron axis `axis`; fails without
             /// weight decay (the equilibrium angle is zero at λ = 0).
             fn on_channel_axis(&self, axis: usize) -> Result<Self, $crate::ConfigError> {
-                if self.weight_decay == 0.0 {
-                    return Err($crate::ConfigError::Conflict {
-                        config: stringify!($optim),
-                        reason: "a rotational tensor needs weight_decay > 0 (its equilibrium \
-                                 angle is zero at λ = 0)",
-                    });
-                }
+                $crate::optimizers::rotational::check_forced_decay(
+                    stringify!($optim),
+                    self.weight_decay,
+                    true,
+                )?;
                 let rotation = $crate::rules::rotation::Rotation {
                     axis,
                     ..self.rotation
