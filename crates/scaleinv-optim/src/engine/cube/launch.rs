@@ -1,11 +1,15 @@
 //! What every launch of the CubeCL kernels shares: contiguous f32 inputs, the state written in
-//! place when no other tensor shares its buffer, one thread per vector of elements, and the
-//! device-side non-finite test (per-block flags in scratch from the runtime's pool: no upload,
+//! place when no other tensor shares its buffer, one thread per vector of elements (a strided
+//! share of them in a kernel whose cubes run barriers, on a device that runs cubes on host
+//! threads), and the device-side non-finite test (per-block flags in scratch from the runtime's pool: no upload,
 //! nothing to clear, finished by the kernel that reads them).
+
+use std::sync::OnceLock;
 
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::client::Client;
+use burn::cubecl::features::Plane;
 use burn::cubecl::prelude::*;
 use burn::cubecl::server::Handle;
 use burn_cubecl::kernel::into_contiguous;
@@ -94,6 +98,30 @@ impl Launch {
         }
     }
 
+    /// The same launch in cubes of at most `units` units (a power of two), as many as the
+    /// tensor needs.
+    pub fn narrowed(self, units: usize) -> Self {
+        let dim = CubeDim::new_1d(self.dim.num_elems().min(units as u32));
+        let threads = self.elements / self.vector;
+        let count = cubecl::calculate_cube_count_elemwise(&self.like.client, threads, dim);
+        Self { dim, count, ..self }
+    }
+
+    /// The launch for a kernel whose units walk the tensor in strides and whose cubes run
+    /// barriers (a cube that tests the gradient or finishes a reduction for itself):
+    /// unchanged on a GPU; on host threads ([`on_host_threads`]) cubes of at most
+    /// [`HOST_UNITS`] units, each unit walking at least [`HOST_VECTORS`] vectors, so that
+    /// the barriers' cost, paid per unit in software, stays a small share of the work.
+    pub fn strided_with_barriers(self) -> Self {
+        if !on_host_threads(self.client()) {
+            return self;
+        }
+        let narrowed = self.narrowed(HOST_UNITS);
+        let threads = narrowed.elements / narrowed.vector;
+        let cubes = threads / (narrowed.units() * HOST_VECTORS);
+        narrowed.at_most(cubes.max(1))
+    }
+
     /// The elements of the launch's tensors.
     pub fn elements(&self) -> usize {
         self.elements
@@ -131,6 +159,24 @@ impl Launch {
     }
 }
 
+/// Whether `client`'s device runs a launch's cubes on a few CPU threads (a software adapter
+/// such as Mesa's lavapipe; CubeCL gives a CPU adapter no plane operations). There every
+/// barrier switches each unit of the cube in software and the cubes run a few at a time, so
+/// a kernel whose cubes repeat work for themselves takes narrow cubes, and few.
+/// `SCALEINV_CUBE_GEOMETRY=gpu` (or `host`) overrides the answer, read once: CI runs the
+/// kernel tests under both geometries on its software adapter.
+pub fn on_host_threads(client: &Client) -> bool {
+    static FORCED: OnceLock<Option<bool>> = OnceLock::new();
+    let forced = FORCED.get_or_init(
+        || match std::env::var("SCALEINV_CUBE_GEOMETRY").as_deref() {
+            Ok("gpu") => Some(false),
+            Ok("host") => Some(true),
+            _ => None,
+        },
+    );
+    forced.unwrap_or_else(|| !client.properties().features.plane.contains(Plane::Ops))
+}
+
 /// The units of a cube that reduces `work` values: a power of two, at most 256 (or what the
 /// device allows) and at most `work` rounded up, so a small reduction does not pay for idle
 /// units at each of its tree's barriers.
@@ -142,6 +188,28 @@ pub fn units_per_cube(client: &Client, work: usize) -> usize {
         .clamp(1, 256) as usize;
     (1 << most.ilog2()).min(work.max(1).next_power_of_two())
 }
+
+/// The units of one cube that reduces `vectors` vectors by itself: each unit folds at least
+/// `GPU_VECTORS` of them before the cube's tree, or on host threads ([`on_host_threads`]) at
+/// least [`HOST_VECTORS`], in at most [`HOST_UNITS`] units.
+pub fn reducing_units(client: &Client, vectors: usize) -> usize {
+    if on_host_threads(client) {
+        units_per_cube(client, vectors.div_ceil(HOST_VECTORS)).min(HOST_UNITS)
+    } else {
+        units_per_cube(client, vectors.div_ceil(GPU_VECTORS))
+    }
+}
+
+/// The fewest vectors a unit of a cube that reduces by itself folds on a GPU
+/// ([`reducing_units`]).
+const GPU_VECTORS: usize = 8;
+
+/// The most units of a cube that runs barriers on host threads
+/// ([`Launch::strided_with_barriers`], [`Blocks`]).
+pub const HOST_UNITS: usize = 64;
+
+/// The fewest vectors a unit of such a cube walks on host threads.
+pub const HOST_VECTORS: usize = 16;
 
 /// The most blocks of a reduction that every cube of the next launch finishes for itself.
 pub const FEW: usize = 64;
@@ -170,9 +238,17 @@ impl Blocks {
         Self::at_most(client, vectors, FEW)
     }
 
+    /// At most `most` blocks; on host threads ([`on_host_threads`]) blocks of at most
+    /// [`HOST_UNITS`] units, each unit reducing at least [`HOST_VECTORS`] vectors.
     fn at_most(client: &Client, vectors: usize, most: usize) -> Self {
-        let units = units_per_cube(client, vectors);
-        let count = vectors.div_ceil(units).clamp(1, most);
+        let (units, count) = if on_host_threads(client) {
+            let units = units_per_cube(client, vectors).min(HOST_UNITS);
+            (units, vectors / (units * HOST_VECTORS))
+        } else {
+            let units = units_per_cube(client, vectors);
+            (units, vectors.div_ceil(units))
+        };
+        let count = count.clamp(1, most);
         Self {
             units,
             count,

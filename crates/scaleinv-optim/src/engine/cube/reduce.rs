@@ -7,8 +7,11 @@ use burn::cubecl::prelude::*;
 use super::launch::FEW;
 
 /// Reduces `rows` rows of `units` values each (row `r` at `acc[r·units..]`, one value per
-/// unit) to their sums (`sum`) or maxima, left at `acc[r·units]`: one tree over the cube's
-/// units whose barriers the rows share.
+/// unit, `units` the cube's width, a power of two) to their sums (`sum`) or maxima, left at
+/// `acc[r·units]`, in two levels whose barriers the rows share: [`groups`] units each fold a
+/// run of consecutive values in order, then unit 0 folds the runs' results in order. Three
+/// barriers whatever the width (a halving tree takes one per halving, which a software device
+/// pays in full, every unit of the cube switched at each), and the same order at every run.
 #[cube]
 pub fn tree<N: Size>(
     acc: &mut Shared<[Vector<f32, N>]>,
@@ -16,29 +19,56 @@ pub fn tree<N: Size>(
     #[comptime] units: usize,
     #[comptime] sum: bool,
 ) {
+    let runs = comptime!(groups(units).0);
+    let run = comptime!(groups(units).1);
     sync_cube();
     let unit = UNIT_POS as usize;
-    let mut active = CUBE_DIM as usize;
-    let mut jump = 1usize;
-    while active > 1 {
-        active /= 2;
-        if unit < active {
-            let to = jump * 2 * unit;
-            let from = to + jump;
-            #[unroll]
-            for r in 0..rows {
-                let a = acc[r * units + to];
-                let b = acc[r * units + from];
-                if sum {
-                    acc[r * units + to] = a + b;
-                } else {
-                    acc[r * units + to] = <Vector<f32, N> as FloatOps>::max(a, b);
-                }
-            }
+    if unit < runs {
+        #[unroll]
+        for r in 0..rows {
+            let first = r * units + unit * run;
+            let folded = fold::<N>(acc, first, 1usize, run, sum);
+            acc[first] = folded;
         }
-        jump *= 2;
-        sync_cube();
     }
+    sync_cube();
+    if unit == 0 {
+        #[unroll]
+        for r in 0..rows {
+            let folded = fold::<N>(acc, r * units, run, runs, sum);
+            acc[r * units] = folded;
+        }
+    }
+    sync_cube();
+}
+
+/// `count` values of `acc` from `first`, `step` apart, combined in order.
+#[cube]
+fn fold<N: Size>(
+    acc: &mut Shared<[Vector<f32, N>]>,
+    first: usize,
+    step: usize,
+    #[comptime] count: usize,
+    #[comptime] sum: bool,
+) -> Vector<f32, N> {
+    let mut a = acc[first];
+    for k in 1..count {
+        let b = acc[first + k * step];
+        if sum {
+            a += b;
+        } else {
+            a = <Vector<f32, N> as FloatOps>::max(a, b);
+        }
+    }
+    a
+}
+
+/// The two levels of [`tree`] over `units` values (a power of two): `(runs, run)`, `runs`
+/// runs of `run` consecutive values, each about `√units`.
+pub fn groups(units: usize) -> (usize, usize) {
+    let bits = units.max(1).ilog2();
+    let run = 1usize << bits.div_ceil(2);
+    (units.max(1) / run, run)
 }
 
 /// The lanes of `x` added in order.

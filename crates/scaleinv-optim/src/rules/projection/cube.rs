@@ -18,8 +18,8 @@
 //!
 //! Every cube of the update finishes the same statistics in the same order, so all hold the
 //! same bits (no cube waits for another: the shaders have no device-scope memory ordering);
-//! the update of a projected tensor runs at most [`DECIDING_CUBES`] cubes, so that the
-//! repeated decision stays a small share of its work.
+//! the update of a projected tensor runs at most [`DECIDING_CUBES`] cubes (fewer on host
+//! threads, see `deciding`), so that the repeated decision stays a small share of its work.
 //!
 //! Each channel is scaled by its own largest `|element|`, so no square or product overflows
 //! f32 whatever the weights' magnitude; the cosines and coefficients are formed from factors
@@ -34,7 +34,9 @@ use burn::cubecl::server::Handle;
 
 use super::{ProjectionView, ScaleInvariance};
 use crate::engine::channels::Channels;
-use crate::engine::cube::launch::{Launch, ONE_CUBE, non_finite_blocks, units_per_cube};
+use crate::engine::cube::launch::{
+    Launch, ONE_CUBE, non_finite_blocks, on_host_threads, reducing_units, units_per_cube,
+};
 use crate::engine::cube::reduce::{lane_max, lane_sum, tree};
 use crate::rules::arith::cube::{MIN_POSITIVE, MomentArgs};
 
@@ -60,6 +62,23 @@ pub trait Momentum: Send + Sync + 'static {
 /// The most cubes of a projected tensor's update, each of which decides for itself
 /// ([`decision`]); its units walk the tensor in strides.
 pub const DECIDING_CUBES: usize = 256;
+
+/// The update of a projected tensor over the `channels` of `run`, each of whose cubes
+/// repeats the decision over every channel: at most [`DECIDING_CUBES`] cubes; on host
+/// threads ([`on_host_threads`]), which run them a few at a time, also at most one per
+/// `DECISION_SHARE · channels` vectors, so that the decisions stay a small share of the
+/// work.
+fn deciding(run: Launch, channels: usize) -> Launch {
+    if on_host_threads(run.client()) {
+        let vectors = run.elements() / run.vector();
+        run.at_most((vectors / (DECISION_SHARE * channels)).clamp(1, DECIDING_CUBES))
+    } else {
+        run.at_most(DECIDING_CUBES)
+    }
+}
+
+/// On host threads, a deciding cube's vectors per channel it decides over ([`deciding`]).
+const DECISION_SHARE: usize = 16;
 
 /// What every cube of a projected tensor's update decides from the statistics
 /// ([`decision`]).
@@ -196,9 +215,10 @@ impl Update {
         let projection = projection
             .filter(|inv| inv.applies_to(dims.len()))
             .map(|inv| (inv, Channels::new(&dims, inv.channel_axis)));
-        let mut run = Launch::in_runs(tensors, projection.map(|(_, c)| c.inner));
-        if projection.is_some() {
-            run = run.at_most(DECIDING_CUBES);
+        let mut run =
+            Launch::in_runs(tensors, projection.map(|(_, c)| c.inner)).strided_with_barriers();
+        if let Some((_, channels)) = projection {
+            run = deciding(run, channels.count);
         }
         let statistics = projection.map(|(inv, channels)| {
             statistics::<R>(&run, [p, g, s1, s2], channels, (rule, nesterov), &inv)
@@ -602,7 +622,7 @@ fn statistics<R: Momentum>(
         );
     } else {
         let per_channel = channels.numel() / channels.count / vector;
-        let units = units_per_cube(client, per_channel);
+        let units = reducing_units(client, per_channel);
         let dim = CubeDim::new_1d(units as u32);
         let count = cubecl::calculate_cube_count_elemwise(client, channels.count * units, dim);
         channel_stats::launch::<R>(

@@ -398,7 +398,7 @@ fn launch(
     let [clip_average, norm_mean, norm_sq_mean] =
         contiguous([clip_average, norm_mean, norm_sq_mean]).map(writable);
     let max_v = if s.amsgrad { writable(max_v) } else { max_v };
-    let run = Launch::new([&p, &g, &m, &v, &max_v]);
+    let run = Launch::new([&p, &g, &m, &v, &max_v]).strided_with_barriers();
     let client = &run.client().clone();
     // Without AMSGrad one vector of scratch fills the maximum's binding.
     let unwritten = client.empty(run.vector() * size_of::<f32>());
