@@ -1,8 +1,8 @@
 //! What every launch of the CubeCL kernels shares: contiguous f32 inputs, the state written in
 //! place when no other tensor shares its buffer, one thread per vector of elements (a strided
 //! share of them in a kernel whose cubes run barriers, on a device that runs cubes on host
-//! threads), and the device-side non-finite test (per-block flags in scratch from the runtime's pool: no upload,
-//! nothing to clear, finished by the kernel that reads them).
+//! threads), and the device-side non-finite test (per-block flags in scratch from the
+//! runtime's pool: no upload, nothing to clear, finished by the kernel that reads them).
 
 use std::sync::OnceLock;
 
@@ -90,8 +90,7 @@ impl Launch {
 
     /// The same launch in at most `cubes` cubes, whose units walk the tensor in strides.
     pub fn at_most(self, cubes: usize) -> Self {
-        let threads = self.elements / self.vector;
-        let count = threads.div_ceil(self.units()).clamp(1, cubes);
+        let count = self.vectors().div_ceil(self.units()).clamp(1, cubes);
         Self {
             count: CubeCount::new_1d(count as u32),
             ..self
@@ -102,8 +101,7 @@ impl Launch {
     /// tensor needs.
     pub fn narrowed(self, units: usize) -> Self {
         let dim = CubeDim::new_1d(self.dim.num_elems().min(units as u32));
-        let threads = self.elements / self.vector;
-        let count = cubecl::calculate_cube_count_elemwise(&self.like.client, threads, dim);
+        let count = cubecl::calculate_cube_count_elemwise(&self.like.client, self.vectors(), dim);
         Self { dim, count, ..self }
     }
 
@@ -117,9 +115,13 @@ impl Launch {
             return self;
         }
         let narrowed = self.narrowed(HOST_UNITS);
-        let threads = narrowed.elements / narrowed.vector;
-        let cubes = threads / (narrowed.units() * HOST_VECTORS);
-        narrowed.at_most(cubes.max(1))
+        let cubes = host_cubes(narrowed.vectors(), narrowed.units());
+        narrowed.at_most(cubes)
+    }
+
+    /// The vectors of the launch: one per thread of the full grid.
+    pub fn vectors(&self) -> usize {
+        self.elements / self.vector
     }
 
     /// The elements of the launch's tensors.
@@ -211,6 +213,12 @@ pub const HOST_UNITS: usize = 64;
 /// The fewest vectors a unit of such a cube walks on host threads.
 pub const HOST_VECTORS: usize = 16;
 
+/// On host threads, the cubes of `units` units that share `vectors` vectors, each unit walking
+/// at least [`HOST_VECTORS`] of them (at least one cube).
+fn host_cubes(vectors: usize, units: usize) -> usize {
+    (vectors / (units * HOST_VECTORS)).max(1)
+}
+
 /// The most blocks of a reduction that every cube of the next launch finishes for itself.
 pub const FEW: usize = 64;
 
@@ -243,7 +251,7 @@ impl Blocks {
     fn at_most(client: &Client, vectors: usize, most: usize) -> Self {
         let (units, count) = if on_host_threads(client) {
             let units = units_per_cube(client, vectors).min(HOST_UNITS);
-            (units, vectors / (units * HOST_VECTORS))
+            (units, host_cubes(vectors, units))
         } else {
             let units = units_per_cube(client, vectors);
             (units, vectors.div_ceil(units))

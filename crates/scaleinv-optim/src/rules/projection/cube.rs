@@ -70,8 +70,8 @@ pub const DECIDING_CUBES: usize = 256;
 /// work.
 fn deciding(run: Launch, channels: usize) -> Launch {
     if on_host_threads(run.client()) {
-        let vectors = run.elements() / run.vector();
-        run.at_most((vectors / (DECISION_SHARE * channels)).clamp(1, DECIDING_CUBES))
+        let cubes = run.vectors() / (DECISION_SHARE * channels);
+        run.at_most(cubes.clamp(1, DECIDING_CUBES))
     } else {
         run.at_most(DECIDING_CUBES)
     }
