@@ -311,3 +311,98 @@ fn nap_projection_kernels_hold_the_norm_like_flex() {
         );
     }
 }
+
+/// The wrappers' `Skip` around Burn's Adam on wgpu (the gradient screened and the parameter
+/// restored by kernels, Burn's fused operations in between) against the same steps on flex,
+/// with a non-finite gradient at step 2: the parameters agree at every step, the bad step
+/// keeps the parameter bit for bit, and the inner state steps on a zero gradient (the steps
+/// after agree). Each shape runs with the gradient moved in (screened in place) and with a
+/// clone of it kept (screened into a copy, the clone untouched); shapes above and below the
+/// one-cube size.
+#[test]
+fn wrappers_around_burns_adam_skip_non_finite_gradients_on_the_device() {
+    use burn::optim::AdamConfig;
+    use scaleinv_optim::{GradientStabilizerConfig, NapConfig, RadialProjectionConfig};
+    let Some(device) = wgpu() else { return };
+    let adam = || AdamConfig::new().with_epsilon(1e-8).build();
+    let nap = NapConfig::new();
+    let radial = RadialProjectionConfig::new().with_weight_decay(1e-2);
+    let stabilizer = GradientStabilizerConfig::new();
+    for bad in [f32::NAN, f32::NEG_INFINITY] {
+        for keep_clone in [false, true] {
+            let case = BadStep {
+                bad,
+                keep_clone,
+                device: &device,
+            };
+            case.run("NaP(Adam)", &nap.wrap(adam()), [64, 32, 3, 3]);
+            case.run("NaP(Adam)", &nap.wrap(adam()), [8, 4, 3, 3]);
+            case.run("NaP(Adam)", &nap.wrap(adam()), [300]);
+            case.run("NaP(Adam)", &nap.wrap(adam()), [20000]);
+            case.run("RadialProjection(Adam)", &radial.wrap(adam()), [96, 160]);
+            case.run(
+                "GradientStabilizer(Adam)",
+                &stabilizer.wrap(adam()),
+                [96, 160],
+            );
+        }
+    }
+}
+
+/// A non-finite value in the gradient of step 2; the gradient moved into each step, or a
+/// clone of it kept.
+struct BadStep<'a> {
+    bad: f32,
+    keep_clone: bool,
+    device: &'a Device,
+}
+
+impl BadStep<'_> {
+    /// Five steps of `optim` on wgpu and on flex.
+    fn run<O: Optimizer, const D: usize>(&self, label: &str, optim: &O, dims: [usize; D]) {
+        let Self {
+            bad,
+            keep_clone,
+            device,
+        } = *self;
+        let label = format!("{label}, {bad}, clone kept {keep_clone}");
+        let label = label.as_str();
+        let flex = Device::flex();
+        let n: usize = dims.iter().product();
+        let on = |v: Vec<f32>, d: &Device| Tensor::<D>::from_data(TensorData::new(v, dims), d);
+        let (mut a, mut b) = (on(wave(n, 1), device), on(wave(n, 1), &flex));
+        let (mut sa, mut sb) = (None, None);
+        for k in 0..5 {
+            let mut g = wave(n, k + 50);
+            if k == 2 {
+                g[n / 2] = bad;
+            }
+            let before = bits(&common::values(a.clone()));
+            let grad = on(g.clone(), device);
+            let kept = keep_clone.then(|| grad.clone());
+            (a, sa) = optim.step(1e-2, a, grad, sa);
+            (b, sb) = optim.step(1e-2, b, on(g.clone(), &flex), sb);
+            let got = common::values(a.clone());
+            close(
+                &format!("{label} {dims:?} step {k}"),
+                &got,
+                &common::values(b.clone()),
+            );
+            if k == 2 {
+                assert_eq!(
+                    bits(&got),
+                    before,
+                    "{label} {dims:?}: the bad step wrote the parameter"
+                );
+            }
+            if let Some(kept) = kept {
+                let kept = common::values(kept);
+                assert_eq!(
+                    (kept.len(), kept[n / 2].to_bits(), kept[0].to_bits()),
+                    (n, g[n / 2].to_bits(), g[0].to_bits()),
+                    "{label} {dims:?} step {k}: the kept gradient was written"
+                );
+            }
+        }
+    }
+}

@@ -72,31 +72,38 @@ impl PerTensor {
     }
 }
 
-/// Each entry's budgets per tensor and step, `(launches, allocations)`; `None` for the
-/// wrappers whose step is tensor operations around a base of Burn's (counted and printed, not
-/// bounded: those operations are Burn's). Every vector of these lists has at most `ONE_CUBE`
+/// Each entry's budgets per tensor and step, `(launches, allocations)` (allocations `None`:
+/// counted, not bounded); `None` for the steps that are tensor operations (counted and
+/// printed, not bounded: those operations are Burn's). Every vector of these lists has at most `ONE_CUBE`
 /// (8192) elements, so its update is one cube that tests the gradient itself: one launch, no
 /// scratch.
-fn budget(entry: &Entry) -> Option<(PerTensor, PerTensor)> {
+fn budget(entry: &Entry) -> Option<(PerTensor, Option<PerTensor>)> {
     // A projected tensor: the channels' statistics, then the update, whose every cube
     // decides (the test, the coefficients and the non-finite test) from them; one buffer, the
     // statistics.
-    let projected = (PerTensor(1, 2), PerTensor(0, 1));
+    let projected = (PerTensor(1, 2), Some(PerTensor(0, 1)));
     match entry.name {
         "AdamP" | "SGDP (momentum, Nesterov)" => Some(projected),
         // max|g| by blocks; AdaClip with Σ clip(g)² by blocks; AdaGN with the update. The
         // blocks' maxima, their sums with a copy of the old statistics (the new ones are
         // written in place), and a vector that fills the unread maximum of the second moment
         // without AMSGrad. A vector: all in one cube, with that vector.
-        "Stable-SPAM" => Some((PerTensor(1, 3), PerTensor(1, 3))),
+        "Stable-SPAM" => Some((PerTensor(1, 3), Some(PerTensor(1, 3)))),
         // The non-finite test by blocks and the update, with the blocks' flags (one launch
         // and no scratch for a tensor of at most 8192 elements).
         "width-scaled AdamW (matrix)" | "AdamC (normalized, running peak)" => {
-            Some((PerTensor(1, 2), PerTensor(0, 1)))
+            Some((PerTensor(1, 2), Some(PerTensor(0, 1))))
         }
         // AdamP's, and NaP's projection of a tensor of rank ≥ 2: Σp² (with the non-finite
         // test) by blocks, the rescale; the sums and the flags.
-        "NaP(AdamP)" => Some((PerTensor(1, 2 + 2), PerTensor(0, 1 + 2))),
+        "NaP(AdamP)" => Some((PerTensor(1, 2 + 2), Some(PerTensor(0, 1 + 2)))),
+        // Around Burn's Adam under `Skip`: the gradient screened (one cube for a tensor of at
+        // most 8192 elements, else the blocks' flags and a cube per share), Burn's fused
+        // step, then NaP's Σp² and the rescale, which restores the parameter on a bad step
+        // (a vector: the guard's restore). The allocations are counted, not bounded: Burn's
+        // step writes a new parameter beside the one the screen keeps, and its moments as
+        // Burn's fusion decides.
+        "NaP(Burn Adam)" => Some((PerTensor(3, 2 + 1 + 2), None)),
         _ => None,
     }
 }
@@ -260,11 +267,15 @@ impl OptimizerVisitor for Count<'_> {
             );
             return;
         };
-        let (most_launches, most_allocations) =
-            (most_launches.over(shapes), most_allocations.over(shapes));
+        let most_launches = most_launches.over(shapes);
+        let most_allocations = most_allocations.map(|most| most.over(shapes));
+        let allocations_budget = match most_allocations {
+            Some(most) => format!("at most {most}"),
+            None => "Burn's, not bounded".to_string(),
+        };
         println!(
             "{name} [{list}, {tensors} tensors], per step: {launches} launches (at most \
-             {most_launches}), {allocations} allocations (at most {most_allocations}), \
+             {most_launches}), {allocations} allocations ({allocations_budget}), \
              {read_backs} read-backs"
         );
         let mut over = |what: &str, count: usize, most: usize| {
@@ -275,7 +286,11 @@ impl OptimizerVisitor for Count<'_> {
             }
         };
         over("launches", launches, most_launches);
-        over("allocations", allocations, most_allocations);
+        over(
+            "allocations",
+            allocations,
+            most_allocations.unwrap_or(usize::MAX),
+        );
         over("read-backs", read_backs, 0);
     }
 }

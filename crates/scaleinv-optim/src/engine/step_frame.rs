@@ -95,6 +95,12 @@ pub(crate) fn framed_wrapper_step<const D: usize, S>(
             let (_, state) = step(param.clone(), grad.zeros_like(), state);
             return (param, state);
         }
+        // On a CubeCL device the screen and the restore are kernels around the inner step,
+        // which Burn's fusion then fuses as it would without the wrapper.
+        #[cfg(feature = "wgpu")]
+        if policy == NonFinitePolicy::Skip && crate::engine::cube::guard::screens(&param, &grad) {
+            return crate::engine::cube::guard::guarded(param, grad, state, step);
+        }
         match policy.checkpoint(&param, &grad) {
             None => step(param, grad, state),
             Some(checkpoint) => {

@@ -514,6 +514,51 @@ impl<O: Optimizer> Nap<O> {
     }
 }
 
+/// NaP around one of Burn's optimizers under `Skip` on a CubeCL device, for a whole-tensor
+/// projection (or none): the gradient screened by kernels (`engine::cube::guard`), the base's
+/// step as Burn's (fused) operations, and the projection's second kernel putting back the
+/// parameter before the step where the screen found NaN or ±∞ (the guard's restore
+/// otherwise).
+#[cfg(feature = "wgpu")]
+impl<O: Optimizer> Nap<O> {
+    fn screened_step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<NapState<D, O::State<D>>>,
+    ) -> crate::engine::cube::CubeStep<D, NapState<D, O::State<D>>> {
+        use crate::engine::cube::guard::{Screen, screens};
+        use crate::rules::norm::cube::{nap_rescale_or_restore, rescales};
+        let radius = state.as_ref().and_then(|s| s.radius.as_ref());
+        let fits = self.non_finite == NonFinitePolicy::Skip
+            && !(self.projects(D) && self.row_axis.is_some())
+            && screens(&param, &grad)
+            && radius.is_none_or(|r| rescales(&param, r));
+        if !fits {
+            return Err(Box::new((param, grad, state)));
+        }
+        check_lr(lr);
+        let state = state.unwrap_or_else(|| self.first_state(&param));
+        let (grad, screen) = Screen::new(&param, grad);
+        let (param, inner) = self.inner.step(lr, param, grad, state.inner);
+        let param = decay(param, lr * self.scale_decay);
+        let steps = state.steps + 1;
+        let param = match &state.radius {
+            Some(rho) if steps.is_multiple_of(self.project_every) && rescales(&param, rho) => {
+                nap_rescale_or_restore(param, rho, &screen, self.epsilon)
+            }
+            _ => screen.restore(param),
+        };
+        let next = NapState {
+            steps,
+            radius: state.radius,
+            inner,
+        };
+        Ok((param, Some(next)))
+    }
+}
+
 impl<O: Optimizer> Optimizer for Nap<O> {
     type State<const D: usize> = NapState<D, O::State<D>>;
 
@@ -530,6 +575,11 @@ impl<O: Optimizer> Optimizer for Nap<O> {
         }
         #[cfg(feature = "wgpu")]
         let (param, grad, state) = match self.cube_step(lr, param, grad, state) {
+            Ok(stepped) => return stepped,
+            Err(inputs) => *inputs,
+        };
+        #[cfg(feature = "wgpu")]
+        let (param, grad, state) = match self.screened_step(lr, param, grad, state) {
             Ok(stepped) => return stepped,
             Err(inputs) => *inputs,
         };

@@ -15,6 +15,7 @@
 //! | AdamP, SGDP | 2 for a tensor of rank ≥ 2 (the channels' statistics; the update, each of whose cubes decides from them, the non-finite test included), 2 otherwise | 1 |
 //! | Stable-SPAM | 3 (`max|g|` by blocks; AdaClip and `Σ clip(g)²` by blocks; AdaGN and the update) | 3 |
 //! | NaP around one of these, whole-tensor projection | the base's, and 2 (`Σp²` and the gradient's test by blocks; the factor and the rescale) | the base's, and 2 |
+//! | a wrapper around one of Burn's optimizers, under `Skip` ([`guard`]) | 2 to screen the gradient (1 for a tensor of at most `ONE_CUBE` elements), Burn's fused step, 1 to restore the parameter; NaP's projection 2 more | 2, and NaP's 1 |
 //!
 //! A tensor of at most [`launch::ONE_CUBE`] elements that is not projected (a bias, a norm's
 //! scale) is stepped by one cube in one launch that tests the gradient itself: width-scaled
@@ -23,6 +24,7 @@
 //! `tests/launches.rs` holds every optimizer to these counts, and to no read-back, at
 //! CubeCL's runtime over ResNet-50's and GPT-2 small's parameter lists.
 
+pub(crate) mod guard;
 pub(crate) mod launch;
 #[cfg(test)]
 pub(crate) mod parity;

@@ -9,16 +9,22 @@
 //!                    guarded and some flag set: nothing written (the step is skipped)
 //!                    otherwise p ← p·factor in place (a copy first if shared)
 //! ```
+//!
+//! After a step screened by `engine::cube::guard` (NaP around one of Burn's optimizers under
+//! `Skip`), launch 2 puts back the parameter before the step where the screen's verdict is
+//! set, in place of the guard's own restore: one launch less.
 
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl;
 use burn::cubecl::prelude::*;
+use burn::cubecl::server::Handle;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
+use crate::engine::cube::guard::Screen;
 use crate::engine::cube::launch::{
     Blocks, Launch, contiguous, non_finite_in, skipped, writable, write_block_flag,
 };
@@ -94,6 +100,32 @@ fn rescale<N: Size>(
     }
 }
 
+/// Launch 2 after a screened step (`engine::cube::guard`): `p ← old` where the one-element
+/// `verdict` is set, else `p ← p · ρ / max(‖p‖, ε)` as [`rescale`] without a guard.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+fn rescale_or_restore<N: Size>(
+    p: &mut [Vector<f32, N>],
+    old: &[Vector<f32, N>],
+    verdict: &[f32],
+    partial: &[f32],
+    blocks: usize,
+    radius: &[f32],
+    epsilon: f32,
+    #[comptime] units: usize,
+) {
+    let sum = finish_in_cube(partial, 0usize, blocks, units, true);
+    let factor = norm_factor_of(radius[0], f32::sqrt(sum), epsilon);
+    let i = ABSOLUTE_POS;
+    if i < p.len() {
+        if verdict[0] > 0.0f32 {
+            p[i] = old[i];
+        } else {
+            p[i] *= Vector::new(factor);
+        }
+    }
+}
+
 /// Launches NaP's projection of the f32 tensor `p` onto the norm held in the one-element
 /// `radius`, skipped when `guard` (the step's gradient) holds NaN or ±∞; `p` is written in
 /// place where no other tensor shares its buffer.
@@ -118,18 +150,7 @@ fn launch(
         None => blocks.partial.clone(),
     };
     let g = guard.as_ref().unwrap_or(&p);
-    block_squares::launch(
-        client,
-        blocks.cubes(),
-        blocks.dim(),
-        run.vector(),
-        run.arg(&p),
-        run.arg(g),
-        blocks.partial(),
-        run.floats(&flags, blocks.count),
-        blocks.units,
-        guard.is_some(),
-    );
+    squares(&run, &blocks, &p, g, &flags, guard.is_some());
     rescale::launch(
         client,
         run.count(),
@@ -143,6 +164,61 @@ fn launch(
         s.epsilon,
         run.units(),
         guard.is_some(),
+    );
+    p
+}
+
+/// Launch 1: `Σp²` by `blocks` and, `guarded`, `g`'s flags into `flags`.
+fn squares(
+    run: &Launch,
+    blocks: &Blocks,
+    p: &CubeTensor,
+    g: &CubeTensor,
+    flags: &Handle,
+    guarded: bool,
+) {
+    block_squares::launch(
+        run.client(),
+        blocks.cubes(),
+        blocks.dim(),
+        run.vector(),
+        run.arg(p),
+        run.arg(g),
+        blocks.partial(),
+        run.floats(flags, blocks.count),
+        blocks.units,
+        guarded,
+    );
+}
+
+/// Launches NaP's projection of `p` after a screened step: `Σp²` by blocks, then the rescale,
+/// or `p ← old` where the one-element `verdict` is set.
+fn launch_restoring(
+    p: CubeTensor,
+    old: CubeTensor,
+    verdict: CubeTensor,
+    radius: CubeTensor,
+    s: NapScalars,
+) -> CubeTensor {
+    let [p, old, verdict, radius] = contiguous([p, old, verdict, radius]);
+    let p = writable(p);
+    let run = Launch::new([&p, &old]);
+    let client = run.client();
+    let blocks = Blocks::few(client, p.meta.num_elements() / run.vector());
+    squares(&run, &blocks, &p, &p, &blocks.partial, false);
+    rescale_or_restore::launch(
+        client,
+        run.count(),
+        run.dim(),
+        run.vector(),
+        run.arg(&p),
+        run.arg(&old),
+        run.floats(&verdict.handle, 1),
+        blocks.partial(),
+        blocks.count,
+        run.floats(&radius.handle, 1),
+        s.epsilon,
+        run.units(),
     );
     p
 }
@@ -166,6 +242,17 @@ pub trait NormKernel: burn::backend::Backend {
         radius: FloatTensor<Self>,
         s: NapScalars,
     ) -> FloatTensor<Self>;
+
+    /// [`nap_rescale`](Self::nap_rescale) after a screened step, or `old` where the
+    /// one-element `verdict` is set.
+    #[fusion(meta = |p, _old, _verdict, _radius, _s| p.clone())]
+    fn nap_rescale_or_restore(
+        p: FloatTensor<Self>,
+        old: FloatTensor<Self>,
+        verdict: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self>;
 }
 
 impl NormKernel for CubeBackend {
@@ -184,6 +271,16 @@ impl NormKernel for CubeBackend {
         s: NapScalars,
     ) -> FloatTensor<Self> {
         launch(p, radius, Some(g), s)
+    }
+
+    fn nap_rescale_or_restore(
+        p: FloatTensor<Self>,
+        old: FloatTensor<Self>,
+        verdict: FloatTensor<Self>,
+        radius: FloatTensor<Self>,
+        s: NapScalars,
+    ) -> FloatTensor<Self> {
+        launch_restoring(p, old, verdict, radius, s)
     }
 }
 
@@ -211,6 +308,28 @@ pub(crate) fn nap_rescale<const D: usize>(
         Some(g) => Dispatch::nap_rescale_guarded(p, g.clone().into_dispatch(), radius, s),
         None => Dispatch::nap_rescale(p, radius, s),
     };
+    Tensor::from_dispatch(out)
+}
+
+/// NaP's projection of `p` after a screened step (`engine::cube::guard`): back to the norm
+/// held in the one-element `radius` (the caller checks [`rescales`]), or the parameter before
+/// the step where the screen's verdict is set.
+pub(crate) fn nap_rescale_or_restore<const D: usize>(
+    p: Tensor<D>,
+    radius: &Tensor<D>,
+    screen: &Screen<D>,
+    epsilon: f64,
+) -> Tensor<D> {
+    let s = NapScalars {
+        epsilon: epsilon as f32,
+    };
+    let out = Dispatch::nap_rescale_or_restore(
+        p.into_dispatch(),
+        screen.old.clone().into_dispatch(),
+        screen.verdict.clone().into_dispatch(),
+        radius.clone().into_dispatch(),
+        s,
+    );
     Tensor::from_dispatch(out)
 }
 
