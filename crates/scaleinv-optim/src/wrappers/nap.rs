@@ -332,6 +332,18 @@ impl<O> Nap<O> {
         param * factor(radius.clone(), norm, self.epsilon)
     }
 
+    /// `ρ` when step `steps` (counted from 1) projects: every `project_every` steps, for a
+    /// projected tensor.
+    fn radius_due<'a, const D: usize>(
+        &self,
+        radius: &'a Option<Tensor<D>>,
+        steps: usize,
+    ) -> Option<&'a Tensor<D>> {
+        radius
+            .as_ref()
+            .filter(|_| steps.is_multiple_of(self.project_every))
+    }
+
     /// `‖W‖` over the scope: shape `[1, …, 1]`, or per row with kept dimensions.
     fn norm<const D: usize>(&self, tensor: &Tensor<D>) -> Tensor<D> {
         let squares = tensor.clone().square();
@@ -418,10 +430,8 @@ impl<O: Optimizer> Nap<O> {
         let state = state.unwrap_or_else(|| self.first_state(&param));
         let steps = state.steps + 1;
         // ρ, when this step projects (one element on flex, checked by `fuses`).
-        let radius = state
-            .radius
-            .as_ref()
-            .filter(|_| steps.is_multiple_of(self.project_every))
+        let radius = self
+            .radius_due(&state.radius, steps)
             .map(|r| crate::engine::flex::single_value(r).expect("ρ on flex"));
         let fused = fused_base::measured_step(&self.inner, lr, param, grad, state.inner);
         let (param, inner) = match (fused.outcome.new_squares(), radius) {
@@ -454,6 +464,18 @@ impl<O: Optimizer> Nap<O> {
 /// base's launches and two more, `W`, the state and `ρ` untouched by any other.
 #[cfg(feature = "wgpu")]
 impl<O: Optimizer> Nap<O> {
+    /// Whether NaP's projection of `param` runs as the kernels: a whole-tensor projection (or
+    /// none) whose `ρ` they read.
+    fn rescales_on_device<const D: usize>(
+        &self,
+        param: &Tensor<D>,
+        state: Option<&NapState<D, O::State<D>>>,
+    ) -> bool {
+        let radius = state.and_then(|s| s.radius.as_ref());
+        !(self.projects(D) && self.row_axis.is_some())
+            && radius.is_none_or(|r| crate::rules::norm::cube::rescales(param, r))
+    }
+
     fn cube_step<const D: usize>(
         &self,
         lr: LearningRate,
@@ -462,13 +484,10 @@ impl<O: Optimizer> Nap<O> {
         state: Option<NapState<D, O::State<D>>>,
     ) -> crate::engine::cube::CubeStep<D, NapState<D, O::State<D>>> {
         use crate::engine::cube::OnNonFinite;
-        use crate::rules::norm::cube::{nap_rescale, rescales};
-        let projects = self.projects(D);
-        let radius = state.as_ref().and_then(|s| s.radius.as_ref());
+        use crate::rules::norm::cube::nap_rescale;
         let fits = self.scale_decay == 0.0
-            && !(projects && self.row_axis.is_some())
             && crate::engine::cube::accepts(&param)
-            && radius.is_none_or(|r| rescales(&param, r));
+            && self.rescales_on_device(&param, state.as_ref());
         if !fits {
             return Err(Box::new((param, grad, state)));
         }
@@ -488,11 +507,9 @@ impl<O: Optimizer> Nap<O> {
         match fused_base::cube_step(&self.inner, lr, param, grad, inner, on_non_finite) {
             Ok((param, inner)) => {
                 let steps = steps + 1;
-                let param = match &radius {
-                    Some(rho) if steps.is_multiple_of(self.project_every) => {
-                        nap_rescale(param, rho, guard.as_ref(), self.epsilon)
-                    }
-                    _ => param,
+                let param = match self.radius_due(&radius, steps) {
+                    Some(rho) => nap_rescale(param, rho, guard.as_ref(), self.epsilon),
+                    None => param,
                 };
                 let state = NapState {
                     steps,
@@ -530,11 +547,9 @@ impl<O: Optimizer> Nap<O> {
     ) -> crate::engine::cube::CubeStep<D, NapState<D, O::State<D>>> {
         use crate::engine::cube::guard::{Screen, screens};
         use crate::rules::norm::cube::{nap_rescale_or_restore, rescales};
-        let radius = state.as_ref().and_then(|s| s.radius.as_ref());
         let fits = self.non_finite == NonFinitePolicy::Skip
-            && !(self.projects(D) && self.row_axis.is_some())
             && screens(&param, &grad)
-            && radius.is_none_or(|r| rescales(&param, r));
+            && self.rescales_on_device(&param, state.as_ref());
         if !fits {
             return Err(Box::new((param, grad, state)));
         }
@@ -544,8 +559,8 @@ impl<O: Optimizer> Nap<O> {
         let (param, inner) = self.inner.step(lr, param, grad, state.inner);
         let param = decay(param, lr * self.scale_decay);
         let steps = state.steps + 1;
-        let param = match &state.radius {
-            Some(rho) if steps.is_multiple_of(self.project_every) && rescales(&param, rho) => {
+        let param = match self.radius_due(&state.radius, steps) {
+            Some(rho) if rescales(&param, rho) => {
                 nap_rescale_or_restore(param, rho, &screen, self.epsilon)
             }
             _ => screen.restore(param),
@@ -594,11 +609,9 @@ impl<O: Optimizer> Optimizer for Nap<O> {
                 let (param, inner) = self.inner.step(lr, param, grad, state.inner);
                 let param = decay(param, lr * self.scale_decay);
                 let steps = state.steps + 1;
-                let param = match &state.radius {
-                    Some(radius) if steps.is_multiple_of(self.project_every) => {
-                        self.project(param, radius)
-                    }
-                    _ => param,
+                let param = match self.radius_due(&state.radius, steps) {
+                    Some(radius) => self.project(param, radius),
+                    None => param,
                 };
                 let next = NapState {
                     steps,

@@ -29,6 +29,7 @@ use super::launch::{
     Launch, ONE_CUBE, contiguous, non_finite_blocks, non_finite_test, skipped, writable,
 };
 use super::{accepts, on_cube};
+use crate::engine::non_finite::Checkpoint;
 
 /// Whether the screen applies to a step of `param` with `grad`: f32 tensors of one shape on a
 /// CubeCL device.
@@ -79,8 +80,7 @@ impl<const D: usize> Screen<D> {
         );
         if !accepts(&param) {
             let bad = self.verdict.clone().greater_elem(0.0);
-            let mask = bad.unsqueeze::<D>().expand(param.shape());
-            return param.mask_where(mask, self.old.clone());
+            return Checkpoint::with_flag(bad, &self.old).param(param);
         }
         let out = Dispatch::restore(
             param.into_dispatch(),
